@@ -1,0 +1,90 @@
+"""Tasks: each owns its data (preloaded tensors), model, metrics and natural loss.
+
+A task is built from ``conf/task/NAME.yaml`` with ``hydra.utils.instantiate``; the harness then
+calls ``load()`` once, moves the tensors to the device, and asks for ``model()`` and ``metrics()``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from harness import HarnessError
+from harness.metrics import classification_metrics, regression_metrics
+
+
+@dataclass
+class Split:
+    x: Tensor
+    y: Tensor  # class indices [N] (long) or real targets [N, 1] (float)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class Data:
+    train: Split
+    val: Split
+    test: Split
+
+    def to(self, device) -> "Data":
+        return Data(*(Split(s.x.to(device), s.y.to(device)) for s in (self.train, self.val, self.test)))
+
+    def splits(self) -> dict[str, Split]:
+        return {"train": self.train, "val": self.val, "test": self.test}
+
+
+class Task:
+    name: str = "task"
+    targets: tuple[str, ...] = ()  # target kinds the task can feed a loss (see harness.losses)
+    primary_metric: str = ""       # e.g. "test/accuracy"
+    mode: str = "max"              # whether the primary metric is better high ("max") or low ("min")
+    num_classes: int = 0
+
+    def load(self) -> Data:
+        raise NotImplementedError
+
+    def model(self) -> nn.Module:
+        raise NotImplementedError
+
+    def metrics(self, output: Tensor, y: Tensor) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+
+class ClassificationTask(Task):
+    targets = ("index", "onehot")
+    minority_class: int | None = None  # set by imbalanced tasks: adds balanced accuracy, recall, AP
+
+    def metrics(self, output: Tensor, y: Tensor) -> dict[str, Tensor]:
+        return classification_metrics(output, y, self.minority_class)
+
+
+class RegressionTask(Task):
+    targets = ("real",)
+    primary_metric = "test/mse"
+    mode = "min"
+
+    def metrics(self, output: Tensor, y: Tensor) -> dict[str, Tensor]:
+        return regression_metrics(output, y)
+
+
+def split_indices(n: int, sizes: list[int], seed: int) -> list[Tensor]:
+    """A seeded random partition of range(n) into consecutive chunks of the given sizes."""
+    if sum(sizes) > n:
+        raise HarnessError(f"the data set has {n} samples, fewer than the {sum(sizes)} asked for ({sizes})")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return list(torch.split(perm[: sum(sizes)], sizes))
+
+
+def check_fraction(name: str, value: float) -> float:
+    if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise HarnessError(f"{name} must be a number in [0, 1), got {value!r}")
+    return float(value)
+
+
+def check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise HarnessError(f"{name} must be a positive integer, got {value!r}")
+    return value

@@ -1,0 +1,102 @@
+"""Imbalanced classification: class sizes decay exponentially from the largest to the smallest.
+
+Class c (of C) gets a share proportional to ``imbalance_ratio ** (-c / (C - 1))``, so class 0 is the
+largest, the last class the smallest, and their sizes differ by ``imbalance_ratio``.
+
+Data sets (``task.dataset``):
+- ``synthetic``: scikit-learn's ``make_classification`` (Gaussian clusters), default two classes
+  at 1:100; train, validation and test share the skew.
+- ``mnist_lt``: long-tailed MNIST: training and validation images subsampled per digit to the
+  profile above; the test set is the official, balanced 10k.
+The rarest class is the *minority class*: its recall is reported, as are balanced accuracy,
+macro-F1 and (two classes) average precision.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from harness import HarnessError
+from harness.tasks import ClassificationTask, Data, Split, check_positive_int, split_indices
+from harness.tasks.mnist import check_model, load_mnist, to_inputs
+from harness.tasks.models import mlp, small_cnn
+
+DATASETS = ("synthetic", "mnist_lt")
+
+
+def class_shares(num_classes: int, ratio: float) -> list[float]:
+    """Exponentially decaying class proportions, largest/smallest = ratio, summing to 1."""
+    w = [ratio ** (-c / (num_classes - 1)) for c in range(num_classes)]
+    return [v / sum(w) for v in w]
+
+
+def long_tail(y: torch.Tensor, num_classes: int, ratio: float, g: torch.Generator) -> torch.Tensor:
+    """Indices of a per-class subsample of y whose class sizes follow the exponential profile."""
+    n_max = min(int((y == c).sum()) for c in range(num_classes))
+    keep = []
+    for c in range(num_classes):
+        idx = torch.nonzero(y == c).squeeze(1)
+        n_c = max(1, int(n_max * ratio ** (-c / (num_classes - 1))))
+        keep.append(idx[torch.randperm(len(idx), generator=g)[:n_c]])
+    return torch.cat(keep)
+
+
+class Imbalanced(ClassificationTask):
+    name = "imbalanced"
+    primary_metric = "test/macro_f1"
+
+    def __init__(self, dataset: str = "synthetic", imbalance_ratio: float = 100.0, num_classes: int = 2,
+                 n_train: int = 5000, n_val: int = 2000, n_test: int = 5000, n_features: int = 20, class_sep: float = 1.5,
+                 data_dir: str = "data", download: bool = True, model: str = "mlp", hidden: Sequence[int] = (64, 64),
+                 activation: str = "relu", channels: Sequence[int] = (16, 32), normalize: str = "standard",
+                 val_size: int = 5000, data_seed: int = 0):
+        if dataset not in DATASETS:
+            raise HarnessError(f"task.dataset={dataset!r} is not an imbalanced data set; allowed: {', '.join(DATASETS)}")
+        if isinstance(imbalance_ratio, bool) or not isinstance(imbalance_ratio, (int, float)) or imbalance_ratio < 1:
+            raise HarnessError(f"task.imbalance_ratio must be a number >= 1 (largest class / smallest class), got {imbalance_ratio!r}")
+        check_model(model, normalize)
+        self.dataset, self.ratio = dataset, float(imbalance_ratio)
+        self.num_classes = 10 if dataset == "mnist_lt" else check_positive_int("task.num_classes", num_classes)
+        if self.num_classes < 2:
+            raise HarnessError(f"task.num_classes must be at least 2, got {num_classes}")
+        self.minority_class = self.num_classes - 1
+        self.sizes = [check_positive_int(f"task.{k}", v) for k, v in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test))]
+        self.n_features = check_positive_int("task.n_features", n_features)
+        self.class_sep = float(class_sep)
+        self.data_dir, self.download, self.model_name, self.normalize = data_dir, bool(download), model, normalize
+        self.hidden, self.activation, self.channels = list(hidden), activation, list(channels)
+        self.val_size = check_positive_int("task.val_size", val_size)
+        self.data_seed = int(data_seed)
+
+    def load(self) -> Data:
+        if self.dataset == "mnist_lt":
+            return self._load_mnist_lt()
+        from sklearn.datasets import make_classification
+
+        n = sum(self.sizes)
+        x, y = make_classification(
+            n_samples=n, n_features=self.n_features, n_informative=min(self.n_features, max(2, self.num_classes)),
+            n_redundant=0, n_classes=self.num_classes, n_clusters_per_class=1, weights=class_shares(self.num_classes, self.ratio),
+            class_sep=self.class_sep, flip_y=0.0, random_state=self.data_seed)
+        x, y = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long)
+        tr, va, te = split_indices(n, self.sizes, self.data_seed)
+        mean, std = x[tr].mean(0), x[tr].std(0)
+        x = (x - mean) / std
+        return Data(Split(x[tr], y[tr]), Split(x[va], y[va]), Split(x[te], y[te]))
+
+    def _load_mnist_lt(self) -> Data:
+        xtr, ytr, xte, yte = load_mnist(self.data_dir, self.download)
+        g = torch.Generator().manual_seed(self.data_seed)
+        tr, va = split_indices(len(ytr), [len(ytr) - self.val_size, self.val_size], self.data_seed)
+        tr, va = tr[long_tail(ytr[tr], 10, self.ratio, g)], va[long_tail(ytr[va], 10, self.ratio, g)]
+        x = to_inputs(xtr, self.normalize)
+        return Data(Split(x[tr], ytr[tr]), Split(x[va], ytr[va]), Split(to_inputs(xte, self.normalize), yte))
+
+    def model(self) -> nn.Module:
+        if self.dataset == "mnist_lt":
+            if self.model_name == "cnn":
+                return small_cnn(10, self.channels, self.hidden[0] if self.hidden else 128)
+            return mlp(28 * 28, 10, self.hidden, self.activation)
+        return mlp(self.n_features, self.num_classes, self.hidden, self.activation)

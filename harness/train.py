@@ -1,0 +1,75 @@
+"""The training loop. It knows nothing about MLflow: each epoch's metrics go to ``on_epoch``.
+
+Data is already on the device as tensors; a batch is a slice of a shuffled index tensor. Metrics
+stay on the device during an epoch and are read to the host once, at its end.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from harness.tasks import Data, Split, Task
+
+DIVERGENCE_CHECK_STEPS = 200  # how often (in steps) a NaN/inf training loss is looked for mid-epoch
+
+
+@dataclass
+class Result:
+    outcome: str                      # "finished" or "diverged"
+    epochs: int                       # epochs completed (a diverged epoch counts)
+    diverged_epoch: int | None = None
+    final: dict[str, float] = field(default_factory=dict)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, task: Task, split: Split, loss_fn: nn.Module, targets: Callable[[Tensor], Tensor],
+             batch_size: int) -> dict[str, Tensor]:
+    model.eval()
+    out = torch.cat([model(split.x[i:i + batch_size]) for i in range(0, len(split), batch_size)])
+    return {"loss": loss_fn(out, targets(split.y)), **task.metrics(out, split.y)}
+
+
+def train(model: nn.Module, task: Task, data: Data, loss_fn: nn.Module, targets: Callable[[Tensor], Tensor],
+          optimizer: torch.optim.Optimizer, scheduler, *, epochs: int, batch_size: int, generator: torch.Generator,
+          on_epoch: Callable[[int, dict[str, float], list[float]], None], eval_batch_size: int = 4096) -> Result:
+    """Train for ``epochs`` epochs; ``on_epoch(epoch, metrics, lrs)`` gets the epoch's metrics and
+    the LR used at every optimizer step of it. Stops early, as diverged, on a NaN/inf loss."""
+    x, y = data.train.x, targets(data.train.y)
+    n = len(y)
+    step = 0
+    for epoch in range(1, epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        order = torch.randperm(n, generator=generator).to(x.device)
+        total, lrs, diverged = torch.zeros((), device=x.device), [], False
+        for start in range(0, n, batch_size):
+            idx = order[start:start + batch_size]
+            loss = loss_fn(model(x[idx]), y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            lrs.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+            total += loss.detach() * len(idx)
+            step += 1
+            if step % DIVERGENCE_CHECK_STEPS == 0 and not torch.isfinite(total):
+                diverged = True
+                break
+        seconds = time.perf_counter() - t0
+        metrics: dict[str, Tensor] = {"train/loss": total / min(n, start + batch_size)}
+        if not diverged:
+            for name, split in data.splits().items():
+                for key, value in evaluate(model, task, split, loss_fn, targets, eval_batch_size).items():
+                    if not (name == "train" and key == "loss"):  # train/loss is the running mean above
+                        metrics[f"{name}/{key}"] = value
+        values = dict(zip(metrics, torch.stack([v.float() for v in metrics.values()]).tolist()))  # one host sync
+        values.update({"lr": lrs[-1], "epoch_seconds": seconds, "samples_per_second": min(n, start + batch_size) / seconds})
+        on_epoch(epoch, values, lrs)
+        if diverged or not all(math.isfinite(v) for k, v in values.items() if k.endswith("loss")):
+            return Result("diverged", epoch, epoch, values)
+    return Result("finished", epochs, None, values)
