@@ -1,4 +1,7 @@
 """`python -m harness [overrides]`: one run; `python -m harness --multirun ...`: a sweep."""
+import os
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
@@ -10,5 +13,31 @@ def main(cfg: DictConfig) -> None:
     run(cfg)
 
 
+def one_line(e: Exception) -> str:
+    """Hydra's composition errors (unknown option or key, bad override syntax) as one line."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and not ln.startswith("\t")]
+    message = lines[0] if lines else type(e).__name__
+    options = getattr(e, "options", None)
+    if options:
+        message += f"; available: {', '.join(options)}"
+    elif len(lines) > 1 and lines[1].startswith("To append"):
+        message += f" No such key in the config (to add one: {lines[1].split(' use ', 1)[-1]})"
+    return message.replace("In 'config': ", "")
+
+
+def cli() -> None:
+    from hydra.errors import HydraException, InstantiationException
+
+    user_wants_traces = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let composition errors reach us instead of Hydra's multi-line report
+    try:
+        main()
+    except HydraException as e:
+        if user_wants_traces or isinstance(e, InstantiationException):
+            raise
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    main()
+    cli()

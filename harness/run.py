@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from harness import HarnessError, __version__, schedules
 from harness.losses import TARGET_KINDS
 from harness.tasks import Data, Task
-from harness.tracking import MlflowTracker, NullTracker, flatten
+from harness.tracking import MlflowTracker, NullTracker, check_reachable, flatten
 from harness.train import Result, train
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -61,6 +61,27 @@ def check_knobs(cfg: DictConfig) -> None:
         raise HarnessError("no loss chosen: pass loss=NAME (see python -m harness --help)")
     if cfg.loss.get("targets") not in TARGET_KINDS:
         raise HarnessError(f"loss.targets must be one of {', '.join(TARGET_KINDS)}, got {cfg.loss.get('targets')!r}")
+
+
+def check_types(cfg: DictConfig, names: dict[str, str]) -> None:
+    """A knob whose shipped default (conf/GROUP/NAME.yaml) is a number or a bool must still be one."""
+    for group in ("task", "loss", "optimizer", "schedule"):
+        path = CONF_DIR / group / f"{names.get(group)}.yaml"
+        if not path.exists() or cfg.get(group) is None:
+            continue
+        shipped = OmegaConf.to_container(OmegaConf.load(path))  # unresolved: ${data_dir} stays text
+        for key, default in shipped.items():
+            if key.startswith("_") or key == "defaults" or key not in cfg[group]:
+                continue
+            value = cfg[group][key]
+            if isinstance(default, bool):
+                ok, kind = isinstance(value, bool), "true or false"
+            elif isinstance(default, (int, float)):
+                ok, kind = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+            else:
+                continue
+            if not ok:
+                raise HarnessError(f"{group}.{key} must be {kind}, got {value!r}")
 
 
 def losses_for(task: Task) -> list[str]:
@@ -139,17 +160,30 @@ def class_weights(spec, y: torch.Tensor, num_classes: int, what: str):
     return weights
 
 
+def build_object(spec, what: str):
+    """hydra.utils.instantiate, with any failure turned into one HarnessError line."""
+    from hydra.errors import InstantiationException
+
+    try:
+        return instantiate(spec)
+    except InstantiationException as e:
+        if isinstance(e.__cause__, HarnessError):
+            raise e.__cause__ from None
+        cause = e.__cause__ or e
+        raise HarnessError(f"cannot build the {what} {spec.get('_target_')}: {str(cause).splitlines()[0]}") from None
+    except HarnessError:
+        raise
+    except Exception as e:
+        raise HarnessError(f"cannot build the {what} {spec.get('_target_')}: {str(e).splitlines()[0]}") from None
+
+
 def build_loss(cfg: DictConfig, task: Task, data: Data, device: torch.device) -> torch.nn.Module:
     spec = OmegaConf.to_container(cfg.loss, resolve=True)
     spec.pop("targets")
     for key in ("weight", "alpha"):  # class weights: CrossEntropyLoss.weight, FocalLoss.alpha
         if key in spec:
             spec[key] = class_weights(spec[key], data.train.y, task.num_classes, f"loss.{key}")
-    try:
-        loss = instantiate(spec)
-    except Exception as e:
-        raise HarnessError(f"cannot build the loss {spec['_target_']}: {e}") from None
-    return loss.to(device)
+    return build_object(spec, "loss").to(device)
 
 
 def targets_fn(kind: str, num_classes: int):
@@ -159,15 +193,17 @@ def targets_fn(kind: str, num_classes: int):
 
 
 def build_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    factory = build_object(cfg.optimizer, "optimizer")
     try:
-        return instantiate(cfg.optimizer)(model.parameters())
+        return factory(model.parameters())
     except Exception as e:
         raise HarnessError(f"cannot build the optimizer {cfg.optimizer.get('_target_')}: {e}") from None
 
 
 def build_schedule(cfg: DictConfig, optimizer, epochs: int, steps_per_epoch: int):
+    factory = build_object(cfg.schedule, "schedule")
     try:
-        return schedules.build(instantiate(cfg.schedule), optimizer, epochs * steps_per_epoch, steps_per_epoch)
+        return schedules.build(factory, optimizer, epochs * steps_per_epoch, steps_per_epoch)
     except Exception as e:
         raise HarnessError(f"cannot build the schedule {cfg.schedule.get('_target_')}: {e}") from None
 
@@ -189,12 +225,8 @@ class Job:
 def build(cfg: DictConfig, names: dict[str, str]) -> Job:
     """Everything a run needs, or a HarnessError saying what is wrong. Opens no MLflow run."""
     check_knobs(cfg)
-    try:
-        task: Task = instantiate(cfg.task)
-    except HarnessError:
-        raise
-    except Exception as e:  # e.g. an unknown key given with +task.foo=...
-        raise HarnessError(f"cannot build the task {cfg.task.get('_target_')}: {e}") from None
+    check_types(cfg, names)
+    task: Task = build_object(cfg.task, "task")
     kind = cfg.loss.targets
     if kind not in task.targets:
         raise HarnessError(f"loss={names['loss']} takes {kind} targets, which task={names['task']} does not have; "
@@ -236,10 +268,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
     names = {g: choices.get(g) or str(cfg[g].get("_target_", g)).rsplit(".", 1)[-1]
              for g in ("task", "loss", "optimizer", "schedule") if cfg.get(g) is not None}
     names.setdefault("loss", "none")
+    experiment = cfg.tracking.experiment or names["task"]
     try:
-        experiment = cfg.tracking.experiment or names["task"]
-        tracker = MlflowTracker(cfg.tracking.uri, experiment, cfg.tracking.flush_seconds) if cfg.tracking.enabled else NullTracker()
+        if cfg.tracking.enabled:
+            check_reachable(cfg.tracking.uri)  # seconds, before any data is loaded
         job = build(cfg, names)
+        tracker = MlflowTracker(cfg.tracking.uri, experiment, cfg.tracking.flush_seconds) if cfg.tracking.enabled else NullTracker()
     except HarnessError as e:
         fail(str(e))
 

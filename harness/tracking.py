@@ -59,9 +59,13 @@ class NullTracker:
 
 class MlflowTracker:
     def __init__(self, uri: str, experiment: str, flush_seconds: float = 5.0):
-        check_reachable(uri)
+        import logging
+
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
+
+        for name in ("mlflow", "alembic"):  # not "Creating initial MLflow database tables..." (set after import: it resets them)
+            logging.getLogger(name).setLevel(logging.WARNING)
 
         self.client = MlflowClient(tracking_uri=uri)
         self.uri, self.flush_seconds = uri, flush_seconds

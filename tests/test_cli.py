@@ -1,0 +1,179 @@
+"""End-to-end: `python -m harness ...` in a subprocess, then the MLflow store read back."""
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import ROOT, SHARED_DATA, mlflow_runs, run_cli
+
+pytestmark = pytest.mark.slow  # each test starts python + torch + MLflow (several seconds)
+
+
+def only_run(cwd, experiment):
+    client, runs = mlflow_runs(cwd, experiment)
+    assert len(runs) == 1, [r.info.run_name for r in runs]
+    return client, runs[0]
+
+
+def test_default_run_lands_in_mlflow_db_in_the_working_directory(tmp_path):
+    env = {"PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-m", "harness", "epochs=2"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=300, env={**__import__("os").environ, **env})
+    assert out.returncode == 0, out.stderr
+    assert "epoch 2/2" in out.stdout and "finished: test/macro_f1" in out.stdout  # progress on a terminal
+    assert (tmp_path / "mlflow.db").exists()
+    client, run = only_run(tmp_path, "imbalanced")
+    assert run.info.status == "FINISHED" and run.info.run_name == "epochs=2"
+    tags = run.data.tags
+    for key, value in {"task": "imbalanced", "loss": "ce", "optimizer": "adam", "schedule": "constant", "batch_size": "128",
+                       "seed": "0", "device": "cpu", "outcome": "finished", "harness_version": "0.1.0",
+                       "primary_metric": "test/macro_f1"}.items():
+        assert tags[key] == value, key
+    assert len(tags["config_hash"]) == 16
+    params = run.data.params
+    assert params["optimizer._target_"] == "torch.optim.Adam" and params["optimizer.lr"] == "0.001"
+    assert params["task.imbalance_ratio"] == "100" and params["epochs"] == "2" and params["loss.targets"] == "index"
+    history = client.get_metric_history(run.info.run_id, "train/loss")
+    assert [m.step for m in history] == [1, 2]
+    for key in ("val/loss", "test/loss", "test/accuracy", "test/macro_f1", "test/balanced_accuracy", "test/minority_recall",
+                "test/average_precision", "train/accuracy", "lr", "epoch_seconds", "samples_per_second", "lr_step"):
+        assert key in run.data.metrics, key
+    config = client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))
+    assert "imbalance_ratio: 100" in open(config).read()
+
+
+def test_headline_example_focal_with_adam(tmp_path):
+    out = run_cli("loss=focal", "optimizer=adam", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    _, run = only_run(tmp_path, "imbalanced")
+    assert run.info.run_name == "loss=focal,optimizer=adam"
+    assert run.data.tags["loss"] == "focal" and run.data.params["loss.gamma"] == "2.0"
+
+
+def test_regression_with_outliers_and_huber(tmp_path):
+    out = run_cli("task=regression", "loss=huber", "loss.delta=0.5", "task.outlier_fraction=0.2", "epochs=3", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    _, run = only_run(tmp_path, "regression")
+    assert run.data.params["loss.delta"] == "0.5" and run.data.params["task.outlier_fraction"] == "0.2"
+    assert {"test/mse", "test/mae", "test/r2", "val/mse"} <= set(run.data.metrics)
+    assert run.data.tags["primary_metric"] == "test/mse" and run.data.tags["primary_mode"] == "min"
+
+
+def test_mnist_cnn_with_sgd_cosine_on_tiny_idx_files(tmp_path, tiny_mnist):
+    out = run_cli("task=mnist", f"data_dir={tiny_mnist}", "task.val_size=50", "task.model=cnn", "loss=ce", "optimizer=sgd",
+                  "optimizer.lr=0.05", "batch_size=64", "schedule=cosine", "epochs=3", "seed=1", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    client, run = only_run(tmp_path, "mnist")
+    assert {"test/accuracy", "test/macro_f1", "test/loss"} <= set(run.data.metrics)
+    lrs = [m.value for m in client.get_metric_history(run.info.run_id, "lr_step")]
+    assert lrs[0] == pytest.approx(0.05) and lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.01
+
+
+def test_long_tailed_mnist_on_tiny_idx_files(tmp_path, tiny_mnist):
+    out = run_cli("task=imbalanced", "task.dataset=mnist_lt", "task.imbalance_ratio=10", f"data_dir={tiny_mnist}",
+                  "task.val_size=50", "epochs=2", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    _, run = only_run(tmp_path, "imbalanced")
+    assert "test/minority_recall" in run.data.metrics and "test/average_precision" not in run.data.metrics
+
+
+def test_one_run_on_real_mnist(tmp_path):
+    if not (SHARED_DATA / "MNIST" / "raw" / "t10k-images-idx3-ubyte").exists():
+        pytest.skip("../shared/data/MNIST/raw is not beside this checkout")
+    out = run_cli("task=mnist", f"data_dir={SHARED_DATA}", "epochs=1", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    _, run = only_run(tmp_path, "mnist")
+    assert run.data.metrics["test/accuracy"] > 0.9
+
+
+def test_divergence_is_recorded_not_crashed(tmp_path):
+    out = run_cli("task=regression", "optimizer=sgd", "optimizer.lr=1e6", "epochs=5", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr
+    _, run = only_run(tmp_path, "regression")
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["outcome"] == "diverged" and run.data.tags["diverged_epoch"] == "1"
+
+
+def test_a_crash_marks_the_run_failed(tmp_path):
+    out = run_cli("loss._target_=tests.helpers.ExplodingLoss", "epochs=2", cwd=tmp_path, env={"PYTHONPATH": str(ROOT)})
+    assert out.returncode != 0 and "boom from ExplodingLoss" in out.stderr
+    _, run = only_run(tmp_path, "imbalanced")
+    assert run.info.status == "FAILED" and run.data.tags["outcome"] == "failed"
+    assert "boom" in run.data.tags["error"]
+
+
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, "KILLED"), (signal.SIGTERM, "KILLED")])
+def test_interrupt_marks_the_run_killed(tmp_path, sig, status):
+    cmd = [sys.executable, "-m", "harness", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", "epochs=100000",
+           "task.n_train=20000", "batch_size=8", "tracking.flush_seconds=0"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    try:
+        for line in proc.stdout:  # wait for training to be under way
+            if line.startswith("epoch "):  # "epoch 1/100000 ...", not the "epochs=..." header
+                break
+        proc.send_signal(sig)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    _, run = only_run(tmp_path, "imbalanced")
+    assert run.info.status == status and run.data.tags["outcome"] == "killed"
+    assert "train/loss" in run.data.metrics  # what was logged before the interrupt is kept
+
+
+BAD_INPUTS = [
+    (["loss=foo"], "Could not find 'loss/foo'; available: bce, ce"),
+    (["task=nope"], "available: imbalanced, mnist, regression"),
+    (["foo=1"], "Could not override 'foo'"),
+    (["task.foo=3"], "Could not override 'task.foo'"),
+    (["epochs=abc"], "epochs must be a positive integer"),
+    (["epochs=0"], "epochs must be a positive integer"),
+    (["batch_size=0"], "batch_size must be a positive integer or 'full'"),
+    (["optimizer.lr=0"], "optimizer.lr must be a positive number"),
+    (["optimizer.lr=fast"], "optimizer.lr must be a positive number"),
+    (["schedule=step", "schedule.gamma=abc"], "schedule.gamma must be a number"),
+    (["optimizer=nesterov", "optimizer.nesterov=3"], "optimizer.nesterov must be true or false"),
+    (["task=regression", "task.outlier_fraction=1.0"], "task.outlier_fraction must be a number in [0, 1)"),
+    (["task.imbalance_ratio=0.5"], "task.imbalance_ratio must be a number >= 1"),
+    (["task=regression", "loss=focal"], "losses that fit regression: huber, log_cosh, mae, mse, smooth_l1"),
+    (["task=mnist", "loss=mse"], "losses that fit mnist: bce, ce, dice, focal, hinge, kl, mse_prob"),
+    (["device=tpu"], "device='tpu' is unknown"),
+    (["threads=0"], "threads must be 'auto' or a positive integer"),
+    (["+optimizer.foo=3"], "unexpected keyword argument 'foo'"),
+    (["task=mnist", "data_dir=DATA_DIR_MISSING", "task.download=false"], "MNIST is not in"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
+def test_bad_input_one_line_nonzero_exit_no_run_left(tmp_path, args, message):
+    args = [a.replace("DATA_DIR_MISSING", str(tmp_path / "nodata")) for a in args]
+    out = run_cli(*args, cwd=tmp_path)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], out.stderr
+    assert mlflow_runs(tmp_path, "imbalanced")[1] == [] and mlflow_runs(tmp_path, "mnist")[1] == []
+
+
+def test_device_cuda_without_a_gpu_is_one_clear_line(tmp_path):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    out = run_cli("device=cuda", cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.strip() == (
+        "error: device=cuda but no CUDA GPU is visible to torch here; use device=cpu or device=auto")
+
+
+def test_unreachable_tracking_server_fails_fast(tmp_path):
+    import socket
+    with socket.socket() as s:  # a free loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "harness", f"tracking.uri=http://127.0.0.1:{port}"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 2 and time.monotonic() - t0 < 60
+    assert out.stderr.strip().startswith(f"error: the MLflow tracking server http://127.0.0.1:{port} is not reachable")
