@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,10 +26,12 @@ from harness import HarnessError, __version__, schedules
 from harness.losses import TARGET_KINDS
 from harness.tasks import Data, Task
 from harness.tracking import MlflowTracker, NullTracker, check_reachable, flatten
+from harness.sweep import experiment_name, job_context, parallel_jobs, record_job
 from harness.train import Result, train
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-NOT_IN_HASH = ("tracking", "threads", "data_dir", "progress", "eval_batch_size")  # knobs that do not change results
+NOT_IN_HASH = ("tracking", "threads", "data_dir", "progress", "eval_batch_size", "resume")  # knobs that do not change results
+NOT_IN_RUN_NAME = ("tracking.", "progress", "hydra", "experiment=", "smoke=", "resume", "data_dir", "threads")
 LR_POINTS_PER_EPOCH = 50  # per-step LR is logged as `lr_step`, thinned to at most this many points per epoch
 
 
@@ -57,6 +60,9 @@ def check_knobs(cfg: DictConfig) -> None:
     lr = cfg.optimizer.get("lr")
     if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr <= 0):
         raise HarnessError(f"optimizer.lr must be a positive number, got {lr!r}")
+    if cfg.lr_scaling not in LR_SCALINGS:
+        raise HarnessError(f"lr_scaling must be one of {', '.join(LR_SCALINGS)}, got {cfg.lr_scaling!r}")
+    positive_int("lr_reference_batch")
     if cfg.get("loss") is None or "_target_" not in cfg.loss:
         raise HarnessError("no loss chosen: pass loss=NAME (see python -m harness --help)")
     if cfg.loss.get("targets") not in TARGET_KINDS:
@@ -86,11 +92,12 @@ def check_types(cfg: DictConfig, names: dict[str, str]) -> None:
 
 def losses_for(task: Task) -> list[str]:
     """The loss configs in conf/loss whose targets the task can feed."""
-    names = []
-    for path in sorted(CONF_DIR.glob("loss/*.yaml")):
-        if OmegaConf.load(path).get("targets") in task.targets:
-            names.append(path.stem)
-    return names
+    def targets_of(name: str):
+        spec = OmegaConf.load(CONF_DIR / "loss" / f"{name}.yaml")
+        bases = [d for d in spec.get("defaults", []) if d != "_self_"]  # a variant inherits from its base
+        return spec.get("targets") or (targets_of(bases[0]) if bases else None)
+
+    return [p.stem for p in sorted(CONF_DIR.glob("loss/*.yaml")) if targets_of(p.stem) in task.targets]
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -108,14 +115,17 @@ def resolve_device(requested: str) -> torch.device:
     raise HarnessError(f"device={requested!r} is unknown; allowed: auto, cpu, cuda, cuda:N")
 
 
-def resolve_threads(threads) -> int:
-    """auto: the cores this process may use, divided among the parallel jobs of a sweep
-    (HARNESS_PARALLEL_JOBS, set by the launcher config), so jobs x threads never exceeds the cores."""
+def resolve_threads(threads, launcher=None) -> int:
+    """auto: the cores this process may use, shared among the jobs a sweep runs at once on this
+    machine (joblib's n_jobs, submitit's cpus_per_task, or HARNESS_PARALLEL_JOBS), so that
+    jobs x threads never exceeds the cores (oversubscription cost 20x here)."""
     if threads != "auto":
         return int(threads)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    jobs = max(1, int(os.environ.get("HARNESS_PARALLEL_JOBS", "1")))
-    return max(1, cores // jobs)
+    if launcher is not None and launcher.get("cpus_per_task"):
+        return max(1, min(cores, int(launcher.cpus_per_task)))
+    jobs = (parallel_jobs(launcher) if launcher is not None else None) or int(os.environ.get("HARNESS_PARALLEL_JOBS", "1"))
+    return max(1, cores // max(1, jobs))
 
 
 def hydra_choices() -> tuple[dict[str, str], list[str]]:
@@ -192,8 +202,14 @@ def targets_fn(kind: str, num_classes: int):
     return lambda y: y
 
 
-def build_optimizer(cfg: DictConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    factory = build_object(cfg.optimizer, "optimizer")
+LR_SCALINGS = {"none": lambda r: 1.0, "linear": lambda r: r, "sqrt": lambda r: r ** 0.5}
+
+
+def build_optimizer(cfg: DictConfig, model: torch.nn.Module, batch_size: int) -> torch.optim.Optimizer:
+    spec = cfg.optimizer
+    if cfg.lr_scaling != "none" and "lr" in spec:  # e.g. the linear scaling rule: lr x batch / reference batch
+        spec = OmegaConf.merge(spec, {"lr": spec.lr * LR_SCALINGS[cfg.lr_scaling](batch_size / cfg.lr_reference_batch)})
+    factory = build_object(spec, "optimizer")
     try:
         return factory(model.parameters())
     except Exception as e:
@@ -222,7 +238,7 @@ class Job:
     threads: int
 
 
-def build(cfg: DictConfig, names: dict[str, str]) -> Job:
+def build(cfg: DictConfig, names: dict[str, str], launcher=None) -> Job:
     """Everything a run needs, or a HarnessError saying what is wrong. Opens no MLflow run."""
     check_knobs(cfg)
     check_types(cfg, names)
@@ -232,7 +248,7 @@ def build(cfg: DictConfig, names: dict[str, str]) -> Job:
         raise HarnessError(f"loss={names['loss']} takes {kind} targets, which task={names['task']} does not have; "
                            f"losses that fit {names['task']}: {', '.join(losses_for(task))}")
     device = resolve_device(str(cfg.device))
-    threads = resolve_threads(cfg.threads)
+    threads = resolve_threads(cfg.threads, launcher)
     torch.set_num_threads(threads)
     torch.manual_seed(cfg.seed)
     if device.type == "cuda":
@@ -240,9 +256,9 @@ def build(cfg: DictConfig, names: dict[str, str]) -> Job:
     data = task.load().to(device)
     model = task.model().to(device)
     loss = build_loss(cfg, task, data, device)
-    optimizer = build_optimizer(cfg, model)
     n = len(data.train)
     batch_size = n if cfg.batch_size == "full" else min(int(cfg.batch_size), n)
+    optimizer = build_optimizer(cfg, model, batch_size)
     scheduler = build_schedule(cfg, optimizer, cfg.epochs, -(-n // batch_size))
     return Job(task, data, model, loss, targets_fn(kind, task.num_classes), optimizer, scheduler, batch_size, device, threads)
 
@@ -263,27 +279,67 @@ def print_epoch(epoch: int, epochs: int, m: dict[str, float], primary: str) -> N
     print(f"epoch {epoch:>{len(str(epochs))}}/{epochs}  {parts}  lr {m['lr']:.3g}  {m['epoch_seconds']:.2f}s", flush=True)
 
 
+def open_tracker(cfg: DictConfig, experiment: str):
+    if not cfg.tracking.enabled:
+        return NullTracker()
+    return MlflowTracker(cfg.tracking.uri, experiment, cfg.tracking.flush_seconds)
+
+
+def previous_runs(tracker, config_hash_: str) -> tuple[str | None, list[str]]:
+    """(a FINISHED run with this config hash, RUNNING ones left by a killed job) in the experiment."""
+    if tracker.run_id is not None or not hasattr(tracker, "client"):
+        return None, []
+    runs = tracker.client.search_runs([tracker.experiment_id], f"tags.config_hash = '{config_hash_}'")
+    finished = [r for r in runs if r.info.status == "FINISHED" and r.data.tags.get("harness.role") != "sweep"]
+    return (finished[0].info.run_id if finished else None), [r.info.run_id for r in runs if r.info.status == "RUNNING"]
+
+
 def run(cfg: DictConfig) -> dict[str, float]:
+    """One training run; in a --multirun, one job of the sweep (never raises: failures are recorded)."""
     choices, overrides = hydra_choices()
     names = {g: choices.get(g) or str(cfg[g].get("_target_", g)).rsplit(".", 1)[-1]
              for g in ("task", "loss", "optimizer", "schedule") if cfg.get(g) is not None}
     names.setdefault("loss", "none")
-    experiment = cfg.tracking.experiment or names["task"]
+    ctx = job_context()
+    sweep = (ctx or {}).get("sweep") or {}
+    experiment = sweep.get("experiment") or experiment_name(cfg, names["task"])
+    chash = config_hash(cfg)
+    record = (lambda outcome, **kw: record_job(ctx["dir"], ctx["num"], {"num": ctx["num"], "overrides": ctx["overrides"],
+                                                                        "outcome": outcome, **kw})) if ctx else (lambda *a, **k: None)
+    tracker = NullTracker()
     try:
         if cfg.tracking.enabled:
             check_reachable(cfg.tracking.uri)  # seconds, before any data is loaded
-        job = build(cfg, names)
-        tracker = MlflowTracker(cfg.tracking.uri, experiment, cfg.tracking.flush_seconds) if cfg.tracking.enabled else NullTracker()
+        if ctx and cfg.tracking.enabled:  # a sweep's store exists already: look for this job's earlier runs
+            tracker = open_tracker(cfg, experiment)
+            done, stale = previous_runs(tracker, chash)
+            for run_id in stale:  # its process died (kill -9, node lost): it will never end by itself
+                tracker.client.set_tag(run_id, "outcome", "failed")
+                tracker.client.set_tag(run_id, "error", "found RUNNING by a later sweep: its process died; rerun")
+                tracker.client.set_terminated(run_id, status="FAILED")
+            if done and cfg.resume:
+                print(f"skipped: run {done} in {experiment!r} already finished this config (resume=false reruns it)", flush=True)
+                record("skipped", run_id=done)
+                return {}
+        job = build(cfg, names, ctx["launcher"] if ctx else None)
+        if isinstance(tracker, NullTracker):
+            tracker = open_tracker(cfg, experiment)
     except HarnessError as e:
-        fail(str(e))
+        if not ctx:
+            fail(str(e))
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        record("failed", error=str(e))
+        return {}
 
-    run_name = ",".join(o for o in overrides if not o.startswith(("tracking.", "progress", "hydra"))) or "defaults"
+    run_name = ",".join(o for o in overrides if not o.startswith(NOT_IN_RUN_NAME)) or "defaults"
     tags = {"task": names["task"], "loss": names["loss"], "optimizer": names["optimizer"], "schedule": names["schedule"],
             "batch_size": str(cfg.batch_size), "seed": str(cfg.seed), "device": str(job.device), "threads": str(job.threads),
-            "config_hash": config_hash(cfg), "harness_version": __version__, "primary_metric": job.task.primary_metric,
+            "config_hash": chash, "harness_version": __version__, "primary_metric": job.task.primary_metric,
             "primary_mode": job.task.mode, "outcome": "running"}
     if commit := git_commit():
         tags["git_commit"] = commit
+    if sweep.get("parent_run_id"):
+        tags.update({"mlflow.parentRunId": sweep["parent_run_id"], "sweep_id": sweep["sweep_id"]})
     tracker.start(run_name, tags, flatten(OmegaConf.to_container(cfg, resolve=True)), OmegaConf.to_yaml(cfg, resolve=True))
     if cfg.progress:
         print(f"{run_name}: {names['task']} x {names['loss']} x {names['optimizer']} x {names['schedule']}, "
@@ -310,19 +366,26 @@ def run(cfg: DictConfig) -> dict[str, float]:
                                on_epoch=on_epoch, eval_batch_size=cfg.eval_batch_size)
     except KeyboardInterrupt:
         tracker.end("KILLED", {"outcome": "killed"})
+        record("killed", run_id=tracker.run_id, seconds=time.perf_counter() - t0)
         print("interrupted: the MLflow run is marked KILLED", file=sys.stderr)
         sys.exit(130)
     except BaseException as e:
         tracker.end("FAILED", {"outcome": "failed", "error": f"{type(e).__name__}: {e}"[:5000]})
-        raise
+        if not ctx:
+            raise
+        traceback.print_exc()  # a failed job does not stop the sweep; the summary counts it
+        record("failed", run_id=tracker.run_id, error=f"{type(e).__name__}: {e}", seconds=time.perf_counter() - t0)
+        return {}
     finally:
         signal.signal(signal.SIGTERM, previous)
-    end_tags = {"outcome": result.outcome, "train_seconds": f"{time.perf_counter() - t0:.3f}"}
+    seconds = time.perf_counter() - t0
+    end_tags = {"outcome": result.outcome, "train_seconds": f"{seconds:.3f}"}
     if result.diverged_epoch is not None:
         end_tags["diverged_epoch"] = str(result.diverged_epoch)
     tracker.end("FINISHED", end_tags)
+    primary = result.final.get(job.task.primary_metric, float("nan"))
+    record(result.outcome, run_id=tracker.run_id, metric=job.task.primary_metric, value=primary, seconds=seconds)
     if cfg.progress:
-        primary = result.final.get(job.task.primary_metric, float("nan"))
         print(f"{result.outcome}" + (f" at epoch {result.diverged_epoch} (NaN/inf loss)" if result.diverged_epoch else "")
-              + f": {job.task.primary_metric} {primary:.4f} after {result.epochs} epochs, {time.perf_counter() - t0:.1f}s", flush=True)
+              + f": {job.task.primary_metric} {primary:.4f} after {result.epochs} epochs, {seconds:.1f}s", flush=True)
     return result.final

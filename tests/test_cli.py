@@ -126,7 +126,7 @@ def test_interrupt_marks_the_run_killed(tmp_path, sig, status):
 
 
 BAD_INPUTS = [
-    (["loss=foo"], "Could not find 'loss/foo'; available: bce, ce"),
+    (["loss=foo"], "Could not find 'loss/foo'; available: bce, ce, ce_weighted"),
     (["task=nope"], "available: imbalanced, mnist, regression"),
     (["foo=1"], "Could not override 'foo'"),
     (["task.foo=3"], "Could not override 'task.foo'"),
@@ -140,7 +140,7 @@ BAD_INPUTS = [
     (["task=regression", "task.outlier_fraction=1.0"], "task.outlier_fraction must be a number in [0, 1)"),
     (["task.imbalance_ratio=0.5"], "task.imbalance_ratio must be a number >= 1"),
     (["task=regression", "loss=focal"], "losses that fit regression: huber, log_cosh, mae, mse, smooth_l1"),
-    (["task=mnist", "loss=mse"], "losses that fit mnist: bce, ce, dice, focal, hinge, kl, mse_prob"),
+    (["task=mnist", "loss=mse"], "losses that fit mnist: bce, ce, ce_weighted, dice, focal, focal_g1, focal_g5, hinge, kl, mse_prob"),
     (["device=tpu"], "device='tpu' is unknown"),
     (["threads=0"], "threads must be 'auto' or a positive integer"),
     (["+optimizer.foo=3"], "unexpected keyword argument 'foo'"),

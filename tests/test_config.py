@@ -11,7 +11,7 @@ from harness.run import CONF_DIR, build, losses_for, run
 
 OPTIONS = {g: sorted(p.stem for p in (CONF_DIR / g).glob("*.yaml")) for g in ("task", "loss", "optimizer", "schedule")}
 SMALL = ["tracking.enabled=false", "progress=false", "epochs=2", "task.n_train=300", "task.n_val=100", "task.n_test=200"]
-CLASSIFICATION_LOSSES = ["bce", "ce", "dice", "focal", "hinge", "kl", "mse_prob"]
+CLASSIFICATION_LOSSES = ["bce", "ce", "ce_weighted", "dice", "focal", "focal_g1", "focal_g5", "hinge", "kl", "mse_prob"]
 REGRESSION_LOSSES = ["huber", "log_cosh", "mae", "mse", "smooth_l1"]
 
 
@@ -105,6 +105,10 @@ def test_class_weights_balanced_for_ce_and_focal():
     cfg = compose_cfg("task=imbalanced", "loss=ce", "loss.weight=balanced", "task.imbalance_ratio=9", *SMALL)
     w = build(cfg, names_of(cfg)).loss.weight
     assert w[1] / w[0] == pytest.approx(9, rel=0.3)
+    cfg = compose_cfg("task=imbalanced", "loss=ce_weighted", *SMALL)
+    assert build(cfg, names_of(cfg)).loss.weight[1] > 10
+    cfg = compose_cfg("task=imbalanced", "loss=focal_g5", *SMALL)
+    assert build(cfg, names_of(cfg)).loss.gamma == 5.0
     cfg = compose_cfg("task=imbalanced", "loss=focal", "loss.alpha=[0.25,0.75]", *SMALL)
     assert build(cfg, names_of(cfg)).loss.alpha.tolist() == [0.25, 0.75]
     cfg = compose_cfg("task=imbalanced", "loss=ce", "loss.weight=[1,2,3]", *SMALL)

@@ -87,7 +87,7 @@ class Imbalanced(ClassificationTask):
         return Data(Split(x[tr], y[tr]), Split(x[va], y[va]), Split(x[te], y[te]))
 
     def _load_mnist_lt(self) -> Data:
-        xtr, ytr, xte, yte = load_mnist(self.data_dir, self.download)
+        xtr, ytr, xte, yte = load_mnist(str(self.data_dir), self.download)
         g = torch.Generator().manual_seed(self.data_seed)
         tr, va = split_indices(len(ytr), [len(ytr) - self.val_size, self.val_size], self.data_seed)
         tr, va = tr[long_tail(ytr[tr], 10, self.ratio, g)], va[long_tail(ytr[va], 10, self.ratio, g)]

@@ -7,6 +7,7 @@ is the official 10k.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 from pathlib import Path
 from typing import Sequence
@@ -24,6 +25,7 @@ NORMALIZATIONS = ("standard", "unit", "none")
 MODELS = ("mlp", "cnn")
 
 
+@functools.lru_cache(maxsize=2)  # a sweep's jobs in one process read the files once
 def load_mnist(data_dir: str | Path, download: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(train images uint8 [60000, 28, 28], train labels, test images, test labels)."""
     from torchvision.datasets import MNIST
@@ -64,20 +66,21 @@ class MNIST(ClassificationTask):
 
     def __init__(self, data_dir: str = "data", download: bool = True, model: str = "mlp", hidden: Sequence[int] = (256,),
                  activation: str = "relu", channels: Sequence[int] = (16, 32), normalize: str = "standard",
-                 val_size: int = 5000, train_size: int | None = None, data_seed: int = 0):
+                 val_size: int = 5000, n_train: int | None = None, data_seed: int = 0):
         check_model(model, normalize)
         self.data_dir, self.download, self.model_name, self.normalize = data_dir, bool(download), model, normalize
         self.hidden, self.activation, self.channels = list(hidden), activation, list(channels)
-        self.val_size = check_positive_int("task.val_size", val_size)
-        self.train_size = None if train_size is None else check_positive_int("task.train_size", train_size)
+        self.val_size = 0 if val_size == 0 else check_positive_int("task.val_size", val_size)  # 0: validate on test
+        self.n_train = None if n_train is None else check_positive_int("task.n_train", n_train)
         self.data_seed = int(data_seed)
 
     def load(self) -> Data:
-        xtr, ytr, xte, yte = load_mnist(self.data_dir, self.download)
-        n_train = self.train_size or len(ytr) - self.val_size
+        xtr, ytr, xte, yte = load_mnist(str(self.data_dir), self.download)
+        n_train = self.n_train or len(ytr) - self.val_size
         tr, va = split_indices(len(ytr), [n_train, self.val_size], self.data_seed)
         x, xt = to_inputs(xtr, self.normalize), to_inputs(xte, self.normalize)
-        return Data(Split(x[tr], ytr[tr]), Split(x[va], ytr[va]), Split(xt, yte))
+        test = Split(xt, yte)
+        return Data(Split(x[tr], ytr[tr]), test if self.val_size == 0 else Split(x[va], ytr[va]), test)
 
     def model(self) -> nn.Module:
         if self.model_name == "cnn":
