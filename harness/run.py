@@ -26,7 +26,7 @@ from harness import HarnessError, __version__, schedules
 from harness.losses import TARGET_KINDS
 from harness.tasks import Data, Task
 from harness.tracking import MlflowTracker, NullTracker, check_reachable, flatten
-from harness.sweep import experiment_name, job_context, parallel_jobs, record_job
+from harness.sweep import experiment_name, job_context, record_job
 from harness.train import Result, train
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -115,16 +115,16 @@ def resolve_device(requested: str) -> torch.device:
     raise HarnessError(f"device={requested!r} is unknown; allowed: auto, cpu, cuda, cuda:N")
 
 
-def resolve_threads(threads, launcher=None) -> int:
-    """auto: the cores this process may use, shared among the jobs a sweep runs at once on this
-    machine (joblib's n_jobs, submitit's cpus_per_task, or HARNESS_PARALLEL_JOBS), so that
-    jobs x threads never exceeds the cores (oversubscription cost 20x here)."""
+def resolve_threads(threads, ctx: dict | None = None) -> int:
+    """auto: the cores this process may use, shared among the jobs that a sweep runs at once on this
+    machine (joblib's n_jobs, submitit's cpus_per_task, or HARNESS_PARALLEL_JOBS), so that jobs x
+    threads never exceeds the cores (oversubscription cost 20x here)."""
     if threads != "auto":
         return int(threads)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if launcher is not None and launcher.get("cpus_per_task"):
-        return max(1, min(cores, int(launcher.cpus_per_task)))
-    jobs = (parallel_jobs(launcher) if launcher is not None else None) or int(os.environ.get("HARNESS_PARALLEL_JOBS", "1"))
+    if ctx and ctx["launcher"].get("cpus_per_task"):
+        return max(1, min(cores, int(ctx["launcher"].cpus_per_task)))
+    jobs = ctx["parallel"] if ctx else int(os.environ.get("HARNESS_PARALLEL_JOBS", "1"))
     return max(1, cores // max(1, jobs))
 
 
@@ -238,7 +238,7 @@ class Job:
     threads: int
 
 
-def build(cfg: DictConfig, names: dict[str, str], launcher=None) -> Job:
+def build(cfg: DictConfig, names: dict[str, str], ctx: dict | None = None) -> Job:
     """Everything a run needs, or a HarnessError saying what is wrong. Opens no MLflow run."""
     check_knobs(cfg)
     check_types(cfg, names)
@@ -248,7 +248,7 @@ def build(cfg: DictConfig, names: dict[str, str], launcher=None) -> Job:
         raise HarnessError(f"loss={names['loss']} takes {kind} targets, which task={names['task']} does not have; "
                            f"losses that fit {names['task']}: {', '.join(losses_for(task))}")
     device = resolve_device(str(cfg.device))
-    threads = resolve_threads(cfg.threads, launcher)
+    threads = resolve_threads(cfg.threads, ctx)
     torch.set_num_threads(threads)
     torch.manual_seed(cfg.seed)
     if device.type == "cuda":
@@ -321,7 +321,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
                 print(f"skipped: run {done} in {experiment!r} already finished this config (resume=false reruns it)", flush=True)
                 record("skipped", run_id=done)
                 return {}
-        job = build(cfg, names, ctx["launcher"] if ctx else None)
+        job = build(cfg, names, ctx)
         if isinstance(tracker, NullTracker):
             tracker = open_tracker(cfg, experiment)
     except HarnessError as e:

@@ -40,6 +40,19 @@ def swept_groups(overrides: list[str]) -> set[str]:
     return {o.key_or_group for o in OverridesParser.create().parse_overrides(overrides) if o.is_sweep_override()}
 
 
+def count_jobs(hydra_cfg) -> int | None:
+    """How many jobs this sweep launches, computed as Hydra's basic sweeper will (None if unknown)."""
+    try:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        params = [f"{k}={v}" for k, v in (hydra_cfg.sweeper.get("params") or {}).items()]
+        parsed = OverridesParser.create().parse_overrides(params + list(hydra_cfg.overrides.task))
+        return len(BasicSweeper.split_arguments(parsed, None)[0])
+    except Exception:  # another sweeper (optuna, ...): unknown
+        return None
+
+
 def experiment_name(cfg: DictConfig, task_choice: str, task_is_swept: bool = False) -> str:
     """tracking.experiment, else the task's name ("multitask" for a sweep over tasks), + the suffix."""
     name = cfg.tracking.experiment or ("multitask" if task_is_swept else task_choice)
@@ -101,7 +114,7 @@ class SweepCallback(Callback):
         overrides = list(hc.overrides.task)
         experiment = experiment_name(config, hc.runtime.choices.get("task", "task"), "task" in swept_groups(overrides))
         sweep_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-        info: dict[str, Any] = {"sweep_id": sweep_id, "experiment": experiment, "parent_run_id": None,
+        info: dict[str, Any] = {"sweep_id": sweep_id, "experiment": experiment, "parent_run_id": None, "jobs": count_jobs(hc),
                                 "tracking_uri": str(config.tracking.uri) if config.tracking.enabled else None}
         self.started = time.time()
         if config.tracking.enabled:
@@ -114,7 +127,7 @@ class SweepCallback(Callback):
             self.parent_run_id = info["parent_run_id"] = run.info.run_id
             atexit.register(self._close_if_open, "KILLED")
         (directory / SWEEP_FILE).write_text(json.dumps(info))
-        print(f"sweep {sweep_id}: experiment {experiment!r}" + (f", parent run {self.parent_run_id}" if self.parent_run_id else "")
+        print(f"sweep {sweep_id}: {info['jobs'] or 'unknown number of'} jobs, experiment {experiment!r}" + (f", parent run {self.parent_run_id}" if self.parent_run_id else "")
               + f", outputs in {directory}", flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -155,15 +168,19 @@ def job_context() -> dict[str, Any] | None:
         return None
     hc = HydraConfig.get()
     directory = sweep_dir(hc)
-    return {"num": int(hc.job.num), "overrides": ",".join(hc.overrides.task), "dir": directory,
-            "sweep": read_sweep(directory), "launcher": hc.launcher}
+    sweep = read_sweep(directory) or {}
+    return {"num": int(hc.job.num), "overrides": ",".join(hc.overrides.task), "dir": directory, "sweep": sweep,
+            "launcher": hc.launcher, "parallel": parallel_jobs(hc.launcher, sweep.get("jobs"))}
 
 
-def parallel_jobs(launcher) -> int | None:
-    """How many jobs of a sweep run at once on this machine, from the launcher config (None: one)."""
+def parallel_jobs(launcher, total_jobs: int | None) -> int:
+    """How many jobs of a sweep run at once on this machine, from the launcher config."""
     target = str(launcher.get("_target_", ""))
+    total = total_jobs or 10 ** 6
     if "Joblib" in target:
         n = int(launcher.get("n_jobs") or -1)
         cores = os.cpu_count() or 1
-        return n if n > 0 else max(1, cores + 1 + n)  # joblib: -1 is all cores, -2 all but one, ...
-    return None
+        return min(total, n if n > 0 else max(1, cores + 1 + n))  # joblib: -1 is all cores, -2 all but one, ...
+    if target.endswith("LocalLauncher"):  # submitit_local starts every job at once (up to array_parallelism)
+        return min(total, int(launcher.get("array_parallelism") or 256))
+    return 1  # the basic launcher runs one job at a time; on a cluster each job has its own allocation

@@ -1,0 +1,178 @@
+"""--multirun end to end: parent runs, parallel logging, resume, fault isolation, submitit, a real MLflow server."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, mlflow_runs, write_idx_mnist
+
+pytestmark = pytest.mark.slow
+STUDIES = sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml"))
+
+
+def sweep(*args, cwd: Path, uri: str | None = None, timeout: float = 600):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    cmd = [sys.executable, "-m", "harness", "--multirun", f"tracking.uri={uri or f'sqlite:///{cwd}/mlflow.db'}",
+           "progress=false", *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def split_runs(runs):
+    parents = [r for r in runs if r.data.tags.get("harness.role") == "sweep"]
+    return parents, [r for r in runs if r.data.tags.get("harness.role") != "sweep"]
+
+
+def test_sweep_groups_jobs_under_a_parent_and_isolates_faults(tmp_path):
+    out = sweep("task=regression", "optimizer=sgd", "optimizer.lr=0.01,1e6", "loss=mse,focal", "epochs=2", cwd=tmp_path)
+    assert out.returncode == 1, out.stderr  # a job failed (focal does not fit regression)
+    assert "sweep done: 1 finished, 1 diverged, 2 failed, 0 killed, 0 skipped" in out.stdout
+    assert "losses that fit regression" in out.stderr
+    _, runs = mlflow_runs(tmp_path, "regression")
+    (parent,), jobs = split_runs(runs)
+    assert len(jobs) == 2  # the two refused jobs never opened a run
+    assert {r.data.tags["mlflow.parentRunId"] for r in jobs} == {parent.info.run_id}
+    assert {r.data.tags["sweep_id"] for r in jobs} == {parent.data.tags["sweep_id"]}
+    assert sorted(r.data.tags["outcome"] for r in jobs) == ["diverged", "finished"]
+    assert {r.info.run_name for r in jobs} == {"task=regression,optimizer=sgd,optimizer.lr=0.01,loss=mse,epochs=2",
+                                                "task=regression,optimizer=sgd,optimizer.lr=1000000.0,loss=mse,epochs=2"}
+    assert parent.info.status == "FAILED"
+    assert parent.data.metrics["jobs_finished"] == 1 and parent.data.metrics["jobs_diverged"] == 1
+    assert parent.data.metrics["jobs_failed"] == 2 and parent.data.metrics["jobs_skipped"] == 0
+
+
+def test_diverged_jobs_are_an_outcome_and_the_sweep_exits_zero(tmp_path):
+    out = sweep("task=regression", "optimizer=sgd", "optimizer.lr=0.01,1e6", "epochs=2", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "1 finished, 1 diverged, 0 failed" in out.stdout
+
+
+def test_resume_skips_finished_configs_and_resume_false_reruns(tmp_path):
+    args = ("task=regression", "loss=mse,mae", "epochs=2")
+    assert sweep(*args, cwd=tmp_path).returncode == 0
+    again = sweep(*args, cwd=tmp_path)
+    assert again.returncode == 0 and "0 finished, 0 diverged, 0 failed, 0 killed, 2 skipped" in again.stdout
+    forced = sweep(*args, "resume=false", cwd=tmp_path)
+    assert "2 finished" in forced.stdout
+    _, runs = mlflow_runs(tmp_path, "regression")
+    parents, jobs = split_runs(runs)
+    assert len(parents) == 3 and len(jobs) == 4
+
+
+def test_kill_then_rerun_marks_the_dead_run_failed(tmp_path):
+    """The sweep is killed (-9) in the middle of a job; the same sweep run again closes that run as FAILED and reruns it."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = [f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", "progress=true", "task=imbalanced", "epochs=3",
+            "task.n_train=6000", "batch_size=4", "seed=0,1"]
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "--multirun", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in proc.stdout:
+            if line.startswith("epoch 1/3"):
+                break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    _, runs = mlflow_runs(tmp_path, "imbalanced")
+    parents, jobs = split_runs(runs)
+    assert [r.info.status for r in jobs] == ["RUNNING"] and parents[0].info.status == "RUNNING"
+    dead = jobs[0].info.run_id
+    out = sweep("task=imbalanced", "epochs=3", "task.n_train=6000", "batch_size=4", "seed=0", cwd=tmp_path)
+    assert out.returncode == 0 and "1 finished" in out.stdout, out.stdout + out.stderr
+    client, runs = mlflow_runs(tmp_path, "imbalanced")
+    killed = client.get_run(dead)
+    assert killed.info.status == "FAILED" and killed.data.tags["outcome"] == "failed"
+    assert "process died" in killed.data.tags["error"]
+
+
+def test_sixteen_parallel_jobs_into_a_fresh_sqlite_store_lose_nothing(tmp_path):
+    out = sweep("hydra/launcher=joblib", "hydra.launcher.n_jobs=16", "task=regression", "task.n_train=200", "epochs=3",
+                "seed=range(16)", cwd=tmp_path, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "16 finished, 0 diverged, 0 failed" in out.stdout
+    client, runs = mlflow_runs(tmp_path, "regression")
+    _, jobs = split_runs(runs)
+    assert len(jobs) == 16 and all(r.info.status == "FINISHED" for r in jobs)
+    for r in jobs:
+        assert [m.step for m in client.get_metric_history(r.info.run_id, "test/mse")] == [1, 2, 3]
+        assert r.data.tags["threads"] == "1"  # 2 cores / 16 jobs: never more than one thread each
+
+
+def test_joblib_divides_the_cores_among_jobs(tmp_path):
+    out = sweep("hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "task=regression", "epochs=1", "seed=0,1", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    _, runs = mlflow_runs(tmp_path, "regression")
+    cores = len(os.sched_getaffinity(0))
+    assert {r.data.tags["threads"] for r in split_runs(runs)[1]} == {str(max(1, cores // 2))}
+
+
+def test_submitit_local_launcher(tmp_path):
+    out = sweep("hydra/launcher=submitit_local", "task=regression", "epochs=2", "loss=mse,mae", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "2 finished" in out.stdout
+    _, runs = mlflow_runs(tmp_path, "regression")
+    parents, jobs = split_runs(runs)
+    assert len(jobs) == 2 and {r.data.tags["mlflow.parentRunId"] for r in jobs} == {parents[0].info.run_id}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sweep_logs_to_a_real_mlflow_server(tmp_path):
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                               "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
+                               "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"],
+                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(uri + "/health", timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "mlflow server did not come up"
+                time.sleep(0.5)
+        out = sweep("task=regression", "epochs=2", "loss=mse,huber", cwd=tmp_path, uri=uri)
+        assert out.returncode == 0, out.stderr[-3000:]
+        import json
+        body = json.dumps({"experiment_ids": [], "max_results": 100}).encode()
+        exp = json.load(urllib.request.urlopen(f"{uri}/api/2.0/mlflow/experiments/get-by-name?experiment_name=regression"))
+        req = urllib.request.Request(f"{uri}/api/2.0/mlflow/runs/search", method="POST", headers={"Content-Type": "application/json"},
+                                     data=json.dumps({"experiment_ids": [exp["experiment"]["experiment_id"]]}).encode())
+        runs = json.load(urllib.request.urlopen(req))["runs"]
+        jobs = [r for r in runs if {"key": "harness.role", "value": "sweep"} not in r["data"].get("tags", [])]
+        assert len(jobs) == 2 and len(runs) == 3
+        for r in jobs:
+            params = {p["key"]: p["value"] for p in r["data"]["params"]}
+            metrics = {m["key"]: m["value"] for m in r["data"]["metrics"]}
+            assert params["task._target_"] == "harness.tasks.regression.Regression" and "test/mse" in metrics
+            assert r["info"]["status"] == "FINISHED"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_every_study_runs_in_smoke_mode(tmp_path, study):
+    data = write_idx_mnist(tmp_path / "data", n_train=600, n_test=100)
+    mnist = "mnist" in (ROOT / "experiments" / f"{study}.yaml").read_text().split("override /task:")[1].split("\n")[0]
+    extra = [f"data_dir={data}", "task.val_size=100"] if mnist else []
+    out = sweep(f"experiment={study}", "smoke=on", *extra, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert " 0 failed" in out.stdout
+    _, runs = mlflow_runs(tmp_path, f"{study}_smoke")
+    parents, jobs = split_runs(runs)
+    assert len(parents) == 1 and len(jobs) >= 2 and {r.data.tags["seed"] for r in jobs} == {"0"}
+    assert all(r.data.params["epochs"] == "1" for r in jobs)
