@@ -1,7 +1,9 @@
 """The training loop. It knows nothing about MLflow: each epoch's metrics go to ``on_epoch``.
 
 Data is already on the device as tensors; a batch is a slice of a shuffled index tensor. Metrics
-stay on the device during an epoch and are read to the host once, at its end.
+stay on the device during an epoch and are read to the host once, at its end. ``epoch_seconds``
+covers the training steps and the evaluation of the validation and test splits;
+``samples_per_second`` the training steps alone.
 """
 from __future__ import annotations
 
@@ -46,29 +48,37 @@ def train(model: nn.Module, task: Task, data: Data, loss_fn: nn.Module, targets:
         t0 = time.perf_counter()
         model.train()
         order = torch.randperm(n, generator=generator).to(x.device)
-        total, lrs, diverged = torch.zeros((), device=x.device), [], False
+        total, lrs, outputs, diverged = torch.zeros((), device=x.device), [], [], False
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
-            loss = loss_fn(model(x[idx]), y[idx])
+            out = model(x[idx])
+            loss = loss_fn(out, y[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             lrs.append(optimizer.param_groups[0]["lr"])
             optimizer.step()
             scheduler.step()
             total += loss.detach() * len(idx)
+            outputs.append(out.detach())
             step += 1
             if step % DIVERGENCE_CHECK_STEPS == 0 and not torch.isfinite(total):
                 diverged = True
                 break
-        seconds = time.perf_counter() - t0
-        metrics: dict[str, Tensor] = {"train/loss": total / min(n, start + batch_size)}
+        if x.is_cuda:
+            torch.cuda.synchronize()  # once an epoch, so that the time covers the queued GPU work
+        train_seconds = time.perf_counter() - t0
+        seen = min(n, start + batch_size)
+        metrics: dict[str, Tensor] = {"train/loss": total / seen}
         if not diverged:
-            for name, split in data.splits().items():
+            # train/* metrics come from the outputs of the epoch's own steps (running, as Keras reports
+            # them): no second pass over the training set.
+            running = task.metrics(torch.cat(outputs), data.train.y[order[:seen]])
+            metrics.update({f"train/{k}": v for k, v in running.items()})
+            for name, split in (("val", data.val), ("test", data.test)):
                 for key, value in evaluate(model, task, split, loss_fn, targets, eval_batch_size).items():
-                    if not (name == "train" and key == "loss"):  # train/loss is the running mean above
-                        metrics[f"{name}/{key}"] = value
+                    metrics[f"{name}/{key}"] = value
         values = dict(zip(metrics, torch.stack([v.float() for v in metrics.values()]).tolist()))  # one host sync
-        values.update({"lr": lrs[-1], "epoch_seconds": seconds, "samples_per_second": min(n, start + batch_size) / seconds})
+        values.update({"lr": lrs[-1], "epoch_seconds": time.perf_counter() - t0, "samples_per_second": seen / train_seconds})
         on_epoch(epoch, values, lrs)
         if diverged or not all(math.isfinite(v) for k, v in values.items() if k.endswith("loss")):
             return Result("diverged", epoch, epoch, values)

@@ -4,8 +4,8 @@ Class c (of C) gets a share proportional to ``imbalance_ratio ** (-c / (C - 1))`
 largest, the last class the smallest, and their sizes differ by ``imbalance_ratio``.
 
 Data sets (``task.dataset``):
-- ``synthetic``: scikit-learn's ``make_classification`` (Gaussian clusters), default two classes
-  at 1:100; train, validation and test share the skew.
+- ``synthetic``: Gaussian clusters built as scikit-learn's ``make_classification`` builds them
+  (see ``gaussian_clusters``), default two classes at 1:100; train, validation and test share the skew.
 - ``mnist_lt``: long-tailed MNIST: training and validation images subsampled per digit to the
   profile above; the test set is the official, balanced 10k.
 The rarest class is the *minority class*: its recall is reported, as are balanced accuracy,
@@ -32,6 +32,28 @@ def class_shares(num_classes: int, ratio: float) -> list[float]:
     return [v / sum(w) for v in w]
 
 
+def gaussian_clusters(n: int, n_features: int, shares: list[float], class_sep: float, g: torch.Generator):
+    """scikit-learn's make_classification construction, in torch (importing scikit-learn costs ~1.5 s
+    of start-up): one Gaussian cluster per class, centred on a distinct vertex of a hypercube of side
+    2 * class_sep in the informative dimensions and stretched by a random linear map; the remaining
+    features are N(0, 1) noise. Class sizes follow ``shares`` exactly (rounded); samples are shuffled."""
+    num_classes = len(shares)
+    informative = min(n_features, max(2, num_classes))
+    counts = [max(1, round(s * n)) for s in shares]
+    counts[0] += n - sum(counts)
+    vertices = torch.randperm(2 ** informative, generator=g)[:num_classes]
+    bits = ((vertices.unsqueeze(1) >> torch.arange(informative)) & 1).float()
+    centroids = (2 * bits - 1) * class_sep
+    xs, ys = [], []
+    for c, count in enumerate(counts):
+        mixing = 2 * torch.rand(informative, informative, generator=g) - 1
+        xs.append(torch.randn(count, informative, generator=g) @ mixing + centroids[c])
+        ys.append(torch.full((count,), c, dtype=torch.long))
+    x = torch.cat([torch.cat(xs), torch.randn(n, n_features - informative, generator=g)], dim=1)
+    order = torch.randperm(n, generator=g)
+    return x[order], torch.cat(ys)[order]
+
+
 def long_tail(y: torch.Tensor, num_classes: int, ratio: float, g: torch.Generator) -> torch.Tensor:
     """Indices of a per-class subsample of y whose class sizes follow the exponential profile."""
     n_max = min(int((y == c).sum()) for c in range(num_classes))
@@ -48,7 +70,7 @@ class Imbalanced(ClassificationTask):
     primary_metric = "test/macro_f1"
 
     def __init__(self, dataset: str = "synthetic", imbalance_ratio: float = 100.0, num_classes: int = 2,
-                 n_train: int = 5000, n_val: int = 2000, n_test: int = 5000, n_features: int = 20, class_sep: float = 1.5,
+                 n_train: int = 5000, n_val: int = 2000, n_test: int = 5000, n_features: int = 20, class_sep: float = 1.0,
                  data_dir: str = "data", download: bool = True, model: str = "mlp", hidden: Sequence[int] = (64, 64),
                  activation: str = "relu", channels: Sequence[int] = (16, 32), normalize: str = "standard",
                  val_size: int = 5000, data_seed: int = 0):
@@ -73,14 +95,9 @@ class Imbalanced(ClassificationTask):
     def load(self) -> Data:
         if self.dataset == "mnist_lt":
             return self._load_mnist_lt()
-        from sklearn.datasets import make_classification
-
         n = sum(self.sizes)
-        x, y = make_classification(
-            n_samples=n, n_features=self.n_features, n_informative=min(self.n_features, max(2, self.num_classes)),
-            n_redundant=0, n_classes=self.num_classes, n_clusters_per_class=1, weights=class_shares(self.num_classes, self.ratio),
-            class_sep=self.class_sep, flip_y=0.0, random_state=self.data_seed)
-        x, y = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.long)
+        x, y = gaussian_clusters(n, self.n_features, class_shares(self.num_classes, self.ratio), self.class_sep,
+                                 torch.Generator().manual_seed(self.data_seed))
         tr, va, te = split_indices(n, self.sizes, self.data_seed)
         mean, std = x[tr].mean(0), x[tr].std(0)
         x = (x - mean) / std
