@@ -294,7 +294,22 @@ def previous_runs(tracker, config_hash_: str) -> tuple[str | None, list[str]]:
     return (finished[0].info.run_id if finished else None), [r.info.run_id for r in runs if r.info.status == "RUNNING"]
 
 
-def run(cfg: DictConfig) -> dict[str, float]:
+def compose(*overrides: str) -> DictConfig:
+    """The config `python -m harness OVERRIDES` hands to run(), with HydraConfig set as Hydra sets it
+    (for in-process runs: tests, the benchmark)."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        cfg = hydra_compose("config", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def run(cfg: DictConfig) -> Result:
     """One training run; in a --multirun, one job of the sweep (never raises: failures are recorded)."""
     choices, overrides = hydra_choices()
     names = {g: choices.get(g) or str(cfg[g].get("_target_", g)).rsplit(".", 1)[-1]
@@ -320,14 +335,14 @@ def run(cfg: DictConfig) -> dict[str, float]:
             if done and cfg.resume:
                 print(f"skipped: run {done} in {experiment!r} already finished this config (resume=false reruns it)", flush=True)
                 record("skipped", run_id=done)
-                return {}
+                return Result("skipped", 0)
         job = build(cfg, names, ctx)
     except HarnessError as e:
         if not ctx:
             fail(str(e))
         print(f"error: {e}", file=sys.stderr, flush=True)
         record("failed", error=str(e))
-        return {}
+        return Result("failed", 0)
 
     run_name = ",".join(o for o in overrides if not o.startswith(NOT_IN_RUN_NAME)) or "defaults"
     tags = {"task": names["task"], "loss": names["loss"], "optimizer": names["optimizer"], "schedule": names["schedule"],
@@ -374,7 +389,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             fail(str(e))
         print(f"error: {e}", file=sys.stderr, flush=True)
         record("failed", error=str(e))
-        return {}
+        return Result("failed", 0)
     except KeyboardInterrupt:
         tracker.end("KILLED", {"outcome": "killed"})
         record("killed", run_id=tracker.run_id, seconds=time.perf_counter() - t0)
@@ -386,7 +401,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             raise
         traceback.print_exc()  # a failed job does not stop the sweep; the summary counts it
         record("failed", run_id=tracker.run_id, error=f"{type(e).__name__}: {e}", seconds=time.perf_counter() - t0)
-        return {}
+        return Result("failed", 0)
     finally:
         signal.signal(signal.SIGTERM, previous)
     seconds = time.perf_counter() - t0
@@ -398,11 +413,11 @@ def run(cfg: DictConfig) -> dict[str, float]:
     except HarnessError as e:
         fail(str(e)) if not ctx else print(f"error: {e}", file=sys.stderr, flush=True)
         record("failed", error=str(e))
-        return {}
+        return Result("failed", 0)
     primary = result.final.get(job.task.primary_metric, float("nan"))
     record(result.outcome, run_id=tracker.run_id, metric=job.task.primary_metric, value=primary, seconds=seconds)
     if cfg.progress:
         print(f"{result.outcome}" + (f" at epoch {result.diverged_epoch} (NaN/inf loss)" if result.diverged_epoch else "")
               + f": {job.task.primary_metric} {primary:.4f} after {result.epochs} epochs, {seconds:.1f}s"
               + (f"; MLflow run {tracker.run_id} in {experiment!r}" if tracker.run_id else ""), flush=True)
-    return result.final
+    return result

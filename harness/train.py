@@ -26,6 +26,7 @@ class Result:
     epochs: int                       # epochs completed (a diverged epoch counts)
     diverged_epoch: int | None = None
     final: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)  # each epoch's metrics
 
 
 @torch.no_grad()
@@ -43,7 +44,7 @@ def train(model: nn.Module, task: Task, data: Data, loss_fn: nn.Module, targets:
     the LR used at every optimizer step of it. Stops early, as diverged, on a NaN/inf loss."""
     x, y = data.train.x, targets(data.train.y)
     n = len(y)
-    step = 0
+    step, history = 0, []
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
         model.train()
@@ -79,7 +80,8 @@ def train(model: nn.Module, task: Task, data: Data, loss_fn: nn.Module, targets:
                     metrics[f"{name}/{key}"] = value
         values = dict(zip(metrics, torch.stack([v.float() for v in metrics.values()]).tolist()))  # one host sync
         values.update({"lr": lrs[-1], "epoch_seconds": time.perf_counter() - t0, "samples_per_second": seen / train_seconds})
+        history.append(values)
         on_epoch(epoch, values, lrs)
         if diverged or not all(math.isfinite(v) for k, v in values.items() if k.endswith("loss")):
-            return Result("diverged", epoch, epoch, values)
-    return Result("finished", epochs, None, values)
+            return Result("diverged", epoch, epoch, values, history)
+    return Result("finished", epochs, None, values, history)

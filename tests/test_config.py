@@ -2,12 +2,10 @@
 import math
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 
 from harness import HarnessError
-from harness.run import CONF_DIR, build, losses_for, run
+from harness.run import CONF_DIR, build, compose, losses_for, run as run_result
 
 OPTIONS = {g: sorted(p.stem for p in (CONF_DIR / g).glob("*.yaml")) for g in ("task", "loss", "optimizer", "schedule")}
 SMALL = ["tracking.enabled=false", "progress=false", "epochs=2", "task.n_train=300", "task.n_val=100", "task.n_test=200"]
@@ -16,13 +14,11 @@ REGRESSION_LOSSES = ["huber", "log_cosh", "mae", "mse", "smooth_l1"]
 
 
 def compose_cfg(*overrides):
-    """What `python -m harness OVERRIDES` hands to run(), with HydraConfig set as Hydra sets it."""
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
+    return compose(*overrides)
+
+
+def run(cfg):
+    return run_result(cfg).final
 
 
 def names_of(cfg):

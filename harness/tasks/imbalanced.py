@@ -108,8 +108,8 @@ class Imbalanced(ClassificationTask):
         g = torch.Generator().manual_seed(self.data_seed)
         tr, va = split_indices(len(ytr), [len(ytr) - self.val_size, self.val_size], self.data_seed)
         tr, va = tr[long_tail(ytr[tr], 10, self.ratio, g)], va[long_tail(ytr[va], 10, self.ratio, g)]
-        x = to_inputs(xtr, self.normalize)
-        return Data(Split(x[tr], ytr[tr]), Split(x[va], ytr[va]), Split(to_inputs(xte, self.normalize), yte))
+        return Data(Split(to_inputs(xtr[tr], self.normalize), ytr[tr]), Split(to_inputs(xtr[va], self.normalize), ytr[va]),
+                    Split(to_inputs(xte, self.normalize), yte))
 
     def model(self) -> nn.Module:
         if self.dataset == "mnist_lt":

@@ -1,0 +1,116 @@
+"""python -m harness.report EXPERIMENT [--tracking-uri URI] [--out DIR] [--target TASK=VALUE ...]
+python -m harness.report --gallery [--out DIR]"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from harness.report import ReportError
+from harness.report import figures as fig
+from harness.report.aggregate import DEFAULT_TARGETS, config_name, performance_profile, rank
+from harness.report.load import client_for, factors, histories, label, load_runs
+from harness.report.render import findings, header, html_page, markdown, table_for_display
+
+REPORTS = Path(__file__).resolve().parent.parent.parent / "reports"
+
+
+def build_report(experiment: str, uri: str, out: Path, targets: dict[str, float], log_to_parent: bool = True) -> Path:
+    client = client_for(uri)
+    runs, experiment_id = load_runs(client, experiment)
+    config_cols = factors(runs)
+    keys = sorted({"train/loss", "epoch_seconds", *runs["primary_metric"].dropna(),
+                   *("val/" + m.split("/", 1)[-1] for m in runs["primary_metric"].dropna())}
+                  | ({"lr_step"} if "schedule" in config_cols else set()))
+    hist = histories(client, runs[runs.outcome.isin(["finished", "diverged"])], keys)
+    table = rank(runs, hist, config_cols, {**DEFAULT_TARGETS, **targets})
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.png"):
+        old.unlink()
+
+    made: list[tuple[str, str]] = []
+    for task in sorted(table["task"].unique()):
+        if table[table.task == task]["n"].sum() == 0:
+            continue
+        made.append((f"{task}: learning curves", fig.learning_curves(runs, hist, table, config_cols, task, out / f"{task}_curves.png")))
+        axes = fig.heatmap_axes(config_cols)
+        if axes:
+            made.append((f"{task}: {label(axes[0])} x {label(axes[1])}", fig.heatmap(table, *axes, task, out / f"{task}_heatmap.png")))
+        if "param:optimizer.lr" in config_cols:
+            made.append((f"{task}: LR sensitivity", fig.lr_sensitivity(runs, table, task, out / f"{task}_lr_sensitivity.png")))
+        if "param:batch_size" in config_cols:
+            made.append((f"{task}: batch size", fig.batch_size_effect(runs, config_cols, task, out / f"{task}_batch_size.png")))
+        if "schedule" in config_cols:
+            made.append((f"{task}: LR schedules", fig.lr_schedules(runs, hist, task, out / f"{task}_lr_schedules.png")))
+    if table["task"].nunique() > 1:
+        profile = performance_profile(table, config_cols, np.linspace(1.0, 2.0, 101))
+        made.append(("performance profiles", fig.performance_profiles(profile, out / "performance_profiles.png")))
+
+    head = header(experiment, runs, table, time.strftime("%Y-%m-%d %H:%M"))
+    notes = findings(table, runs, config_cols)
+    shown = {task: table_for_display(part, config_cols) for task, part in table.groupby("task", sort=True)}
+    summary = table.assign(configuration=table.apply(lambda r: config_name(r, config_cols), axis=1))
+    summary.to_csv(out / "summary.csv", index=False)
+    (out / "report.md").write_text(markdown(head, notes, shown, made))
+    (out / "report.html").write_text(html_page(head, notes, shown, made))
+    if log_to_parent:
+        parents = client.search_runs([experiment_id], "tags.`harness.role` = 'sweep'", order_by=["attributes.start_time DESC"], max_results=1)
+        if parents:
+            client.log_artifacts(parents[0].info.run_id, str(out), artifact_path="report")
+            print(f"logged the report as artifacts of sweep run {parents[0].info.run_id}")
+    return out
+
+
+def parse_targets(items: list[str]) -> dict[str, float]:
+    out = {}
+    for item in items:
+        task, _, value = item.partition("=")
+        try:
+            out[task] = float(value)
+        except ValueError:
+            raise ReportError(f"--target takes TASK=NUMBER (e.g. mnist=0.98), got {item!r}") from None
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m harness.report", description="Tables and figures from an MLflow experiment.")
+    p.add_argument("experiment", nargs="?", help="MLflow experiment name (a study's name, or a task's)")
+    p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"),
+                   help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    p.add_argument("--out", help="output folder (default: reports/EXPERIMENT, or reports/gallery)")
+    p.add_argument("--target", action="append", default=[], metavar="TASK=VALUE",
+                   help=f"time-to-target threshold of a task's primary metric (defaults: {DEFAULT_TARGETS})")
+    p.add_argument("--gallery", action="store_true", help="plot the loss functions and their gradients instead")
+    p.add_argument("--no-log", action="store_true", help="do not log the report to the sweep's parent run")
+    args = p.parse_args(argv)
+    try:
+        if args.gallery:
+            out = Path(args.out or REPORTS / "gallery")
+            out.mkdir(parents=True, exist_ok=True)
+            paths = fig.loss_gallery(out / "regression_losses.png", out / "classification_losses.png")
+            print("wrote " + ", ".join(paths))
+            return 0
+        if not args.experiment:
+            raise ReportError("name an MLflow experiment (python -m harness.report EXPERIMENT) or pass --gallery")
+        from harness.tracking import check_reachable
+        from harness import HarnessError
+
+        try:
+            check_reachable(args.tracking_uri)
+        except HarnessError as e:
+            raise ReportError(str(e)) from None
+        out = build_report(args.experiment, args.tracking_uri, Path(args.out or REPORTS / args.experiment),
+                           parse_targets(args.target), not args.no_log)
+        print(f"wrote {out / 'report.md'}, {out / 'report.html'}, {out / 'summary.csv'} and {len(list(out.glob('*.png')))} figures")
+        return 0
+    except ReportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

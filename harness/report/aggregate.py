@@ -1,0 +1,100 @@
+"""Runs -> one row per configuration: mean, std and 95% interval over seeds, best epoch,
+time to a target (AlgoPerf-style), outcome counts; sorted best first."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from harness.report.load import label
+
+# time-to-target defaults per task (the primary metric's value to reach); --target overrides
+DEFAULT_TARGETS = {"mnist": 0.97, "imbalanced": 0.75, "regression": 0.25}
+
+
+def t_quantile(n: int) -> float:
+    """Two-sided 95% Student-t quantile for n samples (n - 1 degrees of freedom)."""
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, n - 1)) if n > 1 else math.nan
+
+
+def reached(value: float, target: float, mode: str) -> bool:
+    return value >= target if mode == "max" else value <= target
+
+
+def time_to_target(hist: pd.DataFrame, metric: str, target: float, mode: str) -> dict[str, float]:
+    """run_id -> seconds of training (summed epoch_seconds) until `metric` first reaches `target`."""
+    out = {}
+    for run_id, h in hist.groupby("run_id"):
+        values = h[h.key == metric].set_index("step")["value"].sort_index()
+        seconds = h[h.key == "epoch_seconds"].set_index("step")["value"].sort_index().cumsum()
+        hit = [s for s, v in values.items() if reached(v, target, mode)]
+        if hit and hit[0] in seconds.index:
+            out[run_id] = float(seconds[hit[0]])
+    return out
+
+
+def rank(runs: pd.DataFrame, hist: pd.DataFrame, config_cols: list[str], targets: dict[str, float]) -> pd.DataFrame:
+    """One row per (task, configuration); columns: the factors, then the statistics."""
+    keys = ["task"] + [c for c in config_cols if c != "task"]
+    rows = []
+    for key, group in runs.groupby(keys, dropna=False, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        task = group["task"].iloc[0]
+        metric, mode = group["primary_metric"].iloc[0], group["primary_mode"].iloc[0]
+        finished = group[group.outcome == "finished"]
+        values = pd.to_numeric(finished.get(f"final:{metric}"), errors="coerce").dropna() if len(finished) else pd.Series(dtype=float)
+        n = len(values)
+        mean = values.mean() if n else math.nan
+        std = values.std(ddof=1) if n > 1 else math.nan
+        half = t_quantile(n) * std / math.sqrt(n) if n > 1 else math.nan
+        row = dict(zip(keys, key))
+        row.update({"metric": metric, "mode": mode, "mean": mean, "std": std, "ci95_low": mean - half, "ci95_high": mean + half,
+                    "n": n, "runs": len(group), "diverged": int((group.outcome == "diverged").sum()),
+                    "failed": int(group.outcome.isin(["failed", "killed"]).sum()), "running": int((group.outcome == "running").sum())})
+        # best epoch: where the seed-mean of the validation version of the primary metric is best
+        h = hist[hist.run_id.isin(finished.run_id)]
+        val_metric = "val/" + metric.split("/", 1)[-1]
+        curve = h[h.key == (val_metric if (h.key == val_metric).any() else metric)].groupby("step")["value"].mean()
+        row["best_epoch"] = (int(curve.idxmax() if mode == "max" else curve.idxmin()) if len(curve) else None)
+        target = targets.get(task)
+        if target is not None and n:
+            times = time_to_target(h, metric, target, mode)
+            row["target"] = target
+            row["time_to_target_s"] = float(np.median(list(times.values()))) if times else math.nan
+            row["reached_target"] = f"{len(times)}/{len(finished)}"
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    ordered = []
+    for task, part in table.groupby("task", sort=True):
+        part = part.sort_values("mean", ascending=part["mode"].iloc[0] == "min", na_position="last").reset_index(drop=True)
+        part.insert(0, "rank", range(1, len(part) + 1))
+        part.insert(1, "winner", ["*" if i == 0 and not math.isnan(part["mean"].iloc[0]) else "" for i in range(len(part))])
+        ordered.append(part)
+    return pd.concat(ordered, ignore_index=True).rename(columns={c: label(c) for c in config_cols})
+
+
+def config_name(row: pd.Series, config_cols: list[str]) -> str:
+    parts = [f"{label(c)}={row[label(c)]}" for c in config_cols if c != "task"]
+    return ", ".join(parts) if parts else "(one configuration)"
+
+
+def performance_profile(table: pd.DataFrame, config_cols: list[str], taus: np.ndarray) -> pd.DataFrame:
+    """AlgoPerf/Dolan-More profile: for each configuration, the fraction of tasks on which its score is
+    within a factor tau of the best configuration's (ratios oriented so that 1 is best)."""
+    cols = [label(c) for c in config_cols if c != "task"]
+    table = table.assign(config=table.apply(lambda r: ", ".join(f"{c}={r[c]}" for c in cols), axis=1))
+    tasks = table["task"].unique()
+    ratios = {}
+    for task in tasks:
+        part = table[table.task == task].dropna(subset=["mean"])
+        if part.empty:
+            continue
+        best = part["mean"].max() if part["mode"].iloc[0] == "max" else part["mean"].min()
+        for _, r in part.iterrows():
+            ratio = best / r["mean"] if r["mode"] == "max" else r["mean"] / best
+            ratios.setdefault(r["config"], {})[task] = ratio if ratio > 0 else math.inf
+    profile = {c: [sum(v.get(t, math.inf) <= tau for t in tasks) / len(tasks) for tau in taus] for c, v in ratios.items()}
+    return pd.DataFrame(profile, index=taus)

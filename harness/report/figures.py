@@ -1,0 +1,211 @@
+"""The report's figures. Each takes pandas tables and a path, and writes one PNG with a title,
+labelled axes (with units) and a legend. matplotlib is imported here only, with the Agg backend."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from harness.report.load import label
+
+MAX_CURVES = 8  # learning curves show the best configurations only, or the plot is unreadable
+
+
+def plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as pyplot
+
+    return pyplot
+
+
+def save(fig, path) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt().close(fig)
+    return str(path)
+
+
+def pretty(metric: str) -> str:
+    return metric.replace("/", " ").replace("_", " ")
+
+
+def learning_curves(runs: pd.DataFrame, hist: pd.DataFrame, table: pd.DataFrame, config_cols: list[str], task: str, path) -> str:
+    """Train loss and the primary metric per epoch: seed mean with a +-1 std band (DeepOBS-style)."""
+    part = table[table.task == task].head(MAX_CURVES)
+    metric = part["metric"].iloc[0]
+    cols = [label(c) for c in config_cols if c != "task"]
+    fig, axes = plt().subplots(1, 2, figsize=(12, 4.5))
+    for _, row in part.iterrows():
+        mask = pd.Series(True, index=runs.index)
+        for c, raw in zip(cols, [c for c in config_cols if c != "task"]):
+            mask &= runs[raw].astype(str) == str(row[c])
+        ids = runs[mask & (runs.task == task) & runs.outcome.isin(["finished", "diverged"])]["run_id"]
+        name = ", ".join(f"{c}={row[c]}" for c in cols) or task
+        for ax, key in zip(axes, ["train/loss", metric]):
+            wide = hist[hist.run_id.isin(ids) & (hist.key == key)].pivot_table(index="step", columns="run_id", values="value")
+            if wide.empty:
+                continue
+            mean, std = wide.mean(axis=1), wide.std(axis=1).fillna(0)
+            line, = ax.plot(mean.index, mean.values, marker="o", ms=3, label=name)
+            ax.fill_between(mean.index, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    axes[0].set(title=f"{task}: training loss (mean +- std over seeds)", xlabel="epoch", ylabel="train loss (running mean)")
+    if (hist[hist.key == "train/loss"]["value"] > 0).all():
+        axes[0].set_yscale("log")
+    axes[1].set(title=f"{task}: {pretty(metric)} (mean +- std over seeds)", xlabel="epoch", ylabel=pretty(metric))
+    shown = f"best {len(part)} of {len(table[table.task == task])} configurations"
+    axes[1].legend(fontsize=7, title=shown, title_fontsize=7)
+    return save(fig, path)
+
+
+def heatmap(table: pd.DataFrame, rows: str, cols: str, task: str, path) -> str:
+    """Final primary metric for each (rows, cols) pair: the best configuration's seed mean when other factors vary."""
+    part = table[table.task == task]
+    mode, metric = part["mode"].iloc[0], part["metric"].iloc[0]
+    grid = part.pivot_table(index=label(rows), columns=label(cols), values="mean", aggfunc="max" if mode == "max" else "min")
+    fig, ax = plt().subplots(figsize=(1.3 * grid.shape[1] + 3, 0.6 * grid.shape[0] + 2))
+    im = ax.imshow(grid.values, cmap="viridis" if mode == "max" else "viridis_r", aspect="auto")
+    ax.set_xticks(range(grid.shape[1]), [str(c) for c in grid.columns], rotation=30, ha="right")
+    ax.set_yticks(range(grid.shape[0]), [str(i) for i in grid.index])
+    for i in range(grid.shape[0]):
+        for j in range(grid.shape[1]):
+            v = grid.values[i, j]
+            ax.text(j, i, "diverged" if isinstance(v, float) and math.isnan(v) else f"{v:.3f}", ha="center", va="center",
+                    color="white", fontsize=8)
+    ax.set(title=f"{task}: final {pretty(metric)} ({'higher' if mode == 'max' else 'lower'} is better)",
+           xlabel=label(cols), ylabel=label(rows))
+    fig.colorbar(im, ax=ax, label=pretty(metric))
+    return save(fig, path)
+
+
+def lr_sensitivity(runs: pd.DataFrame, table: pd.DataFrame, task: str, path) -> str:
+    """Final metric against the learning rate (log axis): a line per optimizer through the seed means,
+    each seed a point, diverged runs as crosses at the bottom edge."""
+    part = runs[(runs.task == task)].copy()
+    metric = part["primary_metric"].iloc[0]
+    part["lr"] = pd.to_numeric(part["param:optimizer.lr"], errors="coerce")
+    part["value"] = pd.to_numeric(part.get(f"final:{metric}"), errors="coerce")
+    fig, ax = plt().subplots(figsize=(8, 5))
+    finite = part[part.outcome == "finished"]["value"].dropna()
+    floor = finite.min() if len(finite) else 0.0
+    for opt, g in part.groupby("optimizer"):
+        ok = g[g.outcome == "finished"]
+        means = ok.groupby("lr")["value"].mean()
+        line, = ax.plot(means.index, means.values, marker="o", label=opt)
+        ax.scatter(ok["lr"], ok["value"], color=line.get_color(), s=12, alpha=0.5)
+        bad = g[g.outcome == "diverged"]
+        if len(bad):
+            ax.scatter(bad["lr"], [floor] * len(bad), marker="x", color=line.get_color(), s=60)
+    ax.scatter([], [], marker="x", color="gray", label="diverged (NaN/inf)")
+    ax.set_xscale("log")
+    ax.set(title=f"{task}: LR sensitivity (final {pretty(metric)}; dots are seeds)", xlabel="learning rate (log scale)",
+           ylabel=pretty(metric))
+    ax.legend(fontsize=8)
+    return save(fig, path)
+
+
+def batch_size_effect(runs: pd.DataFrame, config_cols: list[str], task: str, path) -> str:
+    """Final metric and training wall time against the batch size, a line per other factor level."""
+    part = runs[(runs.task == task) & (runs.outcome.isin(["finished", "diverged"]))].copy()
+    metric = part["primary_metric"].iloc[0]
+    sizes = sorted(part["param:batch_size"].unique(), key=lambda b: (b == "full", int(b) if b != "full" else 0))
+    pos = {b: i for i, b in enumerate(sizes)}
+    part["x"] = part["param:batch_size"].map(pos)
+    part["value"] = pd.to_numeric(part.get(f"final:{metric}"), errors="coerce")
+    others = [c for c in config_cols if c not in ("task", "param:batch_size")]
+    fig, axes = plt().subplots(1, 2, figsize=(12, 4.5))
+    for key, g in (part.groupby(others) if others else [("all", part)]):
+        name = ", ".join(f"{label(c)}={k}" for c, k in zip(others, key if isinstance(key, tuple) else (key,))) or "all runs"
+        ok = g[g.outcome == "finished"].groupby("x")
+        axes[0].plot(ok["value"].mean().index, ok["value"].mean().values, marker="o", label=name)
+        axes[1].plot(ok["train_seconds"].median().index, ok["train_seconds"].median().values, marker="o", label=name)
+    for ax in axes:
+        ax.set_xticks(range(len(sizes)), [str(s) for s in sizes])
+    axes[0].set(title=f"{task}: final {pretty(metric)} vs batch size (same epochs)", xlabel="batch size", ylabel=pretty(metric))
+    axes[1].set(title=f"{task}: training wall time vs batch size", xlabel="batch size", ylabel="training time (s)")
+    axes[1].set_yscale("log")
+    axes[0].legend(fontsize=8)
+    return save(fig, path)
+
+
+def lr_schedules(runs: pd.DataFrame, hist: pd.DataFrame, task: str, path) -> str:
+    """The LR each schedule used, per optimizer step (one run per schedule)."""
+    part = runs[(runs.task == task) & runs.outcome.isin(["finished", "diverged"])]
+    fig, ax = plt().subplots(figsize=(9, 4.5))
+    for schedule, g in part.groupby("schedule"):
+        h = hist[(hist.run_id == g.sort_values("seed")["run_id"].iloc[0]) & (hist.key == "lr_step")].sort_values("step")
+        ax.plot(h["step"], h["value"], label=schedule)
+    ax.set(title=f"{task}: learning rate per optimizer step, by schedule", xlabel="optimizer step", ylabel="learning rate")
+    ax.legend(fontsize=8)
+    return save(fig, path)
+
+
+def performance_profiles(profile: pd.DataFrame, path) -> str:
+    """Fraction of tasks on which a configuration is within a factor tau of the best (AlgoPerf-style)."""
+    fig, ax = plt().subplots(figsize=(8, 5))
+    for config in profile.columns:
+        ax.step(profile.index, profile[config].values, where="post", label=config)
+    ax.set(title="Performance profiles across tasks", xlabel="tau (score ratio to the best configuration on a task)",
+           ylabel="fraction of tasks within tau of the best", ylim=(-0.02, 1.02))
+    ax.legend(fontsize=7)
+    return save(fig, path)
+
+
+def loss_gallery(path_regression, path_classification) -> tuple[str, str]:
+    """Each loss (harness and torch implementations) and its gradient, against the error or the
+    probability of the true class."""
+    import torch
+    import torch.nn.functional as F
+
+    from harness.losses import focal_loss, log_cosh_loss, mse_prob_loss
+
+    e = torch.linspace(-3, 3, 601, requires_grad=True)
+    zero = torch.zeros_like(e)
+    curves = {"MSE": lambda d: F.mse_loss(d, zero, reduction="none"), "MAE": lambda d: F.l1_loss(d, zero, reduction="none")}
+    for delta in (0.5, 1.0, 2.0):
+        curves[f"Huber (delta={delta})"] = lambda d, delta=delta: F.huber_loss(d, zero, reduction="none", delta=delta)
+    curves["smooth L1 (beta=1)"] = lambda d: F.smooth_l1_loss(d, zero, reduction="none", beta=1.0)
+    curves["log-cosh"] = lambda d: log_cosh_loss(d, zero, reduction="none")
+    fig, axes = plt().subplots(1, 2, figsize=(12, 4.5))
+    for name, fn in curves.items():
+        loss = fn(e)
+        grad, = torch.autograd.grad(loss.sum(), e)
+        axes[0].plot(e.detach(), loss.detach(), label=name)
+        axes[1].plot(e.detach(), grad, label=name)
+    axes[0].set(title="Regression losses", xlabel="error (prediction - target)", ylabel="loss", ylim=(0, 4.5))
+    axes[1].set(title="Their gradients: how hard an error pulls", xlabel="error (prediction - target)", ylabel="d loss / d prediction")
+    axes[0].legend(fontsize=8)
+    first = save(fig, path_regression)
+
+    # two classes: the logit margin sets p(true class); losses from the harness's own implementations
+    margin = torch.linspace(-6, 6, 601, requires_grad=True)
+    logits = torch.stack([torch.zeros_like(margin), margin], dim=1)
+    y = torch.ones(len(margin), dtype=torch.long)
+    onehot = F.one_hot(y, 2).float()
+    cls = {"cross-entropy": lambda z: F.cross_entropy(z, y, reduction="none")}
+    for gamma in (1.0, 2.0, 5.0):
+        cls[f"focal (gamma={gamma:g})"] = lambda z, gamma=gamma: focal_loss(z, y, gamma=gamma, reduction="none")
+    cls["MSE on probabilities"] = lambda z: mse_prob_loss(z, onehot, reduction="none")
+    cls["hinge (margin 1)"] = lambda z: F.multi_margin_loss(z, y, reduction="none")
+    p = torch.sigmoid(margin).detach()
+    fig, axes = plt().subplots(1, 2, figsize=(12, 4.5))
+    for name, fn in cls.items():
+        loss = fn(logits)
+        grad, = torch.autograd.grad(loss.sum(), margin)
+        axes[0].plot(p, loss.detach(), label=name)
+        axes[1].plot(p, -grad, label=name)
+    axes[0].set(title="Classification losses (two classes)", xlabel="probability of the true class", ylabel="loss", ylim=(0, 5))
+    axes[1].set(title="Their gradients: push on the true-class logit", xlabel="probability of the true class",
+                ylabel="- d loss / d logit of the true class")
+    axes[0].legend(fontsize=8)
+    return first, save(fig, path_classification)
+
+
+def heatmap_axes(config_cols: list[str]) -> tuple[str, str] | None:
+    """loss x optimizer when both vary, else the first two varying factors."""
+    cols = [c for c in config_cols if c != "task"]
+    if "loss" in cols and "optimizer" in cols:
+        return "loss", "optimizer"
+    return (cols[0], cols[1]) if len(cols) >= 2 else None
+

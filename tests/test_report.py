@@ -1,0 +1,160 @@
+"""Reports from a small MLflow store with known values: aggregates, ranking, figures, robustness."""
+import math
+import os
+import statistics
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from harness.report.__main__ import main
+from tests.conftest import ROOT
+
+# final test/accuracy per (optimizer, lr) over seeds 0, 1, 2
+FINAL = {("sgd", "0.01"): [0.90, 0.92, 0.91], ("sgd", "0.1"): [0.95, 0.96, 0.97],
+         ("adam", "0.01"): [0.97, 0.975, 0.98], ("adam", "0.1"): [0.93, 0.91, 0.95]}
+
+
+def add_run(client, exp_id, task, optimizer, lr, seed, final, outcome="finished", status="FINISHED", metric="test/accuracy",
+            mode="max", epochs=3, parent=None):
+    tags = {"task": task, "loss": "ce", "optimizer": optimizer, "schedule": "constant", "seed": str(seed), "primary_metric": metric,
+            "primary_mode": mode, "outcome": outcome, "harness_version": "0.1.0", "train_seconds": "3.0"}
+    if parent:
+        tags["mlflow.parentRunId"] = parent
+    run = client.create_run(exp_id, run_name=f"optimizer={optimizer},optimizer.lr={lr},seed={seed}", tags=tags)
+    rid = run.info.run_id
+    params = {"seed": str(seed), "optimizer.lr": lr, "optimizer._target_": f"torch.optim.{optimizer}", "loss._target_": "ce",
+              "task._target_": task, "epochs": str(epochs), "batch_size": "128", "tracking.uri": "x", "data_dir": "d"}
+    metrics = []
+    for step in range(1, epochs + 1):
+        if final is not None:
+            value = final if step == epochs else final * step / epochs  # rising to the final value
+            metrics += [Metric(metric, value, 0, step), Metric("val/" + metric.split("/")[1], value, 0, step)]
+        metrics += [Metric("train/loss", 1.0 / step, 0, step), Metric("epoch_seconds", 1.0, 0, step)]
+    client.log_batch(rid, metrics=metrics, params=[Param(k, v) for k, v in params.items()])
+    if status != "RUNNING":
+        client.set_terminated(rid, status)
+    return rid
+
+
+@pytest.fixture
+def store(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("study")
+    parent = client.create_run(exp, run_name="sweep x", tags={"harness.role": "sweep"}).info.run_id
+    for (opt, lr), values in FINAL.items():
+        for seed, v in enumerate(values):
+            add_run(client, exp, "mnist", opt, lr, seed, v, parent=parent)
+    add_run(client, exp, "mnist", "sgd", "1.0", 0, float("nan"), outcome="diverged")
+    add_run(client, exp, "mnist", "sgd", "1.0", 1, float("nan"), outcome="diverged")
+    add_run(client, exp, "mnist", "adam", "0.01", 3, 0.5, outcome="running", status="RUNNING")
+    add_run(client, exp, "mnist", "adam", "0.1", 3, None)  # finished without its primary metric
+    client.set_terminated(parent, "FINISHED")
+    return uri, client, exp, parent, tmp_path
+
+
+def test_aggregates_equal_hand_computed_values(store):
+    uri, client, exp, parent, tmp = store
+    out = tmp / "report"
+    assert main(["study", "--tracking-uri", uri, "--out", str(out), "--target", "mnist=0.95"]) == 0
+    summary = pd.read_csv(out / "summary.csv")
+    for (opt, lr), values in FINAL.items():
+        row = summary[(summary.optimizer == opt) & (summary["optimizer.lr"] == float(lr))].iloc[0]
+        assert row["mean"] == pytest.approx(statistics.mean(values))
+        assert row["std"] == pytest.approx(statistics.stdev(values))
+        assert row["n"] == 3
+        half = 4.302652729911275 * statistics.stdev(values) / math.sqrt(3)  # t(0.975, 2)
+        assert row["ci95_low"] == pytest.approx(statistics.mean(values) - half)
+        assert row["best_epoch"] == 3
+    order = [(r.optimizer, str(r["optimizer.lr"])) for _, r in summary.iterrows()]
+    expected = sorted(FINAL, key=lambda k: -statistics.mean(FINAL[k]))
+    assert order[:4] == expected and summary.iloc[0]["winner"] == "*"
+    diverged = summary[(summary.optimizer == "sgd") & (summary["optimizer.lr"] == 1.0)].iloc[0]
+    assert diverged["diverged"] == 2 and diverged["n"] == 0 and math.isnan(diverged["mean"])
+    # time to target 0.95: adam/0.01 reaches it only at epoch 3 (2/3 of 0.975 < 0.95) -> 3 s of training
+    best = summary.iloc[0]
+    assert best["time_to_target_s"] == pytest.approx(3.0) and best["reached_target"] == "3/3"
+
+
+def test_report_files_figures_and_findings(store):
+    uri, client, exp, parent, tmp = store
+    out = tmp / "report"
+    assert main(["study", "--tracking-uri", uri, "--out", str(out)]) == 0
+    for name in ("report.md", "report.html", "mnist_curves.png", "mnist_heatmap.png", "mnist_lr_sensitivity.png"):
+        assert (out / name).stat().st_size > 1000, name
+    assert len(pd.read_csv(out / "summary.csv")) == 5  # 4 configurations + the diverged one
+    md = (out / "report.md").read_text()
+    assert "best is optimizer=adam, optimizer.lr=0.01 with test/accuracy 0.9750" in md
+    assert "2 run(s) diverged" in md and "1 run(s) are still RUNNING" in md
+    assert "runs**: 16 (" in md and "2 diverged" in md and "1 running" in md
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 3 and "<table" in html
+    artifacts = [a.path for a in client.list_artifacts(parent, "report")]
+    assert "report/report.md" in artifacts and "report/mnist_heatmap.png" in artifacts
+
+
+def test_unknown_and_empty_experiments_are_one_clear_line(store, capsys):
+    uri, client, exp, parent, tmp = store
+    assert main(["nope", "--tracking-uri", uri, "--out", str(tmp / "x")]) == 2
+    assert "error: no experiment 'nope'" in capsys.readouterr().err
+    client.create_experiment("empty")
+    assert main(["empty", "--tracking-uri", uri, "--out", str(tmp / "y")]) == 2
+    assert "error: experiment 'empty' has no runs yet" in capsys.readouterr().err
+    assert main(["study", "--tracking-uri", uri, "--target", "mnist=high"]) == 2
+
+
+def test_single_seed_reports_no_spread(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("one")
+    add_run(client, exp, "regression", "sgd", "0.1", 0, 0.30, metric="test/mse", mode="min")
+    add_run(client, exp, "regression", "adam", "0.1", 0, 0.20, metric="test/mse", mode="min")
+    assert main(["one", "--tracking-uri", uri, "--out", str(tmp_path / "r")]) == 0
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "best is optimizer=adam with test/mse 0.2000 from a single seed" in md
+    assert "n/a" in md
+
+
+def test_several_tasks_get_performance_profiles(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("multi")
+    for task, metric, mode, values in (("mnist", "test/accuracy", "max", (0.9, 0.95)), ("regression", "test/mse", "min", (0.3, 0.2))):
+        for opt, v in zip(("sgd", "adam"), values):
+            for seed in (0, 1):
+                add_run(client, exp, task, opt, "0.1", seed, v + 0.001 * seed, metric=metric, mode=mode)
+    assert main(["multi", "--tracking-uri", uri, "--out", str(tmp_path / "r")]) == 0
+    assert (tmp_path / "r" / "performance_profiles.png").stat().st_size > 1000
+    from harness.report.aggregate import performance_profile, rank
+    from harness.report.load import factors, histories, load_runs
+    runs, _ = load_runs(client, "multi")
+    table = rank(runs, histories(client, runs, ["epoch_seconds"]), factors(runs), {})
+    profile = performance_profile(table, factors(runs), [1.0, 1.1, 2.0])
+    assert profile.loc[1.0, "optimizer=adam"] == 1.0 and profile.loc[1.0, "optimizer=sgd"] == 0.0
+    assert profile.loc[2.0, "optimizer=sgd"] == 1.0  # sgd is within 2x of the best on both tasks
+
+
+def test_gallery_plots_every_loss(tmp_path):
+    assert main(["--gallery", "--out", str(tmp_path)]) == 0
+    for name in ("regression_losses.png", "classification_losses.png"):
+        assert (tmp_path / name).stat().st_size > 10000
+
+
+@pytest.mark.slow
+def test_report_of_a_real_sweep(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    sweep = subprocess.run([sys.executable, "-m", "harness", "--multirun", "experiment=imbalanced_losses", "smoke=on",
+                            "hydra/launcher=basic", f"tracking.uri={uri}", "progress=false", "seed=0,1"],
+                           cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+    assert sweep.returncode == 0, sweep.stderr[-2000:]
+    out = subprocess.run([sys.executable, "-m", "harness.report", "imbalanced_losses_smoke", "--tracking-uri", uri, "--out",
+                          str(tmp_path / "rep")], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = pd.read_csv(tmp_path / "rep" / "summary.csv")
+    assert len(summary) == 12 and set(summary["n"]) == {2}  # 6 losses x 2 ratios, 2 seeds each
+    assert (tmp_path / "rep" / "imbalanced_heatmap.png").exists()
