@@ -64,13 +64,17 @@ def mlp() -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
 
 
-def raw_loop(data, epochs: int, batch_size: int, threads: int, device: torch.device, seed: int = 0) -> list[float]:
-    """Seconds per epoch of the minimal loop one writes by hand: preloaded tensors, shuffled
-    minibatches, Adam, then validation and test accuracy and loss once per epoch."""
+def fresh_model(threads: int, device: torch.device, seed: int = 0) -> tuple[nn.Module, torch.optim.Optimizer]:
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     model = mlp().to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    return model, torch.optim.Adam(model.parameters(), lr=1e-3)
+
+
+def raw_loop(data, epochs: int, batch_size: int, threads: int, device: torch.device, seed: int = 0) -> list[float]:
+    """Seconds per epoch of the minimal loop one writes by hand: preloaded tensors, shuffled
+    minibatches, Adam, then validation and test accuracy and loss once per epoch."""
+    model, opt = fresh_model(threads, device, seed)
     x, y = data.train.x, data.train.y
     g = torch.Generator().manual_seed(seed)
     times = []
@@ -96,23 +100,14 @@ def raw_loop(data, epochs: int, batch_size: int, threads: int, device: torch.dev
     return times
 
 
-def dataloader_epoch(data_dir: str, batch_size: int, threads: int, device: torch.device, max_batches: int | None) -> tuple[float, int]:
-    """(seconds, samples) of training through torchvision's per-sample MNIST + DataLoader path."""
-    from torch.utils.data import DataLoader
-    from torchvision import datasets, transforms
-
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    ds = datasets.MNIST(data_dir, train=True, download=False,
-                        transform=transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))]))
-    loader = DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=0)
-    model = mlp().to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+def timed_steps(batches, threads: int, device: torch.device, max_batches: int | None) -> tuple[float, int]:
+    """(seconds, samples) of training steps over `batches`, the fetching of each batch included."""
+    model, opt = fresh_model(threads, device)
     seen, t0 = 0, time.perf_counter()
-    for i, (xb, yb) in enumerate(loader):
+    for i, (xb, yb) in enumerate(batches):
         if max_batches is not None and i >= max_batches:
             break
-        xb, yb = xb.to(device), yb.to(device)
+        xb, yb = xb.to(device), yb.to(device)  # a no-op for tensors already there
         loss = F.cross_entropy(model(xb), yb)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -122,25 +117,21 @@ def dataloader_epoch(data_dir: str, batch_size: int, threads: int, device: torch
     return time.perf_counter() - t0, seen
 
 
+def dataloader_epoch(data_dir: str, batch_size: int, threads: int, device: torch.device, max_batches: int | None) -> tuple[float, int]:
+    """Training through torchvision's per-sample MNIST (PIL + ToTensor + Normalize) and a DataLoader."""
+    from torch.utils.data import DataLoader
+    from torchvision import datasets, transforms
+
+    ds = datasets.MNIST(data_dir, train=True, download=False,
+                        transform=transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))]))
+    return timed_steps(DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=0), threads, device, max_batches)
+
+
 def tensor_epoch(data, batch_size: int, threads: int, device: torch.device, max_batches: int | None) -> tuple[float, int]:
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    model = mlp().to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    """Training on preloaded tensors: a batch is a slice of a shuffled index tensor."""
     x, y = data.train.x, data.train.y
     perm = torch.randperm(len(y)).to(device)
-    seen, t0 = 0, time.perf_counter()
-    for b, i in enumerate(range(0, len(y), batch_size)):
-        if max_batches is not None and b >= max_batches:
-            break
-        idx = perm[i:i + batch_size]
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        seen += len(idx)
-    sync(device)
-    return time.perf_counter() - t0, seen
+    return timed_steps(((x[idx], y[idx]) for idx in perm.split(batch_size)), threads, device, max_batches)
 
 
 # ---------------------------------------------------------------- the harness, in process and as a command

@@ -90,6 +90,7 @@ def test_report_files_figures_and_findings(store):
     md = (out / "report.md").read_text()
     assert "best is optimizer=adam, optimizer.lr=0.01 with test/accuracy 0.9750" in md
     assert "2 run(s) diverged" in md and "1 run(s) are still RUNNING" in md
+    assert "1 finished run(s) logged no value of their primary metric" in md
     assert "runs**: 16 (" in md and "2 diverged" in md and "1 running" in md
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 3 and "<table" in html

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -33,10 +34,13 @@ def build_report(experiment: str, uri: str, out: Path, targets: dict[str, float]
         old.unlink()
 
     made: list[tuple[str, str]] = []
+    for problem in sorted(table["problem"].unique()):
+        if table[table.problem == problem]["n"].sum() > 0:
+            path = out / f"{re.sub(r'[^A-Za-z0-9.]+', '_', problem.replace('task.', ''))}_curves.png"
+            made.append((f"{problem}: learning curves", fig.learning_curves(runs, hist, table, config_cols, problem, path)))
     for task in sorted(table["task"].unique()):
         if table[table.task == task]["n"].sum() == 0:
             continue
-        made.append((f"{task}: learning curves", fig.learning_curves(runs, hist, table, config_cols, task, out / f"{task}_curves.png")))
         axes = fig.heatmap_axes(config_cols)
         if axes:
             made.append((f"{task}: {label(axes[0])} x {label(axes[1])}", fig.heatmap(table, *axes, task, out / f"{task}_heatmap.png")))
@@ -46,13 +50,13 @@ def build_report(experiment: str, uri: str, out: Path, targets: dict[str, float]
             made.append((f"{task}: batch size", fig.batch_size_effect(runs, config_cols, task, out / f"{task}_batch_size.png")))
         if "schedule" in config_cols:
             made.append((f"{task}: LR schedules", fig.lr_schedules(runs, hist, task, out / f"{task}_lr_schedules.png")))
-    if table["task"].nunique() > 1:
+    if table["problem"].nunique() > 1:
         profile = performance_profile(table, config_cols, np.linspace(1.0, 2.0, 101))
         made.append(("performance profiles", fig.performance_profiles(profile, out / "performance_profiles.png")))
 
     head = header(experiment, runs, table, time.strftime("%Y-%m-%d %H:%M"))
     notes = findings(table, runs, config_cols)
-    shown = {task: table_for_display(part, config_cols) for task, part in table.groupby("task", sort=True)}
+    shown = {problem: table_for_display(part, config_cols) for problem, part in table.groupby("problem", sort=True)}
     summary = table.assign(configuration=table.apply(lambda r: config_name(r, config_cols), axis=1))
     summary.to_csv(out / "summary.csv", index=False)
     (out / "report.md").write_text(markdown(head, notes, shown, made))

@@ -36,8 +36,19 @@ def time_to_target(hist: pd.DataFrame, metric: str, target: float, mode: str) ->
     return out
 
 
+def conditions(config_cols: list[str]) -> list[str]:
+    """Factors that change the problem (task.* params: outlier fraction, imbalance ratio, ...), not the method."""
+    return [c for c in config_cols if c.startswith("param:task.")]
+
+
+def methods(config_cols: list[str]) -> list[str]:
+    """Factors that are choices being compared (loss, optimizer, lr, batch size, ...)."""
+    return [c for c in config_cols if c != "task" and c not in conditions(config_cols)]
+
+
 def rank(runs: pd.DataFrame, hist: pd.DataFrame, config_cols: list[str], targets: dict[str, float]) -> pd.DataFrame:
-    """One row per (task, configuration); columns: the factors, then the statistics."""
+    """One row per (task, configuration); columns: the factors, then the statistics. Configurations are
+    ranked within each *problem*: a task, or a task at one level of its varied conditions."""
     keys = ["task"] + [c for c in config_cols if c != "task"]
     rows = []
     for key, group in runs.groupby(keys, dropna=False, sort=False):
@@ -51,6 +62,7 @@ def rank(runs: pd.DataFrame, hist: pd.DataFrame, config_cols: list[str], targets
         std = values.std(ddof=1) if n > 1 else math.nan
         half = t_quantile(n) * std / math.sqrt(n) if n > 1 else math.nan
         row = dict(zip(keys, key))
+        row["problem"] = ", ".join([str(task)] + [f"{label(c)}={row[c]}" for c in conditions(config_cols)])
         row.update({"metric": metric, "mode": mode, "mean": mean, "std": std, "ci95_low": mean - half, "ci95_high": mean + half,
                     "n": n, "runs": len(group), "diverged": int((group.outcome == "diverged").sum()),
                     "failed": int(group.outcome.isin(["failed", "killed"]).sum()), "running": int((group.outcome == "running").sum())})
@@ -68,7 +80,7 @@ def rank(runs: pd.DataFrame, hist: pd.DataFrame, config_cols: list[str], targets
         rows.append(row)
     table = pd.DataFrame(rows)
     ordered = []
-    for task, part in table.groupby("task", sort=True):
+    for _, part in table.groupby("problem", sort=True):
         part = part.sort_values("mean", ascending=part["mode"].iloc[0] == "min", na_position="last").reset_index(drop=True)
         part.insert(0, "rank", range(1, len(part) + 1))
         part.insert(1, "winner", ["*" if i == 0 and not math.isnan(part["mean"].iloc[0]) else "" for i in range(len(part))])
@@ -77,19 +89,20 @@ def rank(runs: pd.DataFrame, hist: pd.DataFrame, config_cols: list[str], targets
 
 
 def config_name(row: pd.Series, config_cols: list[str]) -> str:
-    parts = [f"{label(c)}={row[label(c)]}" for c in config_cols if c != "task"]
+    """The method part of a configuration (its problem is in row['problem'])."""
+    parts = [f"{label(c)}={row[label(c)]}" for c in methods(config_cols)]
     return ", ".join(parts) if parts else "(one configuration)"
 
 
 def performance_profile(table: pd.DataFrame, config_cols: list[str], taus: np.ndarray) -> pd.DataFrame:
-    """AlgoPerf/Dolan-More profile: for each configuration, the fraction of tasks on which its score is
-    within a factor tau of the best configuration's (ratios oriented so that 1 is best)."""
-    cols = [label(c) for c in config_cols if c != "task"]
-    table = table.assign(config=table.apply(lambda r: ", ".join(f"{c}={r[c]}" for c in cols), axis=1))
-    tasks = table["task"].unique()
+    """AlgoPerf/Dolan-More profile: for each configuration, the fraction of problems (tasks, or a task at
+    each level of its conditions) on which its score is within a factor tau of the best configuration's
+    (ratios oriented so that 1 is best)."""
+    table = table.assign(config=table.apply(lambda r: config_name(r, config_cols), axis=1))
+    tasks = table["problem"].unique()
     ratios = {}
     for task in tasks:
-        part = table[table.task == task].dropna(subset=["mean"])
+        part = table[table.problem == task].dropna(subset=["mean"])
         if part.empty:
             continue
         best = part["mean"].max() if part["mode"].iloc[0] == "max" else part["mean"].min()

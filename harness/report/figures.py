@@ -31,18 +31,20 @@ def pretty(metric: str) -> str:
     return metric.replace("/", " ").replace("_", " ")
 
 
-def learning_curves(runs: pd.DataFrame, hist: pd.DataFrame, table: pd.DataFrame, config_cols: list[str], task: str, path) -> str:
+def learning_curves(runs: pd.DataFrame, hist: pd.DataFrame, table: pd.DataFrame, config_cols: list[str], problem: str, path) -> str:
     """Train loss and the primary metric per epoch: seed mean with a +-1 std band (DeepOBS-style)."""
-    part = table[table.task == task].head(MAX_CURVES)
-    metric = part["metric"].iloc[0]
-    cols = [label(c) for c in config_cols if c != "task"]
+    from harness.report.aggregate import config_name
+
+    part = table[table.problem == problem].head(MAX_CURVES)
+    metric, task = part["metric"].iloc[0], part["task"].iloc[0]
+    raw_cols = [c for c in config_cols if c != "task"]
     fig, axes = plt().subplots(1, 2, figsize=(12, 4.5))
     for _, row in part.iterrows():
         mask = pd.Series(True, index=runs.index)
-        for c, raw in zip(cols, [c for c in config_cols if c != "task"]):
-            mask &= runs[raw].astype(str) == str(row[c])
+        for raw in raw_cols:
+            mask &= runs[raw].astype(str) == str(row[label(raw)])
         ids = runs[mask & (runs.task == task) & runs.outcome.isin(["finished", "diverged"])]["run_id"]
-        name = ", ".join(f"{c}={row[c]}" for c in cols) or task
+        name = config_name(row, config_cols)
         for ax, key in zip(axes, ["train/loss", metric]):
             wide = hist[hist.run_id.isin(ids) & (hist.key == key)].pivot_table(index="step", columns="run_id", values="value")
             if wide.empty:
@@ -50,11 +52,15 @@ def learning_curves(runs: pd.DataFrame, hist: pd.DataFrame, table: pd.DataFrame,
             mean, std = wide.mean(axis=1), wide.std(axis=1).fillna(0)
             line, = ax.plot(mean.index, mean.values, marker="o", ms=3, label=name)
             ax.fill_between(mean.index, mean - std, mean + std, color=line.get_color(), alpha=0.2)
-    axes[0].set(title=f"{task}: training loss (mean +- std over seeds)", xlabel="epoch", ylabel="train loss (running mean)")
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0].set(title=f"{problem}: training loss (mean +- std over seeds)", xlabel="epoch", ylabel="train loss (running mean)")
     if (hist[hist.key == "train/loss"]["value"] > 0).all():
         axes[0].set_yscale("log")
-    axes[1].set(title=f"{task}: {pretty(metric)} (mean +- std over seeds)", xlabel="epoch", ylabel=pretty(metric))
-    shown = f"best {len(part)} of {len(table[table.task == task])} configurations"
+    axes[1].set(title=f"{pretty(metric)} (mean +- std over seeds)", xlabel="epoch", ylabel=pretty(metric))
+    shown = f"best {len(part)} of {len(table[table.problem == problem])} configurations"
     axes[1].legend(fontsize=7, title=shown, title_fontsize=7)
     return save(fig, path)
 
@@ -71,8 +77,11 @@ def heatmap(table: pd.DataFrame, rows: str, cols: str, task: str, path) -> str:
     for i in range(grid.shape[0]):
         for j in range(grid.shape[1]):
             v = grid.values[i, j]
-            ax.text(j, i, "diverged" if isinstance(v, float) and math.isnan(v) else f"{v:.3f}", ha="center", va="center",
-                    color="white", fontsize=8)
+            missing = isinstance(v, float) and math.isnan(v)
+            r, g, b, _ = im.cmap(im.norm(v)) if not missing else (1, 1, 1, 1)
+            dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5  # white text on dark cells, black on light
+            ax.text(j, i, "no finished run" if missing else f"{v:.3f}", ha="center", va="center",
+                    color="white" if dark else "black", fontsize=8)
     ax.set(title=f"{task}: final {pretty(metric)} ({'higher' if mode == 'max' else 'lower'} is better)",
            xlabel=label(cols), ylabel=label(rows))
     fig.colorbar(im, ax=ax, label=pretty(metric))
@@ -165,14 +174,15 @@ def loss_gallery(path_regression, path_classification) -> tuple[str, str]:
     curves = {"MSE": lambda d: F.mse_loss(d, zero, reduction="none"), "MAE": lambda d: F.l1_loss(d, zero, reduction="none")}
     for delta in (0.5, 1.0, 2.0):
         curves[f"Huber (delta={delta})"] = lambda d, delta=delta: F.huber_loss(d, zero, reduction="none", delta=delta)
-    curves["smooth L1 (beta=1)"] = lambda d: F.smooth_l1_loss(d, zero, reduction="none", beta=1.0)
+    curves["smooth L1 (beta=1; = Huber delta=1)"] = lambda d: F.smooth_l1_loss(d, zero, reduction="none", beta=1.0)
     curves["log-cosh"] = lambda d: log_cosh_loss(d, zero, reduction="none")
     fig, axes = plt().subplots(1, 2, figsize=(12, 4.5))
     for name, fn in curves.items():
         loss = fn(e)
         grad, = torch.autograd.grad(loss.sum(), e)
-        axes[0].plot(e.detach(), loss.detach(), label=name)
-        axes[1].plot(e.detach(), grad, label=name)
+        style = "--" if name.startswith("smooth") else "-"  # it lies exactly on Huber with delta=1
+        axes[0].plot(e.detach(), loss.detach(), style, label=name)
+        axes[1].plot(e.detach(), grad, style, label=name)
     axes[0].set(title="Regression losses", xlabel="error (prediction - target)", ylabel="loss", ylim=(0, 4.5))
     axes[1].set(title="Their gradients: how hard an error pulls", xlabel="error (prediction - target)", ylabel="d loss / d prediction")
     axes[0].legend(fontsize=8)

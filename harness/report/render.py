@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.report.aggregate import config_name, methods
 from harness.report.load import label
 
 
@@ -20,10 +21,9 @@ def fmt(v, digits: int = 4) -> str:
 def findings(table: pd.DataFrame, runs: pd.DataFrame, config_cols: list[str]) -> list[str]:
     """Plain sentences derived from the ranking: winner and margin, whether the margin exceeds the
     seed spread, what diverged, failed or is still running."""
-    cols = [label(c) for c in config_cols if c != "task"]
-    name = lambda r: ", ".join(f"{c}={r[c]}" for c in cols) or "the only configuration"  # noqa: E731
+    name = lambda r: config_name(r, config_cols)  # noqa: E731
     out = []
-    for task, part in table.groupby("task", sort=True):
+    for task, part in table.groupby("problem", sort=True):
         part = part.dropna(subset=["mean"])
         if part.empty:
             out.append(f"**{task}**: no configuration finished, so there is nothing to rank.")
@@ -54,6 +54,10 @@ def findings(table: pd.DataFrame, runs: pd.DataFrame, config_cols: list[str]) ->
         items = [f"{', '.join(f'{label(c)}={k}' for c, k in zip(config_cols or ['task'], key if isinstance(key, tuple) else (key,)))} ({n})"
                  for key, n in by.items()]
         out.append(f"{len(diverged)} run(s) diverged (NaN/inf loss) and are left out of the means: " + "; ".join(items) + ".")
+    finished = runs[runs.outcome == "finished"]
+    lacking = sum(pd.isna(r.get(f"final:{r['primary_metric']}")) for _, r in finished.iterrows())
+    if lacking:
+        out.append(f"{lacking} finished run(s) logged no value of their primary metric and are left out of the means.")
     for outcome, what in (("failed", "failed"), ("killed", "were killed"), ("running", "are still RUNNING (left out; rerun the report when they end)")):
         k = int((runs.outcome == outcome).sum())
         if k:
@@ -73,10 +77,10 @@ def header(experiment: str, runs: pd.DataFrame, table: pd.DataFrame, date: str) 
 
 
 def table_for_display(table: pd.DataFrame, config_cols: list[str]) -> pd.DataFrame:
-    cols = ["rank", "winner"] + [label(c) for c in config_cols if c != "task"]
+    cols = ["rank", "winner"] + [label(c) for c in methods(config_cols)]
     show = table[["task"] + cols].copy()
     show["metric"] = table["metric"]
-    show["mean +- std"] = [f"{fmt(m)} +- {fmt(s)}" for m, s in zip(table["mean"], table["std"])]
+    show["mean +- std"] = [fmt(m) if math.isnan(s) else f"{fmt(m)} +- {fmt(s)}" for m, s in zip(table["mean"], table["std"])]
     show["95% CI"] = [f"[{fmt(lo)}, {fmt(hi)}]" if not math.isnan(lo) else "n/a" for lo, hi in zip(table["ci95_low"], table["ci95_high"])]
     show["n"] = table["n"]
     show["best epoch"] = table["best_epoch"].map(lambda v: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else str(int(v)))
