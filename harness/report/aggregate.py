@@ -36,9 +36,13 @@ def time_to_target(hist: pd.DataFrame, metric: str, target: float, mode: str) ->
     return out
 
 
+# task.* params that are choices of the method (the model and the input preprocessing), not of the problem
+TASK_METHOD_KEYS = ("model", "hidden", "activation", "channels", "normalize")
+
+
 def conditions(config_cols: list[str]) -> list[str]:
-    """Factors that change the problem (task.* params: outlier fraction, imbalance ratio, ...), not the method."""
-    return [c for c in config_cols if c.startswith("param:task.")]
+    """Factors that change the problem (task.* data params: outlier fraction, imbalance ratio, ...)."""
+    return [c for c in config_cols if c.startswith("param:task.") and c.split(".", 1)[1] not in TASK_METHOD_KEYS]
 
 
 def methods(config_cols: list[str]) -> list[str]:
