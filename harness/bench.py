@@ -230,7 +230,7 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", default=os.environ.get("HARNESS_DATA_DIR", str(ROOT.parent / "shared" / "data")),
                    help="folder holding MNIST/raw (default: $HARNESS_DATA_DIR or ../shared/data)")
     p.add_argument("--out", default=str(ROOT / "reports" / "bench"), help="where bench.md and bench.json go")
-    p.add_argument("--reps", type=int, default=None, help="repetitions per figure (default 3, --quick 1)")
+    p.add_argument("--reps", type=int, default=None, help="repetitions per figure (default 5, --quick 1)")
     args = p.parse_args(argv)
 
     from harness import HarnessError
@@ -243,8 +243,8 @@ def main(argv=None) -> int:
     except HarnessError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    quick, reps = args.quick, args.reps or (1 if args.quick else 3)
-    epochs = 3 if quick else 4
+    quick, reps = args.quick, args.reps or (1 if args.quick else 5)
+    epochs = 3 if quick else 6
     subset = ["task.n_train=10000"] if quick else []
     dev = str(device)
     threads = __import__("harness.run", fromlist=["resolve_threads"]).resolve_threads("auto")
@@ -309,7 +309,7 @@ def main(argv=None) -> int:
     for kind, sweep_args in kinds:
         jobs = 8
         wall, span, seen = [], [], {}
-        for _ in range(1 if quick else max(1, reps - 1)):
+        for _ in range(1 if quick else min(2, reps)):  # each repetition is two whole sweeps
             r = sweep_throughput(jobs, sweep_args, work, kind)
             wall.append(r["sequential"]["wall"] / r["joblib"]["wall"])
             span.append(r["sequential"]["span"] / r["joblib"]["span"])
@@ -332,7 +332,7 @@ def main(argv=None) -> int:
     # 8: quality at speed
     q_epochs = 2 if quick else 10
     acc5, acc10, t98 = [], [], []
-    for seed in range(1 if quick else reps):
+    for seed in range(1 if quick else 3):
         r = harness_run(args.data_dir, q_epochs, dev, store, "tracking.enabled=false", f"seed={seed}", *subset)
         accs = [h["test/accuracy"] for h in r.history]
         acc5.append(accs[min(4, len(accs) - 1)])
@@ -378,7 +378,7 @@ def markdown(report: dict) -> str:
     head = (f"# harness bench{' (quick)' if report['quick'] else ''}\n\n"
             f"{report['date']}; {m['cpu']}, {m['cores']} cores; torch {m['torch']}; device {m['device']}"
             + (f" ({m['gpu']})" if "gpu" in m else "") + f"; threads=auto -> {report['threads_auto']}; "
-            f"median [min, max] of {report['reps']} repetitions; harness runs: MNIST, MLP 784-256-10, Adam, batch 128, "
+            f"median [min, max] of {report['reps']} repetitions (sweeps: 2, quality: 3 seeds); harness runs: MNIST, MLP 784-256-10, Adam, batch 128, "
             f"{report['epochs']} epochs, s/epoch = median of epochs 2..n.\n\n")
     lines = ["| measure | result | target | met | notes |", "|---|---|---|---|---|"]
     for r in report["rows"]:

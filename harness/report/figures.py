@@ -98,10 +98,10 @@ def lr_sensitivity(runs: pd.DataFrame, table: pd.DataFrame, task: str, path) -> 
     fig, ax = plt().subplots(figsize=(8, 5))
     finite = part[part.outcome == "finished"]["value"].dropna()
     floor = finite.min() if len(finite) else 0.0
-    for opt, g in part.groupby("optimizer"):
+    for i, (opt, g) in enumerate(part.groupby("optimizer")):
         ok = g[g.outcome == "finished"]
         means = ok.groupby("lr")["value"].mean()
-        line, = ax.plot(means.index, means.values, marker="o", label=opt)
+        line, = ax.plot(means.index, means.values, marker="osv^DP*X"[i % 8], linestyle=("-", "--", ":")[i % 3], label=opt)
         ax.scatter(ok["lr"], ok["value"], color=line.get_color(), s=12, alpha=0.5)
         bad = g[g.outcome == "diverged"]
         if len(bad):
