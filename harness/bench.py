@@ -145,7 +145,7 @@ def harness_run(data_dir: str, epochs: int, device: str, store: str, *extra: str
 
 
 def steady_epochs(result) -> list[float]:
-    """Epoch seconds after the first (the first also pays warm-up and the background MLflow start)."""
+    """Epoch seconds after the first (the first also pays warm-up)."""
     times = [h["epoch_seconds"] for h in result.history]
     return times[1:] if len(times) > 1 else times
 
@@ -261,8 +261,7 @@ def main(argv=None) -> int:
     print(f"harness bench on {dev}{' (quick)' if quick else ''}: {reps} repetitions, {epochs} epochs each", flush=True)
     data = MNIST(data_dir=args.data_dir, download=False, **({"n_train": 10000} if quick else {})).load().to(device)
 
-    # warm-up: import MLflow and open the store once, so that the loop rows measure steady epochs
-    # (the first run of a process opens MLflow on a thread during its first epochs: start-up, timed below)
+    # warm-up: import MLflow and open the store once (start-up is timed below, in fresh processes)
     harness_run(args.data_dir, 1, dev, store, "task.n_train=1000")
 
     # 1 + 2: loop efficiency and tracking overhead, interleaved so that noise hits all three alike

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from harness import HarnessError, __version__, schedules
 from harness.losses import TARGET_KINDS
 from harness.tasks import Data, Task
-from harness.tracking import BackgroundTracker, MlflowTracker, NullTracker, check_reachable, flatten
+from harness.tracking import MlflowTracker, NullTracker, check_reachable, flatten
 from harness.sweep import experiment_name, job_context, record_job
 from harness.train import Result, train
 
@@ -337,6 +337,8 @@ def run(cfg: DictConfig) -> Result:
                 record("skipped", run_id=done)
                 return Result("skipped", 0)
         job = build(cfg, names, ctx)
+        if isinstance(tracker, NullTracker):  # a single run: open the store only now that the input is good
+            tracker = open_tracker(cfg, experiment)
     except HarnessError as e:
         if not ctx:
             fail(str(e))
@@ -353,18 +355,11 @@ def run(cfg: DictConfig) -> Result:
         tags["git_commit"] = commit
     if sweep.get("parent_run_id"):
         tags.update({"mlflow.parentRunId": sweep["parent_run_id"], "sweep_id": sweep["sweep_id"]})
-    start_args = (run_name, tags, flatten(OmegaConf.to_container(cfg, resolve=True)), OmegaConf.to_yaml(cfg, resolve=True))
-    if isinstance(tracker, MlflowTracker):  # a sweep job: the store is open already
-        tracker.start(*start_args)
-    elif cfg.tracking.enabled:  # a single run: open the store and the run while training starts
-        def open_run() -> MlflowTracker:
-            opened = open_tracker(cfg, experiment)
-            opened.start(*start_args)
-            return opened
-        tracker = BackgroundTracker(open_run)
+    tracker.start(run_name, tags, flatten(OmegaConf.to_container(cfg, resolve=True)), OmegaConf.to_yaml(cfg, resolve=True))
     if cfg.progress:
         print(f"{run_name}: {names['task']} x {names['loss']} x {names['optimizer']} x {names['schedule']}, "
-              f"batch {job.batch_size}, {len(job.data.train)} train samples, {job.device} ({job.threads} threads)", flush=True)
+              f"batch {job.batch_size}, {len(job.data.train)} train samples, {job.device} ({job.threads} threads)"
+              + (f", MLflow run {tracker.run_id} in {experiment!r}" if tracker.run_id else ""), flush=True)
 
     steps_done = 0
 
@@ -384,12 +379,6 @@ def run(cfg: DictConfig) -> Result:
         result: Result = train(job.model, job.task, job.data, job.loss, job.targets, job.optimizer, job.scheduler,
                                epochs=cfg.epochs, batch_size=job.batch_size, generator=torch.Generator().manual_seed(cfg.seed),
                                on_epoch=on_epoch, eval_batch_size=cfg.eval_batch_size)
-    except HarnessError as e:  # the MLflow store could not be opened: no run exists to close
-        if not ctx:
-            fail(str(e))
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        record("failed", error=str(e))
-        return Result("failed", 0)
     except KeyboardInterrupt:
         tracker.end("KILLED", {"outcome": "killed"})
         record("killed", run_id=tracker.run_id, seconds=time.perf_counter() - t0)
@@ -408,16 +397,10 @@ def run(cfg: DictConfig) -> Result:
     end_tags = {"outcome": result.outcome, "train_seconds": f"{seconds:.3f}"}
     if result.diverged_epoch is not None:
         end_tags["diverged_epoch"] = str(result.diverged_epoch)
-    try:
-        tracker.end("FINISHED", end_tags)
-    except HarnessError as e:
-        fail(str(e)) if not ctx else print(f"error: {e}", file=sys.stderr, flush=True)
-        record("failed", error=str(e))
-        return Result("failed", 0)
+    tracker.end("FINISHED", end_tags)
     primary = result.final.get(job.task.primary_metric, float("nan"))
     record(result.outcome, run_id=tracker.run_id, metric=job.task.primary_metric, value=primary, seconds=seconds)
     if cfg.progress:
         print(f"{result.outcome}" + (f" at epoch {result.diverged_epoch} (NaN/inf loss)" if result.diverged_epoch else "")
-              + f": {job.task.primary_metric} {primary:.4f} after {result.epochs} epochs, {seconds:.1f}s"
-              + (f"; MLflow run {tracker.run_id} in {experiment!r}" if tracker.run_id else ""), flush=True)
+              + f": {job.task.primary_metric} {primary:.4f} after {result.epochs} epochs, {seconds:.1f}s", flush=True)
     return result

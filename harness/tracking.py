@@ -6,11 +6,10 @@ per-step ``log_metric`` cost 11 s per 1000 steps on sqlite here, one ``log_batch
 """
 from __future__ import annotations
 
-import threading
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Callable
+from typing import Any
 
 from harness import HarnessError
 
@@ -122,49 +121,3 @@ class MlflowTracker:
             self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
             self.client.set_terminated(self.run_id, status=status)
 
-
-class BackgroundTracker:
-    """Opens the MLflow store and run on a thread while training starts (importing MLflow and
-    opening a sqlite store take about 1.5 s). Metrics wait in a buffer until the run exists;
-    ``end`` waits for it, so nothing is lost and the outcome is always written. An error opening
-    the store surfaces at the next ``log`` or ``end`` as the HarnessError it was."""
-
-    def __init__(self, open_run: Callable[[], MlflowTracker]):
-        self._tracker: MlflowTracker | None = None
-        self._error: BaseException | None = None
-        self._pending: list[tuple[dict[str, float], int]] = []
-        self._thread = threading.Thread(target=self._open, args=(open_run,), name="mlflow-start", daemon=True)
-        self._thread.start()
-
-    def _open(self, open_run) -> None:
-        try:
-            self._tracker = open_run()
-        except BaseException as e:  # re-raised in the main thread
-            self._error = e
-
-    def _ready(self, wait: bool) -> MlflowTracker | None:
-        if wait:
-            self._thread.join()
-        if self._error is not None:
-            raise self._error
-        if self._tracker is None:
-            return None
-        for metrics, step in self._pending:
-            self._tracker.log(metrics, step)
-        self._pending = []
-        return self._tracker
-
-    @property
-    def run_id(self) -> str | None:
-        tracker = self._ready(wait=True)
-        return tracker.run_id
-
-    def log(self, metrics: dict[str, float], step: int) -> None:
-        tracker = self._ready(wait=False)
-        if tracker is None:
-            self._pending.append((metrics, step))
-        else:
-            tracker.log(metrics, step)
-
-    def end(self, status: str, tags: dict[str, str]) -> None:
-        self._ready(wait=True).end(status, tags)
