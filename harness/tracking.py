@@ -40,7 +40,7 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", e)
         raise HarnessError(f"the MLflow tracking server {uri} is not reachable ({reason}); start it "
-                           f"(mlflow server --host 127.0.0.1 --port PORT) or set tracking.uri") from None
+                           f"(mlflow server --host 127.0.0.1 --port PORT) or point at another tracking URI") from None
 
 
 class NullTracker:
