@@ -28,7 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # ---------------------------------------------------------------- helpers
 
 def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    from harness.run import usable_cores
+
+    return usable_cores()
 
 
 def machine(device: str) -> dict[str, str]:
@@ -247,7 +249,9 @@ def main(argv=None) -> int:
     epochs = 3 if quick else 6
     subset = ["task.n_train=10000"] if quick else []
     dev = str(device)
-    threads = __import__("harness.run", fromlist=["resolve_threads"]).resolve_threads("auto")
+    from harness.run import resolve_threads
+
+    threads = resolve_threads("auto")
     work = Path(tempfile.mkdtemp(prefix="harness-bench-"))
     store = f"sqlite:///{work}/bench.db"
     rows: list[dict] = []

@@ -115,13 +115,18 @@ def resolve_device(requested: str) -> torch.device:
     raise HarnessError(f"device={requested!r} is unknown; allowed: auto, cpu, cuda, cuda:N")
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. a SLURM allocation)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def resolve_threads(threads, ctx: dict | None = None) -> int:
     """auto: the cores this process may use, shared among the jobs that a sweep runs at once on this
     machine (joblib's n_jobs, submitit's cpus_per_task, or HARNESS_PARALLEL_JOBS), so that jobs x
     threads never exceeds the cores (oversubscription cost 20x here)."""
     if threads != "auto":
         return int(threads)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     if ctx and ctx["launcher"].get("cpus_per_task"):
         return max(1, min(cores, int(ctx["launcher"].cpus_per_task)))
     jobs = ctx["parallel"] if ctx else int(os.environ.get("HARNESS_PARALLEL_JOBS", "1"))

@@ -32,9 +32,6 @@ class Data:
     def to(self, device) -> "Data":
         return Data(*(Split(s.x.to(device), s.y.to(device)) for s in (self.train, self.val, self.test)))
 
-    def splits(self) -> dict[str, Split]:
-        return {"train": self.train, "val": self.val, "test": self.test}
-
 
 class Task:
     name: str = "task"
