@@ -7,7 +7,7 @@ import sys
 
 import pandas as pd
 import pytest
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from harness.report.__main__ import main

@@ -147,7 +147,6 @@ def test_sweep_logs_to_a_real_mlflow_server(tmp_path):
         out = sweep("task=regression", "epochs=2", "loss=mse,huber", cwd=tmp_path, uri=uri)
         assert out.returncode == 0, out.stderr[-3000:]
         import json
-        body = json.dumps({"experiment_ids": [], "max_results": 100}).encode()
         exp = json.load(urllib.request.urlopen(f"{uri}/api/2.0/mlflow/experiments/get-by-name?experiment_name=regression"))
         req = urllib.request.Request(f"{uri}/api/2.0/mlflow/runs/search", method="POST", headers={"Content-Type": "application/json"},
                                      data=json.dumps({"experiment_ids": [exp["experiment"]["experiment_id"]]}).encode())
