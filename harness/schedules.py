@@ -58,3 +58,6 @@ def build(factory, optimizer: Optimizer, total_steps: int, steps_per_epoch: int)
     takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
     kwargs = {k: v for k, v in run_length.items() if takes_any or k in params}
     return factory(optimizer, **kwargs)
+
+
+FACTORIES = (constant, step, exponential, cosine, warmup_cosine, onecycle)  # what schedule._target_ may name besides torch's classes

@@ -5,6 +5,7 @@ calls ``load()`` once, moves the tensors to the device, and asks for ``model()``
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -75,13 +76,52 @@ def split_indices(n: int, sizes: list[int], seed: int) -> list[Tensor]:
     return list(torch.split(perm[: sum(sizes)], sizes))
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def check_fraction(name: str, value: float) -> float:
-    if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+    if not _is_number(value) or not 0.0 <= value < 1.0:
         raise HarnessError(f"{name} must be a number in [0, 1), got {value!r}")
+    return float(value)
+
+
+def check_number(name: str, value, low: float = 0.0, what: str = "a finite number >= 0") -> float:
+    """A finite number >= low (NaN and infinity refused)."""
+    if not _is_number(value) or value < low:
+        raise HarnessError(f"{name} must be {what}, got {value!r}")
     return float(value)
 
 
 def check_positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise HarnessError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def check_choice(name: str, value, allowed) -> str:
+    if value not in allowed:
+        raise HarnessError(f"{name}={value!r} is unknown; allowed: {', '.join(allowed)}")
+    return value
+
+
+def check_widths(name: str, value, count: int | None = None) -> list[int]:
+    """A list of layer widths: positive integers (exactly ``count`` of them when given)."""
+    widths = list(value) if isinstance(value, (list, tuple)) or hasattr(value, "__iter__") and not isinstance(value, str) else None
+    if widths is None or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths) or (
+            count is not None and len(widths) != count):
+        shape = f"a list of {count} positive integers" if count else "a list of positive integers (e.g. [256] or [64, 64])"
+        raise HarnessError(f"{name} must be {shape}, got {value!r}")
+    return widths
+
+
+def check_seed(name: str, value) -> int:
+    from harness.checks import check_seed as check
+
+    return check(name, value)
+
+
+def check_bool(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise HarnessError(f"{name} must be true or false, got {value!r}")
     return value

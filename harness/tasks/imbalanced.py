@@ -13,15 +13,17 @@ macro-F1 and (two classes) average precision.
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
 from torch import nn
 
 from harness import HarnessError
-from harness.tasks import ClassificationTask, Data, Split, check_positive_int, split_indices
-from harness.tasks.mnist import check_model, load_mnist, to_inputs
-from harness.tasks.models import mlp, small_cnn
+from harness.tasks import (ClassificationTask, Data, Split, check_bool, check_number, check_positive_int, check_seed,
+                           split_indices)
+from harness.tasks.mnist import check_normalize, check_split, image_model, load_mnist, to_inputs
+from harness.tasks.models import check_model, mlp
 
 DATASETS = ("synthetic", "mnist_lt")
 
@@ -76,21 +78,28 @@ class Imbalanced(ClassificationTask):
                  val_size: int = 5000, data_seed: int = 0):
         if dataset not in DATASETS:
             raise HarnessError(f"task.dataset={dataset!r} is not an imbalanced data set; allowed: {', '.join(DATASETS)}")
-        if isinstance(imbalance_ratio, bool) or not isinstance(imbalance_ratio, (int, float)) or imbalance_ratio < 1:
-            raise HarnessError(f"task.imbalance_ratio must be a number >= 1 (largest class / smallest class), got {imbalance_ratio!r}")
-        check_model(model, normalize)
-        self.dataset, self.ratio = dataset, float(imbalance_ratio)
+        self.dataset = dataset
+        self.ratio = check_number("task.imbalance_ratio", imbalance_ratio, 1.0,
+                                  "a finite number >= 1 (largest class / smallest class)")
+        self.hidden, self.channels = check_model(model, hidden, activation, channels)
         self.num_classes = 10 if dataset == "mnist_lt" else check_positive_int("task.num_classes", num_classes)
         if self.num_classes < 2:
             raise HarnessError(f"task.num_classes must be at least 2, got {num_classes}")
         self.minority_class = self.num_classes - 1
         self.sizes = [check_positive_int(f"task.{k}", v) for k, v in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test))]
         self.n_features = check_positive_int("task.n_features", n_features)
-        self.class_sep = float(class_sep)
-        self.data_dir, self.download, self.model_name, self.normalize = data_dir, bool(download), model, normalize
-        self.hidden, self.activation, self.channels = list(hidden), activation, list(channels)
+        if dataset == "synthetic":
+            if 2 ** min(self.n_features, max(2, self.num_classes)) < self.num_classes:
+                raise HarnessError(f"task.n_features={n_features} is too few for {self.num_classes} classes: "
+                                   f"at least {math.ceil(math.log2(self.num_classes))} are needed")
+            if min(self.sizes) < self.num_classes:
+                raise HarnessError(f"task.n_train, n_val and n_test must each be at least task.num_classes ({self.num_classes}), "
+                                   f"got {self.sizes}")
+        self.class_sep = check_number("task.class_sep", class_sep)
+        self.data_dir, self.download = data_dir, check_bool("task.download", download)
+        self.model_name, self.normalize, self.activation = model, check_normalize(normalize), activation
         self.val_size = check_positive_int("task.val_size", val_size)
-        self.data_seed = int(data_seed)
+        self.data_seed = check_seed("task.data_seed", data_seed)
 
     def load(self) -> Data:
         if self.dataset == "mnist_lt":
@@ -106,14 +115,13 @@ class Imbalanced(ClassificationTask):
     def _load_mnist_lt(self) -> Data:
         xtr, ytr, xte, yte = load_mnist(str(self.data_dir), self.download)
         g = torch.Generator().manual_seed(self.data_seed)
-        tr, va = split_indices(len(ytr), [len(ytr) - self.val_size, self.val_size], self.data_seed)
+        n_train = check_split(len(ytr), None, self.val_size)
+        tr, va = split_indices(len(ytr), [n_train, self.val_size], self.data_seed)
         tr, va = tr[long_tail(ytr[tr], 10, self.ratio, g)], va[long_tail(ytr[va], 10, self.ratio, g)]
         return Data(Split(to_inputs(xtr[tr], self.normalize), ytr[tr]), Split(to_inputs(xtr[va], self.normalize), ytr[va]),
                     Split(to_inputs(xte, self.normalize), yte))
 
     def model(self) -> nn.Module:
         if self.dataset == "mnist_lt":
-            if self.model_name == "cnn":
-                return small_cnn(10, self.channels, self.hidden[0] if self.hidden else 128)
-            return mlp(28 * 28, 10, self.hidden, self.activation)
+            return image_model(10, self.model_name, self.hidden, self.activation, self.channels)
         return mlp(self.n_features, self.num_classes, self.hidden, self.activation)

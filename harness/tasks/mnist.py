@@ -1,14 +1,17 @@
-"""MNIST through ``torchvision.datasets.MNIST``, converted once into normalised tensors.
+"""MNIST from its four IDX files, converted once into normalised tensors.
 
-The IDX files are read from ``<data_dir>/MNIST/raw`` (downloaded there when missing and
-``download`` is true). The validation split is drawn from the 60k training images; the test split
-is the official 10k.
+The IDX files are read from ``<data_dir>/MNIST/raw`` directly (their headers checked: a file of
+random bytes is one clear line, not a traceback); torchvision downloads them there when they are
+missing and ``download`` is true. The validation split is drawn from the 60k training images; the
+test split is the official 10k.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
 import io
+import math
+import struct
 from pathlib import Path
 from typing import Sequence
 
@@ -16,31 +19,70 @@ import torch
 from torch import nn
 
 from harness import HarnessError
-from harness.tasks import ClassificationTask, Data, Split, check_positive_int, split_indices
-from harness.tasks.models import mlp, small_cnn
+from harness.tasks import (ClassificationTask, Data, Split, check_bool, check_choice, check_positive_int, check_seed,
+                           split_indices)
+from harness.tasks.models import check_model, mlp, small_cnn
 
 RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 MEAN, STD = 0.1307, 0.3081  # of the training pixels scaled to [0, 1]
 NORMALIZATIONS = ("standard", "unit", "none")
-MODELS = ("mlp", "cnn")
+IDX_MAGIC = {"images": 2051, "labels": 2049}
+
+
+def read_idx(path: Path, kind: str, count: int | None = None) -> torch.Tensor:
+    """An uncompressed IDX file as a uint8 tensor ([N, 28, 28] images or [N] labels), its header checked."""
+    blob = path.read_bytes()
+    header = 16 if kind == "images" else 8
+    bad = f"{path} is not an MNIST IDX {kind} file"
+    if len(blob) < header:
+        raise HarnessError(f"{bad} (only {len(blob)} bytes)")
+    magic, n = struct.unpack(">II", blob[:8])
+    if magic != IDX_MAGIC[kind]:
+        raise HarnessError(f"{bad} (magic number {magic}, expected {IDX_MAGIC[kind]}); replace it with the real file")
+    shape = (n, 28, 28) if kind == "images" else (n,)
+    if kind == "images" and struct.unpack(">II", blob[8:16]) != (28, 28):
+        raise HarnessError(f"{bad} (images of {struct.unpack('>II', blob[8:16])} pixels, expected 28 x 28)")
+    if len(blob) != header + math.prod(shape):
+        raise HarnessError(f"{bad} (its header announces {n} items, the file holds {len(blob) - header} bytes of data)")
+    if count is not None and n != count:
+        raise HarnessError(f"{path} does not match its images: {n} labels for {count} images")
+    data = torch.frombuffer(bytearray(blob), dtype=torch.uint8, offset=header).reshape(shape)
+    if kind == "labels" and n and int(data.max()) > 9:
+        raise HarnessError(f"{bad} (label {int(data.max())}; digits are 0-9)")
+    return data
+
+
+def download_mnist(root: Path) -> str | None:
+    """Let torchvision fetch the files into root/MNIST/raw; None on success, else why not."""
+    try:
+        from torchvision.datasets import MNIST as TorchvisionMNIST
+
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            TorchvisionMNIST(str(root), train=True, download=True)
+            TorchvisionMNIST(str(root), train=False, download=True)
+    except Exception as e:  # torchvision raises RuntimeError or URLError/OSError when it cannot fetch
+        return f"the download failed: {str(e).splitlines()[0][:120]}"
+    return None
 
 
 @functools.lru_cache(maxsize=2)  # a sweep's jobs in one process read the files once
 def load_mnist(data_dir: str | Path, download: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(train images uint8 [60000, 28, 28], train labels, test images, test labels)."""
-    from torchvision.datasets import MNIST
-
     root = Path(data_dir).expanduser()
     raw = root / "MNIST" / "raw"
+    if not all((raw / f).is_file() for f in RAW_FILES):
+        why = download_mnist(root) if download else "download=false"
+        if why is not None or not all((raw / f).is_file() for f in RAW_FILES):
+            raise HarnessError(f"MNIST is not in {raw} and {why}. Put the four IDX files ({', '.join(RAW_FILES)}) "
+                               f"there, or set data_dir to the folder that holds MNIST/raw")
     try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            train = MNIST(str(root), train=True, download=download)
-            test = MNIST(str(root), train=False, download=download)
-    except Exception as e:  # torchvision raises RuntimeError or URLError/OSError when it cannot fetch
-        why = "download=false" if not download else f"the download failed: {str(e).splitlines()[0][:120]}"
-        raise HarnessError(f"MNIST is not in {raw} and {why}. Put the four IDX files ({', '.join(RAW_FILES)}) "
-                           f"there, or set data_dir to the folder that holds MNIST/raw") from None
-    return train.data, train.targets, test.data, test.targets
+        out = []
+        for images, labels in (RAW_FILES[:2], RAW_FILES[2:]):
+            x = read_idx(raw / images, "images")
+            out += [x, read_idx(raw / labels, "labels", count=len(x)).long()]
+    except OSError as e:
+        raise HarnessError(f"cannot read MNIST from {raw}: {e.strerror or e}") from None
+    return tuple(out)
 
 
 def to_inputs(images: torch.Tensor, normalize: str) -> torch.Tensor:
@@ -52,11 +94,24 @@ def to_inputs(images: torch.Tensor, normalize: str) -> torch.Tensor:
     return (x - MEAN) / STD if normalize == "standard" else x
 
 
-def check_model(model: str, normalize: str) -> None:
-    if model not in MODELS:
-        raise HarnessError(f"task.model={model!r} is unknown; allowed: {', '.join(MODELS)}")
-    if normalize not in NORMALIZATIONS:
-        raise HarnessError(f"task.normalize={normalize!r} is unknown; allowed: {', '.join(NORMALIZATIONS)}")
+def check_normalize(normalize: str) -> str:
+    return check_choice("task.normalize", normalize, NORMALIZATIONS)
+
+
+def check_split(n_images: int, n_train: int | None, val_size: int) -> int:
+    """The number of training images once the validation images are set aside, checked against the files."""
+    if val_size >= n_images:
+        raise HarnessError(f"task.val_size={val_size} leaves no training images: the training file holds {n_images}")
+    n_train = n_train or n_images - val_size
+    if n_train + val_size > n_images:
+        raise HarnessError(f"task.n_train={n_train} + task.val_size={val_size} exceeds the {n_images} training images")
+    return n_train
+
+
+def image_model(num_classes: int, model: str, hidden: list[int], activation: str, channels: list[int]) -> nn.Module:
+    if model == "cnn":
+        return small_cnn(num_classes, channels, hidden[0] if hidden else 128)
+    return mlp(28 * 28, num_classes, hidden, activation)
 
 
 class MNIST(ClassificationTask):
@@ -67,16 +122,16 @@ class MNIST(ClassificationTask):
     def __init__(self, data_dir: str = "data", download: bool = True, model: str = "mlp", hidden: Sequence[int] = (256,),
                  activation: str = "relu", channels: Sequence[int] = (16, 32), normalize: str = "standard",
                  val_size: int = 5000, n_train: int | None = None, data_seed: int = 0):
-        check_model(model, normalize)
-        self.data_dir, self.download, self.model_name, self.normalize = data_dir, bool(download), model, normalize
-        self.hidden, self.activation, self.channels = list(hidden), activation, list(channels)
+        self.hidden, self.channels = check_model(model, hidden, activation, channels)
+        self.data_dir, self.download = data_dir, check_bool("task.download", download)
+        self.model_name, self.normalize, self.activation = model, check_normalize(normalize), activation
         self.val_size = 0 if val_size == 0 else check_positive_int("task.val_size", val_size)  # 0: validate on test
         self.n_train = None if n_train is None else check_positive_int("task.n_train", n_train)
-        self.data_seed = int(data_seed)
+        self.data_seed = check_seed("task.data_seed", data_seed)
 
     def load(self) -> Data:
         xtr, ytr, xte, yte = load_mnist(str(self.data_dir), self.download)
-        n_train = self.n_train or len(ytr) - self.val_size
+        n_train = check_split(len(ytr), self.n_train, self.val_size)
         tr, va = split_indices(len(ytr), [n_train, self.val_size], self.data_seed)
         # index the uint8 images before converting: a float copy of all 60k would cost ~190 MB more at peak
         test = Split(to_inputs(xte, self.normalize), yte)
@@ -84,6 +139,4 @@ class MNIST(ClassificationTask):
         return Data(Split(to_inputs(xtr[tr], self.normalize), ytr[tr]), val, test)
 
     def model(self) -> nn.Module:
-        if self.model_name == "cnn":
-            return small_cnn(self.num_classes, self.channels, self.hidden[0] if self.hidden else 128)
-        return mlp(28 * 28, self.num_classes, self.hidden, self.activation)
+        return image_model(self.num_classes, self.model_name, self.hidden, self.activation, self.channels)

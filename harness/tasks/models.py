@@ -5,7 +5,17 @@ from typing import Sequence
 
 from torch import nn
 
+from harness.tasks import check_choice, check_widths
+
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.Sigmoid}
+MODELS = ("mlp", "cnn")
+
+
+def check_model(model: str, hidden, activation: str, channels) -> tuple[list[int], list[int]]:
+    """The model knobs of a task (task.model, task.hidden, task.activation, task.channels), checked."""
+    check_choice("task.model", model, MODELS)
+    check_choice("task.activation", activation, tuple(ACTIVATIONS))
+    return check_widths("task.hidden", hidden), check_widths("task.channels", channels, count=2)
 
 
 def mlp(in_features: int, out_features: int, hidden: Sequence[int], activation: str = "relu") -> nn.Sequential:

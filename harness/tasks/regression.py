@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from harness import HarnessError
-from harness.tasks import Data, RegressionTask, Split, check_fraction, check_positive_int, split_indices
-from harness.tasks.models import mlp
+from harness.tasks import (Data, RegressionTask, Split, check_fraction, check_number, check_positive_int, check_seed,
+                           split_indices)
+from harness.tasks.models import check_model, mlp
 
 DATASETS = ("synthetic", "diabetes")
 
@@ -40,13 +41,11 @@ class Regression(RegressionTask):
         self.n_features = check_positive_int("task.n_features", n_features)
         if dataset == "synthetic" and n_features < 5:
             raise HarnessError(f"task.n_features must be at least 5 for the synthetic function, got {n_features}")
-        if not isinstance(noise, (int, float)) or noise < 0:
-            raise HarnessError(f"task.noise must be a number >= 0, got {noise!r}")
-        if not isinstance(outlier_scale, (int, float)) or outlier_scale < 0:
-            raise HarnessError(f"task.outlier_scale must be a number >= 0, got {outlier_scale!r}")
-        self.noise, self.outlier_scale = float(noise), float(outlier_scale)
+        self.noise = check_number("task.noise", noise)
+        self.outlier_scale = check_number("task.outlier_scale", outlier_scale)
         self.outlier_fraction = check_fraction("task.outlier_fraction", outlier_fraction)
-        self.hidden, self.activation, self.data_seed = list(hidden), activation, int(data_seed)
+        self.hidden, _ = check_model("mlp", hidden, activation, (1, 1))
+        self.activation, self.data_seed = activation, check_seed("task.data_seed", data_seed)
 
     def _raw(self, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         if self.dataset == "synthetic":

@@ -1,0 +1,266 @@
+"""Every knob checked before anything is built or any MLflow run opened.
+
+``check_config`` refuses, with one line naming the key and what is allowed:
+- run knobs (epochs, batch size, seed, device, threads, ...) outside their range;
+- a loss, optimizer or schedule knob outside its range (by name, whatever class the knob goes to:
+  ``optimizer.lr`` must be a positive finite number for ``torch.optim.Adam`` and for a user's class);
+- a number that is NaN or infinite anywhere in the config;
+- a knob whose shipped default is a number or a bool and that is no longer one;
+- a ``_target_`` that is not the kind of object its group needs (an optimizer class for
+  ``optimizer``, a ``torch.nn.Module`` for ``loss``, a harness ``Task`` for ``task``, a harness
+  schedule or a torch LR scheduler class for ``schedule``), checked *before* it is called, and a
+  ``_target_`` nested inside a group, which ``instantiate`` would call too.
+Task knobs (data sizes, model widths, ...) are checked by the task's constructor, which only
+stores and checks them: data is loaded later.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from harness import HarnessError
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+GROUPS = ("task", "loss", "optimizer", "schedule")
+TARGET_KINDS = ("index", "onehot", "real")
+LR_SCALINGS = ("none", "linear", "sqrt")
+SEED_LIMIT = 2 ** 32  # torch's CPU generator (mt19937) keeps 32 bits of a seed: 2**32 + 1 would alias 1
+TOP_LEVEL = {"task", "loss", "optimizer", "schedule", "epochs", "batch_size", "lr_scaling", "lr_reference_batch", "seed",
+             "device", "threads", "data_dir", "eval_batch_size", "progress", "resume", "tracking"}
+TRACKING_KEYS = {"enabled", "uri", "experiment", "experiment_suffix", "flush_seconds", "lock_timeout"}
+
+
+# ---------------------------------------------------------------- value rules: (test, what is allowed)
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _finite(v) -> bool:
+    return _number(v) and math.isfinite(v)
+
+
+def positive_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+Rule = tuple[Callable[[Any], bool], str]
+POSITIVE = (lambda v: _finite(v) and v > 0, "a finite number > 0")
+NON_NEGATIVE = (lambda v: _finite(v) and v >= 0, "a finite number >= 0")
+FINITE = (_finite, "a finite number")
+UNIT_CLOSED = (lambda v: _finite(v) and 0 <= v <= 1, "a number in [0, 1]")
+UNIT_OPEN_RIGHT = (lambda v: _finite(v) and 0 <= v < 1, "a number in [0, 1)")
+UNIT_OPEN = (lambda v: _finite(v) and 0 < v < 1, "a number in (0, 1)")
+UNIT_OPEN_LEFT = (lambda v: _finite(v) and 0 < v <= 1, "a number in (0, 1]")
+BOOL = (lambda v: isinstance(v, bool), "true or false")
+REDUCTION = (lambda v: v in ("mean", "sum"), "'mean' or 'sum' (training needs one number per batch)")
+BETAS = (lambda v: isinstance(v, (list, tuple, ListConfig)) and len(v) == 2 and all(_finite(b) and 0 <= b < 1 for b in v),
+         "two numbers in [0, 1), e.g. [0.9, 0.999]")
+POSITIVE_PAIR = (lambda v: isinstance(v, (list, tuple, ListConfig)) and len(v) == 2 and all(_finite(b) and b > 0 for b in v),
+                 "two finite numbers > 0")
+
+RULES: dict[str, dict[str, Rule]] = {
+    "loss": {
+        "reduction": REDUCTION, "label_smoothing": UNIT_CLOSED, "delta": POSITIVE, "beta": NON_NEGATIVE,
+        "gamma": NON_NEGATIVE, "margin": FINITE, "smoothing": UNIT_OPEN_RIGHT, "smooth": NON_NEGATIVE,
+        "p": (lambda v: v in (1, 2) and not isinstance(v, bool), "1 or 2"),
+        "ignore_index": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    },
+    "optimizer": {
+        "lr": POSITIVE, "weight_decay": NON_NEGATIVE, "momentum": UNIT_OPEN_RIGHT, "dampening": UNIT_CLOSED,
+        "nesterov": BOOL, "betas": BETAS, "eps": POSITIVE, "alpha": UNIT_OPEN_RIGHT, "centered": BOOL, "amsgrad": BOOL,
+        "maximize": BOOL, "lr_decay": NON_NEGATIVE, "initial_accumulator_value": NON_NEGATIVE, "momentum_decay": NON_NEGATIVE,
+        "rho": UNIT_CLOSED, "decoupled_weight_decay": BOOL, "etas": POSITIVE_PAIR, "step_sizes": POSITIVE_PAIR,
+        "lambd": NON_NEGATIVE, "t0": NON_NEGATIVE,
+    },
+    "schedule": {
+        "warmup_fraction": UNIT_CLOSED, "start_factor": UNIT_OPEN_LEFT, "min_lr": NON_NEGATIVE, "step_epochs": POSITIVE,
+        "gamma": POSITIVE, "pct_start": UNIT_OPEN, "div_factor": POSITIVE, "max_lr_factor": POSITIVE,
+    },
+}
+
+
+def check_rule(key: str, value, rule: Rule) -> None:
+    test, allowed = rule
+    if not test(value):
+        raise HarnessError(f"{key} must be {allowed}, got {_show(value)}")
+
+
+def _show(value) -> str:
+    if isinstance(value, (DictConfig, ListConfig)):
+        value = OmegaConf.to_container(value)
+    return repr(value)
+
+
+def check_seed(key: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < SEED_LIMIT:
+        raise HarnessError(f"{key} must be an integer in [0, 2**32 - 1], got {_show(value)} "
+                           "(torch keeps 32 bits of a seed, so larger ones would repeat smaller ones)")
+    return value
+
+
+# ---------------------------------------------------------------- the checks
+
+def check_run_knobs(cfg: DictConfig) -> None:
+    unknown = sorted(set(cfg) - TOP_LEVEL - {"hydra"})
+    if unknown:
+        raise HarnessError(f"unknown key {unknown[0]!r}; the config's keys are {', '.join(sorted(TOP_LEVEL))}")
+    for name in ("epochs", "eval_batch_size", "lr_reference_batch"):
+        check_rule(name, cfg[name], (positive_int, "a positive integer"))
+    if cfg.batch_size != "full":
+        check_rule("batch_size", cfg.batch_size, (positive_int, "a positive integer or 'full'"))
+    check_seed("seed", cfg.seed)
+    if cfg.threads != "auto":
+        check_rule("threads", cfg.threads, (positive_int, "'auto' or a positive integer"))
+    check_rule("lr_scaling", cfg.lr_scaling, (lambda v: v in LR_SCALINGS, f"one of {', '.join(LR_SCALINGS)}"))
+    for name in ("progress", "resume"):
+        check_rule(name, cfg[name], BOOL)
+    if not isinstance(cfg.data_dir, str) or not cfg.data_dir:
+        raise HarnessError(f"data_dir must be a folder path, got {_show(cfg.data_dir)}")
+    t = cfg.tracking
+    unknown = sorted(set(t) - TRACKING_KEYS)
+    if unknown:
+        raise HarnessError(f"unknown key tracking.{unknown[0]}; tracking's keys are {', '.join(sorted(TRACKING_KEYS))}")
+    check_rule("tracking.enabled", t.enabled, BOOL)
+    check_rule("tracking.flush_seconds", t.flush_seconds, NON_NEGATIVE)
+    check_rule("tracking.lock_timeout", t.lock_timeout, NON_NEGATIVE)
+    if not isinstance(t.uri, str) or not t.uri.strip():
+        raise HarnessError(f"tracking.uri must be a database URI (sqlite:///mlflow.db) or a server URL, got {_show(t.uri)}")
+    if t.experiment is not None and (not isinstance(t.experiment, str) or not t.experiment.strip()):
+        raise HarnessError(f"tracking.experiment must be null or a non-empty name, got {_show(t.experiment)}")
+
+
+def check_finite(tree, path: str = "") -> None:
+    """No NaN or infinity anywhere: a NaN learning rate or noise level is never a real setting."""
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            check_finite(v, f"{path}{k}.")
+    elif isinstance(tree, list):
+        for i, v in enumerate(tree):
+            check_finite(v, f"{path[:-1]}[{i}].")
+    elif isinstance(tree, float) and not math.isfinite(tree):
+        raise HarnessError(f"{path[:-1]} must be a finite number, got {tree!r}")
+
+
+def check_group_knobs(cfg: DictConfig) -> None:
+    for group, rules in RULES.items():
+        node = cfg.get(group)
+        if node is None:
+            continue
+        for key, rule in rules.items():
+            if key in node and node[key] is not None:
+                check_rule(f"{group}.{key}", node[key], rule)
+    if cfg.loss.get("targets") not in TARGET_KINDS:
+        raise HarnessError(f"loss.targets must be one of {', '.join(TARGET_KINDS)}, got {_show(cfg.loss.get('targets'))}")
+
+
+@functools.lru_cache(maxsize=None)
+def shipped_defaults(group: str, name: str) -> dict:
+    """conf/GROUP/NAME.yaml as written (unresolved: ${data_dir} stays text); {} for a choice not shipped."""
+    path = CONF_DIR / group / f"{name}.yaml"
+    return OmegaConf.to_container(OmegaConf.load(path)) if path.exists() else {}
+
+
+def check_types(cfg: DictConfig, names: dict[str, str]) -> None:
+    """A knob whose shipped default (conf/GROUP/NAME.yaml) is a number or a bool must still be one."""
+    for group in GROUPS:
+        if cfg.get(group) is None:
+            continue
+        for key, default in shipped_defaults(group, str(names.get(group))).items():
+            if key.startswith("_") or key == "defaults" or key not in cfg[group]:
+                continue
+            value = cfg[group][key]
+            if isinstance(default, bool):
+                ok, kind = isinstance(value, bool), "true or false"
+            elif isinstance(default, (int, float)):
+                ok, kind = _number(value), "a number"
+            else:
+                continue
+            if not ok:
+                raise HarnessError(f"{group}.{key} must be {kind}, got {_show(value)}")
+
+
+# ---------------------------------------------------------------- what a _target_ may name
+
+def locate(path: str, key: str):
+    from hydra._internal.utils import _locate
+
+    if not isinstance(path, str) or not path:
+        raise HarnessError(f"{key} must name a class, e.g. torch.optim.Adam, got {path!r}")
+    try:
+        return _locate(path)
+    except Exception as e:
+        raise HarnessError(f"{key}={path} cannot be imported: {str(e).splitlines()[0]}") from None
+
+
+def is_schedule(obj) -> bool:
+    from torch.optim import lr_scheduler
+
+    from harness import schedules
+
+    if isinstance(obj, type):
+        return issubclass(obj, lr_scheduler.LRScheduler)
+    return obj in schedules.FACTORIES
+
+
+def target_kinds():
+    import torch
+
+    from harness.tasks import Task
+
+    return {
+        "task": (lambda o: isinstance(o, type) and issubclass(o, Task), "a harness Task class (harness.tasks.Task)"),
+        "loss": (lambda o: isinstance(o, type) and issubclass(o, torch.nn.Module), "a loss class (a torch.nn.Module)"),
+        "optimizer": (lambda o: isinstance(o, type) and issubclass(o, torch.optim.Optimizer),
+                      "an optimizer class (a torch.optim.Optimizer)"),
+        "schedule": (is_schedule, "a schedule from harness.schedules or a torch LR scheduler class"),
+    }
+
+
+def _nested_target(tree, path: str, root: bool = True) -> str | None:
+    """The path of a ``_target_`` (or ``_args_``) below the group's root, which instantiate would call."""
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            if (not root and k == "_target_") or k == "_args_":
+                return f"{path}.{k}"
+            found = _nested_target(v, f"{path}.{k}", root=False)
+            if found:
+                return found
+    elif isinstance(tree, list):
+        for i, v in enumerate(tree):
+            found = _nested_target(v, f"{path}[{i}]", root=False)
+            if found:
+                return found
+    return None
+
+
+def check_targets(cfg: DictConfig) -> None:
+    """Look at what each ``_target_`` names before anything calls it (a study file from someone
+    else must not run code through the harness: ``loss._target_=os.makedirs`` is refused here)."""
+    for group, (ok, kind) in target_kinds().items():
+        node = cfg.get(group)
+        if node is None:
+            continue
+        nested = _nested_target(OmegaConf.to_container(node), group)
+        if nested:
+            raise HarnessError(f"{nested} may not be set: only {group}._target_ is built, and nothing inside it")
+        target = node.get("_target_")
+        if target is None:
+            raise HarnessError(f"{group}._target_ is missing: choose {group}=NAME (see python -m harness --help)")
+        if not ok(locate(target, f"{group}._target_")):
+            raise HarnessError(f"{group}._target_={target} is not {kind}")
+
+
+def check_config(cfg: DictConfig, names: dict[str, str]) -> None:
+    """Everything above, cheapest first. Raises HarnessError with one line."""
+    if cfg.get("loss") is None or "_target_" not in cfg.loss:
+        raise HarnessError("no loss chosen: pass loss=NAME (see python -m harness --help)")
+    check_run_knobs(cfg)
+    check_finite(OmegaConf.to_container(cfg, resolve=True))
+    check_types(cfg, names)
+    check_group_knobs(cfg)
+    check_targets(cfg)
