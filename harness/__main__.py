@@ -5,6 +5,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from harness import signals
 from harness.run import run
 
 
@@ -28,8 +29,11 @@ def one_line(e: Exception) -> str:
 def cli() -> None:
     from hydra.errors import HydraException, InstantiationException
 
+    from harness import sweep
+
     user_wants_traces = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let composition errors reach us instead of Hydra's multi-line report
+    signals.install()  # from here on a stop signal is an exception that closes what is open
     try:
         main()
     except HydraException as e:
@@ -37,6 +41,16 @@ def cli() -> None:
             raise
         print(f"error: {one_line(e)}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt as e:  # Ctrl-C, SIGTERM, SIGHUP; the run that was open is already closed
+        stopped = e if isinstance(e, signals.Stopped) else signals.Stopped()
+        if sweep.ACTIVE is not None:
+            sweep.ACTIVE.abort(str(stopped))
+        else:
+            from harness.run import KILLED
+
+            print(f"interrupted ({stopped})" + (f": MLflow run {', '.join(KILLED)} is marked KILLED" if KILLED else ""),
+                  file=sys.stderr)
+        sys.exit(stopped.exit_code)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,23 @@
-"""Sweeps: one MLflow parent run per ``--multirun``, a summary table at the end, resume.
+"""Sweeps: one MLflow parent run per ``--multirun``, a journal of its jobs, a summary, resume.
 
 ``SweepCallback`` is a Hydra callback (``hydra.callbacks`` in conf/config.yaml). Before any job
-starts it creates the MLflow store, the experiment and the sweep's parent run *once* (many
-processes opening a fresh sqlite file at once race in MLflow's schema migration), and writes
-``<sweep dir>/harness_sweep.json`` so that every job, in whatever process or machine the launcher
-puts it, logs into the same experiment under that parent. Each job writes its outcome to
-``<sweep dir>/harness_jobs/<num>.json``; at the end the callback prints the table, closes the
-parent run with the counts, and exits 1 only if a job failed (diverged is an outcome, not a failure).
+starts it claims the sweep's folder (two sweeps never share one), creates the MLflow store, the
+experiment and the sweep's parent run *once* (many processes opening a fresh sqlite file at once
+race in MLflow's schema migration), closes what dead sweeps left RUNNING in the experiment, and
+writes ``<sweep dir>/harness_sweep.json`` so that every job, in whatever process or machine the
+launcher puts it, logs into the same experiment under that parent.
+
+Each job keeps its line in the journal ``<sweep dir>/harness_jobs/<num>.json``: ``running`` with
+its run id as soon as its MLflow run exists, then its outcome. At the end the callback prints the
+table, closes any run whose job's process died (FAILED), closes the parent with the counts, and
+exits 1 only if a job failed (diverged is an outcome, not a failure). A stopped sweep (Ctrl-C,
+SIGTERM, SIGHUP: ``abort``) stops its worker processes, closes every run still open as KILLED and
+the parent as KILLED with the counts.
 """
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import sys
@@ -26,6 +33,8 @@ from omegaconf import DictConfig
 SWEEP_FILE = "harness_sweep.json"
 JOBS_DIR = "harness_jobs"
 OUTCOMES = ("finished", "diverged", "failed", "killed", "skipped")
+DIED = "found RUNNING by a later sweep: its process died; rerun"
+ACTIVE: "SweepCallback | None" = None  # the sweep this process runs, for the stop handler in harness.__main__
 
 
 def sweep_dir(hydra_cfg) -> Path:
@@ -61,15 +70,30 @@ def experiment_name(cfg: DictConfig, task_choice: str, task_is_swept: bool = Fal
 
 def read_sweep(directory: Path) -> dict[str, Any] | None:
     path = directory / SWEEP_FILE
-    return json.loads(path.read_text()) if path.exists() else None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)  # atomic: a reader never sees half a file
 
 
 def record_job(directory: Path, num: int, outcome: dict[str, Any]) -> None:
     jobs = directory / JOBS_DIR
     jobs.mkdir(parents=True, exist_ok=True)
-    tmp = jobs / f".{num}.json.tmp"
-    tmp.write_text(json.dumps(outcome))
-    tmp.replace(jobs / f"{num}.json")  # atomic: the summary never reads half a file
+    write_atomic(jobs / f"{num}.json", outcome)
+
+
+def read_journal(directory: Path) -> list[dict[str, Any]]:
+    out = []
+    for p in sorted((directory / JOBS_DIR).glob("*.json")):
+        with contextlib.suppress(OSError, ValueError):
+            out.append(json.loads(p.read_text()))
+    return out
 
 
 def summary_table(outcomes: list[dict[str, Any]]) -> str:
@@ -85,17 +109,106 @@ def summary_table(outcomes: list[dict[str, Any]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + "  " + r[5] for r in rows)
 
 
+@contextlib.contextmanager
+def folder_lock(directory: Path):
+    import fcntl
+
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def claim(directory: Path, info: dict[str, Any]) -> None:
+    """Make this sweep the owner of its folder: refused while another live sweep owns it; a folder
+    left by a finished or dead sweep is taken over, its journal moved aside."""
+    from harness import HarnessError
+    from harness.tracking import process_alive
+
+    directory.mkdir(parents=True, exist_ok=True)
+    with folder_lock(directory):
+        old = read_sweep(directory)
+        if old is not None:
+            if not old.get("finished") and process_alive({"process": old.get("process", "")}):
+                raise HarnessError(f"the sweep folder {directory} is in use by the running sweep {old.get('sweep_id')}; "
+                                   "let it finish or choose another hydra.sweep.dir")
+            with contextlib.suppress(OSError):
+                (directory / JOBS_DIR).rename(directory / f"{JOBS_DIR}.{old.get('sweep_id', 'previous')}")
+        write_atomic(directory / SWEEP_FILE, info)
+
+
+def terminate_children(timeout: float = 10.0) -> int:
+    """Stop this process's worker processes (joblib's loky workers, submitit_local jobs): SIGTERM,
+    which closes their runs as KILLED, then SIGKILL for any still alive after `timeout` seconds."""
+    import psutil
+
+    children = [c for c in psutil.Process().children(recursive=True) if not is_resource_tracker(c)]
+    for c in children:
+        with contextlib.suppress(psutil.Error):
+            c.terminate()
+    _, alive = psutil.wait_procs(children, timeout=timeout)
+    for c in alive:
+        with contextlib.suppress(psutil.Error):
+            c.kill()
+    return len(children)
+
+
+def is_resource_tracker(process) -> bool:
+    """loky's resource tracker: it holds no run, and leaves by itself when this process exits
+    (killing it makes loky start another, which prints tracebacks about what the first one freed)."""
+    import psutil
+
+    try:
+        return any("resource_tracker" in part for part in process.cmdline())
+    except psutil.Error:
+        return False
+
+
+def close_dead_sweeps(store, experiment_id: str) -> int:
+    """Close the parent runs (and their RUNNING children) of sweeps in this experiment whose process
+    died (kill -9, a lost node): children FAILED, parent KILLED with the job counts."""
+    from harness import signals
+    from harness.tracking import process_alive
+
+    client = store.client
+    parents = store.call(client.search_runs, [experiment_id], "tags.`harness.role` = 'sweep' and attributes.status = 'RUNNING'")
+    closed = 0
+    for p in parents:
+        if process_alive(p.data.tags):
+            continue
+        children = store.call(client.search_runs, [experiment_id], f"tags.`mlflow.parentRunId` = '{p.info.run_id}'")
+        outcomes = []
+        with signals.deferred():
+            for c in children:
+                outcome = c.data.tags.get("outcome", "failed")
+                if c.info.status == "RUNNING" and not process_alive(c.data.tags):
+                    store.close_run(c.info.run_id, "FAILED", {"outcome": "failed", "error": DIED})
+                    outcome = "failed"
+                outcomes.append(outcome)
+            counts = {f"jobs_{k}": str(sum(o == k for o in outcomes)) for k in OUTCOMES}
+            store.close_run(p.info.run_id, "KILLED", {"outcome": "killed", **counts,
+                                                       "error": "found RUNNING by a later sweep: its process died"})
+        closed += 1
+    return closed
+
+
 class SweepCallback(Callback):
     def __init__(self) -> None:
-        self.client = None
+        self.store = None
         self.parent_run_id: str | None = None
+        self.directory: Path | None = None
+        self.info: dict[str, Any] = {}
         self.started = 0.0
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Hydra turns a callback's exception into a warning and carries on; a sweep that cannot
         # reach its store must stop instead, so exit here (SystemExit passes through Hydra).
-        from harness import HarnessError
+        from harness import HarnessError, compose, signals
 
+        signals.install()
+        compose.install()  # each job composed once, for whatever launcher
         try:
             self._start(config)
         except HarnessError as e:
@@ -106,67 +219,123 @@ class SweepCallback(Callback):
             sys.exit(1)
 
     def _start(self, config: DictConfig) -> None:
-        from harness.tracking import MlflowTracker, check_reachable
+        global ACTIVE
+        from harness import signals
+        from harness.checks import check_run_knobs
+        from harness.tracking import open_store, process_tag
 
         hc = config.hydra
-        directory = sweep_dir(hc)
-        directory.mkdir(parents=True, exist_ok=True)
+        check_run_knobs(config)
+        self.directory = directory = sweep_dir(hc)
         overrides = list(hc.overrides.task)
         experiment = experiment_name(config, hc.runtime.choices.get("task", "task"), "task" in swept_groups(overrides))
         sweep_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-        info: dict[str, Any] = {"sweep_id": sweep_id, "experiment": experiment, "parent_run_id": None, "jobs": count_jobs(hc),
-                                "tracking_uri": str(config.tracking.uri) if config.tracking.enabled else None}
+        self.info = {"sweep_id": sweep_id, "experiment": experiment, "parent_run_id": None, "jobs": count_jobs(hc),
+                     "tracking_uri": str(config.tracking.uri) if config.tracking.enabled else None, "process": process_tag()}
         self.started = time.time()
+        claim(directory, self.info)
         if config.tracking.enabled:
-            check_reachable(config.tracking.uri)
-            tracker = MlflowTracker(config.tracking.uri, experiment)  # creates the store and experiment once, here
-            self.client = tracker.client
-            run = self.client.create_run(tracker.experiment_id, run_name=f"sweep {sweep_id}", tags={
-                "harness.role": "sweep", "sweep_id": sweep_id, "overrides": " ".join(overrides)[:5000],
-                "launcher": str(hc.launcher._target_).rsplit(".", 1)[-1], "outcome": "running"})
-            self.parent_run_id = info["parent_run_id"] = run.info.run_id
-            atexit.register(self._close_if_open, "KILLED")
-        (directory / SWEEP_FILE).write_text(json.dumps(info))
-        print(f"sweep {sweep_id}: {info['jobs'] or 'unknown number of'} jobs, experiment {experiment!r}" + (f", parent run {self.parent_run_id}" if self.parent_run_id else "")
-              + f", outputs in {directory}", flush=True)
+            self.store = open_store(config.tracking.uri, config.tracking.lock_timeout)  # creates the store once, here
+            experiment_id = self.store.experiment_id(experiment)
+            if closed := close_dead_sweeps(self.store, experiment_id):
+                print(f"closed {closed} sweep(s) in {experiment!r} whose process had died (marked KILLED)", flush=True)
+            with signals.deferred():
+                run = self.store.call(self.store.client.create_run, experiment_id, run_name=f"sweep {sweep_id}", tags={
+                    "harness.role": "sweep", "sweep_id": sweep_id, "overrides": " ".join(overrides)[:5000],
+                    "launcher": str(hc.launcher._target_).rsplit(".", 1)[-1], "outcome": "running", "process": process_tag()})
+                self.parent_run_id = self.info["parent_run_id"] = run.info.run_id
+                write_atomic(directory / SWEEP_FILE, self.info)
+        ACTIVE = self
+        atexit.register(self._at_exit)
+        print(f"sweep {sweep_id}: {self.info['jobs'] or 'unknown number of'} jobs, experiment {experiment!r}"
+              + (f", parent run {self.parent_run_id}" if self.parent_run_id else "") + f", outputs in {directory}", flush=True)
 
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        directory = sweep_dir(config.hydra)
-        outcomes = [json.loads(p.read_text()) for p in sorted((directory / JOBS_DIR).glob("*.json"))]
-        if not outcomes:
-            print("sweep done: no job recorded an outcome", flush=True)
+    # ---------------------------------------------------------------- the end, normal or not
+
+    def settle(self, outcome: str, error: str) -> list[dict[str, Any]]:
+        """The journal, with every job still 'running' closed in MLflow as `outcome` (its process is
+        gone: it died, or was stopped with the sweep)."""
+        from harness import HarnessError
+
+        status = {"killed": "KILLED", "failed": "FAILED"}[outcome]
+        outcomes = read_journal(self.directory)
+        for o in outcomes:
+            if o["outcome"] != "running":
+                continue
+            if self.store is not None and o.get("run_id"):
+                try:
+                    if self.store.call(self.store.client.get_run, o["run_id"]).info.status == "RUNNING":
+                        self.store.close_run(o["run_id"], status, {"outcome": outcome, "error": error})
+                except HarnessError as e:
+                    print(f"error: run {o['run_id']} could not be closed: {e}", file=sys.stderr)
+            o.update(outcome=outcome, error=error)
+            record_job(self.directory, o["num"], o)
+        return outcomes
+
+    def finish(self, outcomes: list[dict[str, Any]], status: str | None = None) -> dict[str, int]:
+        """Print the table and the counts, close the parent run, mark the folder's sweep finished."""
+        from harness import signals
+
         counts = {k: sum(o["outcome"] == k for o in outcomes) for k in OUTCOMES}
-        print("\n" + summary_table(outcomes), flush=True)
-        print("sweep done: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + f" in {time.time() - self.started:.1f}s", flush=True)
+        if outcomes:
+            print("\n" + summary_table(outcomes), flush=True)
+        missing = (self.info.get("jobs") or 0) - len(outcomes)
+        print("sweep " + ("stopped" if status == "KILLED" else "done") + ": " + ", ".join(f"{v} {k}" for k, v in counts.items())
+              + (f", {missing} not run" if missing > 0 else "") + f" in {time.time() - self.started:.1f}s", flush=True)
         failed = counts["failed"] + counts["killed"]
-        if self.client is not None and self.parent_run_id:
+        status = status or ("FAILED" if failed else "FINISHED")
+        if self.store is not None and self.parent_run_id:
             from mlflow.entities import Metric, RunTag
 
             now = int(time.time() * 1000)
-            self.client.log_batch(self.parent_run_id, metrics=[Metric(f"jobs_{k}", v, now, 0) for k, v in counts.items()],
-                                  tags=[RunTag("outcome", "failed" if failed else "finished")] +
-                                       [RunTag(f"jobs_{k}", str(v)) for k, v in counts.items()])
-            self._close_if_open("FAILED" if failed else "FINISHED")
-        if failed:
+            outcome = {"KILLED": "killed", "FAILED": "failed"}.get(status, "finished")
+            with signals.deferred():
+                self.store.call(self.store.client.log_batch, self.parent_run_id,
+                                metrics=[Metric(f"jobs_{k}", v, now, 0) for k, v in counts.items()],
+                                tags=[RunTag("outcome", outcome)] + [RunTag(f"jobs_{k}", str(v)) for k, v in counts.items()])
+                self.store.call(self.store.client.set_terminated, self.parent_run_id, status=status)
+                self.parent_run_id = None
+        with contextlib.suppress(OSError):
+            write_atomic(self.directory / SWEEP_FILE, {**self.info, "finished": True})
+        return counts
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        global ACTIVE
+        outcomes = self.settle("failed", "its process ended without closing the run (killed or crashed)")
+        if not outcomes:
+            print("sweep done: no job recorded an outcome", flush=True)
+        counts = self.finish(outcomes)
+        ACTIVE = None
+        if counts["failed"] + counts["killed"]:
             sys.exit(1)
 
-    def _close_if_open(self, status: str) -> None:
-        if self.client is not None and self.parent_run_id:
-            run_id, self.parent_run_id = self.parent_run_id, None
-            try:
-                self.client.set_terminated(run_id, status=status)
-            except Exception:  # the process is exiting anyway; never hide the real error
-                pass
+    def abort(self, why: str) -> None:
+        """The sweep was stopped (Ctrl-C, SIGTERM, SIGHUP): stop the workers, close what is open as KILLED."""
+        global ACTIVE
+        from harness import signals
+
+        ACTIVE = None
+        with signals.deferred():
+            stopped = terminate_children()
+            outcomes = self.settle("killed", f"stopped with its sweep ({why})")
+            self.finish(outcomes, "KILLED")
+        print(f"interrupted ({why}): the sweep's open runs and its parent run are marked KILLED"
+              + (f"; {stopped} worker process(es) stopped" if stopped else ""), file=sys.stderr, flush=True)
+
+    def _at_exit(self) -> None:
+        """Last resort (the process exits some other way): never leave the parent RUNNING."""
+        if self.parent_run_id is not None:
+            with contextlib.suppress(Exception):
+                self.finish(self.settle("failed", "the sweep process exited before the sweep ended"), "FAILED")
 
 
-def job_context() -> dict[str, Any] | None:
-    """For a job of a --multirun: its number, overrides, sweep dir and the sweep's info; else None."""
-    from hydra.core.hydra_config import HydraConfig
+def job_context(hc=None) -> dict[str, Any] | None:
+    """For a job of a --multirun (hc: its hydra config node): its number, overrides, sweep folder
+    and the sweep's info; None for a single run."""
     from hydra.types import RunMode
 
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+    if hc is None or hc.mode != RunMode.MULTIRUN:
         return None
-    hc = HydraConfig.get()
     directory = sweep_dir(hc)
     sweep = read_sweep(directory) or {}
     return {"num": int(hc.job.num), "overrides": ",".join(hc.overrides.task), "dir": directory, "sweep": sweep,
@@ -183,4 +352,4 @@ def parallel_jobs(launcher, total_jobs: int | None) -> int:
         return min(total, n if n > 0 else max(1, cores + 1 + n))  # joblib: -1 is all cores, -2 all but one, ...
     if target.endswith("LocalLauncher"):  # submitit_local starts every job at once (up to array_parallelism)
         return min(total, int(launcher.get("array_parallelism") or 256))
-    return 1  # the basic launcher runs one job at a time; on a cluster each job has its own allocation
+    return 1  # the basic and stacked launchers run one job at a time; on a cluster each job has its own allocation

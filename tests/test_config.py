@@ -5,7 +5,9 @@ import pytest
 from hydra.core.hydra_config import HydraConfig
 
 from harness import HarnessError
-from harness.run import CONF_DIR, build, compose, losses_for, run as run_result
+from harness.build import build, losses_for
+from harness.checks import CONF_DIR
+from harness.run import compose, run as run_result
 
 OPTIONS = {g: sorted(p.stem for p in (CONF_DIR / g).glob("*.yaml")) for g in ("task", "loss", "optimizer", "schedule")}
 SMALL = ["tracking.enabled=false", "progress=false", "epochs=2", "task.n_train=300", "task.n_val=100", "task.n_test=200"]

@@ -69,6 +69,22 @@ def build_report(experiment: str, uri: str, out: Path, targets: dict[str, float]
     return out
 
 
+def check_store(uri: str) -> None:
+    """One line, and nothing created, for a store a report cannot read: a sqlite file that is not
+    there (MLflow would create an empty one), corrupt or unreadable, an unknown scheme, a dead server."""
+    from harness import HarnessError
+    from harness.tracking import check_uri, sqlite_path
+
+    try:
+        check_uri(uri)
+    except HarnessError as e:
+        raise ReportError(str(e)) from None
+    path = sqlite_path(uri) if uri.startswith("sqlite:") else None
+    if path is not None and not path.exists():
+        raise ReportError(f"there is no MLflow store at {path.resolve()} (run a sweep there first, or pass "
+                          f"--tracking-uri to where the runs are)")
+
+
 def parse_targets(items: list[str]) -> dict[str, float]:
     out = {}
     for item in items:
@@ -100,13 +116,7 @@ def main(argv=None) -> int:
             return 0
         if not args.experiment:
             raise ReportError("name an MLflow experiment (python -m harness.report EXPERIMENT) or pass --gallery")
-        from harness.tracking import check_reachable
-        from harness import HarnessError
-
-        try:
-            check_reachable(args.tracking_uri)
-        except HarnessError as e:
-            raise ReportError(str(e)) from None
+        check_store(args.tracking_uri)
         out = build_report(args.experiment, args.tracking_uri, Path(args.out or REPORTS / args.experiment),
                            parse_targets(args.target), not args.no_log)
         print(f"wrote {out / 'report.md'}, {out / 'report.html'}, {out / 'summary.csv'} and {len(list(out.glob('*.png')))} figures")

@@ -1,0 +1,251 @@
+"""Building what a run needs from its checked config: task, data, model, loss, optimizer, schedule.
+
+Nothing here touches MLflow. Objects come from ``hydra.utils.instantiate`` after
+``harness.checks`` has looked at every knob and at what each ``_target_`` names; any failure to
+build is one ``HarnessError`` line. Within one process, a task's data is loaded once and reused by
+every job that asks for the same task config (a sweep over seeds or losses reads it once).
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from harness import HarnessError, schedules
+from harness.checks import CONF_DIR
+from harness.tasks import Data, Task
+
+DATA_CACHE_SIZE = 3  # task configs whose data a process keeps (a sweep over one task's knob reuses them)
+LR_SCALINGS = {"none": lambda r: 1.0, "linear": lambda r: r, "sqrt": lambda r: r ** 0.5}
+
+
+def build_object(spec, what: str):
+    """hydra.utils.instantiate, with any failure turned into one HarnessError line."""
+    from hydra.errors import InstantiationException
+
+    try:
+        return instantiate(spec)
+    except InstantiationException as e:
+        if isinstance(e.__cause__, HarnessError):
+            raise e.__cause__ from None
+        cause = e.__cause__ or e
+        raise HarnessError(f"cannot build the {what} {spec.get('_target_')}: {str(cause).splitlines()[0]}") from None
+    except HarnessError:
+        raise
+    except Exception as e:
+        raise HarnessError(f"cannot build the {what} {spec.get('_target_')}: {str(e).splitlines()[0]}") from None
+
+
+# ---------------------------------------------------------------- device and threads
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cpu":
+        return torch.device("cpu")
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise HarnessError(f"device={requested} but no CUDA GPU is visible to torch here; use device=cpu or device=auto")
+        try:
+            device = torch.device(requested)
+        except RuntimeError:
+            raise HarnessError(f"device={requested!r} is unknown; allowed: auto, cpu, cuda, cuda:N") from None
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise HarnessError(f"device={requested} but only {torch.cuda.device_count()} GPU(s) are visible")
+        return device
+    raise HarnessError(f"device={requested!r} is unknown; allowed: auto, cpu, cuda, cuda:N")
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. a SLURM allocation)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def resolve_threads(threads, ctx: dict | None = None) -> int:
+    """auto: the cores this process may use, shared among the jobs that a sweep runs at once on this
+    machine (joblib's n_jobs, submitit's cpus_per_task, or HARNESS_PARALLEL_JOBS), so that jobs x
+    threads never exceeds the cores (oversubscription cost 20x here)."""
+    if threads != "auto":
+        return int(threads)
+    cores = usable_cores()
+    if ctx and ctx["launcher"].get("cpus_per_task"):
+        return max(1, min(cores, int(ctx["launcher"].cpus_per_task)))
+    jobs = ctx["parallel"] if ctx else int(os.environ.get("HARNESS_PARALLEL_JOBS", "1"))
+    return max(1, cores // max(1, jobs))
+
+
+# ---------------------------------------------------------------- task and data
+
+_data: OrderedDict[str, tuple[Task, Data]] = OrderedDict()
+
+
+def task_key(cfg: DictConfig) -> str:
+    return json.dumps(OmegaConf.to_container(cfg.task, resolve=True), sort_keys=True, default=str)
+
+
+def task_and_data(cfg: DictConfig, names: dict[str, str], device: torch.device, cache: dict | None = None) -> tuple[Task, Data]:
+    """The task and its data on the device, loaded once per process per task config (kept in
+    ``cache`` if given, else in a small process-wide cache). The loss is checked against the task's
+    targets before any data is read."""
+    store = _data if cache is None else cache
+    key = f"{task_key(cfg)}|{device}"
+    if key not in store:
+        task: Task = build_object(cfg.task, "task")
+        check_fit(cfg, names, task)
+        store[key] = (task, task.load().to(device))
+        if store is _data:
+            while len(_data) > DATA_CACHE_SIZE:
+                _data.popitem(last=False)
+    if store is _data:
+        _data.move_to_end(key)
+    task, data = store[key]
+    check_fit(cfg, names, task)
+    return task, data
+
+
+def init_model(task: Task, seed: int, device: torch.device) -> torch.nn.Module:
+    """The model a run with this seed starts from (seeded right before it is built: the same
+    weights whether it trains alone or in a bundle)."""
+    torch.manual_seed(seed)
+    return task.model().to(device)
+
+
+def losses_for(task: Task) -> list[str]:
+    """The loss configs in conf/loss whose targets the task can feed."""
+    def targets_of(name: str):
+        spec = OmegaConf.load(CONF_DIR / "loss" / f"{name}.yaml")
+        bases = [d for d in spec.get("defaults", []) if d != "_self_"]  # a variant inherits from its base
+        return spec.get("targets") or (targets_of(bases[0]) if bases else None)
+
+    return [p.stem for p in sorted(CONF_DIR.glob("loss/*.yaml")) if targets_of(p.stem) in task.targets]
+
+
+def check_fit(cfg: DictConfig, names: dict[str, str], task: Task) -> None:
+    kind = cfg.loss.targets
+    if kind not in task.targets:
+        raise HarnessError(f"loss={names['loss']} takes {kind} targets, which task={names['task']} does not have; "
+                           f"losses that fit {names['task']}: {', '.join(losses_for(task))}")
+
+
+# ---------------------------------------------------------------- loss, optimizer, schedule
+
+def class_weights(spec, y: torch.Tensor, num_classes: int, what: str):
+    """None, 'balanced' (n / (C * n_c), as scikit-learn), a number (binary focal alpha) or C weights."""
+    if spec is None or isinstance(spec, (int, float)):
+        return spec
+    if spec == "balanced":
+        counts = torch.bincount(y, minlength=num_classes).float()
+        return len(y) / (num_classes * counts.clamp_min(1.0))
+    if isinstance(spec, str):
+        raise HarnessError(f"{what} must be null, 'balanced' or a list of {num_classes} numbers, got {spec!r}")
+    weights = torch.tensor([float(w) for w in spec])
+    if weights.shape != (num_classes,):
+        raise HarnessError(f"{what} needs {num_classes} class weights, got {len(weights)}")
+    if (weights < 0).any():
+        raise HarnessError(f"{what} must be weights >= 0, got {list(spec)}")
+    return weights
+
+
+def build_loss(cfg: DictConfig, task: Task, data: Data, device: torch.device) -> torch.nn.Module:
+    spec = OmegaConf.to_container(cfg.loss, resolve=True)
+    spec.pop("targets")
+    for key in ("weight", "alpha"):  # class weights: CrossEntropyLoss.weight, FocalLoss.alpha
+        if key in spec:
+            spec[key] = class_weights(spec[key], data.train.y, task.num_classes, f"loss.{key}")
+    return build_object(spec, "loss").to(device)
+
+
+def targets_fn(kind: str, num_classes: int):
+    if kind == "onehot":
+        return lambda y: F.one_hot(y, num_classes).float()
+    return lambda y: y
+
+
+def optimizer_factory(cfg: DictConfig, batch_size: int):
+    """The optimizer partial, its LR scaled with the batch size when lr_scaling asks for it."""
+    spec = cfg.optimizer
+    if cfg.lr_scaling != "none" and "lr" in spec:  # e.g. the linear scaling rule: lr x batch / reference batch
+        spec = OmegaConf.merge(spec, {"lr": spec.lr * LR_SCALINGS[cfg.lr_scaling](batch_size / cfg.lr_reference_batch)})
+    return build_object(spec, "optimizer")
+
+
+def build_optimizer(cfg: DictConfig, params, batch_size: int, factory=None) -> torch.optim.Optimizer:
+    factory = factory or optimizer_factory(cfg, batch_size)
+    try:
+        return factory(params)
+    except Exception as e:
+        raise HarnessError(f"cannot build the optimizer {cfg.optimizer.get('_target_')}: {str(e).splitlines()[0]}") from None
+
+
+def build_schedule(cfg: DictConfig, optimizer, epochs: int, steps_per_epoch: int):
+    factory = build_object(cfg.schedule, "schedule")
+    try:
+        return schedules.build(factory, optimizer, epochs * steps_per_epoch, steps_per_epoch)
+    except Exception as e:
+        raise HarnessError(f"cannot build the schedule {cfg.schedule.get('_target_')}: {str(e).splitlines()[0]}") from None
+
+
+def batch_size_of(cfg: DictConfig, n: int) -> int:
+    return n if cfg.batch_size == "full" else min(int(cfg.batch_size), n)
+
+
+# ---------------------------------------------------------------- one whole run
+
+@dataclass
+class Job:
+    task: Task
+    data: Data
+    model: torch.nn.Module
+    loss: torch.nn.Module
+    targets: object
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    batch_size: int
+    device: torch.device
+    threads: int
+
+
+def setup(cfg: DictConfig, names: dict[str, str], ctx: dict | None = None,
+          cache: dict | None = None) -> tuple[Task, Data, torch.device, int]:
+    """The task, its data on the device, and the threads: what every member of a bundle shares.
+    The config must have passed ``harness.checks.check_config``."""
+    device = resolve_device(str(cfg.device))
+    task, data = task_and_data(cfg, names, device, cache)
+    threads = resolve_threads(cfg.threads, ctx)
+    torch.set_num_threads(threads)
+    if device.type == "cuda":
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    return task, data, device, threads
+
+
+def build(cfg: DictConfig, names: dict[str, str], ctx: dict | None = None) -> Job:
+    """Everything a run needs, or a HarnessError saying what is wrong (after ``check_config``). Opens no MLflow run."""
+    task, data, device, threads = setup(cfg, names, ctx)
+    model = init_model(task, cfg.seed, device)
+    loss = build_loss(cfg, task, data, device)
+    n = len(data.train)
+    batch_size = batch_size_of(cfg, n)
+    optimizer = build_optimizer(cfg, model.parameters(), batch_size)
+    scheduler = build_schedule(cfg, optimizer, cfg.epochs, -(-n // batch_size))
+    return Job(task, data, model, loss, targets_fn(cfg.loss.targets, task.num_classes), optimizer, scheduler, batch_size,
+               device, threads)
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The checkout's commit, looked up once per process."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(CONF_DIR).parent, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None

@@ -1,0 +1,62 @@
+"""Stopping signals (Ctrl-C, SIGTERM, SIGHUP) as one exception, deferred while a record is written.
+
+``install()`` makes SIGINT, SIGTERM and SIGHUP raise :class:`Stopped` (a ``KeyboardInterrupt``) in
+the main thread, so that every stop unwinds through the same ``except`` blocks that close the
+MLflow runs. Inside ``deferred()`` (creating a run, writing its first records, closing it) a signal
+is only noted, and raised when the block ends: a run is never left half-created or half-closed,
+whenever the signal lands.
+"""
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+
+SIGNALS = tuple(s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGHUP")) if s is not None)
+
+_depth = 0                  # nesting of deferred() blocks
+_pending: int | None = None  # a signal that arrived inside one
+
+
+class Stopped(KeyboardInterrupt):
+    """The process was asked to stop (Ctrl-C, SIGTERM from a scheduler or kill, SIGHUP)."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # the shell's convention: 130 for Ctrl-C, 143 for SIGTERM
+
+
+def _handler(signum, frame):
+    global _pending
+    if _depth:
+        _pending = signum
+        return
+    raise Stopped(signum)
+
+
+def install() -> None:
+    """Route the stopping signals to :class:`Stopped` (main thread only: Python allows no other)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for s in SIGNALS:
+        if s == signal.SIGINT and signal.getsignal(s) is signal.SIG_IGN:
+            continue  # a process started to ignore Ctrl-C (nohup, a pool worker) keeps ignoring it
+        signal.signal(s, _handler)
+
+
+@contextlib.contextmanager
+def deferred():
+    """A block that a stopping signal does not interrupt; the signal is raised when it ends."""
+    global _depth, _pending
+    _depth += 1
+    try:
+        yield
+    finally:
+        _depth -= 1
+        if not _depth and _pending is not None:
+            signum, _pending = _pending, None
+            raise Stopped(signum)

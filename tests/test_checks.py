@@ -1,0 +1,93 @@
+"""Issue 8, classes 4 and 5, in-process: every knob is checked before anything is built, with a
+message that says what is allowed; `_target_` must name the kind of object its group needs."""
+import os
+
+import pytest
+from hydra.core.hydra_config import HydraConfig
+
+from harness import HarnessError
+from harness.build import build
+from harness.checks import check_config
+from harness.run import compose
+from tests.conftest import write_idx_mnist
+
+
+def check(*overrides: str):
+    """What run() does before a run opens: compose, check every knob, build task, model, loss, optimizer."""
+    cfg = compose("tracking.enabled=false", "progress=false", *overrides)
+    names = {g: HydraConfig.get().runtime.choices[g] for g in ("task", "loss", "optimizer", "schedule")}
+    check_config(cfg, names)
+    return build(cfg, names)
+
+
+BAD_KNOBS = [
+    (["task.activation=swish"], "task.activation='swish' is unknown; allowed: relu, tanh, gelu, sigmoid"),
+    (["task.hidden=[8,-1]"], "task.hidden must be a list of positive integers"),
+    (["task.hidden=[a]"], "task.hidden must be a list of positive integers"),
+    (["task.n_train=0"], "task.n_train must be a positive integer"),
+    (["task.imbalance_ratio=nan"], "task.imbalance_ratio must be a finite number"),
+    (["task=regression", "task.noise=nan"], "task.noise must be a finite number"),
+    (["task=regression", "task.noise=-1"], "task.noise must be a finite number >= 0"),
+    (["seed=18446744073709551616"], "seed must be an integer in [0, 2**32 - 1]"),
+    (["seed=4294967296"], "seed must be an integer in [0, 2**32 - 1]"),  # would alias seed=0 under another hash
+    (["seed=-1"], "seed must be an integer in [0, 2**32 - 1]"),
+    (["loss=ce", "loss.label_smoothing=2"], "loss.label_smoothing must be a number in [0, 1]"),
+    (["task=regression", "loss=huber", "loss.delta=-1"], "loss.delta must be a finite number > 0"),
+    (["+loss.reduction=none"], "loss.reduction must be 'mean' or 'sum'"),
+    (["schedule=warmup_cosine", "schedule.warmup_fraction=2"], "schedule.warmup_fraction must be a number in [0, 1]"),
+    (["schedule=step", "schedule.step_epochs=-1"], "schedule.step_epochs must be a finite number > 0"),
+    (["optimizer=sgd", "optimizer.lr=nan"], "optimizer.lr must be a finite number"),
+    (["optimizer=sgd", "optimizer.lr=inf"], "optimizer.lr must be a finite number"),
+    (["optimizer.betas=[0.9,1.5]"], "optimizer.betas must be two numbers in [0, 1)"),
+    (["optimizer.weight_decay=-1"], "optimizer.weight_decay must be a finite number >= 0"),
+    (["lr_scaling=cubic"], "lr_scaling must be one of none, linear, sqrt"),
+    (["tracking.lock_timeout=-1"], "tracking.lock_timeout must be a finite number >= 0"),
+    (["eval_batch_size=0"], "eval_batch_size must be a positive integer"),
+]
+
+
+@pytest.mark.parametrize("overrides, message", BAD_KNOBS, ids=[" ".join(o) for o, _ in BAD_KNOBS])
+def test_a_bad_knob_is_refused_with_what_is_allowed(overrides, message):
+    with pytest.raises(HarnessError) as e:
+        check(*overrides)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_bad_cnn_channels_and_idx_files_are_refused(tmp_path):
+    root = write_idx_mnist(tmp_path / "data", n_train=60, n_test=20)
+    with pytest.raises(HarnessError, match="task.channels must be a list of 2 positive integers"):
+        check("task=mnist", f"data_dir={root}", "task.download=false", "task.model=cnn", "task.channels=[0]")
+    with pytest.raises(HarnessError, match="task.val_size=5000 leaves no training images"):  # 60 images in the file
+        check("task=mnist", f"data_dir={root}", "task.download=false")
+    broken = write_idx_mnist(tmp_path / "broken", n_train=60, n_test=20)
+    (broken / "MNIST" / "raw" / "train-images-idx3-ubyte").write_bytes(os.urandom(5000))
+    with pytest.raises(HarnessError, match="train-images-idx3-ubyte"):
+        check("task=mnist", f"data_dir={broken}", "task.download=false", "task.val_size=10")
+
+
+def test_an_unknown_experiment_is_refused():
+    with pytest.raises(Exception, match="experiment/nosuch"):
+        compose("experiment=nosuch")
+
+
+TARGETS = [
+    (["loss._target_=os.makedirs", "+loss.name=X"], "loss._target_=os.makedirs is not a loss class (a torch.nn.Module)"),
+    (["optimizer._target_=builtins.print"], "is not an optimizer class (a torch.optim.Optimizer)"),
+    (["task._target_=os.system"], "is not a harness Task class"),
+    (["schedule._target_=os.remove"], "is not a schedule from harness.schedules or a torch LR scheduler class"),
+    (["+loss.nested={_target_: os.system}"], "loss.nested._target_ may not be set"),
+]
+
+
+@pytest.mark.parametrize("overrides, message", TARGETS, ids=[" ".join(o) for o, _ in TARGETS])
+def test_a_target_of_the_wrong_kind_is_refused_before_it_is_called(tmp_path, monkeypatch, overrides, message):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(HarnessError) as e:
+        check(*overrides)
+    assert message in str(e.value)
+    assert list(tmp_path.iterdir()) == []  # os.makedirs("X") never ran
+
+
+def test_user_classes_of_the_right_kind_still_work():
+    job = check("loss._target_=tests.helpers.ExplodingLoss", "optimizer._target_=torch.optim.Adamax")
+    assert type(job.loss).__name__ == "ExplodingLoss" and type(job.optimizer).__name__ == "Adamax"
