@@ -65,16 +65,19 @@ def test_resume_skips_finished_configs_and_resume_false_reruns(tmp_path):
     assert len(parents) == 3 and len(jobs) == 4
 
 
-def test_kill_then_rerun_marks_the_dead_run_failed(tmp_path):
-    """The sweep is killed (-9) in the middle of a job; the same sweep run again closes that run as FAILED and reruns it."""
+@pytest.mark.parametrize("launcher, running", [("basic", 1), ("stacked", 2)])
+def test_kill_then_rerun_marks_the_dead_runs_failed(tmp_path, launcher, running):
+    """The sweep is killed (-9) in the middle of a job (basic) or of a bundle (stacked: both seeds train
+    together); the same sweep run again closes the dead runs as FAILED, closes the dead sweep's parent,
+    and trains only what did not finish."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    args = [f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", "progress=true", "task=imbalanced", "epochs=3",
-            "task.n_train=6000", "batch_size=4", "seed=0,1"]
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "--multirun", *args], cwd=tmp_path, env=env,
+    args = [f"hydra/launcher={launcher}", "task=imbalanced", "epochs=2", "task.n_train=3000", "batch_size=4", "seed=0,1"]
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "--multirun", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+                             "progress=true", *args], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         for line in proc.stdout:
-            if line.startswith("epoch 1/3"):
+            if "epoch 1/2" in line:  # "epoch 1/2 ..." alone, "bundle ... epoch 1/2 ..." stacked
                 break
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
@@ -82,14 +85,17 @@ def test_kill_then_rerun_marks_the_dead_run_failed(tmp_path):
         proc.kill()
     _, runs = mlflow_runs(tmp_path, "imbalanced")
     parents, jobs = split_runs(runs)
-    assert [r.info.status for r in jobs] == ["RUNNING"] and parents[0].info.status == "RUNNING"
-    dead = jobs[0].info.run_id
-    out = sweep("task=imbalanced", "epochs=3", "task.n_train=6000", "batch_size=4", "seed=0", cwd=tmp_path)
-    assert out.returncode == 0 and "1 finished" in out.stdout, out.stdout + out.stderr
+    assert [r.info.status for r in jobs] == ["RUNNING"] * running and parents[0].info.status == "RUNNING"
+    dead = [r.info.run_id for r in jobs]
+    out = sweep(*args, cwd=tmp_path)
+    assert out.returncode == 0 and "2 finished" in out.stdout, out.stdout + out.stderr
     client, runs = mlflow_runs(tmp_path, "imbalanced")
-    killed = client.get_run(dead)
-    assert killed.info.status == "FAILED" and killed.data.tags["outcome"] == "failed"
-    assert "process died" in killed.data.tags["error"]
+    for run_id in dead:
+        killed = client.get_run(run_id)
+        assert killed.info.status == "FAILED" and killed.data.tags["outcome"] == "failed"
+        assert "process died" in killed.data.tags["error"]
+    assert client.get_run(parents[0].info.run_id).info.status != "RUNNING"
+    assert not [r for r in runs if r.info.status == "RUNNING"]
 
 
 def test_sixteen_parallel_jobs_into_a_fresh_sqlite_store_lose_nothing(tmp_path):
@@ -175,3 +181,37 @@ def test_every_study_runs_in_smoke_mode(tmp_path, study):
     parents, jobs = split_runs(runs)
     assert len(parents) == 1 and len(jobs) >= 2 and {r.data.tags["seed"] for r in jobs} == {"0"}
     assert all(r.data.params["epochs"] == "1" for r in jobs)
+
+
+def test_stacked_members_read_like_solo_jobs_and_resume(tmp_path):
+    """The same sweep through the basic launcher (one job after another) and the stacked one (one
+    bundle): a reader of the store sees the same runs, save the two bundle tags."""
+    args = ("task=regression", "loss=mse,huber", "seed=0,1", "epochs=2", "schedule=onecycle")
+    (tmp_path / "basic").mkdir(), (tmp_path / "stacked").mkdir()
+    assert sweep("hydra/launcher=basic", *args, cwd=tmp_path / "basic").returncode == 0
+    out = sweep("hydra/launcher=stacked", *args, cwd=tmp_path / "stacked")
+    assert out.returncode == 0 and "4 of 4 jobs in 1 bundle(s)" in out.stdout, out.stdout + out.stderr
+    by_hash = {}
+    for name in ("basic", "stacked"):
+        client, runs = mlflow_runs(tmp_path / name, "regression")
+        _, jobs = split_runs(runs)
+        by_hash[name] = {r.data.tags["config_hash"]: (client, r) for r in jobs}
+    assert len(by_hash["basic"]) == 4 and set(by_hash["basic"]) == set(by_hash["stacked"])
+    volatile = {"mlflow.parentRunId", "sweep_id", "train_seconds", "process", "heartbeat", "mlflow.runName"}
+    for chash, (c0, solo) in by_hash["basic"].items():
+        c1, member = by_hash["stacked"][chash]
+        differ = {k for k in solo.data.params if member.data.params.get(k) != solo.data.params[k]}
+        assert set(member.data.params) == set(solo.data.params) and differ == {"tracking.uri"}  # two folders
+        assert set(member.data.tags) - set(solo.data.tags) == {"bundle", "bundle_size"}
+        assert member.data.tags["bundle_size"] == "4"
+        assert {k: v for k, v in member.data.tags.items() if k in solo.data.tags and k not in volatile} == \
+            {k: v for k, v in solo.data.tags.items() if k not in volatile}
+        assert member.info.status == solo.info.status == "FINISHED"
+        assert set(member.data.metrics) == set(solo.data.metrics)
+        for key in ("test/mse", "train/loss", "lr_step"):
+            h0 = c0.get_metric_history(solo.info.run_id, key)
+            h1 = c1.get_metric_history(member.info.run_id, key)
+            assert [m.step for m in h1] == [m.step for m in h0]
+            assert [m.value for m in h1] == pytest.approx([m.value for m in h0], rel=1e-4)
+    again = sweep("hydra/launcher=stacked", *args, cwd=tmp_path / "stacked")
+    assert again.returncode == 0 and "4 skipped" in again.stdout, again.stdout

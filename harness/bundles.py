@@ -1,0 +1,301 @@
+"""The stacked launcher's work: group a sweep's jobs into bundles and run each bundle's members.
+
+A bundle is a set of jobs that train as one stacked model (``harness.stacked``). Its members may
+differ in ``MEMBER_KEYS`` (seed, loss, optimizer, schedule, LR scaling) and in the task's data
+knobs (outlier fraction, imbalance ratio, normalisation, ...) as long as their data have the same
+shapes; they share the model architecture, batch size, epochs, device, threads and tracking.
+Every member is checked and looked up for resume exactly as a solo job is (``harness.run.admit``)
+and gets its own MLflow run (``harness.run.RunRecord``), tagged with its bundle and the bundle's
+size. A job that cannot join a bundle runs as an ordinary job of the same sweep, with one line
+saying why. Bundles are bounded by a member count and by memory.
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from harness import HarnessError
+from harness.build import (batch_size_of, build_loss, build_optimizer, build_schedule, init_model, optimizer_factory,
+                           resolve_threads, setup, task_key)
+from harness.run import RunRecord, Spec, admit, open_tracker, refuse, spec_from_hydra
+from harness.stacked import Member, stackable, train_stacked
+from harness.train import Result
+
+MEMBER_KEYS = ("seed", "loss", "optimizer", "schedule", "lr_scaling", "lr_reference_batch")
+MEMORY_SHARE = {"cuda": 0.5, "cpu": 0.25}  # share of free GPU / available RAM a bundle may use by default
+ALONE = "no other job of the sweep shares its model, data shapes, batch size and epochs"
+
+
+@dataclass
+class Entry:
+    """One job of the sweep as the launcher sees it."""
+    cfg: DictConfig                  # as Hydra composed it, hydra node included
+    spec: Spec | None = None
+    tracker: object = None
+    result: Result | None = None
+    solo: str | None = None          # why it runs as an ordinary job (None: it may join a bundle)
+    parts: dict = field(default_factory=dict)
+
+
+def task_config(cfg: DictConfig) -> DictConfig:
+    """The config a task function gets: the composed one without its hydra node."""
+    out = copy.deepcopy(cfg)
+    with read_write(out), open_dict(out):
+        del out["hydra"]
+    return out
+
+
+def _json(tree) -> str:
+    return json.dumps(tree, sort_keys=True, default=str)
+
+
+def bundle_key(cfg: DictConfig) -> str:
+    """What members must share in their configs; the task's knobs are compared by what they build
+    (``signature``), so that jobs on data sets of the same shapes can share a bundle."""
+    tree = OmegaConf.to_container(cfg, resolve=True)
+    for key in MEMBER_KEYS + ("progress", "resume"):
+        tree.pop(key, None)
+    tree["task"] = tree["task"].get("_target_")
+    return _json(tree)
+
+
+def signature(task, data, model: torch.nn.Module) -> str:
+    """The model's architecture and the shapes of the data it trains on."""
+    splits = [(tuple(s.x.shape), str(s.x.dtype), tuple(s.y.shape), str(s.y.dtype)) for s in (data.train, data.val, data.test)]
+    return _json([type(task).__qualname__, task.num_classes, str(model),
+                  [(n, tuple(p.shape)) for n, p in model.named_parameters()], splits])
+
+
+def optimizer_key(cfg: DictConfig) -> str:
+    return _json([OmegaConf.to_container(cfg[k], resolve=True) if isinstance(cfg[k], DictConfig) else cfg[k]
+                  for k in ("optimizer", "schedule", "lr_scaling", "lr_reference_batch")])
+
+
+def loss_key(cfg: DictConfig) -> str:
+    return _json(OmegaConf.to_container(cfg.loss, resolve=True))
+
+
+def needs_closure(cls) -> bool:
+    """Whether an optimizer's step() must be given a closure (LBFGS): the stacked loop has none to give."""
+    closure = inspect.signature(cls.step).parameters.get("closure")
+    return closure is not None and closure.default is inspect.Parameter.empty
+
+
+def memory_budget(device: torch.device, memory_gb: float | None) -> float:
+    if memory_gb is not None:
+        return memory_gb * 2 ** 30
+    if device.type == "cuda":
+        return MEMORY_SHARE["cuda"] * torch.cuda.mem_get_info(device)[0]
+    import psutil
+
+    return MEMORY_SHARE["cpu"] * psutil.virtual_memory().available
+
+
+def member_bytes(model: torch.nn.Module, sample: torch.Tensor, batch_size: int, n_train: int, eval_chunk: int) -> int:
+    """A member's memory in a bundle, estimated: parameters with their gradient and two optimizer
+    states, the activations of a training step (kept for backward) or of an evaluation chunk, and
+    the epoch's outputs kept for the running training metrics."""
+    sizes: list[int] = []
+    hooks = [m.register_forward_hook(lambda mod, inp, out: sizes.append(out[0].numel()))
+             for m in model.modules() if not list(m.children())]
+    with torch.no_grad():
+        out = model(sample[:1])
+    for h in hooks:
+        h.remove()
+    per_sample = sum(sizes)
+    params = sum(p.numel() for p in model.parameters())
+    return 4 * (4 * params + max(2 * batch_size * per_sample, eval_chunk * per_sample) + n_train * out[0].numel())
+
+
+# ---------------------------------------------------------------- the plan
+
+def admit_all(entries: list[Entry]) -> list[Entry]:
+    """Check each job and look for its earlier runs, as a solo job would; returns those that still have to run."""
+    todo = []
+    for e in entries:
+        e.spec = spec_from_hydra(task_config(e.cfg), e.cfg.hydra)
+        try:
+            e.tracker, done = admit(e.spec)
+        except HarnessError as err:
+            e.result = refuse(e.spec, err)
+            continue
+        if done:
+            print(f"skipped: run {done} in {e.spec.experiment!r} already finished this config (resume=false reruns it)", flush=True)
+            e.spec.journal("skipped", run_id=done)
+            e.result = Result("skipped", 0)
+            continue
+        todo.append(e)
+    return todo
+
+
+def prepare(e: Entry, loaded: dict) -> None:
+    """Build a job's data (cached per task config), model, loss and optimizer recipe, and try its
+    optimizer and schedule on its own model once, so that a bad one fails this job alone. Sets
+    ``e.solo`` if it cannot be stacked, ``e.result`` if its config is bad."""
+    cfg = e.spec.cfg
+    try:
+        task, data, device, _ = setup(cfg, e.spec.names, e.spec.ctx, cache=loaded)
+        n = len(data.train)
+        batch_size = batch_size_of(cfg, n)
+        model = init_model(task, cfg.seed, device)
+        factory = optimizer_factory(cfg, batch_size)
+        cls = getattr(factory, "func", factory)
+        if isinstance(cls, type) and needs_closure(cls):
+            e.solo = f"its optimizer {cls.__module__}.{cls.__name__} needs a closure, which a stacked step cannot give"
+            return
+        build_schedule(cfg, build_optimizer(cfg, model.parameters(), batch_size, factory), cfg.epochs, -(-n // batch_size))
+        e.parts = {"task": task, "data": data, "data_key": task_key(cfg), "device": device, "model": model,
+                   "loss": build_loss(cfg, task, data, device),
+                   "optimizer_class": cls, "factory": factory, "batch_size": batch_size}
+    except HarnessError as err:
+        e.result = refuse(e.spec, err)
+
+
+def plan(entries: list[Entry], max_members: int, memory_gb: float | None) -> list[list[Entry]]:
+    """Units of work in sweep order: bundles (2+ entries) and solo jobs (1 entry, its reason in ``solo``)."""
+    groups: dict[str, list[Entry]] = {}
+    for e in entries:
+        groups.setdefault(bundle_key(e.spec.cfg), []).append(e)
+    units: list[list[Entry]] = []
+    loaded: dict = {}  # each distinct task config's data, loaded once for the whole plan
+    for group in groups.values():
+        if len(group) == 1:  # nothing to share: no need to build anything here
+            group[0].solo = ALONE
+            units.append(group)
+            continue
+        shapes: dict[str, list[Entry]] = {}
+        for e in group:
+            prepare(e, loaded)
+            if e.result is None and e.solo is None:
+                shapes.setdefault(signature(e.parts["task"], e.parts["data"], e.parts["model"]), []).append(e)
+        for ready in shapes.values():
+            why = stackable(ready[0].parts["model"], ready[0].parts["data"].train.x) if len(ready) > 1 else ALONE
+            for e in ready:
+                e.solo = why
+        units += [[e] for e in group if e.solo is not None and e.result is None]
+        for ready in shapes.values():
+            if ready[0].solo is None:
+                units += split(ready, max_members, memory_gb)
+    return units
+
+
+def split(ready: list[Entry], max_members: int, memory_gb: float | None) -> list[list[Entry]]:
+    """Bundles of at most max_members that fit the memory budget; members that may share an
+    optimizer (and a loss call) side by side."""
+    head = ready[0]
+    x = head.parts["data"].train.x
+    per_member = member_bytes(head.parts["model"], x, head.parts["batch_size"], len(x), head.spec.cfg.eval_batch_size)
+    size = max(1, min(max_members, int(memory_budget(head.parts["device"], memory_gb) // max(1, per_member))))
+    ready.sort(key=lambda e: (optimizer_key(e.spec.cfg), loss_key(e.spec.cfg)))
+    return [ready[i:i + size] for i in range(0, len(ready), size)]
+
+
+# ---------------------------------------------------------------- a bundle's life
+
+def member(e: Entry, on_epoch: Callable, steps_per_epoch: int, data_index: int = 0) -> Member:
+    """A prepared entry as a member of a stacked model: its own model, loss, optimizer and schedule."""
+    cfg, batch_size = e.spec.cfg, e.parts["batch_size"]
+    return Member(model=e.parts["model"], loss=e.parts["loss"], targets=cfg.loss.targets, seed=cfg.seed, on_epoch=on_epoch,
+                  optimizer_class=e.parts["optimizer_class"],
+                  make_optimizer=lambda params: build_optimizer(cfg, params, batch_size, e.parts["factory"]),
+                  make_scheduler=lambda opt: build_schedule(cfg, opt, cfg.epochs, steps_per_epoch),
+                  opt_key=optimizer_key(cfg), loss_key=loss_key(cfg), data=data_index)
+
+
+def run_bundle(entries: list[Entry], label: str) -> None:
+    """Train the entries as one stacked model; each ends with its own record (FINISHED, FAILED or KILLED)."""
+    head = entries[0]
+    cfg, task, device, batch_size = head.spec.cfg, head.parts["task"], head.parts["device"], head.parts["batch_size"]
+    threads = resolve_threads(cfg.threads, head.spec.ctx)
+    torch.set_num_threads(threads)
+    datasets: dict[str, int] = {}  # task config -> the index of its data set in the bundle
+    for e in entries:
+        datasets.setdefault(e.parts["data_key"], len(datasets))
+    steps = -(-len(head.parts["data"].train) // batch_size)
+    records: list[RunRecord] = []
+    t0 = time.perf_counter()
+    try:
+        for e in entries:
+            record = RunRecord(e.spec, e.tracker or open_tracker(e.spec))
+            record.start(e.parts["task"], device, threads, batch_size, cfg.epochs * steps,
+                         extra_tags={"bundle": label, "bundle_size": str(len(entries))})
+            records.append(record)
+        members = [member(e, r.epoch, steps, datasets[e.parts["data_key"]]) for e, r in zip(entries, records)]
+        data_list = [None] * len(datasets)
+        for e in entries:
+            data_list[datasets[e.parts["data_key"]]] = (e.parts["task"], e.parts["data"])
+        names = [e.spec.run_name for e in entries]
+        results = train_stacked(data_list, members, epochs=cfg.epochs, batch_size=batch_size,
+                                eval_batch_size=cfg.eval_batch_size,
+                                on_bundle_epoch=progress_line(label, cfg.epochs, task.primary_metric, task.mode, names)
+                                if cfg.progress else None)
+        for e, record, result, m in zip(entries, records, results, members):
+            record.end(result.outcome, result, error=m.error, metric=task.primary_metric)
+            e.result = result
+    except KeyboardInterrupt:
+        for record in records:
+            record.end("killed", metric=task.primary_metric)
+        raise
+    except Exception as err:  # the shared part broke: every member that is still open fails with it
+        message = str(err) if isinstance(err, HarnessError) else f"{type(err).__name__}: {err}"
+        if not isinstance(err, HarnessError):
+            traceback.print_exc()
+        print(f"error: bundle {label} failed: {message}", file=sys.stderr, flush=True)
+        for record in records:
+            record.end("failed", error=message, metric=task.primary_metric)
+        for e in entries[len(records):]:  # never opened a run
+            e.spec.journal("failed", error=message)
+        for e in entries:
+            e.result = e.result or Result("failed", 0)
+        return
+    counts = {k: sum(e.result.outcome == k for e in entries) for k in ("finished", "diverged", "failed")}
+    print(f"bundle {label}: {', '.join(f'{v} {k}' for k, v in counts.items())} in {time.perf_counter() - t0:.1f}s", flush=True)
+
+
+def progress_line(label: str, epochs: int, metric: str, mode: str, names: list[str]) -> Callable:
+    def show(epoch: int, values: dict[int, dict[str, float]], seconds: float) -> None:
+        scored = {k: v[metric] for k, v in values.items() if metric in v}
+        best = (max if mode == "max" else min)(scored, key=scored.get) if scored else None
+        text = f"best {metric} {scored[best]:.4f} ({names[best]})" if best is not None else "no member left"
+        print(f"bundle {label} epoch {epoch:>{len(str(epochs))}}/{epochs}  {text}  {seconds:.2f}s", flush=True)
+    return show
+
+
+def launch(configs: list[DictConfig], run_solo: Callable[[DictConfig], object], max_members: int = 64,
+           memory_gb: float | None = None) -> list[object]:
+    """Run a sweep's composed jobs: bundles stacked, the rest through ``run_solo`` (Hydra's run_job).
+    Returns one item per job, in order: run_solo's return for solo jobs, the Result for the others."""
+    entries = [Entry(cfg) for cfg in configs]
+    units = plan(admit_all(entries), max_members, memory_gb)
+    bundles = [u for u in units if len(u) > 1]
+    if bundles:
+        print(f"stacked launcher: {sum(map(len, bundles))} of {len(entries)} jobs in {len(bundles)} bundle(s), "
+              f"{len(units) - len(bundles)} alone, {sum(e.result is not None for e in entries)} skipped or refused", flush=True)
+    sweep_id = (((entries[0].spec.ctx or {}).get("sweep") or {}).get("sweep_id") if entries and entries[0].spec else None) or "sweep"
+    returns: dict[int, object] = {}
+    for unit in units:
+        if len(unit) == 1:
+            e = unit[0]
+            print(f"job {e.spec.ctx['num'] if e.spec.ctx else '?'} runs alone: {e.solo}", flush=True)
+            e.parts.clear()  # its model and data go; run_solo builds its own
+            returns[id(e)] = run_solo(e.cfg)
+        else:
+            number = bundles.index(unit) + 1
+            label = f"{sweep_id}-b{number}"
+            head = unit[0]
+            print(f"bundle {label} ({number}/{len(bundles)}): {len(unit)} members, {head.spec.names['task']}, "
+                  f"batch {head.spec.cfg.batch_size}, {head.spec.cfg.epochs} epochs, "
+                  f"{resolve_threads(head.spec.cfg.threads, head.spec.ctx)} threads", flush=True)
+            run_bundle(unit, label)
+            for e in unit:
+                e.parts.clear()  # the next bundle's models and data need the memory
+    return [returns.get(id(e), e.result) for e in entries]

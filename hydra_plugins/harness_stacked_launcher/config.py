@@ -1,0 +1,17 @@
+"""`hydra/launcher=stacked` and its knobs (registered when Hydra scans the hydra_plugins package)."""
+from dataclasses import dataclass
+from typing import Optional
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class StackedLauncherConf:
+    _target_: str = "hydra_plugins.harness_stacked_launcher.stacked_launcher.StackedLauncher"
+    # the most members one bundle holds (a bigger group of compatible jobs is split)
+    max_members: int = 64
+    # memory one bundle may use, in GiB; null: half of the GPU's free memory, or a quarter of the available RAM
+    memory_gb: Optional[float] = None
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="stacked", node=StackedLauncherConf, provider="harness")

@@ -1,0 +1,62 @@
+"""The stacked launcher: a Hydra launcher plugin, built as hydra-joblib-launcher is.
+
+Hydra hands it the sweep's jobs; it takes each job's config as the sweeper's validation composed it
+(``harness.compose.ComposeOnce``), then ``harness.bundles`` groups
+compatible jobs into bundles that train as one stacked model and runs the rest as ordinary jobs,
+in this process, one after another.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, open_dict
+
+log = logging.getLogger(__name__)
+
+
+class StackedLauncher(Launcher):
+    def __init__(self, max_members: int = 64, memory_gb: float | None = None) -> None:
+        self.max_members, self.memory_gb = max_members, memory_gb
+        self.config: DictConfig | None = None
+        self.task_function: TaskFunction | None = None
+        self.hydra_context: HydraContext | None = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        from harness.compose import ComposeOnce
+
+        if not isinstance(hydra_context.config_loader, ComposeOnce):  # the sweep callback has usually done it
+            hydra_context.config_loader = ComposeOnce(hydra_context.config_loader)  # shared with the sweeper
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+
+    def run_solo(self, cfg: DictConfig) -> JobReturn:
+        return run_job(hydra_context=self.hydra_context, task_function=self.task_function, config=cfg,
+                       job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from harness import HarnessError
+        from harness.bundles import launch
+
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        if isinstance(self.max_members, bool) or not isinstance(self.max_members, int) or self.max_members < 1:
+            raise HarnessError(f"hydra.launcher.max_members must be a positive integer, got {self.max_members!r}")
+        if self.memory_gb is not None and (isinstance(self.memory_gb, bool) or not isinstance(self.memory_gb, (int, float))
+                                           or not self.memory_gb > 0):
+            raise HarnessError(f"hydra.launcher.memory_gb must be null or a number > 0, got {self.memory_gb!r}")
+        configs = []
+        for i, overrides in enumerate(job_overrides):
+            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            with open_dict(cfg):
+                cfg.hydra.job.id = cfg.hydra.job.num = initial_job_idx + i
+            configs.append(cfg)
+        results = launch(configs, self.run_solo, self.max_members, self.memory_gb)
+        return [r if isinstance(r, JobReturn) else JobReturn(overrides=list(cfg.hydra.overrides.task), cfg=cfg,
+                                                             hydra_cfg=cfg, status=JobStatus.COMPLETED, _return_value=r,
+                                                             task_name=cfg.hydra.job.name, working_dir=str(Path.cwd()))
+                for cfg, r in zip(configs, results)]

@@ -1,0 +1,155 @@
+"""The stacked launcher (issue 13): each member of a bundle trains as it would alone.
+
+Tolerance: a stacked member's forward pass is a batched matrix product (or vmap's) where the solo
+run calls nn.Linear / nn.Conv2d: the same float32 arithmetic summed in another order, so each
+operation may differ in its last bits (~1e-7 relative). Two epochs of steps carry that rounding
+along without chaos, and what we see is below 1e-5 relative on losses and metrics; RTOL = 1e-4
+keeps a decade of margin and still fails on any real difference (a wrong init, shuffle order,
+LR, loss or optimizer state moves them by 1e-2 or more). A count-based metric (accuracy, F1) can
+flip a sample that sits on the decision boundary, so those may differ by one sample's share.
+"""
+import math
+
+import pytest
+import torch
+
+from harness.build import build, batch_size_of
+from harness.bundles import Entry, member, plan, prepare, split, member_bytes, task_config
+from harness.checks import check_config
+from harness.run import compose, spec_from_hydra
+from harness.stacked import train_stacked
+from harness.train import train
+from tests.conftest import write_idx_mnist
+
+RTOL = 1e-4
+TIMING = {"epoch_seconds", "samples_per_second"}
+COUNTED = ("accuracy", "f1", "recall", "precision")  # one test sample's share may flip
+ONE_MINUS = ("r2",)  # 1 - SSE/SST: its rounding is relative to 1, not to its (possibly tiny) value
+
+
+def config(*overrides):
+    return compose("tracking.enabled=false", "progress=false", "epochs=2", *overrides)
+
+
+def solo(cfg):
+    spec = spec_from_hydra(cfg)
+    check_config(cfg, spec.names)
+    job = build(cfg, spec.names)
+    epochs = []
+    result = train(job.model, job.task, job.data, job.loss, job.targets, job.optimizer, job.scheduler, epochs=cfg.epochs,
+                   batch_size=job.batch_size, generator=torch.Generator().manual_seed(cfg.seed),
+                   on_epoch=lambda e, m, lrs: epochs.append((m, lrs)), eval_batch_size=cfg.eval_batch_size)
+    return result, epochs, len(job.data.test)
+
+
+def entry(cfg) -> Entry:
+    e = Entry(cfg)
+    e.spec = spec_from_hydra(cfg)
+    check_config(cfg, e.spec.names)
+    prepare(e, {})
+    assert e.result is None and e.solo is None
+    return e
+
+
+def stacked(cfgs):
+    entries = [entry(c) for c in cfgs]
+    head = entries[0]
+    steps = -(-len(head.parts["data"].train) // head.parts["batch_size"])
+    logs = [[] for _ in entries]
+    members = [member(e, (lambda log: lambda ep, m, lrs: log.append((m, lrs)))(log), steps) for e, log in zip(entries, logs)]
+    results = train_stacked([(head.parts["task"], head.parts["data"])], members, epochs=cfgs[0].epochs,
+                            batch_size=head.parts["batch_size"], eval_batch_size=cfgs[0].eval_batch_size)
+    return results, logs, members
+
+
+def assert_same(a: dict, b: dict, n_test: int, where: str):
+    assert set(a) == set(b), (where, set(a) ^ set(b))
+    for k in b:
+        if k in TIMING:
+            continue
+        scale = max(1.0 if k.endswith(ONE_MINUS) else 1e-3, abs(b[k]))
+        tol = 1.0 / n_test + 1e-6 if any(c in k for c in COUNTED) else RTOL * scale
+        assert math.isclose(a[k], b[k], abs_tol=tol) or (math.isnan(a[k]) and math.isnan(b[k])), (where, k, a[k], b[k])
+
+
+def check_equivalent(variants, common=()):
+    cfgs = [config(*common, *v) for v in variants]
+    results, logs, _ = stacked(cfgs)
+    for cfg, v, result, log in zip(cfgs, variants, results, logs):
+        alone, alone_log, n_test = solo(cfg)
+        where = " ".join([*common, *v])
+        assert result.outcome == alone.outcome and result.diverged_epoch == alone.diverged_epoch, where
+        assert len(log) == len(alone_log) == alone.epochs, where  # a diverged run stops logging at its epoch
+        for (m, lrs), (m0, lrs0) in zip(log, alone_log):
+            assert_same(m, m0, n_test, where)
+            assert lrs == pytest.approx(lrs0, rel=1e-9), where  # its own schedule, step by step
+        assert_same(result.final, alone.final, n_test, where)
+
+
+def test_regression_members_across_optimizers_losses_and_schedules():
+    check_equivalent([
+        ["loss=mse", "seed=0", "optimizer=adam"],
+        ["loss=huber", "seed=1", "optimizer=adam"],
+        ["loss=mae", "seed=2", "optimizer=momentum", "optimizer.lr=0.01", "schedule=onecycle"],
+        ["loss=mse", "seed=3", "optimizer=rmsprop", "schedule=cosine"],
+        ["loss=log_cosh", "seed=3", "optimizer=adamw", "optimizer.weight_decay=0.1", "schedule=step", "schedule.step_epochs=1"],
+    ], common=["task=regression"])
+
+
+def test_imbalanced_members_with_focal_weighted_ce_and_mse_on_probabilities():
+    check_equivalent([
+        ["loss=focal", "seed=0"],
+        ["loss=ce", "seed=1", "optimizer=momentum"],
+        ["loss=mse_prob", "seed=2", "optimizer=adamw", "optimizer.weight_decay=0.05"],
+        ["loss=ce_weighted", "seed=0", "optimizer=rmsprop", "schedule=cosine"],
+    ], common=["task=imbalanced", "task.n_train=1000"])
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_mnist_members_on_tiny_idx_files(tmp_path, model):
+    root = write_idx_mnist(tmp_path / "data", n_train=300, n_test=100)
+    check_equivalent([
+        ["seed=0", "optimizer=adam"],
+        ["seed=1", "optimizer=momentum", "optimizer.lr=0.05", "schedule=onecycle"],
+        ["seed=2", "loss=focal", "optimizer=rmsprop", "optimizer.lr=0.001"],
+    ], common=["task=mnist", f"data_dir={root}", "task.download=false", "task.val_size=50", f"task.model={model}",
+               "batch_size=32"])
+
+
+def test_a_diverging_member_is_frozen_and_the_others_finish_as_alone():
+    variants = [["seed=0", "optimizer.lr=5"], ["seed=1", "optimizer.lr=0.01"], ["seed=2", "optimizer.lr=0.02"]]
+    check_equivalent(variants, common=["task=regression", "optimizer=sgd", "epochs=3"])
+    results, _, _ = stacked([config("task=regression", "optimizer=sgd", "epochs=3", *v) for v in variants])
+    assert [r.outcome for r in results] == ["diverged", "finished", "finished"]
+    assert results[0].diverged_epoch == 1
+
+
+def entries_for(*variants, common=("task=regression",)):
+    out = []
+    for v in variants:
+        e = Entry(config(*common, *v))
+        e.spec = spec_from_hydra(e.cfg)
+        out.append(e)
+    return out
+
+
+def test_jobs_that_cannot_join_a_bundle_run_alone_with_the_reason():
+    lbfgs = ["~optimizer", "+optimizer={_target_: torch.optim.LBFGS, _partial_: true, lr: 0.1}"]
+    entries = entries_for(["seed=0"], ["seed=1"], ["seed=2", *lbfgs], ["seed=3", "epochs=3"])
+    units = plan(entries, max_members=64, memory_gb=None)
+    assert sorted(len(u) for u in units) == [1, 1, 2]
+    alone = {u[0].spec.cfg.seed: u[0].solo for u in units if len(u) == 1}
+    assert "needs a closure" in alone[2]
+    assert "no other job of the sweep shares" in alone[3]
+
+
+def test_bundles_are_bounded_by_max_members_and_memory():
+    entries = entries_for(*[[f"seed={s}"] for s in range(7)])
+    for e in entries:
+        prepare(e, {})
+    assert [len(b) for b in split(list(entries), max_members=3, memory_gb=None)] == [3, 3, 1]
+    head = entries[0].parts
+    x = head["data"].train.x
+    per_member = member_bytes(head["model"], x, head["batch_size"], len(x), entries[0].spec.cfg.eval_batch_size)
+    two = 2.5 * per_member / 2 ** 30
+    assert [len(b) for b in split(list(entries), max_members=64, memory_gb=two)] == [2, 2, 2, 1]
