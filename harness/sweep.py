@@ -233,10 +233,11 @@ class SweepCallback(Callback):
         self.info = {"sweep_id": sweep_id, "experiment": experiment, "parent_run_id": None, "jobs": count_jobs(hc),
                      "tracking_uri": str(config.tracking.uri) if config.tracking.enabled else None, "process": process_tag()}
         self.started = time.time()
-        claim(directory, self.info)
-        if config.tracking.enabled:
+        if config.tracking.enabled:  # a store that cannot be used stops the sweep before it leaves a folder
             self.store = open_store(config.tracking.uri, config.tracking.lock_timeout)  # creates the store once, here
             experiment_id = self.store.experiment_id(experiment)
+        claim(directory, self.info)
+        if config.tracking.enabled:
             if closed := close_dead_sweeps(self.store, experiment_id):
                 print(f"closed {closed} sweep(s) in {experiment!r} whose process had died (marked KILLED)", flush=True)
             with signals.deferred():

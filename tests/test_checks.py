@@ -43,6 +43,17 @@ BAD_KNOBS = [
     (["lr_scaling=cubic"], "lr_scaling must be one of none, linear, sqrt"),
     (["tracking.lock_timeout=-1"], "tracking.lock_timeout must be a finite number >= 0"),
     (["eval_batch_size=0"], "eval_batch_size must be a positive integer"),
+    (["epochs=0"], "epochs must be a positive integer"),
+    (["batch_size=0"], "batch_size must be a positive integer or 'full'"),
+    (["optimizer.lr=0"], "optimizer.lr must be a"),
+    (["optimizer.lr=fast"], "optimizer.lr must be a"),
+    (["schedule=step", "schedule.gamma=abc"], "schedule.gamma must be a number"),
+    (["optimizer=nesterov", "optimizer.nesterov=3"], "optimizer.nesterov must be true or false"),
+    (["task=regression", "task.outlier_fraction=1.0"], "task.outlier_fraction must be a number in [0, 1)"),
+    (["task.imbalance_ratio=0.5"], "task.imbalance_ratio must be a finite number >= 1"),
+    (["task=mnist", "loss=mse"], "losses that fit mnist: bce, ce, ce_weighted, dice, focal, focal_g1, focal_g5, hinge, kl, mse_prob"),
+    (["device=tpu"], "device='tpu' is unknown"),
+    (["threads=0"], "threads must be 'auto' or a positive integer"),
 ]
 
 
@@ -65,9 +76,11 @@ def test_bad_cnn_channels_and_idx_files_are_refused(tmp_path):
         check("task=mnist", f"data_dir={broken}", "task.download=false", "task.val_size=10")
 
 
-def test_an_unknown_experiment_is_refused():
-    with pytest.raises(Exception, match="experiment/nosuch"):
-        compose("experiment=nosuch")
+@pytest.mark.parametrize("overrides, message", [(["experiment=nosuch"], "experiment/nosuch"), (["task=nope"], "task/nope"),
+                                                (["task.foo=3"], "Could not override 'task.foo'")])
+def test_unknown_options_and_keys_are_refused_by_composition(overrides, message):
+    with pytest.raises(Exception, match=message):
+        compose(*overrides)
 
 
 TARGETS = [

@@ -125,24 +125,13 @@ def test_interrupt_marks_the_run_killed(tmp_path, sig, status):
     assert "train/loss" in run.data.metrics  # what was logged before the interrupt is kept
 
 
+# End to end through the CLI, one per kind of refusal (Hydra's own, a knob, a loss that does not
+# fit, a build error, missing data); the other knobs are checked in-process in test_checks.py.
 BAD_INPUTS = [
     (["loss=foo"], "Could not find 'loss/foo'; available: bce, ce, ce_weighted"),
-    (["task=nope"], "available: imbalanced, mnist, regression"),
     (["foo=1"], "Could not override 'foo'"),
-    (["task.foo=3"], "Could not override 'task.foo'"),
     (["epochs=abc"], "epochs must be a positive integer"),
-    (["epochs=0"], "epochs must be a positive integer"),
-    (["batch_size=0"], "batch_size must be a positive integer or 'full'"),
-    (["optimizer.lr=0"], "optimizer.lr must be a"),
-    (["optimizer.lr=fast"], "optimizer.lr must be a"),
-    (["schedule=step", "schedule.gamma=abc"], "schedule.gamma must be a number"),
-    (["optimizer=nesterov", "optimizer.nesterov=3"], "optimizer.nesterov must be true or false"),
-    (["task=regression", "task.outlier_fraction=1.0"], "task.outlier_fraction must be a number in [0, 1)"),
-    (["task.imbalance_ratio=0.5"], "task.imbalance_ratio must be a finite number >= 1"),
     (["task=regression", "loss=focal"], "losses that fit regression: huber, log_cosh, mae, mse, smooth_l1"),
-    (["task=mnist", "loss=mse"], "losses that fit mnist: bce, ce, ce_weighted, dice, focal, focal_g1, focal_g5, hinge, kl, mse_prob"),
-    (["device=tpu"], "device='tpu' is unknown"),
-    (["threads=0"], "threads must be 'auto' or a positive integer"),
     (["+optimizer.foo=3"], "unexpected keyword argument 'foo'"),
     (["task=mnist", "data_dir=DATA_DIR_MISSING", "task.download=false"], "MNIST is not in"),
 ]
