@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # ---------------------------------------------------------------- helpers
 
 def cores() -> int:
-    from harness.run import usable_cores
+    from harness.build import usable_cores
 
     return usable_cores()
 
@@ -198,26 +198,32 @@ def import_breakdown(data_dir: str, store: str, top: int = 8) -> list[tuple[str,
     return sorted(found.items(), key=lambda kv: -kv[1])[:top]
 
 
-def sweep_throughput(jobs: int, args: list[str], store_dir: Path, experiment: str) -> dict:
+def run_sweep(work: Path, name: str, args: list[str], launcher: str, experiment: str | None = None) -> tuple[float, list]:
+    """One --multirun in a store of its own: (its wall time, its training runs)."""
+    from mlflow.tracking import MlflowClient
+
+    stamp = time.time_ns()
+    db = work / f"{name}_{stamp}.db"
+    cmd = [sys.executable, "-m", "harness", "--multirun", f"hydra/launcher={launcher}", "progress=false",
+           f"tracking.uri=sqlite:///{db}", f"hydra.sweep.dir={work / f'multirun_{name}_{stamp}'}", *args]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=harness_env(), cwd=work)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"sweep {name} failed: {proc.stderr[-2000:]}")
+    client = MlflowClient(f"sqlite:///{db}")
+    runs = [r for e in client.search_experiments() if experiment is None or e.name == experiment
+            for r in client.search_runs([e.experiment_id]) if r.data.tags.get("harness.role") != "sweep"]
+    return wall, runs
+
+
+def sweep_throughput(jobs: int, args: list[str], store_dir: Path) -> dict:
     """The same jobs run one after another and through the joblib launcher: wall time of the whole
     sweep, the span from the first job's start to the last job's end (steady state, without the
     launcher's start-up), and the threads each job used."""
-    from mlflow.tracking import MlflowClient
-
     out = {}
-    for name, launcher in (("sequential", []), ("joblib", ["hydra/launcher=joblib"])):
-        stamp = time.time_ns()
-        db = store_dir / f"sweep_{name}_{stamp}.db"
-        cmd = [sys.executable, "-m", "harness", "--multirun", *launcher, f"seed=range({jobs})", "progress=false",
-               f"tracking.uri=sqlite:///{db}", f"hydra.sweep.dir={store_dir / f'multirun_{name}_{stamp}'}", *args]
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=harness_env(), cwd=store_dir)
-        wall = time.perf_counter() - t0
-        if proc.returncode != 0:
-            raise RuntimeError(f"sweep failed: {proc.stderr[-2000:]}")
-        client = MlflowClient(f"sqlite:///{db}")
-        runs = [r for r in client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
-                if r.data.tags.get("harness.role") != "sweep"]
+    for name, launcher in (("sequential", "basic"), ("joblib", "joblib")):
+        wall, runs = run_sweep(store_dir, f"sweep_{name}", [f"seed=range({jobs})", *args], launcher)
         span = (max(r.info.end_time for r in runs) - min(r.info.start_time for r in runs)) / 1000
         out[name] = {"wall": wall, "span": span, "threads": sorted({r.data.tags["threads"] for r in runs})}
     return out
@@ -225,55 +231,18 @@ def sweep_throughput(jobs: int, args: list[str], store_dir: Path, experiment: st
 
 # ---------------------------------------------------------------- the suite
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__.split("\n\n")[1])
-    p.add_argument("--quick", action="store_true", help="the same measurements, smaller, in about a minute (CI smoke)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--data-dir", default=os.environ.get("HARNESS_DATA_DIR", str(ROOT.parent / "shared" / "data")),
-                   help="folder holding MNIST/raw (default: $HARNESS_DATA_DIR or ../shared/data)")
-    p.add_argument("--out", default=str(ROOT / "reports" / "bench"), help="where bench.md and bench.json go")
-    p.add_argument("--reps", type=int, default=None, help="repetitions per figure (default 5, --quick 1)")
-    args = p.parse_args(argv)
-
-    from harness import HarnessError
-    from harness.run import resolve_device
-    from harness.tasks.mnist import MNIST
-
-    try:
-        device = resolve_device(args.device)
-        MNIST(data_dir=args.data_dir, download=False).load()
-    except HarnessError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    quick, reps = args.quick, args.reps or (1 if args.quick else 5)
-    epochs = 3 if quick else 6
-    subset = ["task.n_train=10000"] if quick else []
-    dev = str(device)
-    from harness.run import resolve_threads
-
-    threads = resolve_threads("auto")
-    work = Path(tempfile.mkdtemp(prefix="harness-bench-"))
-    store = f"sqlite:///{work}/bench.db"
-    rows: list[dict] = []
-    t_start = time.perf_counter()
-
-    def row(key, measure, a, b, ratio, target=None, met=None, note=""):
-        rows.append({"key": key, "measure": measure, "value": a, "baseline": b, "ratio": ratio, "target": target, "met": met, "note": note})
-        r = ratio["median"] if isinstance(ratio, dict) else ratio
-        print(f"  {measure}: {r:.3f}" + (f" (target {target}: {'met' if met else 'NOT met'})" if target else "") + (f"  {note}" if note else ""), flush=True)
-
-    print(f"harness bench on {dev}{' (quick)' if quick else ''}: {reps} repetitions, {epochs} epochs each", flush=True)
-    data = MNIST(data_dir=args.data_dir, download=False, **({"n_train": 10000} if quick else {})).load().to(device)
-
+def loop_rows(row, data_dir, dev, device, store, data, reps, epochs, subset, threads, quick, work) -> None:
+    """The rows of one run against a raw loop: loop, tracking, data path, threads, joblib sweeps,
+    start-up, memory, quality."""
     # warm-up: import MLflow and open the store once (start-up is timed below, in fresh processes)
-    harness_run(args.data_dir, 1, dev, store, "task.n_train=1000")
+    harness_run(data_dir, 1, dev, store, "task.n_train=1000")
 
     # 1 + 2: loop efficiency and tracking overhead, interleaved so that noise hits all three alike
     raw, on, off = [], [], []
     for _ in range(reps):
         raw.append(statistics.median(raw_loop(data, epochs, 128, threads, device)[1:] or [0]))
-        on.append(statistics.median(steady_epochs(harness_run(args.data_dir, epochs, dev, store, *subset))))
-        off.append(statistics.median(steady_epochs(harness_run(args.data_dir, epochs, dev, store, "tracking.enabled=false", *subset))))
+        on.append(statistics.median(steady_epochs(harness_run(data_dir, epochs, dev, store, *subset))))
+        off.append(statistics.median(steady_epochs(harness_run(data_dir, epochs, dev, store, "tracking.enabled=false", *subset))))
     ratio = stats([a / b for a, b in zip(on, raw)])
     row("loop", "loop efficiency: harness s/epoch / raw loop s/epoch", stats(on), stats(raw), ratio, "<= 1.10", ratio["median"] <= 1.10,
         f"s/epoch, each column's own median: harness {statistics.median(on):.3f}, raw {statistics.median(raw):.3f} "
@@ -285,7 +254,7 @@ def main(argv=None) -> int:
     batches = 50 if quick else None
     loader_rates, tensor_rates = [], []
     for _ in range(reps):
-        s, n = dataloader_epoch(args.data_dir, 128, threads, device, batches)
+        s, n = dataloader_epoch(data_dir, 128, threads, device, batches)
         loader_rates.append(n / s)
         s, n = tensor_epoch(data, 128, threads, device, batches)
         tensor_rates.append(n / s)
@@ -298,7 +267,7 @@ def main(argv=None) -> int:
     per = {k: [] for k in choices}
     for _ in range(reps):
         for label, t in choices.items():
-            r = harness_run(args.data_dir, epochs, dev, store, "tracking.enabled=false", f"threads={t}", *subset)
+            r = harness_run(data_dir, epochs, dev, store, "tracking.enabled=false", f"threads={t}", *subset)
             per[label].append(statistics.median(steady_epochs(r)))
     best = min(statistics.median(v) for v in per.values())
     ratio = stats([v / best for v in per["auto"]])
@@ -309,12 +278,12 @@ def main(argv=None) -> int:
     # full run, for the MNIST MLP (which does: 2 threads run it ~1.4x faster than 1)
     kinds = [("regression", ["task=regression", f"epochs={30 if quick else 200}"])]
     if not quick:
-        kinds.append(("mnist", ["task=mnist", f"data_dir={args.data_dir}", "epochs=2", "task.n_train=20000"]))
+        kinds.append(("mnist", ["task=mnist", f"data_dir={data_dir}", "epochs=2", "task.n_train=20000"]))
     for kind, sweep_args in kinds:
         jobs = 8
         wall, span, seen = [], [], {}
         for _ in range(1 if quick else min(2, reps)):  # each repetition is two whole sweeps
-            r = sweep_throughput(jobs, sweep_args, work, kind)
+            r = sweep_throughput(jobs, sweep_args, work)
             wall.append(r["sequential"]["wall"] / r["joblib"]["wall"])
             span.append(r["sequential"]["span"] / r["joblib"]["span"])
             seen = {k: v["threads"] for k, v in r.items()}
@@ -325,8 +294,8 @@ def main(argv=None) -> int:
             f"sequential {seen['sequential']}, joblib {seen['joblib']}")
 
     # 6 + 7: start-up and memory
-    seconds, rss = startup(args.data_dir, dev, store, reps)
-    offenders = import_breakdown(args.data_dir, store)
+    seconds, rss = startup(data_dir, dev, store, reps)
+    offenders = import_breakdown(data_dir, store)
     s = stats(seconds)
     row("startup", "start-up: process start to first training step (s)", s, None, s, "<= 3 s", s["median"] <= 3.0,
         "imports: " + ", ".join(f"{m} {t:.2f}s" for m, t in offenders))
@@ -337,7 +306,7 @@ def main(argv=None) -> int:
     q_epochs = 2 if quick else 10
     acc5, acc10, t98 = [], [], []
     for seed in range(1 if quick else 3):
-        r = harness_run(args.data_dir, q_epochs, dev, store, "tracking.enabled=false", f"seed={seed}", *subset)
+        r = harness_run(data_dir, q_epochs, dev, store, "tracking.enabled=false", f"seed={seed}", *subset)
         accs = [h["test/accuracy"] for h in r.history]
         acc5.append(accs[min(4, len(accs) - 1)])
         acc10.append(accs[-1])
@@ -354,6 +323,59 @@ def main(argv=None) -> int:
         "98% within 10 epochs", (len(hit) == len(t98)) if not quick else None,
         f"after {min(5, q_epochs)}: {statistics.median(acc5):.4f}; time to 98%: "
         + (f"{statistics.median(hit):.1f} s of training ({len(hit)}/{len(t98)} seeds)" if hit else "not reached"))
+
+
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__.split("\n\n")[1])
+    p.add_argument("--quick", action="store_true", help="the same measurements, smaller, in about a minute (CI smoke)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--data-dir", default=os.environ.get("HARNESS_DATA_DIR", str(ROOT.parent / "shared" / "data")),
+                   help="folder holding MNIST/raw (default: $HARNESS_DATA_DIR or ../shared/data)")
+    p.add_argument("--out", default=str(ROOT / "reports" / "bench"), help="where bench.md and bench.json go")
+    p.add_argument("--reps", type=int, default=None, help="repetitions per figure (default 5, --quick 1)")
+    p.add_argument("--sweeps-only", action="store_true", help="only the sweep rows (overhead, stacked launcher, whole process)")
+    p.add_argument("--grid", action="store_true", help="add the full mnist_optimizers grid (108 runs x 10 epochs; long on a CPU)")
+    args = p.parse_args(argv)
+
+    from harness import HarnessError
+    from harness.build import resolve_device
+    from harness.tasks.mnist import MNIST
+
+    try:
+        device = resolve_device(args.device)
+        MNIST(data_dir=args.data_dir, download=False).load()
+    except HarnessError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    quick, reps = args.quick, args.reps or (1 if args.quick else 5)
+    epochs = 3 if quick else 6
+    subset = ["task.n_train=10000"] if quick else []
+    dev = str(device)
+    from harness.build import resolve_threads
+
+    threads = resolve_threads("auto")
+    work = Path(tempfile.mkdtemp(prefix="harness-bench-"))
+    store = f"sqlite:///{work}/bench.db"
+    rows: list[dict] = []
+    t_start = time.perf_counter()
+
+    def row(key, measure, a, b, ratio, target=None, met=None, note=""):
+        rows.append({"key": key, "measure": measure, "value": a, "baseline": b, "ratio": ratio, "target": target, "met": met, "note": note})
+        r = ratio["median"] if isinstance(ratio, dict) else ratio
+        verdict = "" if not target else f" (expected: {target})" if met is None else f" (target {target}: {'met' if met else 'NOT met'})"
+        print(f"  {measure}: {r:.3f}{verdict}" + (f"  {note}" if note else ""), flush=True)
+
+    print(f"harness bench on {dev}{' (quick)' if quick else ''}: {reps} repetitions, {epochs} epochs each", flush=True)
+    data = None if args.sweeps_only else \
+        MNIST(data_dir=args.data_dir, download=False, **({"n_train": 10000} if quick else {})).load().to(device)
+
+    if not args.sweeps_only:
+        loop_rows(row, args.data_dir, dev, device, store, data, reps, epochs, subset, threads, quick, work)
+    from harness import bench_sweeps
+
+    bench_sweeps.rows(row, work, args.data_dir, dev, quick, reps, args.grid)
 
     total = time.perf_counter() - t_start
     report = {"machine": machine(dev), "quick": quick, "reps": reps, "epochs": epochs, "threads_auto": threads,

@@ -19,7 +19,8 @@ def test_bench_quick_writes_its_table(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads((tmp_path / "bench" / "bench.json").read_text())
     keys = [r["key"] for r in report["rows"]]
-    assert keys == ["loop", "tracking", "data_path", "threads", "sweep_regression", "startup", "memory", "quality"]
+    assert keys == ["loop", "tracking", "data_path", "threads", "sweep_regression", "startup", "memory", "quality",
+                    "sweep_overhead", "stacked_study", "stacked_mnist", "whole_process"]
     for r in report["rows"]:
         assert r["ratio"]["median"] > 0, r
     assert report["machine"]["cores"] and report["machine"]["torch"]

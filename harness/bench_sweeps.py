@@ -1,0 +1,130 @@
+"""The sweep rows of ``python -m harness.bench`` (issue 13): whole sweeps and whole processes,
+each timed side by side in one run of the bench.
+
+1. per-job overhead: a 20-job sweep of small regression runs (basic launcher), wall time /
+   (start-up + the sum of the jobs' training seconds);
+2. the ``regression_outliers`` study: basic launcher wall / stacked launcher wall;
+3. an MNIST bundle (12 configurations of the default MLP): basic wall / stacked wall;
+4. a whole 4-epoch MNIST process in a folder whose store exists: harness wall / raw-loop wall;
+5. (``--grid``) the full ``mnist_optimizers`` grid at a real budget, stacked: wall time.
+"""
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from harness.bench import harness_env, run_sweep, stats
+
+REGRESSION_20 = ["task=regression", "loss=mse,mae,huber,log_cosh", "seed=0,1,2,3,4", "epochs=5"]
+MNIST_12 = ["task=mnist", "optimizer.lr=0.0003,0.001,0.003", "seed=0,1,2,3", "epochs=2"]
+GRID = ["experiment=mnist_optimizers", "optimizer.lr=0.0003,0.001,0.003,0.01,0.03,0.1", "epochs=10"]
+
+
+def sweep(work: Path, name: str, args: list[str], launcher: str = "stacked", experiment: str | None = None) -> dict:
+    """One --multirun in its own store; its wall time and its runs' train_seconds."""
+    wall, runs = run_sweep(work, name, args, launcher, experiment)
+    return {"wall": wall, "train": [float(r.data.tags.get("train_seconds", 0)) for r in runs], "runs": len(runs)}
+
+
+def with_args(base: list[str], *changes: str) -> list[str]:
+    """base with the keys of `changes` replaced (Hydra refuses a key given twice)."""
+    keys = {c.split("=", 1)[0] for c in changes}
+    return [a for a in base if a.split("=", 1)[0] not in keys] + list(changes)
+
+
+def whole_process(cmd: list[str], cwd: Path) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=harness_env(), cwd=cwd)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:4])} failed: {proc.stderr[-2000:]}")
+    return time.perf_counter() - t0
+
+
+RAW_PROCESS = """
+import sys, torch, torch.nn.functional as F
+from harness.tasks.mnist import MNIST
+epochs, data_dir = int(sys.argv[1]), sys.argv[2]
+data = MNIST(data_dir=data_dir, download=False).load()
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
+opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+g = torch.Generator().manual_seed(0)
+x, y = data.train.x, data.train.y
+for epoch in range(epochs):
+    for idx in torch.randperm(len(y), generator=g).split(128):
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        for s in (data.val, data.test):
+            out = model(s.x)
+            print(epoch, (out.argmax(1) == s.y).float().mean().item(), F.cross_entropy(out, s.y).item())
+"""
+
+
+def rows(row, work: Path, data_dir: str, device: str, quick: bool, reps: int, grid: bool) -> None:
+    """Adds the sweep rows through ``row(key, measure, value, baseline, ratio, target, met, note)``."""
+    small = ["epochs=1"] if quick else []
+
+    # 1: per-job overhead (the basic launcher: the cost every launcher's jobs pay)
+    ratios, walls, trains, starts = [], [], [], []
+    for _ in range(1 if quick else min(3, reps)):
+        one = sweep(work, "one", ["task=regression", "epochs=5", "seed=0"], "basic")
+        many = sweep(work, "twenty", with_args(REGRESSION_20, *small), "basic")
+        start = one["wall"] - sum(one["train"])
+        ratios.append(many["wall"] / (start + sum(many["train"])))
+        walls.append(many["wall"]), trains.append(sum(many["train"])), starts.append(start)
+    r = stats(ratios)
+    row("sweep_overhead", "per-job overhead: 20-job regression sweep wall / (start-up + sum of training s)", stats(walls), None,
+        r, "<= 1.5", r["median"] <= 1.5, f"wall {statistics.median(walls):.1f} s, start-up (a 1-job sweep's wall - its "
+        f"training) {statistics.median(starts):.1f} s, training {statistics.median(trains):.1f} s, so "
+        f"{(statistics.median(walls) - statistics.median(starts) - statistics.median(trains)) / 19:.2f} s a job beyond the "
+        "first; basic launcher")
+
+    # 2: the regression_outliers study, basic vs stacked
+    study = ["experiment=regression_outliers"] + (["smoke=on"] if quick else [])
+    ratios, notes = [], []
+    for _ in range(1 if quick else min(2, reps)):
+        basic = sweep(work, "outliers_basic", study, "basic")
+        stacked = sweep(work, "outliers_stacked", study, "stacked")
+        ratios.append(basic["wall"] / stacked["wall"])
+        notes.append((basic["wall"], stacked["wall"], stacked["runs"]))
+    r = stats(ratios)
+    b, s, n = notes[-1]
+    row("stacked_study", "regression_outliers study: basic launcher wall / stacked launcher wall", None, None, r, ">= 5",
+        r["median"] >= 5, f"{n} runs{' (smoke=on)' if quick else ''}: basic {b:.1f} s, stacked {s:.1f} s (last repetition)")
+
+    # 3: an MNIST bundle of 12 configurations of the default MLP
+    mnist = with_args(MNIST_12, f"data_dir={data_dir}", f"device={device}", *(["task.n_train=2000", "epochs=1"] if quick else []))
+    basic = sweep(work, "mnist12_basic", mnist, "basic")
+    stacked = sweep(work, "mnist12_stacked", mnist, "stacked")
+    ratio = stats([basic["wall"] / stacked["wall"]])
+    gpu = device.startswith("cuda")
+    row("stacked_mnist", "MNIST, 12 configurations of the default MLP: one after another wall / one bundle wall", None, None,
+        ratio, ">= 10 (GPU)" if gpu else "modest on CPU", ratio["median"] >= 10 if gpu else None,
+        f"basic {basic['wall']:.1f} s, stacked {stacked['wall']:.1f} s, {'1 epoch on 2000 images' if quick else '2 epochs'}")
+
+    # 4: a whole 4-epoch MNIST process in a folder whose store exists, harness vs the raw loop
+    folder = work / "whole"
+    folder.mkdir(exist_ok=True)
+    epochs = 1 if quick else 4
+    harness = [sys.executable, "-m", "harness", "task=mnist", f"data_dir={data_dir}", f"epochs={epochs}", "progress=false",
+               f"device={device}", f"tracking.uri=sqlite:///{folder}/mlflow.db"]
+    raw = [sys.executable, "-c", RAW_PROCESS, str(epochs), data_dir]
+    whole_process(harness, folder)  # the store exists from here on
+    pairs = [(whole_process(harness, folder), whole_process(raw, folder)) for _ in range(1 if quick else min(3, reps))]
+    r = stats([h / w for h, w in pairs])
+    row("whole_process", f"whole process, {epochs}-epoch MNIST run, store exists: harness wall / raw loop wall", None, None, r,
+        "<= 1.25", r["median"] <= 1.25, f"harness {statistics.median(h for h, _ in pairs):.1f} s, raw loop "
+        f"{statistics.median(w for _, w in pairs):.1f} s")
+
+    # 5: the mnist_optimizers grid at a real budget (6 optimizers x 6 LRs x 3 seeds x 10 epochs = 108 runs)
+    if grid:
+        run = sweep(work, "grid", GRID + [f"data_dir={data_dir}", f"device={device}"], "stacked", "mnist_optimizers")
+        target = 60 if device.startswith("cuda") else 600
+        row("grid", f"mnist_optimizers grid, {run['runs']} runs x 10 epochs, stacked: wall (s)", None, None, stats([run["wall"]]),
+            f"<= {target} s", run["wall"] <= target, "")
