@@ -212,7 +212,7 @@ OPEN_STORE = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("n", [2, 16])
+@pytest.mark.parametrize("n", [16])  # two at once: test_two_single_runs_in_an_empty_folder_both_land
 def test_processes_that_open_a_fresh_store_at_once_all_land(tmp_path, n):
     script = tmp_path / "open_store.py"
     script.write_text(OPEN_STORE)
@@ -246,14 +246,14 @@ def hold_lock(db: Path, seconds: float, started: threading.Event) -> None:
 def test_a_store_locked_for_longer_than_lock_timeout_is_one_line(tmp_path):
     assert run_cli("epochs=1", cwd=tmp_path).returncode == 0  # the store exists
     started = threading.Event()
-    holder = threading.Thread(target=hold_lock, args=(tmp_path / "mlflow.db", 40, started), daemon=True)
+    holder = threading.Thread(target=hold_lock, args=(tmp_path / "mlflow.db", 15, started), daemon=True)
     holder.start()
     started.wait(10)
     t0 = time.monotonic()
     out = run_cli("epochs=1", "seed=1", "tracking.lock_timeout=3", cwd=tmp_path)
     took = time.monotonic() - t0
     holder.join()
-    assert out.returncode != 0 and took < 35
+    assert out.returncode != 0 and took < 15  # gave up while the lock was still held
     one_error_line(out.stderr, "locked", "lock_timeout")
     assert statuses(tmp_path, "imbalanced") == ["FINISHED"]  # nothing half-open left behind
 
@@ -321,6 +321,8 @@ def read_only(folder: Path, *cmd: str) -> subprocess.CompletedProcess:
             return subprocess.run(list(cmd), cwd=folder, capture_output=True, text=True, env=env_with(), timeout=180)
         finally:
             folder.chmod(0o755)
+    if subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode != 0:
+        pytest.skip("running as root where user namespaces are off: no way to make a folder read-only for root")
     script = f'mount --bind -o ro "{folder}" "{folder}" && cd "{folder}" && exec "$@"'
     return subprocess.run(["unshare", "-rm", "sh", "-c", script, "sh", *cmd], capture_output=True, text=True,
                           env=env_with(), timeout=180)
