@@ -44,26 +44,13 @@ def whole_process(cmd: list[str], cwd: Path) -> float:
 
 
 RAW_PROCESS = """
-import sys, torch, torch.nn.functional as F
+import sys, torch
+from harness.bench import raw_loop
+from harness.build import resolve_threads
 from harness.tasks.mnist import MNIST
-epochs, data_dir = int(sys.argv[1]), sys.argv[2]
-data = MNIST(data_dir=data_dir, download=False).load()
-torch.manual_seed(0)
-model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
-opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-g = torch.Generator().manual_seed(0)
-x, y = data.train.x, data.train.y
-for epoch in range(epochs):
-    for idx in torch.randperm(len(y), generator=g).split(128):
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        for s in (data.val, data.test):
-            out = model(s.x)
-            print(epoch, (out.argmax(1) == s.y).float().mean().item(), F.cross_entropy(out, s.y).item())
-"""
+device = torch.device(sys.argv[3])
+raw_loop(MNIST(data_dir=sys.argv[2], download=False).load().to(device), int(sys.argv[1]), 128, resolve_threads("auto"), device)
+"""  # the bench's own hand-written loop, as a whole process: imports, data, training, evaluation
 
 
 def rows(row, work: Path, data_dir: str, device: str, quick: bool, reps: int, grid: bool) -> None:
@@ -114,7 +101,7 @@ def rows(row, work: Path, data_dir: str, device: str, quick: bool, reps: int, gr
     epochs = 1 if quick else 4
     harness = [sys.executable, "-m", "harness", "task=mnist", f"data_dir={data_dir}", f"epochs={epochs}", "progress=false",
                f"device={device}", f"tracking.uri=sqlite:///{folder}/mlflow.db"]
-    raw = [sys.executable, "-c", RAW_PROCESS, str(epochs), data_dir]
+    raw = [sys.executable, "-c", RAW_PROCESS, str(epochs), data_dir, device]
     whole_process(harness, folder)  # the store exists from here on
     pairs = [(whole_process(harness, folder), whole_process(raw, folder)) for _ in range(1 if quick else min(3, reps))]
     r = stats([h / w for h, w in pairs])

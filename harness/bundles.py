@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from harness import HarnessError
 from harness.build import (batch_size_of, build_loss, build_optimizer, build_schedule, init_model, optimizer_factory,
                            resolve_threads, setup, task_key)
-from harness.run import RunRecord, Spec, admit, open_tracker, refuse, spec_from_hydra
+from harness.run import RunRecord, Spec, admit, open_tracker, refuse, skip, spec_from_hydra
 from harness.stacked import Member, stackable, train_stacked
 from harness.train import Result
 
@@ -129,9 +129,7 @@ def admit_all(entries: list[Entry]) -> list[Entry]:
             e.result = refuse(e.spec, err)
             continue
         if done:
-            print(f"skipped: run {done} in {e.spec.experiment!r} already finished this config (resume=false reruns it)", flush=True)
-            e.spec.journal("skipped", run_id=done)
-            e.result = Result("skipped", 0)
+            e.result = skip(e.spec, done)
             continue
         todo.append(e)
     return todo

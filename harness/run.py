@@ -216,6 +216,13 @@ def print_epoch(epoch: int, epochs: int, m: dict[str, float], primary: str) -> N
     print(f"epoch {epoch:>{len(str(epochs))}}/{epochs}  {parts}  lr {m['lr']:.3g}  {m['epoch_seconds']:.2f}s", flush=True)
 
 
+def skip(spec: Spec, done: str) -> Result:
+    """Resume: this config already has a FINISHED run in the experiment."""
+    print(f"skipped: run {done} in {spec.experiment!r} already finished this config (resume=false reruns it)", flush=True)
+    spec.journal("skipped", run_id=done)
+    return Result("skipped", 0)
+
+
 def refuse(spec: Spec, error: HarnessError) -> Result:
     """Bad input: one line; a single run exits 2, a sweep's job is recorded as failed and the sweep goes on."""
     if not spec.ctx:
@@ -232,9 +239,7 @@ def run(cfg: DictConfig) -> Result:
     try:
         tracker, done = admit(spec)
         if done:
-            print(f"skipped: run {done} in {spec.experiment!r} already finished this config (resume=false reruns it)", flush=True)
-            spec.journal("skipped", run_id=done)
-            return Result("skipped", 0)
+            return skip(spec, done)
         job = build(cfg, spec.names, spec.ctx)
         record = RunRecord(spec, tracker or open_tracker(spec))
         steps = -(-len(job.data.train) // job.batch_size)
