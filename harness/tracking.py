@@ -3,7 +3,8 @@
 All writes go through ``MlflowClient`` (no global "active run" state). One client and store per
 tracking URI per process (``open_store``), whatever the number of runs. Metrics are buffered and
 written with ``log_batch``: one call per epoch or per ``flush_seconds``, never one per step (a
-per-step ``log_metric`` cost 11 s per 1000 steps on sqlite here, one ``log_batch`` 0.14 s).
+per-step ``log_metric`` cost 11 s per 1000 steps on sqlite here, one ``log_batch`` 0.14 s). On a
+database store the metrics of a flush go in with one statement (``harness.sqlwrite``).
 
 The store is checked before it is used, so that every problem with it is one line
 (``HarnessError``): an unknown URI scheme, a server that does not answer, a sqlite file that is not
@@ -28,7 +29,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
-from harness import HarnessError
+from harness import HarnessError, sqlwrite
 
 PARAM_VALUE_LIMIT = 6000   # MLflow's cap on a param value
 PARAMS_PER_BATCH = 100     # MLflow's cap on params per log_batch
@@ -169,6 +170,20 @@ class Store:
         with creation_lock(uri):  # one process at a time creates or migrates the tables
             self.client = self.call(MlflowClient, tracking_uri=uri)  # (MLflow opens the store right here)
             self.call(self.client.search_experiments, max_results=1)
+        self.sql = sqlwrite.sql_store(self.client)  # a database store: metrics go in with one statement
+
+    def __reduce__(self):  # a worker process that receives it opens its own (a database engine does not travel)
+        return _open, (self.uri, self.lock_timeout)
+
+    def log(self, run_id: str, metrics: list, tags: dict[str, str]) -> None:
+        """Write metrics and tags to a run: one transaction on a database store, else log_batch calls."""
+        from mlflow.entities import RunTag
+
+        if self.sql is not None and self.call(sqlwrite.write, self.sql, run_id, metrics, tags):
+            return
+        extra = [RunTag(k, str(v)) for k, v in tags.items()]
+        for i in range(0, max(1, len(metrics)), METRICS_PER_BATCH):
+            self.call(self.client.log_batch, run_id, metrics=metrics[i:i + METRICS_PER_BATCH], tags=extra if i == 0 else [])
 
     def call(self, fn: Callable, *args, **kwargs):
         """fn(*args), waiting out a store locked by another writer for up to lock_timeout seconds;
@@ -232,7 +247,6 @@ def check_artifact_location(location: str, experiment: str) -> None:
                            "run from a writable folder or choose another tracking.experiment")
 
 
-@functools.lru_cache(maxsize=None)
 @functools.lru_cache(maxsize=8)
 def _open(uri: str, lock_timeout: float) -> Store:
     from mlflow.exceptions import MlflowException
@@ -342,14 +356,11 @@ class MlflowTracker:
     def flush(self, during_training: bool = False, tags: dict[str, str] | None = None, metrics: bool = True) -> None:
         """Write the buffered metrics, a heartbeat and `tags`. Mid-training, a locked store keeps the
         metrics for the next flush."""
-        from mlflow.entities import RunTag
-
-        extra = [RunTag("heartbeat", f"{time.time():.0f}")] + [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+        extra = {"heartbeat": f"{time.time():.0f}", **{k: str(v) for k, v in (tags or {}).items()}}
         try:
-            while self.buffer and metrics or extra:
-                chunk = self.buffer[:METRICS_PER_BATCH] if metrics else []
-                self.store.call(self.client.log_batch, self.run_id, metrics=chunk, tags=extra)
-                self.buffer, extra = self.buffer[len(chunk):], []
+            self.store.log(self.run_id, self.buffer if metrics else [], extra)
+            if metrics:
+                self.buffer = []
         except HarnessError as e:
             if not during_training:
                 raise

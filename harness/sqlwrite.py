@@ -1,0 +1,72 @@
+"""Metrics written straight into an MLflow SQL store, many rows per statement.
+
+``MlflowClient.log_batch`` builds one ORM object per metric row: on the regression study (45 runs,
+31,000 rows) that was 5.4 s of a 24 s sweep. For the stores MLflow keeps in a database (sqlite,
+PostgreSQL, MySQL, SQL Server) this module inserts the same rows with one executemany through
+MLflow's own table definitions and keeps ``latest_metrics`` as MLflow does (the newest by step,
+timestamp, value), all in one transaction with the run's tags. Anything else (an MLflow server,
+a schema this module does not recognise, a duplicate row) goes through ``log_batch`` as before.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+def sql_store(client) -> Any | None:
+    """The client's SqlAlchemyStore when it has one whose tables this module knows, else None."""
+    try:
+        from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlTag
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+    except ImportError:
+        return None
+    store = getattr(getattr(client, "_tracking_client", None), "store", None)
+    if not isinstance(store, SqlAlchemyStore):
+        return None
+    wanted = {"key", "value", "timestamp", "step", "is_nan", "run_uuid"}
+    tables = (SqlMetric.__table__, SqlLatestMetric.__table__)
+    if not all(wanted <= set(t.columns.keys()) for t in tables) or not {"key", "value", "run_uuid"} <= set(SqlTag.__table__.columns.keys()):
+        return None
+    return store
+
+
+def write(store, run_id: str, metrics: list, tags: dict[str, str]) -> bool:
+    """Insert ``metrics`` (mlflow.entities.Metric) and set ``tags`` on one run, in one transaction.
+    False, with nothing written, when a row is already there (the caller then uses log_batch, which
+    drops duplicates); MLflow's other errors (a locked database among them) are raised."""
+    import sqlalchemy as sa
+    from mlflow.exceptions import MlflowException
+
+    rows, newest = [], {}
+    for m in metrics:
+        is_nan, value = store.sanitize_metric_value(m.value)
+        row = {"key": m.key, "value": value, "timestamp": m.timestamp, "step": m.step, "is_nan": is_nan, "run_uuid": run_id}
+        rows.append(row)
+        old = newest.get(m.key)
+        if old is None or (row["step"], row["timestamp"], row["value"]) > (old["step"], old["timestamp"], old["value"]):
+            newest[m.key] = row
+    try:
+        with store.ManagedSessionMaker(read_only=False) as session:
+            insert(session, run_id, rows, newest, tags)
+    except MlflowException as e:
+        if isinstance(e.__cause__, sa.exc.IntegrityError):
+            return False
+        raise
+    return True
+
+
+def insert(session, run_id: str, rows: list[dict], newest: dict[str, dict], tags: dict[str, str]) -> None:
+    import sqlalchemy as sa
+    from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlTag
+
+    if rows:
+        session.execute(sa.insert(SqlMetric.__table__), rows)
+        known = {r.key: r for r in session.query(SqlLatestMetric).filter(
+            SqlLatestMetric.run_uuid == run_id, SqlLatestMetric.key.in_(list(newest)))}
+        for key, row in newest.items():
+            old = known.get(key)
+            if old is None:
+                session.add(SqlLatestMetric(**row))
+            elif (row["step"], row["timestamp"], row["value"]) > (old.step, old.timestamp, old.value):
+                old.value, old.step, old.timestamp, old.is_nan = row["value"], row["step"], row["timestamp"], row["is_nan"]
+    for key, value in tags.items():
+        session.merge(SqlTag(key=key, value=value, run_uuid=run_id))
