@@ -30,7 +30,7 @@ TARGET_KINDS = ("index", "onehot", "real")
 LR_SCALINGS = ("none", "linear", "sqrt")
 SEED_LIMIT = 2 ** 32  # torch's CPU generator (mt19937) keeps 32 bits of a seed: 2**32 + 1 would alias 1
 TOP_LEVEL = {"task", "loss", "optimizer", "schedule", "epochs", "batch_size", "lr_scaling", "lr_reference_batch", "seed",
-             "device", "threads", "data_dir", "eval_batch_size", "progress", "resume", "tracking"}
+             "device", "threads", "data_dir", "eval_batch_size", "progress", "resume", "tracking", "study"}
 TRACKING_KEYS = {"enabled", "uri", "experiment", "experiment_suffix", "flush_seconds", "lock_timeout"}
 
 
@@ -121,6 +121,7 @@ def check_run_knobs(cfg: DictConfig) -> None:
         check_rule(name, cfg[name], BOOL)
     if not isinstance(cfg.data_dir, str) or not cfg.data_dir:
         raise HarnessError(f"data_dir must be a folder path, got {_show(cfg.data_dir)}")
+    check_study(cfg)
     t = cfg.tracking
     unknown = sorted(set(t) - TRACKING_KEYS)
     if unknown:
@@ -132,6 +133,31 @@ def check_run_knobs(cfg: DictConfig) -> None:
         raise HarnessError(f"tracking.uri must be a database URI (sqlite:///mlflow.db) or a server URL, got {_show(t.uri)}")
     if t.experiment is not None and (not isinstance(t.experiment, str) or not t.experiment.strip()):
         raise HarnessError(f"tracking.experiment must be null or a non-empty name, got {_show(t.experiment)}")
+
+
+def check_study(cfg: DictConfig) -> None:
+    """study.compare and study.tune: lists of config groups or keys under the config's sections."""
+    study = cfg.get("study")
+    if study is None:
+        return
+    unknown = sorted(set(study) - {"compare", "tune"})
+    if unknown:
+        raise HarnessError(f"unknown key study.{unknown[0]}; study's keys are compare and tune")
+    sections = sorted(TOP_LEVEL - {"study", "tracking", "seed", "data_dir", "device", "threads", "progress", "resume"})
+    for part in ("compare", "tune"):
+        names = study[part]
+        if names is None:
+            continue
+        if isinstance(names, str) or not all(isinstance(n, str) and n for n in names):
+            raise HarnessError(f"study.{part} must be a list of config groups or keys, e.g. [optimizer] or [optimizer.lr], "
+                               f"got {_show(names)}")
+        for name in names:
+            if name.split(".")[0] not in sections:
+                raise HarnessError(f"study.{part} names {name!r}, which is not a config group or key; "
+                                   f"allowed: {', '.join(sections)} and their keys (optimizer.lr, task.model, ...)")
+    both = set(study.compare or []) & set(study.tune or [])
+    if both:
+        raise HarnessError(f"study names {sorted(both)[0]!r} both in compare and in tune; a knob is either the method or tuned per method")
 
 
 def check_finite(tree, path: str = "") -> None:

@@ -27,7 +27,7 @@ from harness.sweep import DIED, experiment_name, job_context, record_job
 from harness.tracking import MlflowTracker, NullTracker, flatten, open_store, process_alive
 from harness.train import Result, train
 
-NOT_IN_HASH = ("tracking", "threads", "data_dir", "progress", "eval_batch_size", "resume")  # knobs that do not change results
+NOT_IN_HASH = ("tracking", "threads", "data_dir", "progress", "eval_batch_size", "resume", "study")  # knobs that do not change results
 NOT_IN_RUN_NAME = ("tracking.", "progress", "hydra", "experiment=", "smoke=", "resume", "data_dir", "threads")
 LR_POINTS_PER_RUN = 100  # per-step LR is logged as `lr_step`, thinned to at most about this many points per run
 KILLED: list[str] = []   # ids of the runs this process closed as KILLED (for the stop message)

@@ -68,6 +68,13 @@ def experiment_name(cfg: DictConfig, task_choice: str, task_is_swept: bool = Fal
     return f"{name}{cfg.tracking.get('experiment_suffix') or ''}"
 
 
+def study_tags(config: DictConfig) -> dict[str, str]:
+    """The study's declaration (what it compares, what it tunes per method) for the parent run, where the report reads it."""
+    study = config.get("study") or {}
+    compare, tune = list(study.get("compare") or []), list(study.get("tune") or [])
+    return {"harness.compare": json.dumps(compare), "harness.tune": json.dumps(tune)} if compare else {}
+
+
 def read_sweep(directory: Path) -> dict[str, Any] | None:
     path = directory / SWEEP_FILE
     try:
@@ -243,7 +250,8 @@ class SweepCallback(Callback):
             with signals.deferred():
                 run = self.store.call(self.store.client.create_run, experiment_id, run_name=f"sweep {sweep_id}", tags={
                     "harness.role": "sweep", "sweep_id": sweep_id, "overrides": " ".join(overrides)[:5000],
-                    "launcher": str(hc.launcher._target_).rsplit(".", 1)[-1], "outcome": "running", "process": process_tag()})
+                    "launcher": str(hc.launcher._target_).rsplit(".", 1)[-1], "outcome": "running", "process": process_tag(),
+                    **study_tags(config)})
                 self.parent_run_id = self.info["parent_run_id"] = run.info.run_id
                 write_atomic(directory / SWEEP_FILE, self.info)
         ACTIVE = self

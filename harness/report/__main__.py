@@ -13,16 +13,21 @@ import numpy as np
 
 from harness.report import ReportError
 from harness.report import figures as fig
-from harness.report.aggregate import DEFAULT_TARGETS, config_name, performance_profile, rank
-from harness.report.load import client_for, factors, histories, label, load_runs
-from harness.report.render import findings, header, html_page, markdown, table_for_display
+from harness.report import protocol, stats
+from harness.report.aggregate import DEFAULT_TARGETS, config_name, methods, performance_profile, rank
+from harness.report.load import client_for, declaration, factors, histories, label, load_runs
+from harness.report.render import findings, flat_sections, header, html_page, markdown, tuned_findings, tuned_sections
 
+MAX_FOREST = 25     # a forest plot shows the best 25 rows of a problem
+TOLERANCE = 0.02    # a grid setting within 2% of the method's best validation score is in its good region
 REPORTS = Path(__file__).resolve().parent.parent.parent / "reports"
 
 
-def build_report(experiment: str, uri: str, out: Path, targets: dict[str, float], log_to_parent: bool = True) -> Path:
+def build_report(experiment: str, uri: str, out: Path, targets: dict[str, float], log_to_parent: bool = True,
+                 tolerance: float = TOLERANCE) -> Path:
     client = client_for(uri)
     runs, experiment_id = load_runs(client, experiment)
+    decl = declaration(client, experiment_id)
     config_cols = factors(runs)
     keys = sorted({"train/loss", "epoch_seconds", *runs["primary_metric"].dropna(),
                    *("val/" + m.split("/", 1)[-1] for m in runs["primary_metric"].dropna())}
@@ -33,11 +38,35 @@ def build_report(experiment: str, uri: str, out: Path, targets: dict[str, float]
     for old in out.glob("*.png"):
         old.unlink()
 
+    if decl is None:  # a plain sweep: every configuration is a method of its own, nothing is tuned
+        compared = [label(c) for c in methods(config_cols)]
+        selected = protocol.select(protocol.settings_table(runs, config_cols, protocol.Declaration(compared))[0], tolerance) if compared else None
+    else:
+        selected = protocol.select(protocol.settings_table(runs, config_cols, decl)[0], tolerance)
+
     made: list[tuple[str, str]] = []
     for problem in sorted(table["problem"].unique()):
-        if table[table.problem == problem]["n"].sum() > 0:
-            path = out / f"{re.sub(r'[^A-Za-z0-9.]+', '_', problem.replace('task.', ''))}_curves.png"
-            made.append((f"{problem}: learning curves", fig.learning_curves(runs, hist, table, config_cols, problem, path)))
+        if table[table.problem == problem]["n"].sum() == 0:
+            continue
+        stem = re.sub(r"[^A-Za-z0-9.]+", "_", problem.replace("task.", ""))
+        part = selected[selected.problem == problem] if selected is not None else None
+        if part is not None and len(part) > 1:
+            rows = part.head(MAX_FOREST).assign(name=part["method"] + ("" if decl is None else " (" + part["setting"] + ")"),
+                                                mean=part["test_mean"], low=part["ci95_low"], high=part["ci95_high"],
+                                                winner=part["rank"] == 1)
+            note = (f"shaded: not distinguishable from the best (Holm-corrected tests, alpha 0.05)"
+                    + (f"; best {MAX_FOREST} of {len(part)} shown" if len(part) > MAX_FOREST else ""))
+            made.append((f"{problem}: forest plot", fig.forest(rows, part["metric"].iloc[0], problem, out / f"{stem}_forest.png", note)))
+        if decl is not None and part is not None and len(part):
+            groups = {f"{r['method']} ({r['setting']})": r["run_ids"] for _, r in part.head(fig.MAX_CURVES).iterrows() if r["n"]}
+            made.append((f"{problem}: learning curves of the tuned methods",
+                         fig.curves(hist, groups, part["metric"].iloc[0], problem, "each method at its selected setting", out / f"{stem}_curves.png")))
+            if part["grid"].max() > 1:
+                lines = {r["method"]: stats.expected_best(r["grid_val"], r["mode"]) for _, r in part.iterrows() if r["n"]}
+                made.append((f"{problem}: expected best validation score vs tuning budget",
+                             fig.expected_best(lines, "val/" + part["metric"].iloc[0].split("/", 1)[-1], problem, out / f"{stem}_tuning_budget.png")))
+        else:
+            made.append((f"{problem}: learning curves", fig.learning_curves(runs, hist, table, config_cols, problem, out / f"{stem}_curves.png")))
     for task in sorted(table["task"].unique()):
         if table[table.task == task]["n"].sum() == 0:
             continue
@@ -50,17 +79,37 @@ def build_report(experiment: str, uri: str, out: Path, targets: dict[str, float]
             made.append((f"{task}: batch size", fig.batch_size_effect(runs, config_cols, task, out / f"{task}_batch_size.png")))
         if "schedule" in config_cols:
             made.append((f"{task}: LR schedules", fig.lr_schedules(runs, hist, task, out / f"{task}_lr_schedules.png")))
-    if table["problem"].nunique() > 1:
-        profile = performance_profile(table, config_cols, np.linspace(1.0, 2.0, 101))
-        made.append(("performance profiles", fig.performance_profiles(profile, out / "performance_profiles.png")))
 
     head = header(experiment, runs, table, time.strftime("%Y-%m-%d %H:%M"))
-    notes = findings(table, runs, config_cols)
-    shown = {problem: table_for_display(part, config_cols) for problem, part in table.groupby("problem", sort=True)}
+    if decl is not None:
+        ranks, cd, cd_text = protocol.mean_ranks(selected)
+        head["protocol"] = (f"{decl.text()}; selected on the validation metric, test metric reported; "
+                            f"declared by sweep run {decl.run_id}")
+        notes = tuned_findings(selected) + findings(table, runs, config_cols)[table["problem"].nunique():]
+        sections = tuned_sections(selected, decl, tolerance)
+        if len(ranks):
+            notes.append(f"Across {selected['problem'].nunique()} problems, mean rank (1 is best): "
+                         + ", ".join(f"{m} {r:.2f}" for m, r in ranks["mean rank"].items()) + f". {cd_text}.")
+            if cd is not None:
+                made.append(("critical-difference diagram", fig.critical_difference(cd, out / "critical_difference.png")))
+            tuned = selected.assign(**{"param:method": selected["method"]})
+            profile = performance_profile(tuned.rename(columns={"test_mean": "mean"}), ["param:method"], np.linspace(1.0, 2.0, 101))
+            made.append(("performance profiles of the tuned methods", fig.performance_profiles(profile, out / "performance_profiles.png")))
+        selected.drop(columns=["test_by_seed", "run_ids", "grid_val"]).to_csv(out / "tuned.csv", index=False)
+    else:
+        head["protocol"] = "none declared (study.compare): a flat ranking of every configuration by its test metric"
+        notes = findings(table, runs, config_cols)
+        if selected is not None:
+            notes += [f"**{p}**: " + "; ".join(r["verdict"] for _, r in part.iloc[1:4].iterrows()) + "."
+                      for p, part in selected.groupby("problem", sort=True) if len(part) > 1]
+        sections = flat_sections(table, config_cols)
+        if table["problem"].nunique() > 1:
+            profile = performance_profile(table, config_cols, np.linspace(1.0, 2.0, 101))
+            made.append(("performance profiles", fig.performance_profiles(profile, out / "performance_profiles.png")))
     summary = table.assign(configuration=table.apply(lambda r: config_name(r, config_cols), axis=1))
     summary.to_csv(out / "summary.csv", index=False)
-    (out / "report.md").write_text(markdown(head, notes, shown, made))
-    (out / "report.html").write_text(html_page(head, notes, shown, made))
+    (out / "report.md").write_text(markdown(head, notes, sections, made))
+    (out / "report.html").write_text(html_page(head, notes, sections, made))
     if log_to_parent:
         parents = client.search_runs([experiment_id], "tags.`harness.role` = 'sweep'", order_by=["attributes.start_time DESC"], max_results=1)
         if parents:
@@ -105,6 +154,8 @@ def main(argv=None) -> int:
     p.add_argument("--target", action="append", default=[], metavar="TASK=VALUE",
                    help=f"time-to-target threshold of a task's primary metric (defaults: {DEFAULT_TARGETS})")
     p.add_argument("--gallery", action="store_true", help="plot the loss functions and their gradients instead")
+    p.add_argument("--tolerance", type=float, default=TOLERANCE,
+                   help=f"good region: grid settings within this fraction of a method's best validation score (default {TOLERANCE})")
     p.add_argument("--no-log", action="store_true", help="do not log the report to the sweep's parent run")
     args = p.parse_args(argv)
     try:
@@ -118,7 +169,7 @@ def main(argv=None) -> int:
             raise ReportError("name an MLflow experiment (python -m harness.report EXPERIMENT) or pass --gallery")
         check_store(args.tracking_uri)
         out = build_report(args.experiment, args.tracking_uri, Path(args.out or REPORTS / args.experiment),
-                           parse_targets(args.target), not args.no_log)
+                           parse_targets(args.target), not args.no_log, args.tolerance)
         print(f"wrote {out / 'report.md'}, {out / 'report.html'}, {out / 'summary.csv'} and {len(list(out.glob('*.png')))} figures")
         return 0
     except ReportError as e:

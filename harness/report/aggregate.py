@@ -1,4 +1,4 @@
-"""Runs -> one row per configuration: mean, std and 95% interval over seeds, best epoch,
+"""Runs -> one row per configuration: mean, std and 95% bootstrap interval over seeds, best epoch,
 time to a target (AlgoPerf-style), outcome counts; sorted best first."""
 from __future__ import annotations
 
@@ -8,16 +8,10 @@ import numpy as np
 import pandas as pd
 
 from harness.report.load import label
+from harness.report.stats import bootstrap_ci
 
 # time-to-target defaults per task (the primary metric's value to reach); --target overrides
 DEFAULT_TARGETS = {"mnist": 0.97, "imbalanced": 0.75, "regression": 0.25}
-
-
-def t_quantile(n: int) -> float:
-    """Two-sided 95% Student-t quantile for n samples (n - 1 degrees of freedom)."""
-    from scipy.stats import t
-
-    return float(t.ppf(0.975, n - 1)) if n > 1 else math.nan
 
 
 def reached(value: float, target: float, mode: str) -> bool:
@@ -64,10 +58,10 @@ def rank(runs: pd.DataFrame, hist: pd.DataFrame, config_cols: list[str], targets
         n = len(values)
         mean = values.mean() if n else math.nan
         std = values.std(ddof=1) if n > 1 else math.nan
-        half = t_quantile(n) * std / math.sqrt(n) if n > 1 else math.nan
+        low, high = bootstrap_ci(values.to_numpy())
         row = dict(zip(keys, key))
         row["problem"] = ", ".join([str(task)] + [f"{label(c)}={row[c]}" for c in conditions(config_cols)])
-        row.update({"metric": metric, "mode": mode, "mean": mean, "std": std, "ci95_low": mean - half, "ci95_high": mean + half,
+        row.update({"metric": metric, "mode": mode, "mean": mean, "std": std, "ci95_low": low, "ci95_high": high,
                     "n": n, "runs": len(group), "diverged": int((group.outcome == "diverged").sum()),
                     "failed": int(group.outcome.isin(["failed", "killed"]).sum()), "running": int((group.outcome == "running").sum())})
         # best epoch: where the seed-mean of the validation version of the primary metric is best

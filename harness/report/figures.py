@@ -32,21 +32,27 @@ def pretty(metric: str) -> str:
 
 
 def learning_curves(runs: pd.DataFrame, hist: pd.DataFrame, table: pd.DataFrame, config_cols: list[str], problem: str, path) -> str:
-    """Train loss and the primary metric per epoch: seed mean with a +-1 std band (DeepOBS-style)."""
+    """The flat ranking's best configurations of a problem: train loss and the primary metric per epoch."""
     from harness.report.aggregate import config_name
 
     part = table[table.problem == problem].head(MAX_CURVES)
     metric, task = part["metric"].iloc[0], part["task"].iloc[0]
     raw_cols = [c for c in config_cols if c != "task"]
-    fig, axes = plt().subplots(1, 2, figsize=(12, 4.5))
+    groups = {}
     for _, row in part.iterrows():
         mask = pd.Series(True, index=runs.index)
         for raw in raw_cols:
             mask &= runs[raw].astype(str) == str(row[label(raw)])
-        ids = runs[mask & (runs.task == task) & runs.outcome.isin(["finished", "diverged"])]["run_id"]
-        name = config_name(row, config_cols)
+        groups[config_name(row, config_cols)] = runs[mask & (runs.task == task) & runs.outcome.isin(["finished", "diverged"])]["run_id"]
+    return curves(hist, groups, metric, problem, f"best {len(part)} of {len(table[table.problem == problem])} configurations", path)
+
+
+def curves(hist: pd.DataFrame, groups: dict, metric: str, problem: str, legend_title: str, path) -> str:
+    """Train loss and ``metric`` per epoch for each named group of runs: seed mean with a +-1 std band (DeepOBS-style)."""
+    fig, axes = plt().subplots(1, 2, figsize=(12, 4.5))
+    for name, ids in groups.items():
         for ax, key in zip(axes, ["train/loss", metric]):
-            wide = hist[hist.run_id.isin(ids) & (hist.key == key)].pivot_table(index="step", columns="run_id", values="value")
+            wide = hist[hist.run_id.isin(list(ids)) & (hist.key == key)].pivot_table(index="step", columns="run_id", values="value")
             if wide.empty:
                 continue
             mean, std = wide.mean(axis=1), wide.std(axis=1).fillna(0)
@@ -60,8 +66,52 @@ def learning_curves(runs: pd.DataFrame, hist: pd.DataFrame, table: pd.DataFrame,
     if (hist[hist.key == "train/loss"]["value"] > 0).all():
         axes[0].set_yscale("log")
     axes[1].set(title=f"{pretty(metric)} (mean +- std over seeds)", xlabel="epoch", ylabel=pretty(metric))
-    shown = f"best {len(part)} of {len(table[table.problem == problem])} configurations"
-    axes[1].legend(fontsize=7, title=shown, title_fontsize=7)
+    axes[1].legend(fontsize=7, title=legend_title, title_fontsize=7)
+    return save(fig, path)
+
+
+def forest(rows: pd.DataFrame, metric: str, problem: str, path, note: str = "") -> str:
+    """Each method's score with its 95% interval, best on top; the winner marked, the methods the
+    tests cannot tell from it shaded (rows: name, mean, low, high, winner, distinct)."""
+    rows = rows.reset_index(drop=True)
+    fig, ax = plt().subplots(figsize=(8, 0.9 + 0.38 * len(rows)))
+    ys = list(range(len(rows)))[::-1]
+    for y, (_, r) in zip(ys, rows.iterrows()):
+        tie = not r["winner"] and not r["distinct"]
+        if tie:
+            ax.axhspan(y - 0.45, y + 0.45, color="#f2c14e", alpha=0.25, lw=0)
+        color = "#c0392b" if r["winner"] else ("#555555" if r["distinct"] else "#b7791f")
+        if pd.notna(r["low"]):
+            ax.plot([r["low"], r["high"]], [y, y], color=color, lw=2)
+        ax.plot([r["mean"]], [y], marker="D" if r["winner"] else "o", color=color, ms=7 if r["winner"] else 5)
+    ax.set_yticks(ys, [("* " if r["winner"] else "") + str(r["name"]) for _, r in rows.iterrows()], fontsize=8)
+    ax.set(title=f"{problem}: {pretty(metric)}, mean and 95% bootstrap interval over seeds")
+    ax.set_xlabel(pretty(metric) + (f"\n{note}" if note else ""), fontsize=8)
+    ax.title.set_fontsize(9)
+    return save(fig, path)
+
+
+def expected_best(lines: dict, metric: str, problem: str, path) -> str:
+    """Expected best validation score after k tuning trials, one line per method (Dodge et al., 2019)."""
+    fig, ax = plt().subplots(figsize=(8, 4.5))
+    for name, values in lines.items():
+        ax.plot(range(1, len(values) + 1), values, marker="o", ms=3, label=name)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(title=f"{problem}: expected best {pretty(metric)} after k tuning trials", xlabel="k (settings tried, drawn from the grid)",
+           ylabel=f"expected best {pretty(metric)}")
+    ax.legend(fontsize=7)
+    return save(fig, path)
+
+
+def critical_difference(result, path) -> str:
+    """autorank's critical-difference diagram (Friedman test, Nemenyi post-hoc)."""
+    from autorank import plot_stats
+
+    pyplot = plt()
+    ax = plot_stats(result, allow_insignificant=True)
+    fig = ax.get_figure() if hasattr(ax, "get_figure") else pyplot.gcf()
     return save(fig, path)
 
 

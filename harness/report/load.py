@@ -9,7 +9,7 @@ from harness.report import ReportError
 
 # params that never distinguish one configuration from another
 NOT_FACTORS = ("seed", "data_dir", "threads", "progress", "resume", "eval_batch_size", "device")
-NOT_FACTOR_PREFIXES = ("tracking.", "task.data_dir", "task.download", "loss.targets")
+NOT_FACTOR_PREFIXES = ("tracking.", "task.data_dir", "task.download", "loss.targets", "study.")
 GROUPS = ("task", "loss", "optimizer", "schedule")
 
 
@@ -64,6 +64,19 @@ def load_runs(client, experiment: str) -> tuple[pd.DataFrame, str]:
     if not rows:
         raise ReportError(f"experiment {experiment!r} has no runs yet")
     return pd.DataFrame(rows), exp.experiment_id
+
+
+def declaration(client, experiment_id: str):
+    """The newest study declaration among the experiment's sweep parent runs (None: a plain sweep)."""
+    from harness.report.protocol import Declaration
+
+    parents = client.search_runs([experiment_id], "tags.`harness.role` = 'sweep'", order_by=["attributes.start_time DESC"],
+                                 max_results=200)
+    for parent in parents:
+        found = Declaration.from_tags(parent.data.tags, parent.info.run_id)
+        if found is not None:
+            return found
+    return None
 
 
 def _float(v):

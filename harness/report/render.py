@@ -19,8 +19,8 @@ def fmt(v, digits: int = 4) -> str:
 
 
 def findings(table: pd.DataFrame, runs: pd.DataFrame, config_cols: list[str]) -> list[str]:
-    """Plain sentences derived from the ranking: winner and margin, whether the margin exceeds the
-    seed spread, what diverged, failed or is still running."""
+    """Plain sentences derived from the ranking: winner, runner-up and worst; what diverged, failed or
+    is still running. (Whether two configurations differ is the verdicts' job: a test, not a std.)"""
     name = lambda r: config_name(r, config_cols)  # noqa: E731
     out = []
     for task, part in table.groupby("problem", sort=True):
@@ -34,17 +34,7 @@ def findings(table: pd.DataFrame, runs: pd.DataFrame, config_cols: list[str]) ->
         text += f" +- {fmt(best['std'])} over {best['n']} seeds" if best["n"] > 1 else " from a single seed (no spread to compare with)"
         if len(part) > 1:
             second = part.iloc[1]
-            gap = abs(best["mean"] - second["mean"])
-            text += f"; runner-up {name(second)} at {fmt(second['mean'])} ({better} is better, gap {fmt(gap)})"
-            spread = max(best["std"], second["std"]) if best["n"] > 1 and second["n"] > 1 else math.nan
-            if math.isnan(spread):
-                text += ". With one seed the gap cannot be weighed against seed noise"
-            elif gap > 2 * spread:
-                text += f", more than twice the larger seed std ({fmt(spread)}): the order of the top two is clear"
-            elif gap > spread:
-                text += f", larger than the seed std ({fmt(spread)}) but less than twice it: suggestive, not settled"
-            else:
-                text += f", within the seed std ({fmt(spread)}): these seeds do not separate the top two"
+            text += f"; runner-up {name(second)} at {fmt(second['mean'])} ({better} is better)"
             worst = part.iloc[-1]
             text += f". Worst: {name(worst)} at {fmt(worst['mean'])}"
         out.append(text + ".")
@@ -62,6 +52,44 @@ def findings(table: pd.DataFrame, runs: pd.DataFrame, config_cols: list[str]) ->
         k = int((runs.outcome == outcome).sum())
         if k:
             out.append(f"{k} run(s) {what}.")
+    return out
+
+
+def tuned_sections(selected: pd.DataFrame, decl, tolerance: float) -> dict[str, tuple[str, pd.DataFrame]]:
+    """One table per problem: each method's selected setting, its validation and test scores, the verdict."""
+    caption = (f"The study {decl.text()}. Each method's setting is selected by the mean over seeds of the validation metric "
+               f"(never the test metric); the test metric of that setting is reported over its seeds, with a 95% percentile "
+               f"bootstrap interval. Verdicts compare each method with the best (paired by seed when the seeds pair), Holm-corrected. "
+               f"Good region: the share of the method's grid whose validation score is within {tolerance:.0%} of its best.")
+    out = {}
+    for problem, part in selected.groupby("problem", sort=True):
+        show = pd.DataFrame({
+            "rank": part["rank"], "method": part["method"], "selected": part["setting"],
+            "val (selection)": part["val_mean"].map(fmt),
+            f"{part['metric'].iloc[0]} mean": part["test_mean"].map(fmt),
+            "95% CI": [f"[{fmt(lo)}, {fmt(hi)}]" if not math.isnan(lo) else "n/a" for lo, hi in zip(part["ci95_low"], part["ci95_high"])],
+            "n": part["n"], "grid": part["grid"],
+            "good region": [f"{g:.0%}" if isinstance(g, float) and not math.isnan(g) else "n/a" for g in part.get("good_share", [math.nan] * len(part))],
+            "at grid edge": part.get("at_edge", "").fillna(""), "verdict vs best": part["verdict"]})
+        out[f"Tuned comparison: {problem}"] = (caption, show)
+    return out
+
+
+def tuned_findings(selected: pd.DataFrame) -> list[str]:
+    out = []
+    for problem, part in selected.groupby("problem", sort=True):
+        top = part.iloc[0]
+        if not top["n"]:
+            out.append(f"**{problem}**: no method finished.")
+            continue
+        text = (f"**{problem}**: best is {top['method']} ({top['setting']}, selected on validation) with {top['metric']} "
+                f"{fmt(top['test_mean'])} [{fmt(top['ci95_low'])}, {fmt(top['ci95_high'])}] over {top['n']} seeds")
+        rest = [r["verdict"] for _, r in part.iloc[1:].iterrows()]
+        out.append(text + (". Against it: " + "; ".join(rest) if rest else "") + ".")
+        edges = [f"{r['method']} ({r['at_edge']})" for _, r in part.iterrows() if r.get("at_edge")]
+        if edges:
+            out.append(f"**{problem}**: the selected value lies at the edge of the grid for {', '.join(edges)}: "
+                       "the best may lie outside it; widen the grid.")
     return out
 
 
@@ -93,13 +121,21 @@ def table_for_display(table: pd.DataFrame, config_cols: list[str]) -> pd.DataFra
     return show
 
 
-def markdown(head: dict, notes: list[str], tables: dict[str, pd.DataFrame], figures: list[tuple[str, str]]) -> str:
+FLAT = ("`*` marks the winner; mean and std over seeds of finished runs, 95% percentile bootstrap interval. "
+        "No study declaration (study.compare): this ranks every configuration by its test metric, so picking the top row "
+        "is selection on the test set; declare what is compared and tuned for a tuned comparison.")
+
+
+def flat_sections(table: pd.DataFrame, config_cols: list[str]) -> dict[str, tuple[str, pd.DataFrame]]:
+    return {f"Flat ranking: {problem}": (FLAT, table_for_display(part, config_cols)) for problem, part in table.groupby("problem", sort=True)}
+
+
+def markdown(head: dict, notes: list[str], tables: dict[str, tuple[str, pd.DataFrame]], figures: list[tuple[str, str]]) -> str:
     lines = [f"# Report: {head['experiment']}", ""]
     lines += [f"- **{k}**: {v}" for k, v in head.items() if k != "experiment"] + ["", "## Findings", ""]
     lines += [f"- {n}" for n in notes] + [""]
-    for task, t in tables.items():
-        lines += [f"## Ranking: {task}", "", "`*` marks the winner; mean, std and the 95% interval are over seeds of finished runs.", "",
-                  t.drop(columns=["task"]).to_markdown(index=False), ""]
+    for title, (caption, t) in tables.items():
+        lines += [f"## {title}", "", caption, "", t.drop(columns=["task"], errors="ignore").to_markdown(index=False), ""]
     if figures:
         lines += ["## Figures", ""]
         for title, path in figures:
@@ -120,8 +156,8 @@ def html_page(head: dict, notes: list[str], tables: dict[str, pd.DataFrame], fig
              f"<h1>Report: {html.escape(head['experiment'])}</h1><ul>"]
     parts += [f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in head.items() if k != "experiment"]
     parts += ["</ul><h2>Findings</h2><ul>"] + [f"<li>{inline(n)}</li>" for n in notes] + ["</ul>"]
-    for task, t in tables.items():
-        parts += [f"<h2>Ranking: {html.escape(task)}</h2>", t.drop(columns=["task"]).to_html(index=False, border=0)]
+    for title, (caption, t) in tables.items():
+        parts += [f"<h2>{html.escape(title)}</h2><p>{inline(caption)}</p>", t.drop(columns=["task"], errors="ignore").to_html(index=False, border=0)]
     for title, path in figures:
         data = base64.b64encode(Path(path).read_bytes()).decode()
         parts += [f"<h3>{html.escape(title)}</h3><img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>"]

@@ -1,0 +1,207 @@
+"""The tuned comparison of a declared study (DeepOBS / AlgoPerf protocol).
+
+A study declares what it compares (``study.compare``: the methods, e.g. the optimizer) and what it
+tunes per method (``study.tune``: e.g. ``optimizer.lr``); the sweep writes the declaration on its
+parent run, where the report finds it. For each problem (the task and every other factor that
+varies) and each method:
+1. every setting of the tuned knobs is scored by the **validation** metric's mean over seeds (a
+   setting with a diverged or failed seed cannot be selected while a clean one exists);
+2. the best setting is selected on that, never on the test metric;
+3. the selected setting's **test** metric is reported over its seeds: mean, percentile bootstrap
+   95% interval, n, and the selected values;
+4. every method is compared with the best one: the difference with a bootstrap interval (paired by
+   seed when the seeds pair), a t-test p-value, Holm-corrected over the problem's comparisons, and
+   the seeds that 80% power would need to detect a difference of that size.
+Sensitivity (the share of a method's grid within ``tolerance`` of its best validation score) and
+the expected best validation score after k tuning trials come from the same settings table.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from harness.report import ReportError
+from harness.report import stats
+from harness.report.load import GROUPS, label
+
+
+@dataclass
+class Declaration:
+    compare: list[str]
+    tune: list[str] = field(default_factory=list)
+    run_id: str | None = None  # the sweep parent that declared it
+
+    @classmethod
+    def from_tags(cls, tags: dict[str, str], run_id: str | None = None) -> "Declaration | None":
+        compare = json.loads(tags.get("harness.compare") or "[]")
+        return cls(list(compare), list(json.loads(tags.get("harness.tune") or "[]")), run_id) if compare else None
+
+    def tags(self) -> dict[str, str]:
+        return {"harness.compare": json.dumps(self.compare), "harness.tune": json.dumps(self.tune)}
+
+    def text(self) -> str:
+        tuned = ", ".join(self.tune) if self.tune else "nothing (each method has one setting)"
+        return f"compares {', '.join(self.compare)}; tunes {tuned} per method"
+
+
+def column(runs: pd.DataFrame, name: str) -> str:
+    """The runs' column of a declared name: a config group (``optimizer``) or a key (``optimizer.lr``)."""
+    col = name if name in GROUPS else f"param:{name}"
+    if col not in runs.columns:
+        raise ReportError(f"the study declares {name!r}, which none of its runs has (groups: {', '.join(GROUPS)}; "
+                          f"keys: {', '.join(sorted(c[6:] for c in runs.columns if c.startswith('param:'))[:12])}, ...)")
+    return col
+
+
+def val_metric(metric: str) -> str:
+    return "val/" + metric.split("/", 1)[-1]
+
+
+def settings_table(runs: pd.DataFrame, config_cols: list[str], decl: Declaration) -> tuple[pd.DataFrame, list[str], list[str], list[str]]:
+    """One row per (problem, method, tuned setting): validation and test means over seeds, the
+    per-seed test and validation scores, eligibility. Returns (table, problem, method, tuned columns)."""
+    method_cols = [column(runs, c) for c in decl.compare]
+    tuned_cols = [column(runs, c) for c in decl.tune if column(runs, c) not in method_cols]
+    problem_cols = ["task"] + [c for c in config_cols if c not in method_cols + tuned_cols and c != "task"]
+    runs = runs.copy()
+    for c in problem_cols + method_cols + tuned_cols:
+        runs[c] = runs[c].astype(object).where(runs[c].notna(), "-")
+    rows = []
+    for key, group in runs.groupby(problem_cols + method_cols + tuned_cols, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        metric, mode = group["primary_metric"].iloc[0], group["primary_mode"].iloc[0]
+        finished = group[group.outcome == "finished"]
+        test = pd.to_numeric(finished.get(f"final:{metric}"), errors="coerce")
+        val = pd.to_numeric(finished.get(f"final:{val_metric(metric)}"), errors="coerce")
+        ok = test.notna() & val.notna()
+        seeds = finished["seed"].astype(str)
+        row = dict(zip(problem_cols + method_cols + tuned_cols, key))
+        row.update({"metric": metric, "val_metric": val_metric(metric), "mode": mode,
+                    "val_mean": float(val[ok].mean()) if ok.any() else math.nan,
+                    "test_mean": float(test[ok].mean()) if ok.any() else math.nan, "n": int(ok.sum()),
+                    "runs": len(group), "clean": bool(ok.sum() == len(group)),
+                    "test_by_seed": dict(zip(seeds[ok], test[ok].astype(float))),
+                    "val_by_seed": dict(zip(seeds[ok], val[ok].astype(float))),
+                    "run_ids": list(finished.loc[ok, "run_id"])})
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    table.insert(0, "problem", table.apply(lambda r: ", ".join([str(r["task"])] + [f"{label(c)}={r[c]}" for c in problem_cols[1:]]), axis=1))
+    table.insert(1, "method", table.apply(lambda r: ", ".join(f"{label(c)}={r[c]}" for c in method_cols), axis=1))
+    table["setting"] = table.apply(lambda r: ", ".join(f"{label(c)}={r[c]}" for c in tuned_cols) or "(fixed)", axis=1)
+    return table, problem_cols, method_cols, tuned_cols
+
+
+def better(mode: str):
+    return (lambda a, b: a > b) if mode == "max" else (lambda a, b: a < b)
+
+
+def select(settings: pd.DataFrame, tolerance: float) -> pd.DataFrame:
+    """One row per (problem, method): the setting with the best validation mean, its test scores,
+    the grid's sensitivity, then the verdict against the problem's best method."""
+    rows = []
+    for (problem, method), part in settings.groupby(["problem", "method"], sort=False):
+        mode = part["mode"].iloc[0]
+        scored = part[part["n"] > 0]
+        pool = scored[scored["clean"]] if scored["clean"].any() else scored
+        if pool.empty:
+            rows.append({"problem": problem, "method": method, "mode": mode, "metric": part["metric"].iloc[0], "n": 0,
+                         "grid": len(part), "setting": "(nothing finished)", "test_mean": math.nan, "val_mean": math.nan})
+            continue
+        best = pool.loc[pool["val_mean"].idxmax() if mode == "max" else pool["val_mean"].idxmin()]
+        low, high = stats.bootstrap_ci(list(best["test_by_seed"].values()))
+        vals = scored["val_mean"].to_numpy(float)
+        margin = tolerance * abs(best["val_mean"])
+        within = vals >= best["val_mean"] - margin if mode == "max" else vals <= best["val_mean"] + margin
+        at_edge = edge(part, best)
+        rows.append({"problem": problem, "task": best["task"], "method": method, "mode": mode, "metric": best["metric"],
+                     "setting": best["setting"], "val_mean": best["val_mean"], "test_mean": best["test_mean"],
+                     "test_std": float(np.std(list(best["test_by_seed"].values()), ddof=1)) if best["n"] > 1 else math.nan,
+                     "ci95_low": low, "ci95_high": high, "n": best["n"], "grid": len(part),
+                     "good_share": float(within.sum() / len(part)), "at_edge": at_edge,
+                     "test_by_seed": best["test_by_seed"], "run_ids": best["run_ids"],
+                     "grid_val": vals.tolist()})
+    table = pd.DataFrame(rows)
+    return verdicts(table)
+
+
+def edge(part: pd.DataFrame, best: pd.Series) -> str:
+    """The tuned knobs whose selected value is the smallest or largest of the grid (the best may lie outside)."""
+    out = []
+    for col in [c for c in part.columns if c.startswith("param:")]:
+        values = pd.to_numeric(part[col], errors="coerce").dropna().unique()
+        v = pd.to_numeric(pd.Series([best[col]]), errors="coerce").iloc[0]
+        if len(values) > 2 and math.isfinite(v) and (v == values.min() or v == values.max()):
+            out.append(label(col))
+    return ", ".join(out)
+
+
+def verdicts(table: pd.DataFrame) -> pd.DataFrame:
+    """Rank each problem's methods by test mean; compare each with the best (Holm over the problem)."""
+    out = []
+    for _, part in table.groupby("problem", sort=True):
+        mode = part["mode"].iloc[0]
+        part = part.sort_values("test_mean", ascending=mode == "min", na_position="last").reset_index(drop=True)
+        part.insert(0, "rank", range(1, len(part) + 1))
+        top = part.iloc[0]
+        diffs = [stats.compare(top["test_by_seed"], r["test_by_seed"]) if i and r["n"] and top["n"] else None
+                 for i, r in part.iterrows()]
+        adjusted = stats.holm([d.p if d else math.nan for d in diffs])
+        part["diff"] = [d.diff if d else math.nan for d in diffs]
+        part["diff_low"] = [d.low if d else math.nan for d in diffs]
+        part["diff_high"] = [d.high if d else math.nan for d in diffs]
+        part["p"] = [d.p if d else math.nan for d in diffs]
+        part["p_holm"] = adjusted
+        part["test"] = [d.test if d else "" for d in diffs]
+        part["seeds_needed"] = [d.seeds_needed if d else math.nan for d in diffs]
+        part["distinct"] = [bool(d and math.isfinite(p) and p < stats.ALPHA) for d, p in zip(diffs, adjusted)]
+        part["verdict"] = [verdict(top, r, d, p) for (_, r), d, p in zip(part.iterrows(), diffs, adjusted)]
+        out.append(part)
+    return pd.concat(out, ignore_index=True)
+
+
+def fmt(v: float) -> str:
+    return "n/a" if v is None or not math.isfinite(v) else f"{v:.4g}"
+
+
+def verdict(top: pd.Series, r: pd.Series, d: stats.Difference | None, p_holm: float) -> str:
+    if r["rank"] == 1:
+        return "best" if r["n"] else "nothing finished"
+    if d is None:
+        return "nothing finished" if not r["n"] else "not compared"
+    if not math.isfinite(d.p):
+        return f"{d.test}: n = {d.n}"
+    size = f"{fmt(abs(d.diff))} [{fmt(min(abs(d.low), abs(d.high)) if d.low * d.high > 0 else 0.0)}, {fmt(max(abs(d.low), abs(d.high)))}]"
+    if math.isfinite(p_holm) and p_holm < stats.ALPHA:
+        return f"{top['method']} beats {r['method']} by {size}, p = {p_holm:.2g} (Holm; {d.test}, n = {d.n})"
+    if not math.isfinite(d.seeds_needed):
+        need = "no difference at all in these seeds"
+    elif d.seeds_needed > 1000:
+        need = "over 1,000 seeds would be needed to detect a difference this small at 80% power"
+    else:
+        need = f"about {int(d.seeds_needed)} seeds would be needed to detect a difference of this size at 80% power"
+    return f"{r['method']} is not distinguishable from {top['method']} with {d.n} seeds (p = {p_holm:.2g}, Holm); {need}"
+
+
+def mean_ranks(selected: pd.DataFrame) -> tuple[pd.DataFrame, object | None, str]:
+    """Across problems: each method's mean rank, and autorank's result (Friedman test with a post-hoc
+    test; it needs five problems or more) with a sentence about it."""
+    wide = selected.pivot_table(index="problem", columns="method", values="test_mean", aggfunc="first").dropna(axis=0)
+    if wide.shape[0] < 2 or wide.shape[1] < 2:
+        return pd.DataFrame(), None, "one problem or one method: no ranking across problems"
+    mode = selected["mode"].iloc[0]
+    ranks = wide.rank(axis=1, ascending=mode == "min").mean().sort_values().rename("mean rank").to_frame()
+    if wide.shape[0] < 5:
+        return ranks, None, (f"{wide.shape[0]} problems: a Friedman test with a critical-difference diagram needs five or more; "
+                             "mean ranks only")
+    import warnings
+
+    from autorank import autorank
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = autorank(wide if mode == "max" else -wide, alpha=stats.ALPHA, verbose=False, force_mode="nonparametric")
+    return ranks, result, f"autorank: {result.omnibus} omnibus test p = {result.pvalue:.3g}, post-hoc {result.posthoc}"
