@@ -1,0 +1,193 @@
+"""The evidence protocol: selection on validation, bootstrap intervals, tests, Holm, pairing by seed,
+the declaration's trip through MLflow, and the figures it makes."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+from scipy import stats as sps
+
+from harness.report import protocol, stats
+from harness.report.__main__ import main
+from tests.conftest import ROOT
+
+
+def add(client, exp, method, lr, seed, val, test, task="mnist", metric="accuracy", mode="max", extra=None):
+    tags = {"task": task, "loss": "ce", "optimizer": method, "schedule": "constant", "seed": str(seed), "outcome": "finished",
+            "primary_metric": f"test/{metric}", "primary_mode": mode, "train_seconds": "1"}
+    rid = client.create_run(exp, run_name=f"{method},{lr},{seed}", tags=tags).info.run_id
+    params = {"seed": str(seed), "optimizer.lr": str(lr), "optimizer._target_": method, "epochs": "2", **(extra or {})}
+    metrics = [Metric(k, v * s / 2, 0, s) for s in (1, 2) for k, v in ((f"val/{metric}", val), (f"test/{metric}", test))]
+    metrics += [Metric("train/loss", 1.0 / s, 0, s) for s in (1, 2)] + [Metric("epoch_seconds", 1.0, 0, s) for s in (1, 2)]
+    client.log_batch(rid, metrics=metrics, params=[Param(k, v) for k, v in params.items()])
+    client.set_terminated(rid, "FINISHED")
+
+
+def declared_store(tmp_path, compare=("optimizer",), tune=("optimizer.lr",)):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("study")
+    decl = protocol.Declaration(list(compare), list(tune))
+    parent = client.create_run(exp, run_name="sweep", tags={"harness.role": "sweep", **decl.tags()}).info.run_id
+    client.set_terminated(parent, "FINISHED")
+    return uri, client, exp
+
+
+def test_the_setting_is_selected_on_validation_not_on_test(tmp_path):
+    uri, client, exp = declared_store(tmp_path)
+    # adam: lr 0.01 is best on validation, lr 0.1 on test (a lucky test split). sgd: one clear best.
+    for seed in range(3):
+        add(client, exp, "adam", 0.01, seed, val=0.95, test=0.90 + 0.001 * seed)
+        add(client, exp, "adam", 0.1, seed, val=0.93, test=0.97 + 0.001 * seed)
+        add(client, exp, "sgd", 0.1, seed, val=0.92, test=0.92 + 0.002 * seed)
+        add(client, exp, "sgd", 1.0, seed, val=0.50, test=0.50)
+    out = tmp_path / "r"
+    assert main(["study", "--tracking-uri", uri, "--out", str(out), "--no-log"]) == 0
+    tuned = pd.read_csv(out / "tuned.csv")
+    adam = tuned[tuned.method == "optimizer=adam"].iloc[0]
+    assert adam["setting"] == "optimizer.lr=0.01" and adam["test_mean"] == pytest.approx(0.901)  # not the test-best 0.971
+    sgd = tuned[tuned.method == "optimizer=sgd"].iloc[0]
+    assert sgd["setting"] == "optimizer.lr=0.1" and sgd["rank"] == 1  # sgd wins on test once adam is honestly tuned
+    md = (out / "report.md").read_text()
+    assert "compares optimizer; tunes optimizer.lr per method" in md
+    assert "best is optimizer=sgd (optimizer.lr=0.1, selected on validation)" in md
+    for name in ("mnist_forest.png", "mnist_curves.png", "mnist_tuning_budget.png"):
+        assert (out / name).stat().st_size > 1000, name
+
+
+def test_a_setting_with_a_diverged_seed_is_not_selected_while_a_clean_one_exists(tmp_path):
+    uri, client, exp = declared_store(tmp_path)
+    for seed in range(2):
+        add(client, exp, "adam", 0.01, seed, val=0.90, test=0.90)
+        add(client, exp, "adam", 0.1, seed, val=0.99, test=0.99)
+    rid = client.create_run(exp, tags={"task": "mnist", "loss": "ce", "optimizer": "adam", "schedule": "constant", "seed": "2",
+                                       "outcome": "diverged", "primary_metric": "test/accuracy", "primary_mode": "max"}).info.run_id
+    client.log_batch(rid, params=[Param("seed", "2"), Param("optimizer.lr", "0.1"), Param("optimizer._target_", "adam"), Param("epochs", "2")])
+    client.set_terminated(rid, "FINISHED")
+    assert main(["study", "--tracking-uri", uri, "--out", str(tmp_path / "r"), "--no-log"]) == 0
+    assert pd.read_csv(tmp_path / "r" / "tuned.csv").iloc[0]["setting"] == "optimizer.lr=0.01"
+
+
+def test_bootstrap_intervals_stay_in_range_and_cover_at_about_the_nominal_rate():
+    rng = np.random.default_rng(1)
+    # accuracies near 1: a t-interval would leave [0, 1]; the bootstrap one cannot
+    low, high = stats.bootstrap_ci([1.0, 0.99, 0.80])
+    assert 0.80 <= low <= high <= 1.0
+    hits, trials, n = 0, 300, 20
+    for _ in range(trials):
+        x = rng.normal(0.5, 0.1, n)
+        lo, hi = stats.bootstrap_ci(x)
+        hits += lo <= 0.5 <= hi
+    coverage = hits / trials
+    # the percentile bootstrap under-covers a little at small n; at n = 20 it is close to 95%
+    assert 0.89 <= coverage <= 0.99, coverage
+    assert stats.bootstrap_ci([0.5]) == (pytest.approx(math.nan, nan_ok=True),) * 2
+    assert stats.bootstrap_ci([0.7, 0.7, 0.7]) == (0.7, 0.7)
+
+
+def test_p_values_match_scipy_and_holm_matches_its_definition():
+    a = {0: 0.91, 1: 0.93, 2: 0.92, 3: 0.95, 4: 0.94}
+    b = {0: 0.90, 1: 0.915, 2: 0.918, 3: 0.93, 4: 0.936}
+    d = stats.compare(a, b)
+    assert d.test == "paired t-test by seed"
+    assert d.p == pytest.approx(sps.ttest_rel(list(a.values()), list(b.values())).pvalue)
+    assert d.diff == pytest.approx(np.mean([a[s] - b[s] for s in a]))
+    c = {10: 0.80, 11: 0.85, 12: 0.83}  # other seeds: unpaired
+    w = stats.compare(a, c)
+    assert w.test == "Welch's t-test"
+    assert w.p == pytest.approx(sps.ttest_ind(list(a.values()), list(c.values()), equal_var=False).pvalue)
+    p = [0.01, 0.04, 0.03, 0.5]
+    order = np.argsort(p)
+    expected = np.empty(4)
+    running = 0.0
+    for rank, i in enumerate(order):  # Holm: (m - rank) * p, made monotone, capped at 1
+        running = max(running, min(1.0, (4 - rank) * p[i]))
+        expected[i] = running
+    assert stats.holm(p) == pytest.approx(expected.tolist())
+    assert math.isnan(stats.holm([math.nan, 0.01])[0])
+
+
+def test_the_paired_test_pairs_by_seed_not_by_position():
+    # seed effects dwarf the method effect; a is better by 0.01 on every seed
+    base = {s: 0.5 + 0.1 * s for s in range(6)}
+    a = {s: v + 0.01 for s, v in base.items()}
+    b = dict(reversed(list(base.items())))  # the same seeds in another order
+    d = stats.compare(a, b)
+    assert d.test == "paired t-test by seed" and d.diff == pytest.approx(0.01)
+    assert d.p == 0.0 and (d.low, d.high) == (pytest.approx(0.01), pytest.approx(0.01))
+    welch = sps.ttest_ind(list(a.values()), list(b.values()), equal_var=False).pvalue
+    assert welch > 0.5  # unpaired, the seed spread hides the difference
+
+
+def test_seeds_needed_grows_as_the_effect_shrinks():
+    assert stats.seeds_needed(0.5, 0.1, paired=True) < stats.seeds_needed(0.05, 0.1, paired=True) < stats.seeds_needed(0.01, 0.1, paired=True)
+    assert stats.seeds_needed(0.0, 0.1, paired=True) == math.inf
+
+
+def test_expected_best_of_k_trials():
+    v = [0.1, 0.5, 0.9]
+    e = stats.expected_best(v, "max")
+    assert e[0] == pytest.approx(np.mean(v))           # one trial: the grid's mean
+    assert e[1] == pytest.approx((0.1 * 1 + 0.5 * 3 + 0.9 * 5) / 9)  # max of two draws of three
+    assert np.all(np.diff(e) >= 0) and e[-1] < 0.9
+    assert stats.expected_best(v, "min")[1] == pytest.approx((0.9 * 1 + 0.5 * 3 + 0.1 * 5) / 9)
+
+
+def test_five_problems_get_mean_ranks_and_a_critical_difference_diagram(tmp_path):
+    uri, client, exp = declared_store(tmp_path, tune=())
+    rng = np.random.default_rng(0)
+    for ratio in range(5):  # five problems: a task at five imbalance ratios
+        for method, level in (("adam", 0.9), ("sgd", 0.85), ("rmsprop", 0.8)):
+            for seed in range(3):
+                v = level + 0.01 * rng.random()
+                add(client, exp, method, 0.01, seed, v, v, task="imbalanced", extra={"task.imbalance_ratio": str(ratio)})
+    out = tmp_path / "r"
+    assert main(["study", "--tracking-uri", uri, "--out", str(out), "--no-log"]) == 0
+    assert (out / "critical_difference.png").stat().st_size > 1000
+    assert (out / "performance_profiles.png").stat().st_size > 1000
+    md = (out / "report.md").read_text()
+    assert "Across 5 problems, mean rank (1 is best): optimizer=adam 1.00, optimizer=sgd 2.00, optimizer=rmsprop 3.00" in md
+    assert "Friedman" in md or "friedman" in md
+
+
+def test_a_bad_declaration_is_one_line(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for bad, message in ((["study.compare=[bogus]"], "study.compare names 'bogus'"),
+                         (["study.compare=[optimizer]", "study.tune=[optimizer]"], "both in compare and in tune"),
+                         (["study.compare=optimizer"], "study.compare must be a list")):
+        r = subprocess.run([sys.executable, "-m", "harness", "task=regression", "epochs=1", *bad], cwd=tmp_path,
+                           capture_output=True, text=True, env=env, timeout=300)
+        assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert not (tmp_path / "mlflow.db").exists() or "RUNNING" not in r.stdout
+
+
+@pytest.mark.slow
+def test_a_declared_sweep_round_trips_through_mlflow_and_a_one_factor_sweep_gets_its_forest_plot(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    common = [sys.executable, "-m", "harness", "--multirun", "task=regression", "epochs=2", "progress=false", f"tracking.uri={uri}"]
+    sweep = subprocess.run(common + ["tracking.experiment=declared", "loss=mse,mae", "optimizer.lr=0.003,0.03", "seed=0,1",
+                                     "study.compare=[loss]", "study.tune=[optimizer.lr]"],
+                           cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+    assert sweep.returncode == 0, sweep.stderr[-2000:]
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("declared").experiment_id
+    parent = client.search_runs([exp], "tags.`harness.role` = 'sweep'")[0]
+    assert json.loads(parent.data.tags["harness.compare"]) == ["loss"]
+    assert json.loads(parent.data.tags["harness.tune"]) == ["optimizer.lr"]
+    assert main(["declared", "--tracking-uri", uri, "--out", str(tmp_path / "d"), "--no-log"]) == 0
+    tuned = pd.read_csv(tmp_path / "d" / "tuned.csv")
+    assert sorted(tuned["method"]) == ["loss=mae", "loss=mse"] and set(tuned["grid"]) == {2} and set(tuned["n"]) == {2}
+    plain = subprocess.run(common + ["tracking.experiment=plain", "loss=mse,mae", "seed=0,1"],
+                           cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    assert main(["plain", "--tracking-uri", uri, "--out", str(tmp_path / "p"), "--no-log"]) == 0
+    assert (tmp_path / "p" / "regression_forest.png").stat().st_size > 1000
+    md = (tmp_path / "p" / "report.md").read_text()
+    assert "Flat ranking: regression" in md and "selection on the test set" in md
