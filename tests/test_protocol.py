@@ -191,3 +191,35 @@ def test_a_declared_sweep_round_trips_through_mlflow_and_a_one_factor_sweep_gets
     assert (tmp_path / "p" / "regression_forest.png").stat().st_size > 1000
     md = (tmp_path / "p" / "report.md").read_text()
     assert "Flat ranking: regression" in md and "selection on the test set" in md
+
+
+def test_claims_come_from_the_reports_and_the_map(tmp_path):
+    from harness.report import claims
+
+    uri, client, exp = declared_store(tmp_path, compare=("optimizer",), tune=())
+    for seed in range(5):
+        for ratio, gap in (("10", 0.05), ("100", 0.0)):
+            extra = {"task.imbalance_ratio": ratio}
+            add(client, exp, "adam", 0.01, seed, 0.9, 0.9 + 0.01 * seed + gap, task="imbalanced", extra=extra)
+            add(client, exp, "sgd", 0.01, seed, 0.9, 0.9 + 0.01 * seed + 0.0001 * (seed % 2), task="imbalanced", extra=extra)
+    reports = tmp_path / "reports"
+    assert main(["study", "--tracking-uri", uri, "--out", str(reports / "study"), "--no-log"]) == 0
+    (reports / "claims.yaml").write_text(
+        "C7:\n  claim: adam beats sgd at 1:10\n  study: study\n  checks:\n"
+        "    - {a: optimizer=adam, b: optimizer=sgd, where: imbalance_ratio=10, expect: better}\n"
+        "C8:\n  claim: sgd beats adam at 1:100\n  study: study\n  checks:\n"
+        "    - {a: optimizer=sgd, b: optimizer=adam, where: imbalance_ratio=100, expect: better}\n"
+        "C9:\n  claim: sgd is not worse at 1:10\n  study: study\n  checks:\n"
+        "    - {a: optimizer=sgd, b: optimizer=adam, where: imbalance_ratio=10, expect: not_worse}\n"
+        "C11:\n  claim: a study not run\n  study: nothing_here\n  checks: []\n")
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- claims:start -->\nold\n<!-- claims:end -->\nrest\n")
+    assert claims.main(["--reports", str(reports), "--readme", str(readme)]) == 0
+    table = (reports / "claims.md").read_text()
+    row = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| C")}
+    assert "| supported " in row["C7"] and "= 0.04996 [0.04992, 0.05]" in row["C7"]  # a 0.05 gap less 0.0001 on odd seeds, paired by seed
+    assert "| inconclusive " in row["C8"]                                       # no difference at 1:100
+    assert "| contradicted " in row["C9"]
+    assert "not run with the protocol yet" in row["C11"]
+    text = readme.read_text()
+    assert "old" not in text and "| C7 " in text and text.startswith("intro\n") and text.endswith("rest\n")

@@ -3,6 +3,7 @@ python -m harness.report --gallery [--out DIR]"""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from harness.report import ReportError
 from harness.report import figures as fig
@@ -95,7 +97,14 @@ def build_report(experiment: str, uri: str, out: Path, targets: dict[str, float]
             tuned = selected.assign(**{"param:method": selected["method"]})
             profile = performance_profile(tuned.rename(columns={"test_mean": "mean"}), ["param:method"], np.linspace(1.0, 2.0, 101))
             made.append(("performance profiles of the tuned methods", fig.performance_profiles(profile, out / "performance_profiles.png")))
-        selected.drop(columns=["test_by_seed", "run_ids", "grid_val"]).to_csv(out / "tuned.csv", index=False)
+        selected.drop(columns=["run_ids", "grid_val"]).assign(test_by_seed=selected["test_by_seed"].map(json.dumps)).to_csv(
+            out / "tuned.csv", index=False)
+        epochs = sorted({int(float(e)) for e in runs.get("param:epochs", pd.Series(dtype=str)).dropna()})
+        (out / "protocol.json").write_text(json.dumps({
+            "experiment": experiment, "compare": decl.compare, "tune": decl.tune, "runs": len(runs),
+            "finished": int((runs.outcome == "finished").sum()), "epochs": epochs,
+            "seeds": sorted(selected["n"].unique().tolist()), "train_seconds": float(pd.to_numeric(runs["train_seconds"], errors="coerce").sum()),
+            "generated": time.strftime("%Y-%m-%d %H:%M")}, indent=1))
     else:
         head["protocol"] = "none declared (study.compare): a flat ranking of every configuration by its test metric"
         notes = findings(table, runs, config_cols)
