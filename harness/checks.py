@@ -80,6 +80,7 @@ RULES: dict[str, dict[str, Rule]] = {
     "schedule": {
         "warmup_fraction": UNIT_CLOSED, "start_factor": UNIT_OPEN_LEFT, "min_lr": NON_NEGATIVE, "step_epochs": POSITIVE,
         "gamma": POSITIVE, "pct_start": UNIT_OPEN, "div_factor": POSITIVE, "max_lr_factor": POSITIVE,
+        "warmup_epochs": (positive_int, "a positive integer"),
     },
 }
 

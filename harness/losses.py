@@ -88,6 +88,17 @@ def mse_prob_loss(logits: Tensor, target: Tensor, reduction: str = "mean") -> Te
     return _reduce(((logits.softmax(dim=-1) - target) ** 2).sum(dim=-1), reduction)
 
 
+def mae_prob_loss(logits: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
+    r"""Absolute error between softmax probabilities and one-hot targets (MAE for classification).
+
+    .. math:: \ell_i = \sum_c |\mathrm{softmax}(x_i)_c - q_{i,c}|  \;(= 2 (1 - p_{i,y}) \text{ for one-hot } q)
+
+    Bounded, and symmetric in the sense of Ghosh et al. (2017), hence robust to uniformly flipped
+    labels; it learns slowly, since its gradient is small where p_y is small.
+    """
+    return _reduce((logits.softmax(dim=-1) - target).abs().sum(dim=-1), reduction)
+
+
 def kl_loss(logits: Tensor, target: Tensor, smoothing: float = 0.0, reduction: str = "mean") -> Tensor:
     r"""KL divergence from target probabilities ``q`` to the model's softmax ``p``.
 
@@ -154,6 +165,13 @@ class MSEProbLoss(_Loss):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         return mse_prob_loss(logits, target, self.reduction)
+
+
+class MAEProbLoss(_Loss):
+    """Module form of :func:`mae_prob_loss`. Targets: one-hot probabilities."""
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return mae_prob_loss(logits, target, self.reduction)
 
 
 class KLLoss(_Loss):

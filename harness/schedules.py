@@ -43,6 +43,12 @@ def warmup_cosine(optimizer: Optimizer, total_steps: int, warmup_fraction: float
     ])
 
 
+def warmup_constant(optimizer: Optimizer, steps_per_epoch: int, warmup_epochs: int = 2, **_) -> S.LRScheduler:
+    """The tutorials' warmup: lr (epoch + 1) / warmup_epochs during the first warmup_epochs epochs, then lr."""
+    w = max(1, int(warmup_epochs))
+    return S.LambdaLR(optimizer, lambda s: min(1.0, (s // steps_per_epoch + 1) / w))
+
+
 def onecycle(optimizer: Optimizer, total_steps: int, max_lr_factor: float = 1.0, pct_start: float = 0.3,
              div_factor: float = 25.0, **_) -> S.LRScheduler:
     max_lr = [g["lr"] * max_lr_factor for g in optimizer.param_groups]
@@ -60,4 +66,4 @@ def build(factory, optimizer: Optimizer, total_steps: int, steps_per_epoch: int)
     return factory(optimizer, **kwargs)
 
 
-FACTORIES = (constant, step, exponential, cosine, warmup_cosine, onecycle)  # what schedule._target_ may name besides torch's classes
+FACTORIES = (constant, step, exponential, cosine, warmup_cosine, warmup_constant, onecycle)  # what schedule._target_ may name besides torch's classes

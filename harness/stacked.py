@@ -176,7 +176,7 @@ def batched_loss(loss: nn.Module) -> Callable[[Tensor, Tensor], Tensor] | None:
     from harness import losses
 
     kinds = (nn.MSELoss, nn.L1Loss, nn.HuberLoss, nn.SmoothL1Loss, nn.BCEWithLogitsLoss, nn.MultiMarginLoss,
-             nn.CrossEntropyLoss, losses.FocalLoss, losses.LogCoshLoss, losses.MSEProbLoss, losses.KLLoss)
+             nn.CrossEntropyLoss, losses.FocalLoss, losses.LogCoshLoss, losses.MSEProbLoss, losses.MAEProbLoss, losses.KLLoss)
     if type(loss) not in kinds or getattr(loss, "reduction", None) != "mean":
         return None
     if isinstance(loss, nn.CrossEntropyLoss) and loss.ignore_index >= 0:

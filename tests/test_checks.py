@@ -35,6 +35,7 @@ BAD_KNOBS = [
     (["task=regression", "loss=huber", "loss.delta=-1"], "loss.delta must be a finite number > 0"),
     (["+loss.reduction=none"], "loss.reduction must be 'mean' or 'sum'"),
     (["schedule=warmup_cosine", "schedule.warmup_fraction=2"], "schedule.warmup_fraction must be a number in [0, 1]"),
+    (["schedule=warmup_constant", "schedule.warmup_epochs=0"], "schedule.warmup_epochs must be a positive integer"),
     (["schedule=step", "schedule.step_epochs=-1"], "schedule.step_epochs must be a finite number > 0"),
     (["optimizer=sgd", "optimizer.lr=nan"], "optimizer.lr must be a finite number"),
     (["optimizer=sgd", "optimizer.lr=inf"], "optimizer.lr must be a finite number"),
@@ -51,7 +52,7 @@ BAD_KNOBS = [
     (["optimizer=nesterov", "optimizer.nesterov=3"], "optimizer.nesterov must be true or false"),
     (["task=regression", "task.outlier_fraction=1.0"], "task.outlier_fraction must be a number in [0, 1)"),
     (["task.imbalance_ratio=0.5"], "task.imbalance_ratio must be a finite number >= 1"),
-    (["task=mnist", "loss=mse"], "losses that fit mnist: bce, ce, ce_weighted, dice, focal, focal_g1, focal_g5, hinge, kl, mse_prob"),
+    (["task=mnist", "loss=mse"], "losses that fit mnist: bce, ce, ce_weighted, dice, focal, focal_a25, focal_g1, focal_g5, hinge, kl, mae_prob, mse_prob"),
     (["device=tpu"], "device='tpu' is unknown"),
     (["threads=0"], "threads must be 'auto' or a positive integer"),
 ]

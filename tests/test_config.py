@@ -11,7 +11,8 @@ from harness.run import compose, run as run_result
 
 OPTIONS = {g: sorted(p.stem for p in (CONF_DIR / g).glob("*.yaml")) for g in ("task", "loss", "optimizer", "schedule")}
 SMALL = ["tracking.enabled=false", "progress=false", "epochs=2", "task.n_train=300", "task.n_val=100", "task.n_test=200"]
-CLASSIFICATION_LOSSES = ["bce", "ce", "ce_weighted", "dice", "focal", "focal_g1", "focal_g5", "hinge", "kl", "mse_prob"]
+CLASSIFICATION_LOSSES = ["bce", "ce", "ce_weighted", "dice", "focal", "focal_a25", "focal_g1", "focal_g5", "hinge", "kl", "mae_prob",
+                         "mse_prob"]
 REGRESSION_LOSSES = ["huber", "log_cosh", "mae", "mse", "smooth_l1"]
 
 
@@ -29,7 +30,8 @@ def names_of(cfg):
 def test_every_axis_has_the_options_the_issue_names():
     assert set(OPTIONS["loss"]) == set(CLASSIFICATION_LOSSES + REGRESSION_LOSSES)
     assert set(OPTIONS["optimizer"]) == {"sgd", "momentum", "nesterov", "rmsprop", "adagrad", "adam", "adamw", "nadam", "radam"}
-    assert set(OPTIONS["schedule"]) == {"constant", "step", "exponential", "cosine", "warmup_cosine", "onecycle"}
+    assert set(OPTIONS["schedule"]) == {"constant", "step", "exponential", "cosine", "warmup_cosine", "warmup_constant",
+                                          "onecycle"}
     assert set(OPTIONS["task"]) == {"regression", "mnist", "imbalanced"}
 
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.losses import DiceLoss, FocalLoss, KLLoss, LogCoshLoss, MSEProbLoss, dice_loss, focal_loss, kl_loss, log_cosh_loss, mse_prob_loss
+from harness.losses import (DiceLoss, FocalLoss, KLLoss, LogCoshLoss, MAEProbLoss, MSEProbLoss, dice_loss, focal_loss, kl_loss,
+                            log_cosh_loss, mae_prob_loss, mse_prob_loss)
 
 LOGITS = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0]])
 Y = torch.tensor([0, 2])
@@ -55,6 +56,13 @@ def test_log_cosh_values_and_limits():
     assert LogCoshLoss(reduction="sum")(d, torch.zeros(4)).item() == pytest.approx(got.sum().item())
 
 
+def test_mae_prob_is_twice_one_minus_the_true_class_probability():
+    p = LOGITS.softmax(dim=-1)
+    expected = (2 * (1 - (p * ONEHOT).sum(dim=-1))).mean().item()
+    assert mae_prob_loss(LOGITS, ONEHOT).item() == pytest.approx(expected, rel=1e-6)
+    assert MAEProbLoss()(LOGITS, ONEHOT).item() == pytest.approx(expected, rel=1e-6)
+
+
 def test_mse_prob_is_the_brier_score():
     p = softmax_rows()
     expected = ((p[0][0] - 1) ** 2 + p[0][1] ** 2 + p[0][2] ** 2 + p[1][0] ** 2 + p[1][1] ** 2 + (p[1][2] - 1) ** 2) / 2
@@ -84,6 +92,7 @@ def test_dice_hand_computed_and_perfect_prediction():
 @pytest.mark.parametrize("fn, target", [
     (lambda x, t: focal_loss(x, t, gamma=2.0, alpha=[0.2, 0.3, 0.5]), Y),
     (lambda x, t: mse_prob_loss(x, t), ONEHOT.double()),
+    (lambda x, t: mae_prob_loss(x, t), ONEHOT.double()),
     (lambda x, t: kl_loss(x, t, smoothing=0.1), ONEHOT.double()),
     (lambda x, t: dice_loss(x, t), ONEHOT.double()),
     (lambda x, t: log_cosh_loss(x, t), torch.zeros(2, 3, dtype=torch.double)),

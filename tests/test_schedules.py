@@ -45,6 +45,12 @@ def test_warmup_cosine_rises_linearly_then_anneals():
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[-1] < 0.01
 
 
+def test_warmup_constant_is_the_tutorials_formula():
+    lrs = curve(schedules.warmup_constant, warmup_epochs=3)  # 10 steps an epoch
+    assert lrs[0] == lrs[9] == pytest.approx(1 / 3) and lrs[10] == pytest.approx(2 / 3) and lrs[20] == pytest.approx(1.0)
+    assert set(lrs[20:]) == {1.0}
+
+
 def test_onecycle_peaks_at_the_optimizer_lr():
     lrs = curve(schedules.onecycle, pct_start=0.3)
     peak = max(range(100), key=lambda i: lrs[i])

@@ -76,6 +76,20 @@ def test_mnist_reads_idx_files_through_torchvision(tiny_mnist):
     assert raw.test.x.max().item() == 255.0
 
 
+def test_label_noise_flips_that_share_of_training_labels_only(tiny_mnist):
+    clean = MNIST(data_dir=str(tiny_mnist), download=False, val_size=50).load()
+    noisy = MNIST(data_dir=str(tiny_mnist), download=False, val_size=50, label_noise=0.4).load()
+    flipped = (clean.train.y != noisy.train.y)
+    assert flipped.sum().item() == round(0.4 * 250)  # every chosen label moves to another class
+    assert torch.equal(clean.train.x, noisy.train.x)
+    assert torch.equal(clean.val.y, noisy.val.y) and torch.equal(clean.test.y, noisy.test.y)
+    again = MNIST(data_dir=str(tiny_mnist), download=False, val_size=50, label_noise=0.4).load()
+    assert torch.equal(again.train.y, noisy.train.y)  # fixed by the data seed
+    assert set(noisy.train.y[flipped].tolist()) - set(range(10)) == set()
+    with pytest.raises(HarnessError, match=r"task.label_noise must be a number in \[0, 1\)"):
+        MNIST(data_dir=str(tiny_mnist), label_noise=1.5)
+
+
 def test_long_tailed_mnist_has_balanced_test_and_decaying_train(tiny_mnist):
     task = Imbalanced(dataset="mnist_lt", imbalance_ratio=10, data_dir=str(tiny_mnist), download=False, val_size=50)
     data = task.load()

@@ -76,6 +76,20 @@ def split_indices(n: int, sizes: list[int], seed: int) -> list[Tensor]:
     return list(torch.split(perm[: sum(sizes)], sizes))
 
 
+def flip_labels(y: Tensor, fraction: float, num_classes: int, seed: int) -> Tensor:
+    """A copy of y with round(fraction * n) labels, chosen at random, replaced by another class drawn
+    uniformly (symmetric label noise; seeded by the data seed, so every run sees the same flips)."""
+    if fraction <= 0:
+        return y
+    g = torch.Generator().manual_seed(seed + 7919)
+    n = round(fraction * len(y))
+    which = torch.randperm(len(y), generator=g)[:n]
+    shift = torch.randint(1, num_classes, (n,), generator=g)
+    out = y.clone()
+    out[which] = (y[which] + shift) % num_classes
+    return out
+
+
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from harness import HarnessError
-from harness.tasks import (ClassificationTask, Data, Split, check_bool, check_choice, check_positive_int, check_seed,
-                           split_indices)
+from harness.tasks import (ClassificationTask, Data, Split, check_bool, check_choice, check_fraction, check_positive_int,
+                           check_seed, flip_labels, split_indices)
 from harness.tasks.models import check_model, mlp, small_cnn
 
 RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -121,13 +121,14 @@ class MNIST(ClassificationTask):
 
     def __init__(self, data_dir: str = "data", download: bool = True, model: str = "mlp", hidden: Sequence[int] = (256,),
                  activation: str = "relu", channels: Sequence[int] = (16, 32), normalize: str = "standard",
-                 val_size: int = 5000, n_train: int | None = None, data_seed: int = 0):
+                 val_size: int = 5000, n_train: int | None = None, data_seed: int = 0, label_noise: float = 0.0):
         self.hidden, self.channels = check_model(model, hidden, activation, channels)
         self.data_dir, self.download = data_dir, check_bool("task.download", download)
         self.model_name, self.normalize, self.activation = model, check_normalize(normalize), activation
         self.val_size = 0 if val_size == 0 else check_positive_int("task.val_size", val_size)  # 0: validate on test
         self.n_train = None if n_train is None else check_positive_int("task.n_train", n_train)
         self.data_seed = check_seed("task.data_seed", data_seed)
+        self.label_noise = check_fraction("task.label_noise", label_noise)
 
     def load(self) -> Data:
         xtr, ytr, xte, yte = load_mnist(str(self.data_dir), self.download)
@@ -136,7 +137,8 @@ class MNIST(ClassificationTask):
         # index the uint8 images before converting: a float copy of all 60k would cost ~190 MB more at peak
         test = Split(to_inputs(xte, self.normalize), yte)
         val = test if self.val_size == 0 else Split(to_inputs(xtr[va], self.normalize), ytr[va])
-        return Data(Split(to_inputs(xtr[tr], self.normalize), ytr[tr]), val, test)
+        train_y = flip_labels(ytr[tr], self.label_noise, self.num_classes, self.data_seed)  # validation and test stay clean
+        return Data(Split(to_inputs(xtr[tr], self.normalize), train_y), val, test)
 
     def model(self) -> nn.Module:
         return image_model(self.num_classes, self.model_name, self.hidden, self.activation, self.channels)
