@@ -86,7 +86,7 @@ def build_report(experiment: str, uri: str, out: Path, targets: dict[str, float]
     if decl is not None:
         ranks, cd, cd_text = protocol.mean_ranks(selected)
         head["protocol"] = (f"{decl.text()}; selected on the validation metric, test metric reported; "
-                            f"declared by sweep run {decl.run_id}")
+                            f"declared by sweep run {decl.run_id}" + (f" ({decl.overrides})" if decl.overrides else ""))
         notes = tuned_findings(selected) + findings(table, runs, config_cols)[table["problem"].nunique():]
         sections = tuned_sections(selected, decl, tolerance)
         if len(ranks):
@@ -101,7 +101,7 @@ def build_report(experiment: str, uri: str, out: Path, targets: dict[str, float]
             out / "tuned.csv", index=False)
         epochs = sorted({int(float(e)) for e in runs.get("param:epochs", pd.Series(dtype=str)).dropna()})
         (out / "protocol.json").write_text(json.dumps({
-            "experiment": experiment, "compare": decl.compare, "tune": decl.tune, "runs": len(runs),
+            "experiment": experiment, "compare": decl.compare, "tune": decl.tune, "overrides": decl.overrides, "runs": len(runs),
             "finished": int((runs.outcome == "finished").sum()), "epochs": epochs,
             "seeds": sorted(selected["n"].unique().tolist()), "train_seconds": float(pd.to_numeric(runs["train_seconds"], errors="coerce").sum()),
             "generated": time.strftime("%Y-%m-%d %H:%M")}, indent=1))

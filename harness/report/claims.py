@@ -97,7 +97,8 @@ def build(reports: Path, mapping: dict) -> tuple[str, list[dict]]:
             c["p_holm"] = p
         evidence = (f"{proto['finished']} runs, {', '.join(map(str, proto['epochs']))} epochs, {'/'.join(map(str, proto['seeds']))} seeds "
                     f"per method; compares {', '.join(proto['compare'])}, tunes {', '.join(proto['tune']) or 'nothing'} per method "
-                    f"(selected on validation); {proto['train_seconds'] / 60:.1f} min of training")
+                    f"(selected on validation); {proto['train_seconds'] / 60:.1f} min of training"
+                    + (f"; sweep overrides: {proto['overrides']}" if proto.get("overrides") else ""))
         rows.append({"id": cid, "claim": text, "study": spec["study"], "verdict": judge(checks),
                      "effect": "; ".join(effect(c) for c in checks), "evidence": evidence})
     table = pd.DataFrame(rows)

@@ -34,11 +34,13 @@ class Declaration:
     compare: list[str]
     tune: list[str] = field(default_factory=list)
     run_id: str | None = None  # the sweep parent that declared it
+    overrides: str = ""        # that sweep's command-line overrides (a cut budget shows here)
 
     @classmethod
     def from_tags(cls, tags: dict[str, str], run_id: str | None = None) -> "Declaration | None":
         compare = json.loads(tags.get("harness.compare") or "[]")
-        return cls(list(compare), list(json.loads(tags.get("harness.tune") or "[]")), run_id) if compare else None
+        return (cls(list(compare), list(json.loads(tags.get("harness.tune") or "[]")), run_id, tags.get("overrides", ""))
+                if compare else None)
 
     def tags(self) -> dict[str, str]:
         return {"harness.compare": json.dumps(self.compare), "harness.tune": json.dumps(self.tune)}
