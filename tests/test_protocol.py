@@ -223,3 +223,11 @@ def test_claims_come_from_the_reports_and_the_map(tmp_path):
     assert "not run with the protocol yet" in row["C11"]
     text = readme.read_text()
     assert "old" not in text and "| C7 " in text and text.startswith("intro\n") and text.endswith("rest\n")
+
+
+def test_a_stacked_bundle_counts_its_wall_time_once():
+    from harness.report.load import training_seconds
+
+    runs = pd.DataFrame({"train_seconds": [10.0, 10.2, 9.9, 3.0, 4.0], "bundle": ["b1", "b1", "b1", None, None]})
+    assert training_seconds(runs) == pytest.approx(10.2 + 3.0 + 4.0)
+    assert training_seconds(runs.drop(columns=["bundle"])) == pytest.approx(37.1)

@@ -17,7 +17,7 @@ from harness.report import ReportError
 from harness.report import figures as fig
 from harness.report import protocol, stats
 from harness.report.aggregate import DEFAULT_TARGETS, config_name, methods, performance_profile, rank
-from harness.report.load import client_for, declaration, factors, histories, label, load_runs
+from harness.report.load import client_for, declaration, factors, histories, label, load_runs, training_seconds
 from harness.report.render import findings, flat_sections, header, html_page, markdown, tuned_findings, tuned_sections
 
 MAX_FOREST = 25     # a forest plot shows the best 25 rows of a problem
@@ -103,7 +103,7 @@ def build_report(experiment: str, uri: str, out: Path, targets: dict[str, float]
         (out / "protocol.json").write_text(json.dumps({
             "experiment": experiment, "compare": decl.compare, "tune": decl.tune, "overrides": decl.overrides, "runs": len(runs),
             "finished": int((runs.outcome == "finished").sum()), "epochs": epochs,
-            "seeds": sorted(selected["n"].unique().tolist()), "train_seconds": float(pd.to_numeric(runs["train_seconds"], errors="coerce").sum()),
+            "seeds": sorted(selected["n"].unique().tolist()), "train_seconds": training_seconds(runs),
             "generated": time.strftime("%Y-%m-%d %H:%M")}, indent=1))
     else:
         head["protocol"] = "none declared (study.compare): a flat ranking of every configuration by its test metric"

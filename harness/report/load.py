@@ -51,6 +51,7 @@ def load_runs(client, experiment: str) -> tuple[pd.DataFrame, str]:
                "outcome": tags.get("outcome", r.info.status.lower()), "start": r.info.start_time, "end": r.info.end_time,
                "primary_metric": tags.get("primary_metric"), "primary_mode": tags.get("primary_mode", "max"),
                "harness_version": tags.get("harness_version"), "train_seconds": _float(tags.get("train_seconds")),
+               "bundle": tags.get("bundle"),
                "seed": tags.get("seed", r.data.params.get("seed"))}
         for g in GROUPS:
             row[g] = tags.get(g)
@@ -102,6 +103,15 @@ def factors(runs: pd.DataFrame) -> list[str]:
             continue  # implied by the group choice
         out.append(col)
     return out
+
+
+def training_seconds(runs: pd.DataFrame) -> float:
+    """Wall seconds of training: a stacked bundle's members each carry the bundle's time, so a bundle counts once."""
+    seconds = pd.to_numeric(runs["train_seconds"], errors="coerce")
+    bundles = runs["bundle"] if "bundle" in runs else pd.Series(None, index=runs.index)
+    solo = seconds[bundles.isna()].sum()
+    stacked = seconds[bundles.notna()].groupby(bundles[bundles.notna()]).max().sum()
+    return float(solo + stacked)
 
 
 def label(factor: str) -> str:

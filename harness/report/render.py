@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.report.aggregate import config_name, methods
-from harness.report.load import label
+from harness.report.load import label, training_seconds
 
 
 def fmt(v, digits: int = 4) -> str:
@@ -96,12 +96,12 @@ def tuned_findings(selected: pd.DataFrame) -> list[str]:
 def header(experiment: str, runs: pd.DataFrame, table: pd.DataFrame, date: str) -> dict[str, str]:
     counts = runs["outcome"].value_counts().to_dict()
     seeds = table["n"]
-    compute = pd.to_numeric(runs["train_seconds"], errors="coerce").sum()
+    compute = training_seconds(runs)
     versions = ", ".join(sorted(str(v) for v in runs["harness_version"].dropna().unique())) or "unknown"
     return {"experiment": experiment, "runs": f"{len(runs)} (" + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + ")",
             "configurations": str(len(table)), "seeds per configuration": f"{seeds.min()}" + (f"-{seeds.max()}" if seeds.max() != seeds.min() else ""),
             "tasks": ", ".join(sorted(runs["task"].dropna().unique())), "generated": date, "harness version": versions,
-            "total training time": f"{compute / 60:.1f} min ({compute:.0f} s)"}
+            "total training time": f"{compute / 60:.1f} min ({compute:.0f} s; a stacked bundle counted once)"}
 
 
 def table_for_display(table: pd.DataFrame, config_cols: list[str]) -> pd.DataFrame:
