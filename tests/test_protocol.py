@@ -196,7 +196,7 @@ def test_a_declared_sweep_round_trips_through_mlflow_and_a_one_factor_sweep_gets
 def test_claims_come_from_the_reports_and_the_map(tmp_path):
     from harness.report import claims
 
-    uri, client, exp = declared_store(tmp_path, compare=("optimizer",), tune=())
+    uri, client, exp = declared_store(tmp_path, compare=("optimizer",), tune=("optimizer.lr",))
     for seed in range(5):
         for ratio, gap in (("10", 0.05), ("100", 0.0)):
             extra = {"task.imbalance_ratio": ratio}
@@ -211,6 +211,10 @@ def test_claims_come_from_the_reports_and_the_map(tmp_path):
         "    - {a: optimizer=sgd, b: optimizer=adam, where: imbalance_ratio=100, expect: better}\n"
         "C9:\n  claim: sgd is not worse at 1:10\n  study: study\n  checks:\n"
         "    - {a: optimizer=sgd, b: optimizer=adam, where: imbalance_ratio=10, expect: not_worse}\n"
+        "C10:\n  claim: adam's lr lies in [1e-3, 1e-1]\n  study: study\n  checks:\n"
+        "    - {a: optimizer=adam, where: imbalance_ratio=10, expect: setting_in, knob: optimizer.lr, range: [0.001, 0.1]}\n"
+        "C12:\n  claim: adam's lr lies in [1e-4, 1e-3]\n  study: study\n  checks:\n"
+        "    - {a: optimizer=adam, where: imbalance_ratio=10, expect: setting_in, knob: optimizer.lr, range: [0.0001, 0.001]}\n"
         "C11:\n  claim: a study not run\n  study: nothing_here\n  checks: []\n")
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- claims:start -->\nold\n<!-- claims:end -->\nrest\n")
@@ -221,6 +225,8 @@ def test_claims_come_from_the_reports_and_the_map(tmp_path):
     assert "| inconclusive " in row["C8"]                                       # no difference at 1:100
     assert "| contradicted " in row["C9"]
     assert "not run with the protocol yet" in row["C11"]
+    assert "| supported " in row["C10"] and "selects optimizer.lr=0.01 on validation (inside" in row["C10"]
+    assert "| contradicted " in row["C12"] and "(outside [0.0001, 0.001])" in row["C12"]
     text = readme.read_text()
     assert "old" not in text and "| C7 " in text and text.startswith("intro\n") and text.endswith("rest\n")
 

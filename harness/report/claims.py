@@ -38,9 +38,25 @@ def matches(problem: str, where: str) -> bool:
     return any(part == where or part.endswith("." + where) for part in problem.split(", "))
 
 
+def selected_value(setting: str, knob: str) -> float:
+    for part in str(setting).split(", "):
+        key, _, value = part.partition("=")
+        if key == knob:
+            return float(value)
+    raise ReportError(f"claims map: the selected setting {setting!r} has no {knob}")
+
+
 def check(tuned: pd.DataFrame, c: dict) -> dict:
-    """One check: the a-b difference on one problem, from the per-seed test scores of the selected settings."""
+    """One check: the a-b difference on one problem, from the per-seed test scores of the selected
+    settings; or (expect: setting_in) whether a's selected value of a knob lies in a range."""
     rows = tuned[tuned["problem"].map(lambda pr: matches(pr, c["where"]))]
+    if c["expect"] == "setting_in":
+        a = rows[rows["method"] == c["a"]]
+        if len(a) != 1:
+            raise ReportError(f"claims map: no single problem matching {c['where']!r} with method {c['a']!r}")
+        v = selected_value(a.iloc[0]["setting"], c["knob"])
+        low, high = c["range"]
+        return {**c, "problem": a.iloc[0]["problem"], "value": v, "holds": low <= v <= high, "p": math.nan}
     a, b = rows[rows["method"] == c["a"]], rows[rows["method"] == c["b"]]
     if len(a) != 1 or len(b) != 1:
         raise ReportError(f"claims map: no single problem matching {c['where']!r} with methods {c['a']!r} and {c['b']!r}")
@@ -54,6 +70,10 @@ def check(tuned: pd.DataFrame, c: dict) -> dict:
 def judge(checks: list[dict]) -> str:
     ok, against = True, False
     for c in checks:
+        if c["expect"] == "setting_in":
+            ok &= c["holds"]
+            against |= not c["holds"]
+            continue
         significant = math.isfinite(c["p_holm"]) and c["p_holm"] < stats.ALPHA
         if c["expect"] == "better":
             ok &= significant and c["a_better"]
@@ -66,6 +86,9 @@ def judge(checks: list[dict]) -> str:
 
 
 def effect(c: dict) -> str:
+    if c["expect"] == "setting_in":
+        return (f"{c['problem']}: {c['a']} selects {c['knob']}={c['value']:g} on validation "
+                f"({'inside' if c['holds'] else 'outside'} [{c['range'][0]:g}, {c['range'][1]:g}])")
     better = "higher" if c["a_better"] == (c["diff"] > 0) else "lower"
     return (f"{c['problem']}: {c['a']} - {c['b']} = {fmt(c['diff'])} [{fmt(c['low'])}, {fmt(c['high'])}] {c['metric']} "
             f"(p = {c['p_holm']:.2g} Holm, {c['test']}, n = {c['n']})")
