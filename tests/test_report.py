@@ -159,5 +159,6 @@ def test_report_of_a_real_sweep(tmp_path):
                           str(tmp_path / "rep")], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     summary = pd.read_csv(tmp_path / "rep" / "summary.csv")
-    assert len(summary) == 12 and set(summary["n"]) == {2}  # 6 losses x 2 ratios, 2 seeds each
+    assert len(summary) == 14 and set(summary["n"]) == {2}  # 7 losses x 2 ratios (one LR in smoke mode), 2 seeds each
+    assert (tmp_path / "rep" / "tuned.csv").exists()  # the study declares what it compares: a tuned report
     assert (tmp_path / "rep" / "imbalanced_heatmap.png").exists()
