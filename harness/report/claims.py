@@ -50,13 +50,20 @@ def check(tuned: pd.DataFrame, c: dict) -> dict:
     """One check: the a-b difference on one problem, from the per-seed test scores of the selected
     settings; or (expect: setting_in) whether a's selected value of a knob lies in a range."""
     rows = tuned[tuned["problem"].map(lambda pr: matches(pr, c["where"]))]
-    if c["expect"] == "setting_in":
+    if c["expect"] in ("setting_in", "near"):
         a = rows[rows["method"] == c["a"]]
         if len(a) != 1:
             raise ReportError(f"claims map: no single problem matching {c['where']!r} with method {c['a']!r}")
-        v = selected_value(a.iloc[0]["setting"], c["knob"])
-        low, high = c["range"]
-        return {**c, "problem": a.iloc[0]["problem"], "value": v, "holds": low <= v <= high, "p": math.nan}
+        a = a.iloc[0]
+        if c["expect"] == "setting_in":
+            v = selected_value(a["setting"], c["knob"])
+            low, high = c["range"]
+            return {**c, "problem": a["problem"], "value": v, "holds": low <= v <= high, "against": not low <= v <= high,
+                    "p": math.nan}
+        low, high = c["value"] - c["tolerance"], c["value"] + c["tolerance"]  # near: the test score's interval vs value +- tolerance
+        return {**c, "problem": a["problem"], "metric": a["metric"], "mean": a["test_mean"], "low": a["ci95_low"],
+                "high": a["ci95_high"], "n": a["n"], "holds": low <= a["ci95_low"] and a["ci95_high"] <= high,
+                "against": a["ci95_high"] < low or a["ci95_low"] > high, "p": math.nan}
     a, b = rows[rows["method"] == c["a"]], rows[rows["method"] == c["b"]]
     if len(a) != 1 or len(b) != 1:
         raise ReportError(f"claims map: no single problem matching {c['where']!r} with methods {c['a']!r} and {c['b']!r}")
@@ -70,9 +77,9 @@ def check(tuned: pd.DataFrame, c: dict) -> dict:
 def judge(checks: list[dict]) -> str:
     ok, against = True, False
     for c in checks:
-        if c["expect"] == "setting_in":
+        if c["expect"] in ("setting_in", "near"):
             ok &= c["holds"]
-            against |= not c["holds"]
+            against |= c["against"]
             continue
         significant = math.isfinite(c["p_holm"]) and c["p_holm"] < stats.ALPHA
         if c["expect"] == "better":
@@ -89,7 +96,9 @@ def effect(c: dict) -> str:
     if c["expect"] == "setting_in":
         return (f"{c['problem']}: {c['a']} selects {c['knob']}={c['value']:g} on validation "
                 f"({'inside' if c['holds'] else 'outside'} [{c['range'][0]:g}, {c['range'][1]:g}])")
-    better = "higher" if c["a_better"] == (c["diff"] > 0) else "lower"
+    if c["expect"] == "near":
+        return (f"{c['problem']}: {c['a']} reaches {c['metric']} {fmt(c['mean'])} [{fmt(c['low'])}, {fmt(c['high'])}] "
+                f"(n = {c['n']}; the claim: {c['value']:g} +- {c['tolerance']:g})")
     return (f"{c['problem']}: {c['a']} - {c['b']} = {fmt(c['diff'])} [{fmt(c['low'])}, {fmt(c['high'])}] {c['metric']} "
             f"(p = {c['p_holm']:.2g} Holm, {c['test']}, n = {c['n']})")
 
@@ -98,6 +107,13 @@ def claim_texts() -> dict[str, str]:
     if not CLAIMS_LIST.exists():
         return {}
     return {m.group(1): m.group(2).strip() for m in re.finditer(r"^\| (C\d+) \| (.+?) \|$", CLAIMS_LIST.read_text(), re.M)}
+
+
+def evidence(proto: dict) -> str:
+    return (f"{proto['finished']} runs, {', '.join(map(str, proto['epochs']))} epochs, {'/'.join(map(str, proto['seeds']))} seeds "
+            f"per method; compares {', '.join(proto['compare'])}, tunes {', '.join(proto['tune']) or 'nothing'} per method "
+            f"(selected on validation); {proto['train_seconds'] / 60:.1f} min of training"
+            + (f"; sweep overrides: {proto['overrides']}" if proto.get("overrides") else ""))
 
 
 def build(reports: Path, mapping: dict) -> tuple[str, list[dict]]:
@@ -109,21 +125,19 @@ def build(reports: Path, mapping: dict) -> tuple[str, list[dict]]:
         if spec is None:
             rows.append({"id": cid, "claim": text, "study": "none yet", "verdict": "not studied", "effect": "", "evidence": ""})
             continue
-        loaded = load_study(reports, spec["study"])
-        if loaded is None:
-            rows.append({"id": cid, "claim": text, "study": spec["study"], "verdict": "not run with the protocol yet",
-                         "effect": "", "evidence": f"reports/{spec['study']}/ has no tuned.csv"})
+        studies = list(dict.fromkeys([spec["study"]] + [c["study"] for c in spec["checks"] if c.get("study")]))
+        loaded = {name: load_study(reports, name) for name in studies}
+        missing = [name for name, got in loaded.items() if got is None]
+        if missing:
+            rows.append({"id": cid, "claim": text, "study": ", ".join(studies), "verdict": "not run with the protocol yet",
+                         "effect": "", "evidence": "; ".join(f"reports/{m}/ has no tuned.csv" for m in missing)})
             continue
-        tuned, proto = loaded
-        checks = [check(tuned, c) for c in spec["checks"]]
+        checks = [check(loaded[c.get("study") or spec["study"]][0], c) for c in spec["checks"]]
         for c, p in zip(checks, stats.holm([c["p"] for c in checks])):
             c["p_holm"] = p
-        evidence = (f"{proto['finished']} runs, {', '.join(map(str, proto['epochs']))} epochs, {'/'.join(map(str, proto['seeds']))} seeds "
-                    f"per method; compares {', '.join(proto['compare'])}, tunes {', '.join(proto['tune']) or 'nothing'} per method "
-                    f"(selected on validation); {proto['train_seconds'] / 60:.1f} min of training"
-                    + (f"; sweep overrides: {proto['overrides']}" if proto.get("overrides") else ""))
-        rows.append({"id": cid, "claim": text, "study": spec["study"], "verdict": judge(checks),
-                     "effect": "; ".join(effect(c) for c in checks), "evidence": evidence})
+        rows.append({"id": cid, "claim": text, "study": ", ".join(studies), "verdict": judge(checks),
+                     "effect": "; ".join(effect(c) for c in checks),
+                     "evidence": "; ".join((f"{name}: " if len(studies) > 1 else "") + evidence(loaded[name][1]) for name in studies)})
     table = pd.DataFrame(rows)
     lines = ["# Claims and their verdicts", "",
              "Generated by `python -m harness.report.claims` from the studies' tuned reports (`reports/*/tuned.csv`) and the map "

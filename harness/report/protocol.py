@@ -63,6 +63,11 @@ def val_metric(metric: str) -> str:
     return "val/" + metric.split("/", 1)[-1]
 
 
+def train_metric(metric: str) -> str:
+    """The training-set counterpart of the primary metric (running over the last epoch's steps)."""
+    return "train/" + metric.split("/", 1)[-1]
+
+
 def settings_table(runs: pd.DataFrame, config_cols: list[str], decl: Declaration) -> tuple[pd.DataFrame, list[str], list[str], list[str]]:
     """One row per (problem, method, tuned setting): validation and test means over seeds, the
     per-seed test and validation scores, eligibility. Returns (table, problem, method, tuned columns)."""
@@ -79,12 +84,14 @@ def settings_table(runs: pd.DataFrame, config_cols: list[str], decl: Declaration
         finished = group[group.outcome == "finished"]
         test = pd.to_numeric(finished.get(f"final:{metric}"), errors="coerce")
         val = pd.to_numeric(finished.get(f"final:{val_metric(metric)}"), errors="coerce")
+        train = pd.to_numeric(finished.get(f"final:{train_metric(metric)}", pd.Series(math.nan, index=finished.index)), errors="coerce")
         ok = test.notna() & val.notna()
         seeds = finished["seed"].astype(str)
         row = dict(zip(problem_cols + method_cols + tuned_cols, key))
         row.update({"metric": metric, "val_metric": val_metric(metric), "mode": mode,
                     "val_mean": float(val[ok].mean()) if ok.any() else math.nan,
                     "test_mean": float(test[ok].mean()) if ok.any() else math.nan, "n": int(ok.sum()),
+                    "train_mean": float(train[ok].mean()) if ok.any() else math.nan,
                     "runs": len(group), "clean": bool(ok.sum() == len(group)),
                     "test_by_seed": dict(zip(seeds[ok], test[ok].astype(float))),
                     "val_by_seed": dict(zip(seeds[ok], val[ok].astype(float))),
@@ -121,6 +128,7 @@ def select(settings: pd.DataFrame, tolerance: float) -> pd.DataFrame:
         at_edge = edge(part, best)
         rows.append({"problem": problem, "task": best["task"], "method": method, "mode": mode, "metric": best["metric"],
                      "setting": best["setting"], "val_mean": best["val_mean"], "test_mean": best["test_mean"],
+                     "train_mean": best["train_mean"], "gap": best["train_mean"] - best["test_mean"],
                      "test_std": float(np.std(list(best["test_by_seed"].values()), ddof=1)) if best["n"] > 1 else math.nan,
                      "ci95_low": low, "ci95_high": high, "n": best["n"], "grid": len(part),
                      "good_share": float(within.sum() / len(part)), "at_edge": at_edge,

@@ -56,7 +56,8 @@ def findings(table: pd.DataFrame, runs: pd.DataFrame, config_cols: list[str]) ->
 
 
 def tuned_sections(selected: pd.DataFrame, decl, tolerance: float) -> dict[str, tuple[str, pd.DataFrame]]:
-    """One table per problem: each method's selected setting, its validation and test scores, the verdict."""
+    """One table per problem: each method's selected setting, its validation and test scores, its
+    training score (running over the last epoch's steps) with the train - test gap, the verdict."""
     caption = (f"The study {decl.text()}. Each method's setting is selected by the mean over seeds of the validation metric "
                f"(never the test metric); the test metric of that setting is reported over its seeds, with a 95% percentile "
                f"bootstrap interval. Verdicts compare each method with the best (paired by seed when the seeds pair), Holm-corrected. "
@@ -69,6 +70,8 @@ def tuned_sections(selected: pd.DataFrame, decl, tolerance: float) -> dict[str, 
             f"{part['metric'].iloc[0]} mean": part["test_mean"].map(fmt),
             "95% CI": [f"[{fmt(lo)}, {fmt(hi)}]" if not math.isnan(lo) else "n/a" for lo, hi in zip(part["ci95_low"], part["ci95_high"])],
             "n": part["n"], "grid": part["grid"],
+            **({"train (last epoch)": part["train_mean"].map(fmt), "train - test gap": part["gap"].map(fmt)}
+               if part.get("train_mean", pd.Series(dtype=float)).notna().any() else {}),
             "good region": [f"{g:.0%}" if isinstance(g, float) and not math.isnan(g) else "n/a" for g in part.get("good_share", [math.nan] * len(part))],
             "at grid edge": part.get("at_edge", "").fillna(""), "verdict vs best": part["verdict"]})
         out[f"Tuned comparison: {problem}"] = (caption, show)
