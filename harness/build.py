@@ -156,7 +156,8 @@ def class_weights(spec, y: torch.Tensor, num_classes: int, what: str):
 
 def build_loss(cfg: DictConfig, task: Task, data: Data, device: torch.device) -> torch.nn.Module:
     spec = OmegaConf.to_container(cfg.loss, resolve=True)
-    spec.pop("targets")
+    if spec.pop("targets") == "embedding":
+        spec["dim"] = task.dim  # the embedding's width: the model's output is [embedding | head logits]
     for key in ("weight", "alpha"):  # class weights: CrossEntropyLoss.weight, FocalLoss.alpha
         if key in spec:
             spec[key] = class_weights(spec[key], data.train.y, task.num_classes, f"loss.{key}")

@@ -147,6 +147,9 @@ def prepare(e: Entry, loaded: dict) -> None:
         model = init_model(task, cfg.seed, device)
         factory = optimizer_factory(cfg, batch_size)
         cls = getattr(factory, "func", factory)
+        if task.gallery:
+            e.solo = "its task compares each split with the training set at evaluation, which a stacked evaluation does not do"
+            return
         if isinstance(cls, type) and needs_closure(cls):
             e.solo = f"its optimizer {cls.__module__}.{cls.__name__} needs a closure, which a stacked step cannot give"
             return

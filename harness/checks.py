@@ -26,7 +26,7 @@ from harness import HarnessError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = ("task", "loss", "optimizer", "schedule")
-TARGET_KINDS = ("index", "onehot", "real")
+from harness.losses import TARGET_KINDS
 LR_SCALINGS = ("none", "linear", "sqrt")
 SEED_LIMIT = 2 ** 32  # torch's CPU generator (mt19937) keeps 32 bits of a seed: 2**32 + 1 would alias 1
 TOP_LEVEL = {"task", "loss", "optimizer", "schedule", "epochs", "batch_size", "lr_scaling", "lr_reference_batch", "seed",

@@ -5,6 +5,8 @@ Every loss in ``conf/loss/`` declares in its YAML which *targets* it takes:
 - ``index``:  integer class indices, shape ``[N]`` (cross-entropy, focal, hinge)
 - ``onehot``: class probabilities, shape ``[N, C]`` float (BCE one-vs-rest, KL, MSE on probabilities, Dice)
 - ``real``:   real values, shape ``[N, 1]`` (MSE, MAE, Huber, smooth L1, log-cosh)
+- ``embedding``: class indices ``[N]`` for a metric-learning loss on an embedding task's output
+  (triplet, contrastive, margin ranking, cross-entropy on the head: ``harness.losses_metric``)
 
 A classification task can feed ``index`` and ``onehot`` losses (it builds one-hot targets once);
 a regression task feeds ``real`` losses. The harness refuses any other pair before training.
@@ -20,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-TARGET_KINDS = ("index", "onehot", "real")
+TARGET_KINDS = ("index", "onehot", "real", "embedding")
 
 
 def _reduce(loss: Tensor, reduction: str) -> Tensor:

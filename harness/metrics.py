@@ -59,3 +59,43 @@ def classification_metrics(logits: Tensor, y: Tensor, minority_class: int | None
         if num_classes == 2:
             out["average_precision"] = average_precision(logits.float().softmax(dim=-1)[:, 1], y == 1)
     return out
+
+
+RETRIEVAL_LIMIT = 5000  # within-split retrieval metrics use at most this many samples (a [n, n] distance matrix)
+
+
+def _chunks(n: int, size: int = 1024):
+    for i in range(0, n, size):
+        yield slice(i, min(n, i + size))
+
+
+def nearest_label_accuracy(query: Tensor, qy: Tensor, gallery: Tensor, gy: Tensor) -> Tensor:
+    """1-nearest-neighbour accuracy (Euclidean) of query embeddings against a labelled gallery."""
+    hits = torch.zeros((), device=query.device)
+    for s in _chunks(len(query)):
+        hits += (gy[torch.cdist(query[s], gallery).argmin(1)] == qy[s]).sum()
+    return hits / max(1, len(query))
+
+
+def retrieval_metrics(emb: Tensor, y: Tensor) -> dict[str, Tensor]:
+    """Leave-one-out retrieval within a set of embeddings (its first ``RETRIEVAL_LIMIT`` samples):
+    recall@1 (the nearest other sample has the same label) and MAP@R (Musgrave et al., 2020: with R
+    the number of other samples of the query's class, the mean over queries of
+    (1/R) sum_{k <= R} precision@k x [the k-th nearest is of its class])."""
+    emb, y = emb[:RETRIEVAL_LIMIT].float(), y[:RETRIEVAL_LIMIT]
+    n = len(y)
+    counts = torch.bincount(y)[y] - 1                      # R per query
+    r_max = int(counts.max()) if n else 0
+    hits, ap = torch.zeros((), device=emb.device), torch.zeros((), device=emb.device)
+    valid = (counts > 0).sum().clamp_min(1)
+    for s in _chunks(n):
+        d = torch.cdist(emb[s], emb)
+        d[torch.arange(s.stop - s.start, device=emb.device), torch.arange(s.start, s.stop, device=emb.device)] = float("inf")
+        order = d.topk(max(1, r_max), dim=1, largest=False).indices
+        rel = (y[order] == y[s].unsqueeze(1)).float()       # [q, r_max]
+        hits += rel[:, 0].sum()
+        k = torch.arange(1, rel.shape[1] + 1, device=emb.device)
+        within = (k.unsqueeze(0) <= counts[s].unsqueeze(1)).float()
+        precision = rel.cumsum(1) / k
+        ap += ((precision * rel * within).sum(1) / counts[s].clamp_min(1)).sum()
+    return {"recall_at_1": hits / max(1, n), "map_at_r": ap / valid}

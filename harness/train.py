@@ -30,11 +30,19 @@ class Result:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, task: Task, split: Split, loss_fn: nn.Module, targets: Callable[[Tensor], Tensor],
-             batch_size: int) -> dict[str, Tensor]:
+def outputs_of(model: nn.Module, split: Split, batch_size: int) -> Tensor:
     model.eval()
-    out = torch.cat([model(split.x[i:i + batch_size]) for i in range(0, len(split), batch_size)])
-    return {"loss": loss_fn(out, targets(split.y)), **task.metrics(out, split.y)}
+    return torch.cat([model(split.x[i:i + batch_size]) for i in range(0, len(split), batch_size)])
+
+
+def evaluate(model: nn.Module, task: Task, split: Split, loss_fn: nn.Module, targets: Callable[[Tensor], Tensor],
+             batch_size: int, gallery: tuple[Tensor, Tensor] | None = None) -> dict[str, Tensor]:
+    """The split's loss and the task's metrics; ``gallery`` (the training set's outputs and labels)
+    for a task that compares a split with the training set (``task.gallery``: embeddings)."""
+    out = outputs_of(model, split, batch_size)
+    with torch.no_grad():
+        metrics = task.metrics(out, split.y, gallery=gallery) if gallery is not None else task.metrics(out, split.y)
+        return {"loss": loss_fn(out, targets(split.y)), **metrics}
 
 
 def train(model: nn.Module, task: Task, data: Data, loss_fn: nn.Module, targets: Callable[[Tensor], Tensor],
@@ -75,8 +83,9 @@ def train(model: nn.Module, task: Task, data: Data, loss_fn: nn.Module, targets:
             # them): no second pass over the training set.
             running = task.metrics(torch.cat(outputs), data.train.y[order[:seen]])
             metrics.update({f"train/{k}": v for k, v in running.items()})
+            gallery = (outputs_of(model, data.train, eval_batch_size), data.train.y) if task.gallery else None
             for name, split in (("val", data.val), ("test", data.test)):
-                for key, value in evaluate(model, task, split, loss_fn, targets, eval_batch_size).items():
+                for key, value in evaluate(model, task, split, loss_fn, targets, eval_batch_size, gallery).items():
                     metrics[f"{name}/{key}"] = value
         values = dict(zip(metrics, torch.stack([v.float() for v in metrics.values()]).tolist()))  # one host sync
         values.update({"lr": lrs[-1], "epoch_seconds": time.perf_counter() - t0, "samples_per_second": seen / train_seconds})

@@ -35,7 +35,9 @@ def run_cli(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None
     """python -m harness ARGS in cwd, tracking into cwd/mlflow.db, quiet."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     full_env.pop("MLFLOW_TRACKING_URI", None)
-    cmd = [sys.executable, "-m", "harness", f"tracking.uri=sqlite:///{cwd}/mlflow.db", "progress=false", *args]
+    flags = [a for a in args if a.startswith("--")]  # --multirun goes before the overrides
+    cmd = [sys.executable, "-m", "harness", *flags, f"tracking.uri=sqlite:///{cwd}/mlflow.db", "progress=false",
+           *(a for a in args if not a.startswith("--"))]
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
 
 

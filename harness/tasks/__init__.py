@@ -40,6 +40,7 @@ class Task:
     primary_metric: str = ""       # e.g. "test/accuracy"
     mode: str = "max"              # whether the primary metric is better high ("max") or low ("min")
     num_classes: int = 0
+    gallery: bool = False          # metrics(output, y, gallery=(train outputs, train labels)) at evaluation
 
     def load(self) -> Data:
         raise NotImplementedError
