@@ -5,6 +5,8 @@ Every loss in ``conf/loss/`` declares in its YAML which *targets* it takes:
 - ``index``:  integer class indices, shape ``[N]`` (cross-entropy, focal, hinge)
 - ``onehot``: class probabilities, shape ``[N, C]`` float (BCE one-vs-rest, KL, MSE on probabilities, Dice)
 - ``real``:   real values, shape ``[N, 1]`` (MSE, MAE, Huber, smooth L1, log-cosh)
+- ``count``: counts, shape ``[N, 1]`` float, for a model whose output is a log-rate (Poisson NLL
+  from torch; MSE, MAE, Huber on exp(output) through ``OnRate``)
 - ``embedding``: class indices ``[N]`` for a metric-learning loss on an embedding task's output
   (triplet, contrastive, margin ranking, cross-entropy on the head: ``harness.losses_metric``)
 
@@ -22,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-TARGET_KINDS = ("index", "onehot", "real", "embedding")
+TARGET_KINDS = ("index", "onehot", "real", "count", "embedding")
 
 
 def _reduce(loss: Tensor, reduction: str) -> Tensor:
@@ -198,3 +200,19 @@ class DiceLoss(_Loss):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         return dice_loss(logits, target, self.smooth, self.reduction)
+
+
+class OnRate(nn.Module):
+    """A torch regression loss on the counts a log-rate output predicts: ``loss(exp(output), y)``
+    (the log-rate clamped at 20 first, so a diverging model gives a large finite loss, not inf).
+    ``base``: mse (``nn.MSELoss``), mae (``nn.L1Loss``) or huber (``nn.HuberLoss``, with ``delta``)."""
+    BASES = {"mse": nn.MSELoss, "mae": nn.L1Loss, "huber": nn.HuberLoss}
+
+    def __init__(self, base: str = "mse", **kwargs):
+        super().__init__()
+        if base not in self.BASES:
+            raise ValueError(f"loss.base={base!r} is unknown; allowed: {', '.join(self.BASES)}")
+        self.loss = self.BASES[base](**kwargs)
+
+    def forward(self, output: Tensor, target: Tensor) -> Tensor:
+        return self.loss(output.clamp(max=20.0).exp(), target)

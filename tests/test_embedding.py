@@ -146,7 +146,7 @@ def test_each_metric_loss_trains_an_embedding_that_beats_chance(tmp_path, loss):
 def test_a_classification_loss_on_the_embedding_task_is_refused_with_the_losses_that_fit(tmp_path):
     proc = run_cli("task=embedding", "loss=ce", cwd=tmp_path)
     assert proc.returncode == 2
-    assert "losses that fit embedding: ce_head, contrastive, margin_ranking, triplet" in proc.stderr
+    assert "losses that fit embedding: ce_head, contrastive, margin_ranking, triplet, triplet_batch_hard, triplet_random" in proc.stderr
     assert not (tmp_path / "mlflow.db").exists() or not mlflow_runs(tmp_path, "embedding")[1]
 
 

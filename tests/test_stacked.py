@@ -105,6 +105,14 @@ def test_imbalanced_members_with_focal_weighted_ce_and_mse_on_probabilities():
     ], common=["task=imbalanced", "task.n_train=1000"])
 
 
+def test_count_members_with_poisson_nll_and_losses_on_the_rate():
+    check_equivalent([
+        ["loss=poisson_nll", "seed=0"],
+        ["loss=mse_counts", "seed=1", "optimizer.lr=0.0003"],
+        ["loss=huber_counts", "seed=2", "optimizer=momentum", "optimizer.lr=0.001"],
+    ], common=["task=counts", "task.n_train=1000", "task.dispersion=2"])
+
+
 @pytest.mark.parametrize("model", ["mlp", "cnn"])
 def test_mnist_members_on_tiny_idx_files(tmp_path, model):
     root = write_idx_mnist(tmp_path / "data", n_train=300, n_test=100)
