@@ -116,6 +116,9 @@ def member_bytes(model: torch.nn.Module, sample: torch.Tensor, batch_size: int, 
     return 4 * (4 * params + max(2 * batch_size * per_sample, eval_chunk * per_sample) + n_train * out[0].numel())
 
 
+NEEDS = {"gallery": "the training set beside each split", "decode": "the loss's decoder"}  # see Task.needs
+
+
 # ---------------------------------------------------------------- the plan
 
 def admit_all(entries: list[Entry]) -> list[Entry]:
@@ -147,8 +150,8 @@ def prepare(e: Entry, loaded: dict) -> None:
         model = init_model(task, cfg.seed, device)
         factory = optimizer_factory(cfg, batch_size)
         cls = getattr(factory, "func", factory)
-        if task.gallery:
-            e.solo = "its task compares each split with the training set at evaluation, which a stacked evaluation does not do"
+        if task.needs:
+            e.solo = f"its task's metrics need {' and '.join(NEEDS[n] for n in task.needs)}, which a stacked evaluation does not give"
             return
         if isinstance(cls, type) and needs_closure(cls):
             e.solo = f"its optimizer {cls.__module__}.{cls.__name__} needs a closure, which a stacked step cannot give"

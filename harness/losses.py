@@ -7,6 +7,7 @@ Every loss in ``conf/loss/`` declares in its YAML which *targets* it takes:
 - ``real``:   real values, shape ``[N, 1]`` (MSE, MAE, Huber, smooth L1, log-cosh)
 - ``count``: counts, shape ``[N, 1]`` float, for a model whose output is a log-rate (Poisson NLL
   from torch; MSE, MAE, Huber on exp(output) through ``OnRate``)
+- ``sequence``: label strings padded with the class C, shape ``[N, L]`` (CTC, per-position CE)
 - ``embedding``: class indices ``[N]`` for a metric-learning loss on an embedding task's output
   (triplet, contrastive, margin ranking, cross-entropy on the head: ``harness.losses_metric``)
 
@@ -24,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-TARGET_KINDS = ("index", "onehot", "real", "count", "embedding")
+TARGET_KINDS = ("index", "onehot", "real", "count", "embedding", "sequence")
 
 
 def _reduce(loss: Tensor, reduction: str) -> Tensor:
@@ -216,3 +217,49 @@ class OnRate(nn.Module):
 
     def forward(self, output: Tensor, target: Tensor) -> Tensor:
         return self.loss(output.clamp(max=20.0).exp(), target)
+
+
+class CTCLoss(nn.Module):
+    """Torch's ``CTCLoss`` on per-frame logits ``[N, T, C + 1]`` (the last class the blank) and
+    labels padded with ``C`` ``[N, L]``: no alignment of labels to frames is needed.
+    ``decode``: greedy, the best class per frame, repeats merged, blanks dropped."""
+    def __init__(self, zero_infinity: bool = True):
+        super().__init__()
+        self.zero_infinity = zero_infinity
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        n, t, c = logits.shape
+        blank = c - 1
+        log_probs = F.log_softmax(logits.float(), dim=-1).transpose(0, 1)  # [T, N, C + 1]
+        lengths = (target != blank).sum(1)
+        ctc = nn.CTCLoss(blank=blank, zero_infinity=self.zero_infinity)
+        return ctc(log_probs, target, torch.full((n,), t, dtype=torch.long, device=logits.device), lengths)
+
+    @staticmethod
+    def decode(logits: Tensor, max_length: int | None = None) -> list[list[int]]:
+        blank = logits.shape[-1] - 1
+        best = logits.argmax(-1)
+        keep = (best != blank) & torch.cat([torch.ones_like(best[:, :1], dtype=torch.bool), best[:, 1:] != best[:, :-1]], 1)
+        return [row[k].tolist() for row, k in zip(best, keep)]
+
+
+class PositionCrossEntropy(nn.Module):
+    """The baseline that needs aligned labels: the ``[N, T, C + 1]`` frames average-pooled into L
+    equal slots, each scored by cross-entropy against the label at its index (the last class is
+    the padding of a short sequence). ``decode``: the best class per slot, padding dropped."""
+    def __init__(self, label_smoothing: float = 0.0):
+        super().__init__()
+        self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+
+    @staticmethod
+    def slots(logits: Tensor, length: int) -> Tensor:
+        return F.adaptive_avg_pool1d(logits.transpose(1, 2), length).transpose(1, 2)  # [N, L, C + 1]
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        slots = self.slots(logits, target.shape[1])
+        return self.loss(slots.reshape(-1, slots.shape[-1]), target.reshape(-1))
+
+    @classmethod
+    def decode(cls, logits: Tensor, max_length: int) -> list[list[int]]:
+        pad = logits.shape[-1] - 1
+        return [[v for v in row if v != pad] for row in cls.slots(logits, max_length).argmax(-1).tolist()]

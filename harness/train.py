@@ -36,13 +36,23 @@ def outputs_of(model: nn.Module, split: Split, batch_size: int) -> Tensor:
 
 
 def evaluate(model: nn.Module, task: Task, split: Split, loss_fn: nn.Module, targets: Callable[[Tensor], Tensor],
-             batch_size: int, gallery: tuple[Tensor, Tensor] | None = None) -> dict[str, Tensor]:
-    """The split's loss and the task's metrics; ``gallery`` (the training set's outputs and labels)
-    for a task that compares a split with the training set (``task.gallery``: embeddings)."""
+             batch_size: int, **extra) -> dict[str, Tensor]:
+    """The split's loss and the task's metrics (``extra``: what the task ``needs`` besides, see ``metric_extras``)."""
     out = outputs_of(model, split, batch_size)
     with torch.no_grad():
-        metrics = task.metrics(out, split.y, gallery=gallery) if gallery is not None else task.metrics(out, split.y)
-        return {"loss": loss_fn(out, targets(split.y)), **metrics}
+        return {"loss": loss_fn(out, targets(split.y)), **task.metrics(out, split.y, **extra)}
+
+
+def metric_extras(task: Task, loss_fn: nn.Module, model: nn.Module | None = None, data: Data | None = None,
+                  batch_size: int = 4096) -> dict:
+    """What ``task.metrics`` takes beyond (output, y), as ``task.needs`` lists it: the loss's decoder;
+    with a model and data, the training set's outputs and labels as the gallery of an evaluation."""
+    extra = {}
+    if "decode" in task.needs:
+        extra["decode"] = loss_fn.decode
+    if "gallery" in task.needs and model is not None:
+        extra["gallery"] = (outputs_of(model, data.train, batch_size), data.train.y)
+    return extra
 
 
 def train(model: nn.Module, task: Task, data: Data, loss_fn: nn.Module, targets: Callable[[Tensor], Tensor],
@@ -81,11 +91,11 @@ def train(model: nn.Module, task: Task, data: Data, loss_fn: nn.Module, targets:
         if not diverged:
             # train/* metrics come from the outputs of the epoch's own steps (running, as Keras reports
             # them): no second pass over the training set.
-            running = task.metrics(torch.cat(outputs), data.train.y[order[:seen]])
+            running = task.metrics(torch.cat(outputs), data.train.y[order[:seen]], **metric_extras(task, loss_fn))
             metrics.update({f"train/{k}": v for k, v in running.items()})
-            gallery = (outputs_of(model, data.train, eval_batch_size), data.train.y) if task.gallery else None
+            extra = metric_extras(task, loss_fn, model, data, eval_batch_size)
             for name, split in (("val", data.val), ("test", data.test)):
-                for key, value in evaluate(model, task, split, loss_fn, targets, eval_batch_size, gallery).items():
+                for key, value in evaluate(model, task, split, loss_fn, targets, eval_batch_size, **extra).items():
                     metrics[f"{name}/{key}"] = value
         values = dict(zip(metrics, torch.stack([v.float() for v in metrics.values()]).tolist()))  # one host sync
         values.update({"lr": lrs[-1], "epoch_seconds": time.perf_counter() - t0, "samples_per_second": seen / train_seconds})

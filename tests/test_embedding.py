@@ -153,6 +153,6 @@ def test_a_classification_loss_on_the_embedding_task_is_refused_with_the_losses_
 def test_a_stacked_sweep_of_the_embedding_task_runs_its_jobs_alone_and_says_why(tmp_path):
     proc = run_cli("--multirun", "task=embedding", "loss=triplet,ce_head", "epochs=1", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "compares each split with the training set" in proc.stdout + proc.stderr
+    assert "the training set beside each split" in proc.stdout + proc.stderr
     _, runs = mlflow_runs(tmp_path, "embedding")
     assert sorted(r.info.status for r in runs) == ["FINISHED"] * 3  # 2 jobs and the sweep's parent

@@ -40,7 +40,8 @@ class Task:
     primary_metric: str = ""       # e.g. "test/accuracy"
     mode: str = "max"              # whether the primary metric is better high ("max") or low ("min")
     num_classes: int = 0
-    gallery: bool = False          # metrics(output, y, gallery=(train outputs, train labels)) at evaluation
+    needs: tuple[str, ...] = ()    # more that metrics() takes: "gallery" (the training set's outputs and labels,
+                                   # at evaluation), "decode" (the loss's decoder of outputs into labels)
 
     def load(self) -> Data:
         raise NotImplementedError

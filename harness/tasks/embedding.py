@@ -45,7 +45,7 @@ class Embedding(Task):
     targets = ("embedding",)
     primary_metric = "test/knn_accuracy"
     num_classes = 10
-    gallery = True  # evaluation compares a split's embeddings with the training set's
+    needs = ("gallery",)  # evaluation compares a split's embeddings with the training set's
 
     def __init__(self, dataset: str = "digits", data_dir: str = "data", download: bool = False, dim: int = 32,
                  model: str = "mlp", hidden: Sequence[int] = (256,), activation: str = "relu",
