@@ -234,7 +234,7 @@ def build(cfg: DictConfig, names: dict[str, str], ctx: dict | None = None) -> Jo
     loss = build_loss(cfg, task, data, device)
     n = len(data.train)
     batch_size = batch_size_of(cfg, n)
-    optimizer = build_optimizer(cfg, model.parameters(), batch_size)
+    optimizer = build_optimizer(cfg, task.param_groups(model), batch_size)
     scheduler = build_schedule(cfg, optimizer, cfg.epochs, -(-n // batch_size))
     return Job(task, data, model, loss, targets_fn(cfg.loss.targets, task.num_classes), optimizer, scheduler, batch_size,
                device, threads)

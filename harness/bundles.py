@@ -150,6 +150,9 @@ def prepare(e: Entry, loaded: dict) -> None:
         model = init_model(task, cfg.seed, device)
         factory = optimizer_factory(cfg, batch_size)
         cls = getattr(factory, "func", factory)
+        if task.own_step:
+            e.solo = "its task trains with its own step (two players), which a stacked step does not do"
+            return
         if task.needs:
             e.solo = f"its task's metrics need {' and '.join(NEEDS[n] for n in task.needs)}, which a stacked evaluation does not give"
             return

@@ -8,6 +8,7 @@ Every loss in ``conf/loss/`` declares in its YAML which *targets* it takes:
 - ``count``: counts, shape ``[N, 1]`` float, for a model whose output is a log-rate (Poisson NLL
   from torch; MSE, MAE, Huber on exp(output) through ``OnRate``)
 - ``sequence``: label strings padded with the class C, shape ``[N, L]`` (CTC, per-position CE)
+- ``adversarial``: real samples ``[N, 2]`` for a GAN objective (``harness.losses_gan``, ``task=gan``)
 - ``embedding``: class indices ``[N]`` for a metric-learning loss on an embedding task's output
   (triplet, contrastive, margin ranking, cross-entropy on the head: ``harness.losses_metric``)
 
@@ -25,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-TARGET_KINDS = ("index", "onehot", "real", "count", "embedding", "sequence")
+TARGET_KINDS = ("index", "onehot", "real", "count", "embedding", "sequence", "adversarial")
 
 
 def _reduce(loss: Tensor, reduction: str) -> Tensor:

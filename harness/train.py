@@ -70,12 +70,8 @@ def train(model: nn.Module, task: Task, data: Data, loss_fn: nn.Module, targets:
         total, lrs, outputs, diverged = torch.zeros((), device=x.device), [], [], False
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
-            out = model(x[idx])
-            loss = loss_fn(out, y[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
             lrs.append(optimizer.param_groups[0]["lr"])
-            optimizer.step()
+            loss, out = task.step(model, loss_fn, x[idx], y[idx], optimizer)
             scheduler.step()
             total += loss.detach() * len(idx)
             outputs.append(out.detach())

@@ -14,6 +14,7 @@ SMALL = ["tracking.enabled=false", "progress=false", "epochs=2", "task.n_train=3
 CLASSIFICATION_LOSSES = ["bce", "ce", "ce_weighted", "dice", "focal", "focal_a25", "focal_g1", "focal_g5", "hinge", "kl", "mae_prob",
                          "mse_prob"]
 REGRESSION_LOSSES = ["huber", "log_cosh", "mae", "mse", "smooth_l1"]
+GAN_LOSSES = ["gan_hinge", "gan_least_squares", "gan_minimax", "gan_nonsat", "gan_wasserstein"]
 SEQUENCE_LOSSES = ["ctc", "position_ce"]
 COUNT_LOSSES = ["huber_counts", "mae_counts", "mse_counts", "poisson_nll"]
 EMBEDDING_LOSSES = ["ce_head", "contrastive", "margin_ranking", "triplet", "triplet_batch_hard", "triplet_random"]
@@ -31,14 +32,14 @@ def names_of(cfg):
 
 
 def test_every_axis_has_the_options_the_issue_names():
-    assert set(OPTIONS["loss"]) == set(CLASSIFICATION_LOSSES + REGRESSION_LOSSES + COUNT_LOSSES + EMBEDDING_LOSSES + SEQUENCE_LOSSES)
+    assert set(OPTIONS["loss"]) == set(CLASSIFICATION_LOSSES + REGRESSION_LOSSES + COUNT_LOSSES + EMBEDDING_LOSSES + SEQUENCE_LOSSES + GAN_LOSSES)
     assert set(OPTIONS["optimizer"]) == {"sgd", "momentum", "nesterov", "rmsprop", "adagrad", "adam", "adamw", "nadam", "radam"}
     assert set(OPTIONS["schedule"]) == {"constant", "step", "exponential", "cosine", "warmup_cosine", "warmup_constant",
                                           "onecycle"}
-    assert set(OPTIONS["task"]) == {"regression", "mnist", "imbalanced", "counts", "embedding", "sequence"}
+    assert set(OPTIONS["task"]) == {"regression", "mnist", "imbalanced", "counts", "embedding", "sequence", "gan"}
 
 
-@pytest.mark.parametrize("task, natural", [("imbalanced", "ce"), ("mnist", "ce"), ("regression", "mse"), ("counts", "poisson_nll"), ("embedding", "triplet"), ("sequence", "ctc")])
+@pytest.mark.parametrize("task, natural", [("imbalanced", "ce"), ("mnist", "ce"), ("regression", "mse"), ("counts", "poisson_nll"), ("embedding", "triplet"), ("sequence", "ctc"), ("gan", "gan_nonsat")])
 def test_a_task_without_a_loss_gets_its_natural_loss(task, natural):
     cfg = compose_cfg(f"task={task}")
     assert HydraConfig.get().runtime.choices["loss"] == natural
@@ -62,7 +63,7 @@ def test_losses_that_fit_each_task(task):
     from hydra.utils import instantiate
     fits = losses_for(instantiate(cfg.task))
     assert fits == {"regression": REGRESSION_LOSSES, "counts": COUNT_LOSSES, "embedding": EMBEDDING_LOSSES,
-            "sequence": SEQUENCE_LOSSES}.get(task, CLASSIFICATION_LOSSES)
+            "sequence": SEQUENCE_LOSSES, "gan": GAN_LOSSES}.get(task, CLASSIFICATION_LOSSES)
 
 
 @pytest.mark.parametrize("loss", CLASSIFICATION_LOSSES)

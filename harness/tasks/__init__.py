@@ -52,6 +52,22 @@ class Task:
     def metrics(self, output: Tensor, y: Tensor) -> dict[str, Tensor]:
         raise NotImplementedError
 
+    own_step: bool = False  # True: the task's step() is not the one below (two players, ...)
+
+    def step(self, model: nn.Module, loss_fn: nn.Module, x: Tensor, y: Tensor, optimizer) -> tuple[Tensor, Tensor]:
+        """One optimizer step on a batch; returns (the batch's loss, the model's output). A task that
+        trains differently (a GAN's two players) overrides it and sets ``own_step``."""
+        out = model(x)
+        loss = loss_fn(out, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss, out
+
+    def param_groups(self, model: nn.Module):
+        """What the optimizer is built on: the model's parameters, or param groups (one per player)."""
+        return model.parameters()
+
 
 class ClassificationTask(Task):
     targets = ("index", "onehot")
