@@ -24,7 +24,7 @@ from harness import HarnessError, __version__, signals
 from harness.build import build, git_commit
 from harness.checks import check_config
 from harness.sweep import DIED, experiment_name, job_context, record_job
-from harness.tracking import MlflowTracker, NullTracker, flatten, open_store, process_alive
+from harness.tracking import MlflowTracker, NullTracker, flatten, open_store, process_alive, runs_link
 from harness.train import Result, train
 
 NOT_IN_HASH = ("tracking", "threads", "data_dir", "progress", "eval_batch_size", "resume", "study")  # knobs that do not change results
@@ -279,4 +279,6 @@ def run(cfg: DictConfig) -> Result:
         print(f"{result.outcome}" + (f" at epoch {result.diverged_epoch} (NaN/inf loss)" if result.diverged_epoch else "")
               + f": {primary} {result.final.get(primary, float('nan')):.4f} after {result.epochs} epochs, "
               f"{time.perf_counter() - record.t0:.1f}s", flush=True)
+        if record.run_id and not spec.ctx:
+            print(f"run in the MLflow UI: {runs_link(record.tracker.store.uri, record.tracker.experiment_id)}", flush=True)
     return result

@@ -242,7 +242,7 @@ class SweepCallback(Callback):
         self.started = time.time()
         if config.tracking.enabled:  # a store that cannot be used stops the sweep before it leaves a folder
             self.store = open_store(config.tracking.uri, config.tracking.lock_timeout)  # creates the store once, here
-            experiment_id = self.store.experiment_id(experiment)
+            experiment_id = self.experiment_id = self.store.experiment_id(experiment)
         claim(directory, self.info)
         if config.tracking.enabled:
             if closed := close_dead_sweeps(self.store, experiment_id):
@@ -315,6 +315,10 @@ class SweepCallback(Callback):
             print("sweep done: no job recorded an outcome", flush=True)
         counts = self.finish(outcomes)
         ACTIVE = None
+        if self.store is not None and getattr(self, "experiment_id", None):
+            from harness.tracking import runs_link
+
+            print(f"runs in the MLflow UI: {runs_link(self.store.uri, self.experiment_id)}", flush=True)
         if counts["failed"] + counts["killed"]:
             sys.exit(1)
 

@@ -69,6 +69,15 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(rest[1:] if rest.startswith("/") else rest).expanduser()
 
 
+def runs_link(uri: str, experiment_id: str) -> str:
+    """Where a person sees an experiment's runs in the MLflow UI (MLflow 3 opens an experiment on its
+    GenAI overview; ``workflowType=machine_learning`` opens the runs table)."""
+    page = f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/{page}"
+    return f"mlflow ui --backend-store-uri {uri}  then open  http://127.0.0.1:5000/{page}"
+
+
 def check_sqlite(uri: str) -> None:
     path = sqlite_path(uri)
     if path is None:

@@ -98,6 +98,16 @@ def test_report_files_figures_and_findings(store):
     assert (out / "mnist_forest.png").stat().st_size > 1000
     artifacts = [a.path for a in client.list_artifacts(parent, "report")]
     assert "report/report.md" in artifacts and "report/mnist_heatmap.png" in artifacts
+    note = client.get_run(parent).data.tags["mlflow.note.content"]  # the parent's description in the MLflow UI
+    assert note.startswith("**mnist**: best is optimizer=adam")
+    assert f"(#/experiments/{exp}/runs/{parent}/artifacts)" in note and "report/report.html" in note
+
+
+def test_the_link_to_the_runs_opens_the_runs_table():
+    from harness.tracking import runs_link
+
+    assert runs_link("http://host:5000/", "7") == "http://host:5000/#/experiments/7/runs?workflowType=machine_learning"
+    assert runs_link("sqlite:///mlflow.db", "7").startswith("mlflow ui --backend-store-uri sqlite:///mlflow.db")
 
 
 def test_unknown_and_empty_experiments_are_one_clear_line(store, capsys):

@@ -122,9 +122,19 @@ def build_report(experiment: str, uri: str, out: Path, targets: dict[str, float]
     if log_to_parent:
         parents = client.search_runs([experiment_id], "tags.`harness.role` = 'sweep'", order_by=["attributes.start_time DESC"], max_results=1)
         if parents:
-            client.log_artifacts(parents[0].info.run_id, str(out), artifact_path="report")
-            print(f"logged the report as artifacts of sweep run {parents[0].info.run_id}")
+            run_id = parents[0].info.run_id
+            client.log_artifacts(run_id, str(out), artifact_path="report")
+            client.set_tag(run_id, "mlflow.note.content", parent_note(experiment_id, run_id, notes))
+            print(f"logged the report as artifacts of sweep run {run_id} (its description links to it)")
     return out
+
+
+def parent_note(experiment_id: str, run_id: str, notes: list[str]) -> str:
+    """The sweep parent's description (MLflow shows ``mlflow.note.content`` as markdown on the run's
+    page): the headline finding and where the report is among the run's artifacts."""
+    headline = notes[0] if notes else "no finding (nothing finished)"
+    return (f"{headline}\n\n**Report**: [report/report.html](#/experiments/{experiment_id}/runs/{run_id}/artifacts) "
+            "among this run's artifacts (also report.md, the figures, summary.csv).")
 
 
 def check_store(uri: str) -> None:
