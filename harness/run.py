@@ -61,8 +61,10 @@ class Spec:
 
     def __post_init__(self):
         self.hash = config_hash(self.cfg)
-        self.run_name = ",".join(o for o in self.overrides if not o.startswith(NOT_IN_RUN_NAME)) or "defaults"
         sweep = (self.ctx or {}).get("sweep") or {}
+        varies = sweep.get("varies")  # in a sweep: named by what varies across its jobs (all overrides in the tag)
+        shown = [o for o in self.overrides if o.split("=", 1)[0].lstrip("+~") in varies] if varies else []
+        self.run_name = ",".join(shown or [o for o in self.overrides if not o.startswith(NOT_IN_RUN_NAME)]) or "defaults"
         self.experiment = sweep.get("experiment") or experiment_name(self.cfg, self.names["task"])
 
     def journal(self, outcome: str, **info) -> None:
@@ -157,7 +159,8 @@ class RunRecord:
         tags = {"task": names["task"], "loss": names["loss"], "optimizer": names["optimizer"], "schedule": names["schedule"],
                 "batch_size": str(cfg.batch_size), "seed": str(cfg.seed), "device": str(device), "threads": str(threads),
                 "config_hash": self.spec.hash, "harness_version": __version__, "primary_metric": task.primary_metric,
-                "primary_mode": task.mode, "outcome": "running", **(extra_tags or {})}
+                "primary_mode": task.mode, "outcome": "running", "harness.overrides": ",".join(self.spec.overrides)[:5000],
+                **(extra_tags or {})}
         if commit := git_commit():
             tags["git_commit"] = commit
         sweep = (self.spec.ctx or {}).get("sweep") or {}

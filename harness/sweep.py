@@ -62,6 +62,25 @@ def count_jobs(hydra_cfg) -> int | None:
         return None
 
 
+def swept_keys(hydra_cfg) -> list[str]:
+    """The keys a sweep varies (more than one value, from the command line or the study's grid), in order."""
+    try:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        params = [f"{k}={v}" for k, v in (hydra_cfg.sweeper.get("params") or {}).items()]
+        parsed = OverridesParser.create().parse_overrides(params + list(hydra_cfg.overrides.task))
+    except Exception:  # another sweeper's syntax: name runs by all their overrides
+        return []
+    keys = []
+    for o in parsed:
+        if not o.is_sweep_override() or (o.is_discrete_sweep() and len(list(o.sweep_string_iterator())) < 2):
+            continue
+        key = o.get_key_element().lstrip("+~")
+        if key not in keys:
+            keys.append(key)
+    return keys
+
+
 def experiment_name(cfg: DictConfig, task_choice: str, task_is_swept: bool = False) -> str:
     """tracking.experiment, else the task's name ("multitask" for a sweep over tasks), + the suffix."""
     name = cfg.tracking.experiment or ("multitask" if task_is_swept else task_choice)
@@ -237,7 +256,8 @@ class SweepCallback(Callback):
         overrides = list(hc.overrides.task)
         experiment = experiment_name(config, hc.runtime.choices.get("task", "task"), "task" in swept_groups(overrides))
         sweep_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-        self.info = {"sweep_id": sweep_id, "experiment": experiment, "parent_run_id": None, "jobs": count_jobs(hc),
+        varies = swept_keys(hc)
+        self.info = {"sweep_id": sweep_id, "experiment": experiment, "parent_run_id": None, "jobs": count_jobs(hc), "varies": varies,
                      "tracking_uri": str(config.tracking.uri) if config.tracking.enabled else None, "process": process_tag()}
         self.started = time.time()
         if config.tracking.enabled:  # a store that cannot be used stops the sweep before it leaves a folder
@@ -248,7 +268,8 @@ class SweepCallback(Callback):
             if closed := close_dead_sweeps(self.store, experiment_id):
                 print(f"closed {closed} sweep(s) in {experiment!r} whose process had died (marked KILLED)", flush=True)
             with signals.deferred():
-                run = self.store.call(self.store.client.create_run, experiment_id, run_name=f"sweep {sweep_id}", tags={
+                name = f"sweep: {' x '.join(varies) or 'one job'} ({self.info['jobs'] or '?'} jobs)"
+                run = self.store.call(self.store.client.create_run, experiment_id, run_name=name, tags={
                     "harness.role": "sweep", "sweep_id": sweep_id, "overrides": " ".join(overrides)[:5000],
                     "launcher": str(hc.launcher._target_).rsplit(".", 1)[-1], "outcome": "running", "process": process_tag(),
                     **study_tags(config)})

@@ -40,8 +40,12 @@ def test_sweep_groups_jobs_under_a_parent_and_isolates_faults(tmp_path):
     assert {r.data.tags["mlflow.parentRunId"] for r in jobs} == {parent.info.run_id}
     assert {r.data.tags["sweep_id"] for r in jobs} == {parent.data.tags["sweep_id"]}
     assert sorted(r.data.tags["outcome"] for r in jobs) == ["diverged", "finished"]
-    assert {r.info.run_name for r in jobs} == {"task=regression,optimizer=sgd,optimizer.lr=0.01,loss=mse,epochs=2",
-                                                "task=regression,optimizer=sgd,optimizer.lr=1000000.0,loss=mse,epochs=2"}
+    # children are named by what the sweep varies; all their overrides are in a tag; the parent by its axes
+    assert {r.info.run_name for r in jobs} == {"optimizer.lr=0.01,loss=mse", "optimizer.lr=1000000.0,loss=mse"}
+    assert {r.data.tags["harness.overrides"].split(",progress=False,")[1] for r in jobs} == {
+        "task=regression,optimizer=sgd,optimizer.lr=0.01,loss=mse,epochs=2",
+        "task=regression,optimizer=sgd,optimizer.lr=1000000.0,loss=mse,epochs=2"}
+    assert parent.info.run_name == "sweep: optimizer.lr x loss (4 jobs)"
     assert parent.info.status == "FAILED"
     assert parent.data.metrics["jobs_finished"] == 1 and parent.data.metrics["jobs_diverged"] == 1
     assert parent.data.metrics["jobs_failed"] == 2 and parent.data.metrics["jobs_skipped"] == 0
