@@ -172,3 +172,14 @@ def test_report_of_a_real_sweep(tmp_path):
     assert len(summary) == 14 and set(summary["n"]) == {2}  # 7 losses x 2 ratios (one LR in smoke mode), 2 seeds each
     assert (tmp_path / "rep" / "tuned.csv").exists()  # the study declares what it compares: a tuned report
     assert (tmp_path / "rep" / "imbalanced_heatmap.png").exists()
+
+
+def test_a_method_keeps_its_colour_and_marker_across_figures():
+    from harness.report import figures
+
+    figures.reset_styles()
+    first = figures.style("loss=mse")
+    figures.style("loss=mae")
+    assert figures.style("loss=mse") == first and figures.style("loss=mae") != first
+    figures.reset_styles()
+    assert figures.style("loss=mae") == first  # a new report starts afresh

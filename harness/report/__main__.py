@@ -27,6 +27,7 @@ REPORTS = Path(__file__).resolve().parent.parent.parent / "reports"
 
 def build_report(experiment: str, uri: str, out: Path, targets: dict[str, float], log_to_parent: bool = True,
                  tolerance: float = TOLERANCE) -> Path:
+    fig.reset_styles()
     client = client_for(uri)
     runs, experiment_id = load_runs(client, experiment)
     decl = declaration(client, experiment_id)

@@ -9,6 +9,23 @@ import pandas as pd
 from harness.report.load import label
 
 MAX_CURVES = 8  # learning curves show the best configurations only, or the plot is unreadable
+MARKERS = "osv^DP*X<>"
+_styles: dict[str, dict] = {}
+
+
+def reset_styles() -> None:
+    """A new report: methods get their colours and markers afresh (in the order its figures meet them)."""
+    _styles.clear()
+
+
+def style(name: str) -> dict:
+    """The colour and marker of a method, the same in every figure of a report."""
+    if name not in _styles:
+        i = len(_styles)
+        colors = plt().get_cmap("tab10").colors
+        _styles[name] = {"color": colors[i % len(colors)], "marker": MARKERS[i % len(MARKERS)],
+                         "linestyle": ("-", "--", ":")[(i // len(colors)) % 3]}
+    return _styles[name]
 
 
 def plt():
@@ -56,7 +73,7 @@ def curves(hist: pd.DataFrame, groups: dict, metric: str, problem: str, legend_t
             if wide.empty:
                 continue
             mean, std = wide.mean(axis=1), wide.std(axis=1).fillna(0)
-            line, = ax.plot(mean.index, mean.values, marker="o", ms=3, label=name)
+            line, = ax.plot(mean.index, mean.values, ms=3, label=name, **style(name.split(" (", 1)[0]))  # "method (setting)": by method
             ax.fill_between(mean.index, mean - std, mean + std, color=line.get_color(), alpha=0.2)
     from matplotlib.ticker import MaxNLocator
 
@@ -95,7 +112,7 @@ def expected_best(lines: dict, metric: str, problem: str, path) -> str:
     """Expected best validation score after k tuning trials, one line per method (Dodge et al., 2019)."""
     fig, ax = plt().subplots(figsize=(8, 4.5))
     for name, values in lines.items():
-        ax.plot(range(1, len(values) + 1), values, marker="o", ms=3, label=name)
+        ax.plot(range(1, len(values) + 1), values, ms=3, label=name, **style(name))
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -148,15 +165,16 @@ def lr_sensitivity(runs: pd.DataFrame, table: pd.DataFrame, task: str, path) -> 
     fig, ax = plt().subplots(figsize=(8, 5))
     finite = part[part.outcome == "finished"]["value"].dropna()
     floor = finite.min() if len(finite) else 0.0
-    for i, (opt, g) in enumerate(part.groupby("optimizer")):
+    for opt, g in part.groupby("optimizer"):
         ok = g[g.outcome == "finished"]
         means = ok.groupby("lr")["value"].mean()
-        line, = ax.plot(means.index, means.values, marker="osv^DP*X"[i % 8], linestyle=("-", "--", ":")[i % 3], label=opt)
+        line, = ax.plot(means.index, means.values, label=opt, **style(f"optimizer={opt}"))
         ax.scatter(ok["lr"], ok["value"], color=line.get_color(), s=12, alpha=0.5)
         bad = g[g.outcome == "diverged"]
         if len(bad):
             ax.scatter(bad["lr"], [floor] * len(bad), marker="x", color=line.get_color(), s=60)
-    ax.scatter([], [], marker="x", color="gray", label="diverged (NaN/inf)")
+    if (part.outcome == "diverged").any():  # in the legend only when something diverged
+        ax.scatter([], [], marker="x", color="gray", label="diverged (NaN/inf)")
     ax.set_xscale("log")
     ax.set(title=f"{task}: LR sensitivity (final {pretty(metric)}; dots are seeds)", xlabel="learning rate (log scale)",
            ylabel=pretty(metric))
@@ -177,8 +195,8 @@ def batch_size_effect(runs: pd.DataFrame, config_cols: list[str], task: str, pat
     for key, g in (part.groupby(others) if others else [("all", part)]):
         name = ", ".join(f"{label(c)}={k}" for c, k in zip(others, key if isinstance(key, tuple) else (key,))) or "all runs"
         ok = g[g.outcome == "finished"].groupby("x")
-        axes[0].plot(ok["value"].mean().index, ok["value"].mean().values, marker="o", label=name)
-        axes[1].plot(ok["train_seconds"].median().index, ok["train_seconds"].median().values, marker="o", label=name)
+        axes[0].plot(ok["value"].mean().index, ok["value"].mean().values, label=name, **style(name))
+        axes[1].plot(ok["train_seconds"].median().index, ok["train_seconds"].median().values, label=name, **style(name))
     for ax in axes:
         ax.set_xticks(range(len(sizes)), [str(s) for s in sizes])
     axes[0].set(title=f"{task}: final {pretty(metric)} vs batch size (same epochs)", xlabel="batch size", ylabel=pretty(metric))
