@@ -215,7 +215,15 @@ def test_claims_come_from_the_reports_and_the_map(tmp_path):
         "    - {a: optimizer=adam, where: imbalance_ratio=10, expect: setting_in, knob: optimizer.lr, range: [0.001, 0.1]}\n"
         "C12:\n  claim: adam's lr lies in [1e-4, 1e-3]\n  study: study\n  checks:\n"
         "    - {a: optimizer=adam, where: imbalance_ratio=10, expect: setting_in, knob: optimizer.lr, range: [0.0001, 0.001]}\n"
-        "C11:\n  claim: a study not run\n  study: nothing_here\n  checks: []\n")
+        "C11:\n  claim: a study not run\n  study: nothing_here\n  checks: []\n"
+        "C13:\n  claim: adam reaches about 0.97\n  study: study\n  checks:\n"
+        "    - {a: optimizer=adam, where: imbalance_ratio=10, expect: near, value: 0.97, tolerance: 0.03}\n"
+        "C14:\n  claim: adam reaches about 0.5\n  study: study\n  checks:\n"
+        "    - {a: optimizer=adam, where: imbalance_ratio=10, expect: near, value: 0.5, tolerance: 0.1}\n"
+        "C15:\n  claim: adam reaches 0.95 +- 0.01\n  study: study\n  checks:\n"
+        "    - {a: optimizer=adam, where: imbalance_ratio=10, expect: near, value: 0.95, tolerance: 0.01}\n"
+        "C16:\n  claim: a check in a second study\n  study: study\n  checks:\n"
+        "    - {a: optimizer=adam, b: optimizer=sgd, where: imbalance_ratio=10, expect: better, study: other_study}\n")
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- claims:start -->\nold\n<!-- claims:end -->\nrest\n")
     assert claims.main(["--reports", str(reports), "--readme", str(readme)]) == 0
@@ -227,6 +235,10 @@ def test_claims_come_from_the_reports_and_the_map(tmp_path):
     assert "not run with the protocol yet" in row["C11"]
     assert "| supported " in row["C10"] and "selects optimizer.lr=0.01 on validation (inside" in row["C10"]
     assert "| contradicted " in row["C12"] and "(outside [0.0001, 0.001])" in row["C12"]
+    assert "| supported " in row["C13"] and "reaches test/accuracy 0.97 [" in row["C13"]  # seeds give 0.95 .. 0.99
+    assert "| contradicted " in row["C14"]
+    assert "| inconclusive " in row["C15"]  # the interval straddles 0.96
+    assert "not run with the protocol yet" in row["C16"] and "reports/other_study/ has no tuned.csv" in row["C16"]
     text = readme.read_text()
     assert "old" not in text and "| C7 " in text and text.startswith("intro\n") and text.endswith("rest\n")
 

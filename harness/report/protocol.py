@@ -144,7 +144,8 @@ def edge(part: pd.DataFrame, best: pd.Series) -> str:
     for col in [c for c in part.columns if c.startswith("param:")]:
         values = pd.to_numeric(part[col], errors="coerce").dropna().unique()
         v = pd.to_numeric(pd.Series([best[col]]), errors="coerce").iloc[0]
-        if len(values) > 2 and math.isfinite(v) and (v == values.min() or v == values.max()):
+        at_zero = v == 0 == values.min()  # 0 (none of it: weight decay, momentum) has nothing below it
+        if len(values) > 2 and math.isfinite(v) and not at_zero and (v == values.min() or v == values.max()):
             out.append(label(col))
     return ", ".join(out)
 
