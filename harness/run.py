@@ -142,6 +142,23 @@ def close_dead_runs(tracker: MlflowTracker, chash: str) -> str | None:
 
 # ---------------------------------------------------------------- the record of one run
 
+INTERNAL_PARAMS = ("progress", "resume", "data_dir", "eval_batch_size", "threads", "task.data_dir", "task.download", "loss.targets")
+INTERNAL_PREFIXES = ("tracking.", "study.")
+
+
+def run_params(cfg: DictConfig, names: dict[str, str]) -> dict[str, str]:
+    """The params a person compares runs by in MLflow: the group choices (loss=mse, optimizer=adam, ...)
+    and every knob, without the internal ones (class paths, logging and tracking settings), which
+    stay in the run's config.yaml artifact. (Resume and the report use the config hash and tags.)"""
+    params = {g: names[g] for g in ("task", "loss", "optimizer", "schedule") if g in names}
+    for key, value in flatten(OmegaConf.to_container(cfg, resolve=True)).items():
+        last = key.rsplit(".", 1)[-1]
+        if last in ("_target_", "_partial_") or key in INTERNAL_PARAMS or key.startswith(INTERNAL_PREFIXES):
+            continue
+        params[key] = value
+    return params
+
+
 class RunRecord:
     """One run's MLflow record and journal line, from its creation to its end (exactly once)."""
 
@@ -169,8 +186,7 @@ class RunRecord:
         self.stride = max(1, -(-total_steps // LR_POINTS_PER_RUN))
         try:
             with signals.deferred():
-                self.tracker.start(self.spec.run_name, tags, flatten(OmegaConf.to_container(cfg, resolve=True)),
-                                   OmegaConf.to_yaml(cfg, resolve=True))
+                self.tracker.start(self.spec.run_name, tags, run_params(cfg, names), OmegaConf.to_yaml(cfg, resolve=True))
                 self.spec.journal("running", run_id=self.run_id)
         except KeyboardInterrupt:  # a stop signal that landed while the run was being created
             if self.run_id:
