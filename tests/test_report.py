@@ -183,3 +183,11 @@ def test_a_method_keeps_its_colour_and_marker_across_figures():
     assert figures.style("loss=mse") == first and figures.style("loss=mae") != first
     figures.reset_styles()
     assert figures.style("loss=mae") == first  # a new report starts afresh
+
+
+def test_columns_the_same_in_every_row_move_to_the_caption():
+    from harness.report.render import constant_columns
+
+    show = pd.DataFrame({"method": ["a", "b"], "n": [5, 5], "grid": [4, 6], "at grid edge": ["", ""]})
+    table, phrases = constant_columns(show, {"n": "seeds per method", "grid": "settings"}, ("at grid edge",))
+    assert list(table.columns) == ["method", "grid"] and phrases == ["5 seeds per method"]

@@ -74,8 +74,22 @@ def tuned_sections(selected: pd.DataFrame, decl, tolerance: float) -> dict[str, 
                if part.get("train_mean", pd.Series(dtype=float)).notna().any() else {}),
             "good region": [f"{g:.0%}" if isinstance(g, float) and not math.isnan(g) else "n/a" for g in part.get("good_share", [math.nan] * len(part))],
             "at grid edge": part.get("at_edge", "").fillna(""), "verdict vs best": part["verdict"]})
-        out[f"Tuned comparison: {problem}"] = (caption, show)
+        show, same = constant_columns(show, {"n": "seeds per method", "grid": "settings in each method's grid"}, ("at grid edge",))
+        out[f"Tuned comparison: {problem}"] = (caption + (" " + "; ".join(same) + "." if same else ""), show)
     return out
+
+
+def constant_columns(show: pd.DataFrame, named: dict[str, str], empty: tuple[str, ...]) -> tuple[pd.DataFrame, list[str]]:
+    """Columns with one value in every row move to the caption ("5 seeds per method"); columns that
+    are empty in every row are dropped. Returns (the table, the caption's phrases)."""
+    phrases, drop = [], []
+    if len(show) > 1:
+        for col, words in named.items():
+            if col in show and show[col].nunique() == 1:
+                phrases.append(f"{show[col].iloc[0]} {words}")
+                drop.append(col)
+    drop += [col for col in empty if col in show and not show[col].astype(str).str.strip().any()]
+    return show.drop(columns=drop), phrases
 
 
 def tuned_findings(selected: pd.DataFrame) -> list[str]:
