@@ -131,7 +131,7 @@ def test_interrupt_marks_the_run_killed(tmp_path, sig, status):
 # End to end through the CLI, one per kind of refusal (Hydra's own, a knob, a loss that does not
 # fit, a build error, missing data); the other knobs are checked in-process in test_checks.py.
 BAD_INPUTS = [
-    (["loss=foo"], "Could not find 'loss/foo'; available: bce, ce, ce_weighted"),
+    (["loss=foo"], "Could not find 'loss/foo'; available: bce, ce, ce_head, ce_weighted"),
     (["foo=1"], "Could not override 'foo'"),
     (["epochs=abc"], "epochs must be a positive integer"),
     (["task=regression", "loss=focal"], "losses that fit regression: huber, log_cosh, mae, mse, smooth_l1"),

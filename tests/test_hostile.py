@@ -234,26 +234,33 @@ def test_two_single_runs_in_an_empty_folder_both_land(tmp_path):
     assert statuses(tmp_path, "imbalanced") == ["FINISHED", "FINISHED"]
 
 
-def hold_lock(db: Path, seconds: float, started: threading.Event) -> None:
+def hold_lock(db: Path, seconds: float, started: threading.Event, release: threading.Event | None = None) -> None:
+    """Hold an exclusive lock on the store for `seconds`, or until `release` is set."""
     con = sqlite3.connect(db, timeout=30, isolation_level=None)
     con.execute("BEGIN EXCLUSIVE")
     started.set()
-    time.sleep(seconds)
+    if release is not None:
+        release.wait(seconds)
+    else:
+        time.sleep(seconds)
     con.execute("COMMIT")
     con.close()
 
 
 def test_a_store_locked_for_longer_than_lock_timeout_is_one_line(tmp_path):
     assert run_cli("epochs=1", cwd=tmp_path).returncode == 0  # the store exists
-    started = threading.Event()
-    holder = threading.Thread(target=hold_lock, args=(tmp_path / "mlflow.db", 15, started), daemon=True)
+    started, release = threading.Event(), threading.Event()
+    # held until the run has given up (at most 120 s), so a slow start on a loaded machine cannot outlast it
+    holder = threading.Thread(target=hold_lock, args=(tmp_path / "mlflow.db", 120, started, release), daemon=True)
     holder.start()
     started.wait(10)
     t0 = time.monotonic()
     out = run_cli("epochs=1", "seed=1", "tracking.lock_timeout=3", cwd=tmp_path)
     took = time.monotonic() - t0
+    still_held = holder.is_alive()
+    release.set()
     holder.join()
-    assert out.returncode != 0 and took < 15  # gave up while the lock was still held
+    assert out.returncode != 0 and still_held and took < 120  # gave up while the lock was still held
     one_error_line(out.stderr, "locked", "lock_timeout")
     assert statuses(tmp_path, "imbalanced") == ["FINISHED"]  # nothing half-open left behind
 
