@@ -191,3 +191,14 @@ def test_columns_the_same_in_every_row_move_to_the_caption():
     show = pd.DataFrame({"method": ["a", "b"], "n": [5, 5], "grid": [4, 6], "at grid edge": ["", ""]})
     table, phrases = constant_columns(show, {"n": "seeds per method", "grid": "settings"}, ("at grid edge",))
     assert list(table.columns) == ["method", "grid"] and phrases == ["5 seeds per method"]
+
+
+def test_a_store_spanning_the_params_change_gives_the_same_factors():
+    from harness.report.load import factors
+
+    old = {"task": "regression", "loss": "mse", "optimizer": "adam", "schedule": "constant",
+           "param:loss._target_": "torch.nn.MSELoss", "param:optimizer.lr": "0.01"}
+    new = {"task": "regression", "loss": "mae", "optimizer": "adam", "schedule": "constant",
+           "param:loss": "mae", "param:optimizer.lr": "0.001"}
+    runs = pd.DataFrame([old, new])
+    assert factors(runs) == ["loss", "param:optimizer.lr"]

@@ -96,6 +96,8 @@ def factors(runs: pd.DataFrame) -> list[str]:
         key = col[len("param:"):]
         if key in NOT_FACTORS or key.startswith(NOT_FACTOR_PREFIXES) or key.split(".")[0] in ("hydra",):
             continue
+        if key in GROUPS or key.endswith(("_target_", "_partial_")):
+            continue  # the group choice itself (a param since the params were trimmed) and class paths (before): the group columns say it
         if runs[col].nunique(dropna=False) <= 1:
             continue
         group = key.split(".")[0]
