@@ -145,17 +145,17 @@ def prepare(e: Entry, loaded: dict) -> None:
     cfg = e.spec.cfg
     try:
         task, data, device, _ = setup(cfg, e.spec.names, e.spec.ctx, cache=loaded)
-        n = len(data.train)
-        batch_size = batch_size_of(cfg, n)
-        model = init_model(task, cfg.seed, device)
-        factory = optimizer_factory(cfg, batch_size)
-        cls = getattr(factory, "func", factory)
-        if task.own_step:
+        if task.own_step:  # decided by the task alone: nothing else needs building
             e.solo = "its task trains with its own step (two players), which a stacked step does not do"
             return
         if task.needs:
             e.solo = f"its task's metrics need {' and '.join(NEEDS[n] for n in task.needs)}, which a stacked evaluation does not give"
             return
+        n = len(data.train)
+        batch_size = batch_size_of(cfg, n)
+        model = init_model(task, cfg.seed, device)
+        factory = optimizer_factory(cfg, batch_size)
+        cls = getattr(factory, "func", factory)
         if isinstance(cls, type) and needs_closure(cls):
             e.solo = f"its optimizer {cls.__module__}.{cls.__name__} needs a closure, which a stacked step cannot give"
             return

@@ -49,15 +49,20 @@ def swept_groups(overrides: list[str]) -> set[str]:
     return {o.key_or_group for o in OverridesParser.create().parse_overrides(overrides) if o.is_sweep_override()}
 
 
+def sweep_overrides(hydra_cfg) -> list:
+    """The sweep's parsed overrides: the study's grid (hydra.sweeper.params), then the command line's."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = [f"{k}={v}" for k, v in (hydra_cfg.sweeper.get("params") or {}).items()]
+    return OverridesParser.create().parse_overrides(params + list(hydra_cfg.overrides.task))
+
+
 def count_jobs(hydra_cfg) -> int | None:
     """How many jobs this sweep launches, computed as Hydra's basic sweeper will (None if unknown)."""
     try:
         from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-        from hydra.core.override_parser.overrides_parser import OverridesParser
 
-        params = [f"{k}={v}" for k, v in (hydra_cfg.sweeper.get("params") or {}).items()]
-        parsed = OverridesParser.create().parse_overrides(params + list(hydra_cfg.overrides.task))
-        return len(BasicSweeper.split_arguments(parsed, None)[0])
+        return len(BasicSweeper.split_arguments(sweep_overrides(hydra_cfg), None)[0])
     except Exception:  # another sweeper (optuna, ...): unknown
         return None
 
@@ -65,10 +70,7 @@ def count_jobs(hydra_cfg) -> int | None:
 def swept_keys(hydra_cfg) -> list[str]:
     """The keys a sweep varies (more than one value, from the command line or the study's grid), in order."""
     try:
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-
-        params = [f"{k}={v}" for k, v in (hydra_cfg.sweeper.get("params") or {}).items()]
-        parsed = OverridesParser.create().parse_overrides(params + list(hydra_cfg.overrides.task))
+        parsed = sweep_overrides(hydra_cfg)
     except Exception:  # another sweeper's syntax: name runs by all their overrides
         return []
     keys = []
@@ -224,6 +226,7 @@ class SweepCallback(Callback):
     def __init__(self) -> None:
         self.store = None
         self.parent_run_id: str | None = None
+        self.experiment_id: str | None = None
         self.directory: Path | None = None
         self.info: dict[str, Any] = {}
         self.started = 0.0
@@ -336,7 +339,7 @@ class SweepCallback(Callback):
             print("sweep done: no job recorded an outcome", flush=True)
         counts = self.finish(outcomes)
         ACTIVE = None
-        if self.store is not None and getattr(self, "experiment_id", None):
+        if self.store is not None and self.experiment_id:
             from harness.tracking import runs_link
 
             print(f"runs in the MLflow UI: {runs_link(self.store.uri, self.experiment_id)}", flush=True)
