@@ -336,8 +336,20 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(ROOT / "reports" / "bench"), help="where bench.md and bench.json go")
     p.add_argument("--reps", type=int, default=None, help="repetitions per figure (default 5, --quick 1)")
     p.add_argument("--sweeps-only", action="store_true", help="only the sweep rows (overhead, stacked launcher, whole process)")
+    p.add_argument("--only", default=None, help="comma-separated parts to run, of: loop, sweeps (or one of its rows: "
+                   "overhead, outliers, mnist12, whole), grid, scaling (default: loop,sweeps, plus grid and scaling when asked for)")
     p.add_argument("--grid", action="store_true", help="add the full mnist_optimizers grid (108 runs x 10 epochs; long on a CPU)")
+    p.add_argument("--scaling", action="store_true",
+                   help="add a members-per-second vs bundle-size table (bundles of 1 to 64 MNIST MLPs, 2 epochs)")
     args = p.parse_args(argv)
+    from harness.bench_sweeps import SWEEP_ROWS
+
+    allowed = ("loop", "sweeps", *SWEEP_ROWS, "grid", "scaling")
+    parts = set(args.only.split(",")) if args.only else \
+        ({"sweeps"} if args.sweeps_only else {"loop", "sweeps"}) | {k for k in ("grid", "scaling") if getattr(args, k)}
+    if not parts or parts - set(allowed):
+        print(f"error: --only {args.only!r}: allowed parts are {', '.join(allowed)}", file=sys.stderr)
+        return 2
 
     from harness import HarnessError
     from harness.build import resolve_device
@@ -368,18 +380,23 @@ def main(argv=None) -> int:
         print(f"  {measure}: {r:.3f}{verdict}" + (f"  {note}" if note else ""), flush=True)
 
     print(f"harness bench on {dev}{' (quick)' if quick else ''}: {reps} repetitions, {epochs} epochs each", flush=True)
-    data = None if args.sweeps_only else \
+    data = None if "loop" not in parts else \
         MNIST(data_dir=args.data_dir, download=False, **({"n_train": 10000} if quick else {})).load().to(device)
 
-    if not args.sweeps_only:
+    if "loop" in parts:
         loop_rows(row, args.data_dir, dev, device, store, data, reps, epochs, subset, threads, quick, work)
     from harness import bench_sweeps
 
-    bench_sweeps.rows(row, work, args.data_dir, dev, quick, reps, args.grid)
+    sweeps = bench_sweeps.SWEEP_ROWS if "sweeps" in parts else tuple(k for k in bench_sweeps.SWEEP_ROWS if k in parts)
+    bench_sweeps.rows(row, work, args.data_dir, dev, quick, reps, "grid" in parts, sweeps)
+    scaling = None
+    if "scaling" in parts:
+        print("members per second vs bundle size (stacked launcher, default MNIST MLP):", flush=True)
+        scaling = bench_sweeps.scaling(work, args.data_dir, dev, quick)
 
     total = time.perf_counter() - t_start
     report = {"machine": machine(dev), "quick": quick, "reps": reps, "epochs": epochs, "threads_auto": threads,
-              "seconds": total, "rows": rows, "date": time.strftime("%Y-%m-%d %H:%M")}
+              "seconds": total, "rows": rows, "scaling": scaling, "date": time.strftime("%Y-%m-%d %H:%M")}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(report, indent=2))
@@ -410,7 +427,15 @@ def markdown(report: dict) -> str:
     for r in report["rows"]:
         met = "" if r["met"] is None else ("yes" if r["met"] else "**no**")
         lines.append(f"| {r['measure']} | {fmt(r['ratio'])} | {r['target'] or ''} | {met} | {r['note']} |")
-    return head + "\n".join(lines) + "\n"
+    text = head + ("\n".join(lines) + "\n" if report["rows"] else "")
+    if report.get("scaling"):
+        from harness.bench_sweeps import scaling_markdown
+
+        epochs = report["scaling"][0]["epochs"]
+        text += (f"\nMembers per second against bundle size: one stacked sweep of k seeds of the default MNIST MLP, "
+                 f"{epochs} epoch{'s' if epochs > 1 else ''} each, one bundle; member-epochs / s = k x epochs / the bundle's "
+                 "training seconds.\n\n" + scaling_markdown(report["scaling"]))
+    return text
 
 
 if __name__ == "__main__":

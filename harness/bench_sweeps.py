@@ -6,7 +6,9 @@ each timed side by side in one run of the bench.
 2. the ``regression_outliers`` study: basic launcher wall / stacked launcher wall;
 3. an MNIST bundle (12 configurations of the default MLP): basic wall / stacked wall;
 4. a whole 4-epoch MNIST process in a folder whose store exists: harness wall / raw-loop wall;
-5. (``--grid``) the full ``mnist_optimizers`` grid at a real budget, stacked: wall time.
+5. (``--grid``) the full ``mnist_optimizers`` grid at a real budget, stacked: wall time;
+6. (``--scaling``) members per second against bundle size: one stacked sweep of k seeds of the
+   default MNIST MLP for k = 1, 2, 4, ..., its members x epochs / the bundle's training seconds.
 """
 from __future__ import annotations
 
@@ -53,65 +55,113 @@ raw_loop(MNIST(data_dir=sys.argv[2], download=False).load().to(device), int(sys.
 """  # the bench's own hand-written loop, as a whole process: imports, data, training, evaluation
 
 
-def rows(row, work: Path, data_dir: str, device: str, quick: bool, reps: int, grid: bool) -> None:
-    """Adds the sweep rows through ``row(key, measure, value, baseline, ratio, target, met, note)``."""
+SWEEP_ROWS = ("overhead", "outliers", "mnist12", "whole")
+
+
+def rows(row, work: Path, data_dir: str, device: str, quick: bool, reps: int, grid: bool, sweeps=SWEEP_ROWS) -> None:
+    """Adds the sweep rows (those of 1-4 named in ``sweeps``, 5 when ``grid``) through
+    ``row(key, measure, value, baseline, ratio, target, met, note)``."""
+    if sweeps:
+        sweep_rows(row, work, data_dir, device, quick, reps, sweeps)
+    if grid:
+        grid_row(row, work, data_dir, device)
+
+
+def sweep_rows(row, work: Path, data_dir: str, device: str, quick: bool, reps: int, which=SWEEP_ROWS) -> None:
     small = ["epochs=1"] if quick else []
 
-    # 1: per-job overhead (the basic launcher: the cost every launcher's jobs pay)
-    ratios, walls, trains, starts = [], [], [], []
-    for _ in range(1 if quick else min(3, reps)):
-        one = sweep(work, "one", ["task=regression", "epochs=5", "seed=0"], "basic")
-        many = sweep(work, "twenty", with_args(REGRESSION_20, *small), "basic")
-        start = one["wall"] - sum(one["train"])
-        ratios.append(many["wall"] / (start + sum(many["train"])))
-        walls.append(many["wall"]), trains.append(sum(many["train"])), starts.append(start)
-    r = stats(ratios)
-    row("sweep_overhead", "per-job overhead: 20-job regression sweep wall / (start-up + sum of training s)", stats(walls), None,
-        r, "<= 1.5", r["median"] <= 1.5, f"wall {statistics.median(walls):.1f} s, start-up (a 1-job sweep's wall - its "
-        f"training) {statistics.median(starts):.1f} s, training {statistics.median(trains):.1f} s, so "
-        f"{(statistics.median(walls) - statistics.median(starts) - statistics.median(trains)) / 19:.2f} s a job beyond the "
-        "first; basic launcher")
+    if "overhead" in which:
+        # 1: per-job overhead (the basic launcher: the cost every launcher's jobs pay)
+        ratios, walls, trains, starts = [], [], [], []
+        for _ in range(1 if quick else min(3, reps)):
+            one = sweep(work, "one", ["task=regression", "epochs=5", "seed=0"], "basic")
+            many = sweep(work, "twenty", with_args(REGRESSION_20, *small), "basic")
+            start = one["wall"] - sum(one["train"])
+            ratios.append(many["wall"] / (start + sum(many["train"])))
+            walls.append(many["wall"]), trains.append(sum(many["train"])), starts.append(start)
+        r = stats(ratios)
+        row("sweep_overhead", "per-job overhead: 20-job regression sweep wall / (start-up + sum of training s)", stats(walls), None,
+            r, "<= 1.5", r["median"] <= 1.5, f"wall {statistics.median(walls):.1f} s, start-up (a 1-job sweep's wall - its "
+            f"training) {statistics.median(starts):.1f} s, training {statistics.median(trains):.1f} s, so "
+            f"{(statistics.median(walls) - statistics.median(starts) - statistics.median(trains)) / 19:.2f} s a job beyond the "
+            "first; basic launcher")
 
-    # 2: the regression_outliers study, basic vs stacked
-    study = ["experiment=regression_outliers"] + (["smoke=on"] if quick else [])
-    ratios, notes = [], []
-    for _ in range(1 if quick else min(2, reps)):
-        basic = sweep(work, "outliers_basic", study, "basic")
-        stacked = sweep(work, "outliers_stacked", study, "stacked")
-        ratios.append(basic["wall"] / stacked["wall"])
-        notes.append((basic["wall"], stacked["wall"], stacked["runs"]))
-    r = stats(ratios)
-    b, s, n = notes[-1]
-    row("stacked_study", "regression_outliers study: basic launcher wall / stacked launcher wall", None, None, r, ">= 5",
-        r["median"] >= 5, f"{n} runs{' (smoke=on)' if quick else ''}: basic {b:.1f} s, stacked {s:.1f} s (last repetition)")
+    if "outliers" in which:
+        # 2: the regression_outliers study, basic vs stacked
+        study = ["experiment=regression_outliers"] + (["smoke=on"] if quick else [])
+        ratios, notes = [], []
+        for _ in range(1 if quick else min(2, reps)):
+            basic = sweep(work, "outliers_basic", study, "basic")
+            stacked = sweep(work, "outliers_stacked", study, "stacked")
+            ratios.append(basic["wall"] / stacked["wall"])
+            notes.append((basic["wall"], stacked["wall"], stacked["runs"]))
+        r = stats(ratios)
+        b, s, n = notes[-1]
+        row("stacked_study", "regression_outliers study: basic launcher wall / stacked launcher wall", None, None, r, ">= 5",
+            r["median"] >= 5, f"{n} runs{' (smoke=on)' if quick else ''}: basic {b:.1f} s, stacked {s:.1f} s (last repetition)")
 
-    # 3: an MNIST bundle of 12 configurations of the default MLP
-    mnist = with_args(MNIST_12, f"data_dir={data_dir}", f"device={device}", *(["task.n_train=2000", "epochs=1"] if quick else []))
-    basic = sweep(work, "mnist12_basic", mnist, "basic")
-    stacked = sweep(work, "mnist12_stacked", mnist, "stacked")
-    ratio = stats([basic["wall"] / stacked["wall"]])
-    gpu = device.startswith("cuda")
-    row("stacked_mnist", "MNIST, 12 configurations of the default MLP: one after another wall / one bundle wall", None, None,
-        ratio, ">= 10 (GPU)" if gpu else "modest on CPU", ratio["median"] >= 10 if gpu else None,
-        f"basic {basic['wall']:.1f} s, stacked {stacked['wall']:.1f} s, {'1 epoch on 2000 images' if quick else '2 epochs'}")
+    if "mnist12" in which:
+        # 3: an MNIST bundle of 12 configurations of the default MLP
+        mnist = with_args(MNIST_12, f"data_dir={data_dir}", f"device={device}", *(["task.n_train=2000", "epochs=1"] if quick else []))
+        basic = sweep(work, "mnist12_basic", mnist, "basic")
+        stacked = sweep(work, "mnist12_stacked", mnist, "stacked")
+        ratio = stats([basic["wall"] / stacked["wall"]])
+        gpu = device.startswith("cuda")
+        row("stacked_mnist", "MNIST, 12 configurations of the default MLP: one after another wall / one bundle wall", None, None,
+            ratio, ">= 10 (GPU)" if gpu else "modest on CPU", ratio["median"] >= 10 if gpu else None,
+            f"basic {basic['wall']:.1f} s, stacked {stacked['wall']:.1f} s, {'1 epoch on 2000 images' if quick else '2 epochs'}")
 
-    # 4: a whole 4-epoch MNIST process in a folder whose store exists, harness vs the raw loop
-    folder = work / "whole"
-    folder.mkdir(exist_ok=True)
-    epochs = 1 if quick else 4
-    harness = [sys.executable, "-m", "harness", "task=mnist", f"data_dir={data_dir}", f"epochs={epochs}", "progress=false",
-               f"device={device}", f"tracking.uri=sqlite:///{folder}/mlflow.db"]
-    raw = [sys.executable, "-c", RAW_PROCESS, str(epochs), data_dir, device]
-    whole_process(harness, folder)  # the store exists from here on
-    pairs = [(whole_process(harness, folder), whole_process(raw, folder)) for _ in range(1 if quick else min(3, reps))]
-    r = stats([h / w for h, w in pairs])
-    row("whole_process", f"whole process, {epochs}-epoch MNIST run, store exists: harness wall / raw loop wall", None, None, r,
-        "<= 1.25", r["median"] <= 1.25, f"harness {statistics.median(h for h, _ in pairs):.1f} s, raw loop "
-        f"{statistics.median(w for _, w in pairs):.1f} s")
+    if "whole" in which:
+        # 4: a whole 4-epoch MNIST process in a folder whose store exists, harness vs the raw loop
+        folder = work / "whole"
+        folder.mkdir(exist_ok=True)
+        epochs = 1 if quick else 4
+        harness = [sys.executable, "-m", "harness", "task=mnist", f"data_dir={data_dir}", f"epochs={epochs}", "progress=false",
+                   f"device={device}", f"tracking.uri=sqlite:///{folder}/mlflow.db"]
+        raw = [sys.executable, "-c", RAW_PROCESS, str(epochs), data_dir, device]
+        whole_process(harness, folder)  # the store exists from here on
+        pairs = [(whole_process(harness, folder), whole_process(raw, folder)) for _ in range(1 if quick else min(3, reps))]
+        r = stats([h / w for h, w in pairs])
+        row("whole_process", f"whole process, {epochs}-epoch MNIST run, store exists: harness wall / raw loop wall", None, None, r,
+            "<= 1.25", r["median"] <= 1.25, f"harness {statistics.median(h for h, _ in pairs):.1f} s, raw loop "
+            f"{statistics.median(w for _, w in pairs):.1f} s")
 
-    # 5: the mnist_optimizers grid at a real budget (6 optimizers x 6 LRs x 3 seeds x 10 epochs = 108 runs)
-    if grid:
-        run = sweep(work, "grid", GRID + [f"data_dir={data_dir}", f"device={device}"], "stacked", "mnist_optimizers")
-        target = 60 if device.startswith("cuda") else 600
-        row("grid", f"mnist_optimizers grid, {run['runs']} runs x 10 epochs, stacked: wall (s)", None, None, stats([run["wall"]]),
-            f"<= {target} s", run["wall"] <= target, "")
+
+def grid_row(row, work: Path, data_dir: str, device: str) -> None:
+    """5: the mnist_optimizers grid at a real budget (6 optimizers x 6 LRs x 3 seeds x 10 epochs = 108 runs)."""
+    run = sweep(work, "grid", GRID + [f"data_dir={data_dir}", f"device={device}"], "stacked", "mnist_optimizers")
+    target = 60 if device.startswith("cuda") else 600
+    row("grid", f"mnist_optimizers grid, {run['runs']} runs x 10 epochs, stacked: wall (s)", None, None, stats([run["wall"]]),
+        f"<= {target} s", run["wall"] <= target, f"training {max(run['train']):.1f} s for the longest bundle")
+
+
+SCALING_SIZES = (1, 2, 4, 8, 16, 32, 64)
+
+
+def scaling(work: Path, data_dir: str, device: str, quick: bool, sizes=SCALING_SIZES) -> list[dict]:
+    """Members per second against bundle size: for each k, one stacked sweep of k seeds of the
+    default MNIST MLP (one bundle, ``max_members`` = k), k x epochs / the bundle's training seconds.
+    Prints each line as it is measured (the biggest bundles take the longest)."""
+    epochs = 1 if quick else 2
+    base = ["task=mnist", f"data_dir={data_dir}", f"device={device}", f"epochs={epochs}"] + (["task.n_train=2000"] if quick else [])
+    out = []
+    for k in sizes:
+        run = sweep(work, f"scaling{k}", base + [f"seed=range({k})", f"hydra.launcher.max_members={k}"], "stacked")
+        train = max(run["train"])
+        line = {"members": k, "runs": run["runs"], "epochs": epochs, "train_s": train, "wall_s": run["wall"],
+                "member_epochs_per_s": k * epochs / train if train else float("nan")}
+        out.append(line)
+        print(f"  bundle of {k}: {line['member_epochs_per_s']:.2f} member-epochs/s (training {train:.1f} s, wall {run['wall']:.1f} s)",
+              flush=True)
+    one = out[0]["member_epochs_per_s"]
+    for line in out:
+        line["speedup_vs_1"] = line["member_epochs_per_s"] / one if one else float("nan")
+    return out
+
+
+def scaling_markdown(lines: list[dict]) -> str:
+    rows = ["| members in the bundle | member-epochs / s | vs 1 member | bundle training (s) | sweep wall (s) |",
+            "|---:|---:|---:|---:|---:|"]
+    rows += [f"| {r['members']} | {r['member_epochs_per_s']:.3g} | {r['speedup_vs_1']:.3g} | {r['train_s']:.3g} | {r['wall_s']:.3g} |"
+             for r in lines]
+    return "\n".join(rows) + "\n"

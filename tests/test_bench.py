@@ -33,3 +33,25 @@ def test_bench_refuses_a_missing_data_dir(tmp_path):
     out = subprocess.run([sys.executable, "-m", "harness.bench", "--quick", "--data-dir", str(tmp_path / "none")],
                          capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 2 and out.stderr.startswith("error: MNIST is not in")
+
+
+def test_bench_only_names_its_parts_and_refuses_others(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "harness.bench", "--only", "loop,bogus"],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 2
+    assert out.stderr.strip() == ("error: --only 'loop,bogus': allowed parts are loop, sweeps, overhead, outliers, mnist12, "
+                                  "whole, grid, scaling")
+
+
+def test_scaling_table_renders_members_per_second():
+    from harness.bench import markdown
+    from harness.bench_sweeps import scaling_markdown
+
+    lines = [{"members": 1, "runs": 1, "epochs": 2, "train_s": 2.0, "wall_s": 9.0, "member_epochs_per_s": 1.0, "speedup_vs_1": 1.0},
+             {"members": 8, "runs": 8, "epochs": 2, "train_s": 4.0, "wall_s": 11.0, "member_epochs_per_s": 4.0, "speedup_vs_1": 4.0}]
+    table = scaling_markdown(lines)
+    assert table.splitlines()[2] == "| 1 | 1 | 1 | 2 | 9 |" and table.splitlines()[3] == "| 8 | 4 | 4 | 4 | 11 |"
+    report = {"machine": {"cpu": "x", "cores": "2", "torch": "t", "device": "cuda", "gpu": "G"}, "quick": False, "reps": 1,
+              "epochs": 6, "threads_auto": 2, "rows": [], "scaling": lines, "date": "d"}
+    md = markdown(report)
+    assert "(G)" in md and "| measure |" not in md and table in md  # no empty rows table when only the scaling ran

@@ -5,6 +5,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from tests.conftest import ROOT, SHARED_DATA, mlflow_runs, run_cli
 
@@ -28,7 +29,7 @@ def test_default_run_lands_in_mlflow_db_in_the_working_directory(tmp_path):
     assert run.info.status == "FINISHED" and run.info.run_name == "epochs=2"
     tags = run.data.tags
     for key, value in {"task": "imbalanced", "loss": "ce", "optimizer": "adam", "schedule": "constant", "batch_size": "128",
-                       "seed": "0", "device": "cpu", "outcome": "finished", "harness_version": "0.1.0",
+                       "seed": "0", "device": "cuda" if torch.cuda.is_available() else "cpu", "outcome": "finished", "harness_version": "0.1.0",
                        "primary_metric": "test/macro_f1"}.items():
         assert tags[key] == value, key
     assert len(tags["config_hash"]) == 16
