@@ -84,6 +84,27 @@ def loss_key(cfg: DictConfig) -> str:
     return _json(OmegaConf.to_container(cfg.loss, resolve=True))
 
 
+# optimizers whose update depends on each tensor's shape or on a mode the stacked loop does not
+# switch: a bundle holds a member's weights as slices with one more dimension, so they run alone
+NOT_STACKED = {
+    "harness.optimizers.MuonAdamW": "Muon orthogonalises whole weight matrices, and a bundle holds a member's as 3-D slices",
+    "torch.optim.Adafactor": "Adafactor factors each matrix's second moment by shape, and a bundle holds a "
+                                       "member's bias as a 2-D slice",
+    "pytorch_optimizer.optimizer.soap.SOAP": "SOAP's preconditioners follow each tensor's shape, which a bundle changes",
+}
+
+
+def not_stacked(cls) -> str | None:
+    """Why an optimizer class cannot train a bundle's member as it would train it alone (None: it can)."""
+    name = "torch.optim.Adafactor" if cls is getattr(torch.optim, "Adafactor", None) else f"{cls.__module__}.{cls.__qualname__}"
+    reason = NOT_STACKED.get(name)
+    if reason:
+        return reason
+    if callable(getattr(cls, "eval", None)) and callable(getattr(cls, "train", None)):
+        return f"{cls.__name__} switches between training and averaged weights, which the stacked loop does not do"
+    return None
+
+
 def needs_closure(cls) -> bool:
     """Whether an optimizer's step() must be given a closure (LBFGS): the stacked loop has none to give."""
     closure = inspect.signature(cls.step).parameters.get("closure")
@@ -158,6 +179,9 @@ def prepare(e: Entry, loaded: dict) -> None:
         cls = getattr(factory, "func", factory)
         if isinstance(cls, type) and needs_closure(cls):
             e.solo = f"its optimizer {cls.__module__}.{cls.__name__} needs a closure, which a stacked step cannot give"
+            return
+        if isinstance(cls, type) and not_stacked(cls):
+            e.solo = f"its optimizer: {not_stacked(cls)}"
             return
         build_schedule(cfg, build_optimizer(cfg, model.parameters(), batch_size, factory), cfg.epochs, -(-n // batch_size))
         e.parts = {"task": task, "data": data, "data_key": task_key(cfg), "device": device, "model": model,

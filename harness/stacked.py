@@ -36,6 +36,11 @@ warnings.filterwarnings("ignore", message="There is a performance drop because w
 
 ELEMENTWISE = {torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.Adamax, torch.optim.NAdam, torch.optim.RAdam,
                torch.optim.RMSprop, torch.optim.Adagrad, torch.optim.Adadelta, torch.optim.Rprop, torch.optim.ASGD}
+ELEMENTWISE_NAMES = {"pytorch_optimizer.optimizer.lion.Lion"}  # by name: importing pytorch_optimizer costs ~2 s
+
+
+def elementwise(cls) -> bool:
+    return cls in ELEMENTWISE or f"{cls.__module__}.{cls.__qualname__}" in ELEMENTWISE_NAMES
 
 
 ACTIVATIONS = {nn.ReLU: torch.relu, nn.Tanh: torch.tanh, nn.Sigmoid: torch.sigmoid,
@@ -159,7 +164,7 @@ def optimizer_groups(model: StackedModel, members: list[Member]) -> list[OptGrou
     groups, i = [], 0
     while i < len(members):
         j = i + 1
-        if members[i].optimizer_class in ELEMENTWISE:
+        if elementwise(members[i].optimizer_class):
             while j < len(members) and members[j].opt_key == members[i].opt_key:
                 j += 1
         views = model.views(i, j)

@@ -15,6 +15,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from harness.optimizers import set_mode
 from harness.tasks import Data, Split, Task
 
 DIVERGENCE_CHECK_STEPS = 200  # how often (in steps) a NaN/inf training loss is looked for mid-epoch
@@ -66,6 +67,7 @@ def train(model: nn.Module, task: Task, data: Data, loss_fn: nn.Module, targets:
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
         model.train()
+        set_mode(optimizer, "train")  # schedule-free optimizers train on one sequence of weights...
         order = torch.randperm(n, generator=generator).to(x.device)
         total, lrs, outputs, diverged = torch.zeros((), device=x.device), [], [], False
         for start in range(0, n, batch_size):
@@ -84,6 +86,7 @@ def train(model: nn.Module, task: Task, data: Data, loss_fn: nn.Module, targets:
         train_seconds = time.perf_counter() - t0
         seen = min(n, start + batch_size)
         metrics: dict[str, Tensor] = {"train/loss": total / seen}
+        set_mode(optimizer, "eval")  # ...and are evaluated (and left) on their average
         if not diverged:
             # train/* metrics come from the outputs of the epoch's own steps (running, as Keras reports
             # them): no second pass over the training set.

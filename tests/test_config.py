@@ -33,13 +33,15 @@ def names_of(cfg):
 
 def test_every_axis_has_the_options_the_issue_names():
     assert set(OPTIONS["loss"]) == set(CLASSIFICATION_LOSSES + REGRESSION_LOSSES + COUNT_LOSSES + EMBEDDING_LOSSES + SEQUENCE_LOSSES + GAN_LOSSES)
-    assert set(OPTIONS["optimizer"]) == {"sgd", "momentum", "nesterov", "rmsprop", "adagrad", "adam", "adamw", "nadam", "radam"}
+    assert set(OPTIONS["optimizer"]) == {"sgd", "momentum", "nesterov", "rmsprop", "adagrad", "adam", "adamw", "nadam", "radam",
+                                         "muon", "adafactor", "lion", "schedulefree_adamw", "prodigy", "soap"}
     assert set(OPTIONS["schedule"]) == {"constant", "step", "exponential", "cosine", "warmup_cosine", "warmup_constant",
                                           "onecycle"}
-    assert set(OPTIONS["task"]) == {"regression", "mnist", "imbalanced", "counts", "embedding", "sequence", "gan"}
+    assert set(OPTIONS["task"]) == {"regression", "mnist", "imbalanced", "counts", "embedding", "sequence", "gan", "tabular",
+                                    "tabular_regression"}
 
 
-@pytest.mark.parametrize("task, natural", [("imbalanced", "ce"), ("mnist", "ce"), ("regression", "mse"), ("counts", "poisson_nll"), ("embedding", "triplet"), ("sequence", "ctc"), ("gan", "gan_nonsat")])
+@pytest.mark.parametrize("task, natural", [("imbalanced", "ce"), ("mnist", "ce"), ("regression", "mse"), ("counts", "poisson_nll"), ("embedding", "triplet"), ("sequence", "ctc"), ("gan", "gan_nonsat"), ("tabular", "ce"), ("tabular_regression", "mse")])
 def test_a_task_without_a_loss_gets_its_natural_loss(task, natural):
     cfg = compose_cfg(f"task={task}")
     assert HydraConfig.get().runtime.choices["loss"] == natural
@@ -58,11 +60,11 @@ def test_default_run_needs_no_download():
 
 
 @pytest.mark.parametrize("task", OPTIONS["task"])
-def test_losses_that_fit_each_task(task):
-    cfg = compose_cfg(f"task={task}")
+def test_losses_that_fit_each_task(task, tmp_path):
+    cfg = compose_cfg(f"task={task}", f"data_dir={tmp_path}")
     from hydra.utils import instantiate
     fits = losses_for(instantiate(cfg.task))
-    assert fits == {"regression": REGRESSION_LOSSES, "counts": COUNT_LOSSES, "embedding": EMBEDDING_LOSSES,
+    assert fits == {"regression": REGRESSION_LOSSES, "tabular_regression": REGRESSION_LOSSES, "counts": COUNT_LOSSES, "embedding": EMBEDDING_LOSSES,
             "sequence": SEQUENCE_LOSSES, "gan": GAN_LOSSES}.get(task, CLASSIFICATION_LOSSES)
 
 
