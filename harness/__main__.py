@@ -10,8 +10,8 @@ from harness.run import run
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> None:
-    run(cfg)
+def main(cfg: DictConfig):
+    return run(cfg)  # a sweeper that searches (hydra/sweeper=search) reads the result's final metrics
 
 
 def one_line(e: Exception) -> str:
@@ -31,7 +31,7 @@ def one_line(e: Exception) -> str:
 def cli() -> None:
     from hydra.errors import HydraException, InstantiationException
 
-    from harness import sweep
+    from harness import HarnessError, sweep
 
     user_wants_traces = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let composition errors reach us instead of Hydra's multi-line report
@@ -42,6 +42,9 @@ def cli() -> None:
         if user_wants_traces or isinstance(e, InstantiationException):
             raise
         print(f"error: {one_line(e)}", file=sys.stderr)
+        sys.exit(2)
+    except HarnessError as e:  # a sweeper's bad setting (hydra/sweeper=search); the sweep's parent closes as FAILED
+        print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt as e:  # Ctrl-C, SIGTERM, SIGHUP; the run that was open is already closed
         stopped = e if isinstance(e, signals.Stopped) else signals.Stopped()

@@ -301,6 +301,9 @@ def progress_line(label: str, epochs: int, metric: str, mode: str, names: list[s
     return show
 
 
+BUNDLES_LAUNCHED: dict[str, int] = {}  # per sweep: a sweeper that launches in rounds (search) numbers bundles on
+
+
 def launch(configs: list[DictConfig], run_solo: Callable[[DictConfig], object], max_members: int = 64,
            memory_gb: float | None = None) -> list[object]:
     """Run a sweep's composed jobs: bundles stacked, the rest through ``run_solo`` (Hydra's run_job).
@@ -313,6 +316,8 @@ def launch(configs: list[DictConfig], run_solo: Callable[[DictConfig], object], 
               f"{len(units) - len(bundles)} alone, {sum(e.result is not None for e in entries)} skipped or refused", flush=True)
     sweep_id = (((entries[0].spec.ctx or {}).get("sweep") or {}).get("sweep_id") if entries and entries[0].spec else None) or "sweep"
     returns: dict[int, object] = {}
+    offset = BUNDLES_LAUNCHED.get(sweep_id, 0)
+    BUNDLES_LAUNCHED[sweep_id] = offset + len(bundles)
     for unit in units:
         if len(unit) == 1:
             e = unit[0]
@@ -321,7 +326,7 @@ def launch(configs: list[DictConfig], run_solo: Callable[[DictConfig], object], 
             returns[id(e)] = run_solo(e.cfg)
         else:
             number = bundles.index(unit) + 1
-            label = f"{sweep_id}-b{number}"
+            label = f"{sweep_id}-b{offset + number}"
             head = unit[0]
             print(f"bundle {label} ({number}/{len(bundles)}): {len(unit)} members, {head.spec.names['task']}, "
                   f"batch {head.spec.cfg.batch_size}, {head.spec.cfg.epochs} epochs, "

@@ -127,9 +127,9 @@ def admit(spec: Spec):
     return tracker, (done if spec.cfg.resume else None)
 
 
-def close_dead_runs(tracker: MlflowTracker, chash: str) -> str | None:
+def close_dead_runs(tracker: MlflowTracker, chash: str):
     """Close the RUNNING runs of this config whose process died (kill -9, a lost node) as FAILED;
-    runs still being written by a live process are left alone. Returns a FINISHED run's id, if any."""
+    runs still being written by a live process are left alone. Returns a FINISHED run, if any."""
     store = tracker.store
     runs = store.call(store.client.search_runs, [tracker.experiment_id], f"tags.config_hash = '{chash}'")
     for r in runs:
@@ -137,7 +137,7 @@ def close_dead_runs(tracker: MlflowTracker, chash: str) -> str | None:
             with signals.deferred():
                 store.close_run(r.info.run_id, "FAILED", {"outcome": "failed", "error": DIED})
     finished = [r for r in runs if r.info.status == "FINISHED" and r.data.tags.get("harness.role") != "sweep"]
-    return finished[0].info.run_id if finished else None
+    return finished[0] if finished else None
 
 
 # ---------------------------------------------------------------- the record of one run
@@ -235,11 +235,13 @@ def print_epoch(epoch: int, epochs: int, m: dict[str, float], primary: str) -> N
     print(f"epoch {epoch:>{len(str(epochs))}}/{epochs}  {parts}  lr {m['lr']:.3g}  {m['epoch_seconds']:.2f}s", flush=True)
 
 
-def skip(spec: Spec, done: str) -> Result:
-    """Resume: this config already has a FINISHED run in the experiment."""
-    print(f"skipped: run {done} in {spec.experiment!r} already finished this config (resume=false reruns it)", flush=True)
-    spec.journal("skipped", run_id=done)
-    return Result("skipped", 0)
+def skip(spec: Spec, done) -> Result:
+    """Resume: this config already has a FINISHED run (``done``) in the experiment; its final
+    metrics come back as the job's (a search sweeper tells them to its sampler again)."""
+    run_id = done.info.run_id
+    print(f"skipped: run {run_id} in {spec.experiment!r} already finished this config (resume=false reruns it)", flush=True)
+    spec.journal("skipped", run_id=run_id)
+    return Result("skipped", 0, final=dict(done.data.metrics))
 
 
 def refuse(spec: Spec, error: HarnessError) -> Result:

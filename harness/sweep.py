@@ -62,7 +62,9 @@ def count_jobs(hydra_cfg) -> int | None:
     try:
         from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
-        return len(BasicSweeper.split_arguments(sweep_overrides(hydra_cfg), None)[0])
+        grid = len(BasicSweeper.split_arguments(sweep_overrides(hydra_cfg), None)[0])
+        trials = hydra_cfg.sweeper.get("n_trials")  # hydra/sweeper=search: each grid point once per trial
+        return grid * trials if isinstance(trials, int) and not isinstance(trials, bool) else grid
     except Exception:  # another sweeper (optuna, ...): unknown
         return None
 
@@ -80,7 +82,7 @@ def swept_keys(hydra_cfg) -> list[str]:
         key = o.get_key_element().lstrip("+~")
         if key not in keys:
             keys.append(key)
-    return keys
+    return keys + [k for k in (hydra_cfg.sweeper.get("space") or {}) if k not in keys]  # hydra/sweeper=search
 
 
 def experiment_name(cfg: DictConfig, task_choice: str, task_is_swept: bool = False) -> str:

@@ -1,0 +1,71 @@
+"""hydra/sweeper=search (issue 11): Optuna proposes settings per method, seeds repeat each trial,
+the trials are child runs of the sweep's parent, resume retraces them, bad ranges are one line."""
+import statistics
+
+from hydra_plugins.harness_search_sweeper.search_sweeper import SearchSweeper, method_labels, parse_space
+from tests.conftest import mlflow_runs, run_cli
+
+SEARCH = ["--multirun", "hydra/sweeper=search", "hydra.sweeper.sampler=random", "hydra.sweeper.n_trials=5",
+          "+hydra.sweeper.space={optimizer.lr: 'loguniform(1e-3, 0.3)'}", "task=regression", "optimizer=adam,sgd",
+          "seed=0,1", "epochs=3", "+study.compare=[optimizer]", "+study.tune=[optimizer.lr]"]
+
+
+def test_a_random_search_runs_every_trial_on_every_seed_and_resumes(tmp_path):
+    out = run_cli(*SEARCH, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "20 jobs" in out.stdout and "5 trials x 2 seed(s) for each of 2 method(s), minimize val/mse" in out.stdout
+    _, runs = mlflow_runs(tmp_path, "regression")
+    parent = [r for r in runs if r.data.tags.get("harness.role") == "sweep"]
+    jobs = [r for r in runs if r.data.tags.get("harness.role") != "sweep"]
+    assert len(parent) == 1 and len(jobs) == 20 and all(r.info.status == "FINISHED" for r in jobs)
+    assert parent[0].data.tags["harness.compare"] == '["optimizer"]'
+    trials: dict[tuple[str, str], list] = {}
+    for r in jobs:
+        lr = float(r.data.params["optimizer.lr"])
+        assert 1e-3 <= lr <= 0.3
+        trials.setdefault((r.data.params["optimizer"], r.data.params["optimizer.lr"]), []).append(r)
+    assert len(trials) == 10 and all(sorted(r.data.params["seed"] for r in rs) == ["0", "1"] for rs in trials.values())
+    # the same seeded sampler gives each method the same candidates
+    assert {lr for o, lr in trials if o == "adam"} == {lr for o, lr in trials if o == "sgd"}
+    for method in ("adam", "sgd"):  # the printed best is the trial with the lowest mean val/mse over its seeds
+        means = {lr: statistics.fmean(r.data.metrics["val/mse"] for r in rs) for (o, lr), rs in trials.items() if o == method}
+        best = min(means, key=means.get)
+        assert f"search optimizer={method}: 5/5 trials, best {means[best]:.4g} at optimizer.lr={float(best):.4g}" in out.stdout
+    again = run_cli(*SEARCH, cwd=tmp_path)
+    assert again.returncode == 0 and "0 finished, 0 diverged, 0 failed, 0 killed, 20 skipped" in again.stdout
+
+
+def test_bad_search_settings_are_one_line_and_close_the_parent(tmp_path):
+    out = run_cli("--multirun", "hydra/sweeper=search", "+hydra.sweeper.space={optimizer.lr: 'between(1, 2)'}",
+                  "task=regression", cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1] == ("error: hydra.sweeper.space.optimizer.lr='between(1, 2)' is not a search range; "
+                                                   "allowed: loguniform(a, b), uniform(a, b), int(a, b), logint(a, b) or choice(x, y, ...)")
+    _, runs = mlflow_runs(tmp_path, "regression")
+    assert runs and all(r.info.status != "RUNNING" for r in runs)
+    out = run_cli("--multirun", "hydra/sweeper=search", "+hydra.sweeper.space={optimizer.lr: 'loguniform(1e-3, 1)'}",
+                  "optimizer.lr=0.1,0.01", "task=regression", cwd=tmp_path)
+    assert out.returncode == 2 and "optimizer.lr is both searched (hydra.sweeper.space) and swept on the grid" in out.stderr
+
+
+def test_spaces_labels_and_scores():
+    space = parse_space({"a": "loguniform(1e-4, 1)", "b": "int(1, 8)", "c": "choice(x, y)", "d": "uniform(0, 0.5)"})
+    assert space["a"].log and space["a"].low == 1e-4 and space["b"].high == 8 and space["c"].choices == ("x", "y")
+    assert method_labels([("task=r", "optimizer=adam"), ("task=r", "optimizer=sgd")]) == ["optimizer=adam", "optimizer=sgd"]
+    assert method_labels([("task=r",)]) == ["all jobs"]
+
+    class Job:
+        def __init__(self, value):
+            self.value = value
+
+        @property
+        def return_value(self):
+            if isinstance(self.value, Exception):
+                raise self.value
+            return self.value
+
+    from harness.train import Result
+    assert SearchSweeper.score(Job(Result("finished", 3, final={"val/mse": 0.5})), "val/mse") == 0.5
+    assert SearchSweeper.score(Job(Result("skipped", 0, final={"val/mse": 0.25})), "val/mse") == 0.25  # resume
+    assert SearchSweeper.score(Job(Result("diverged", 1, 1, final={"val/mse": float("nan")})), "val/mse") is None
+    assert SearchSweeper.score(Job(RuntimeError("boom")), "val/mse") is None
