@@ -112,7 +112,7 @@ def test_a_crash_marks_the_run_failed(tmp_path):
 @pytest.mark.parametrize("sig, status", [(signal.SIGINT, "KILLED"), (signal.SIGTERM, "KILLED")])
 def test_interrupt_marks_the_run_killed(tmp_path, sig, status):
     cmd = [sys.executable, "-m", "harness", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", "epochs=100000",
-           "task.n_train=20000", "batch_size=8", "tracking.flush_seconds=0"]
+           "task.n_train=4000", "batch_size=8", "tracking.flush_seconds=0"]  # epochs of 500 steps: the signal lands in epoch 2
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
     try:
