@@ -249,3 +249,22 @@ def test_a_stacked_bundle_counts_its_wall_time_once():
     runs = pd.DataFrame({"train_seconds": [10.0, 10.2, 9.9, 3.0, 4.0], "bundle": ["b1", "b1", "b1", None, None]})
     assert training_seconds(runs) == pytest.approx(10.2 + 3.0 + 4.0)
     assert training_seconds(runs.drop(columns=["bundle"])) == pytest.approx(37.1)
+
+
+def test_two_tuned_studies_compare_side_by_side_paired_by_seed(tmp_path):
+    import json as _json
+
+    import pandas as pd
+
+    from harness.report.compare import compare
+
+    def tuned(setting, by_seed):
+        values = list(by_seed.values())
+        return pd.DataFrame([{"problem": "p", "method": "optimizer=adam", "metric": "test/accuracy", "setting": setting,
+                              "test_mean": sum(values) / len(values), "ci95_low": min(values), "ci95_high": max(values),
+                              "test_by_seed": _json.dumps(by_seed)}])
+
+    grid = tuned("optimizer.lr=0.001", {"0": 0.90, "1": 0.92, "2": 0.94})
+    search = tuned("optimizer.lr=0.002", {"0": 0.91, "1": 0.93, "2": 0.95, "3": 0.99})  # seed 3 has no pair
+    table = compare(grid, search, "grid", "search")
+    assert "optimizer.lr=0.002" in table and "+0.0100 [+0.0100, +0.0100], n = 3" in table  # paired: every seed +0.01

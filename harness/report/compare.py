@@ -1,0 +1,70 @@
+"""python -m harness.report.compare REPORT_A REPORT_B [--out FILE]
+
+Two tuned studies of the same methods side by side (for example a grid and a search at the same
+budget): each method's selected setting and test metric in both, and B - A, paired by seed where
+both ran the same seeds, with a 95% percentile bootstrap interval. Reads the reports' tuned.csv.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def load(folder: Path) -> pd.DataFrame:
+    path = folder / "tuned.csv"
+    if not path.exists():
+        raise SystemExit(f"error: {path} does not exist (a report of a declared study writes it)")
+    return pd.read_csv(path)
+
+
+def paired_difference(a: dict, b: dict, rng: np.random.Generator, draws: int = 10000) -> tuple[float, float, float, int]:
+    """Mean of b - a over the seeds both have, and a 95% percentile bootstrap interval."""
+    seeds = sorted(set(a) & set(b))
+    d = np.array([b[s] - a[s] for s in seeds])
+    if len(d) < 2:
+        return (float(d.mean()) if len(d) else float("nan")), float("nan"), float("nan"), len(d)
+    means = d[rng.integers(0, len(d), (draws, len(d)))].mean(1)
+    return float(d.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)), len(d)
+
+
+def compare(a: pd.DataFrame, b: pd.DataFrame, name_a: str, name_b: str, seed: int = 0) -> str:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _, ra in a.iterrows():
+        match = b[(b.problem == ra.problem) & (b.method == ra.method)]
+        if match.empty:
+            continue
+        rb = match.iloc[0]
+        diff, low, high, n = paired_difference(json.loads(ra.test_by_seed), json.loads(rb.test_by_seed), rng)
+        rows.append({"problem": ra.problem, "method": ra.method,
+                     f"{name_a}: selected": ra.setting, f"{name_a}: {ra.metric}": f"{ra.test_mean:.4f} [{ra.ci95_low:.4f}, {ra.ci95_high:.4f}]",
+                     f"{name_b}: selected": rb.setting, f"{name_b}: {rb.metric}": f"{rb.test_mean:.4f} [{rb.ci95_low:.4f}, {rb.ci95_high:.4f}]",
+                     f"{name_b} - {name_a} (paired by seed)": f"{diff:+.4f} [{low:+.4f}, {high:+.4f}], n = {n}"})
+    if not rows:
+        raise SystemExit(f"error: {name_a} and {name_b} share no (problem, method)")
+    return pd.DataFrame(rows).to_markdown(index=False)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m harness.report.compare", description=__doc__.split("\n\n")[1])
+    p.add_argument("a", type=Path, help="a report folder (its tuned.csv)")
+    p.add_argument("b", type=Path, help="another report folder")
+    p.add_argument("--out", type=Path, help="also write the table here (markdown)")
+    args = p.parse_args(argv)
+    table = compare(load(args.a), load(args.b), args.a.name, args.b.name)
+    print(table)
+    if args.out:
+        args.out.write_text(f"# {args.b.name} against {args.a.name}\n\n`python -m harness.report.compare {args.a} {args.b}`\n\n"
+                            f"Test metric at each study's selected setting (selected on validation), mean and 95% bootstrap "
+                            f"interval over seeds; the difference is paired by seed.\n\n{table}\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
