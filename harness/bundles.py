@@ -27,7 +27,7 @@ from harness import HarnessError
 from harness.build import (batch_size_of, build_loss, build_optimizer, build_schedule, init_model, optimizer_factory,
                            resolve_threads, setup, task_key)
 from harness.run import RunRecord, Spec, admit, open_tracker, refuse, skip, spec_from_hydra
-from harness.stacked import Member, stackable, train_stacked
+from harness.stacked import Member, qualified_name, stackable, train_stacked
 from harness.train import Result
 
 MEMBER_KEYS = ("seed", "loss", "optimizer", "schedule", "lr_scaling", "lr_reference_batch")
@@ -96,7 +96,7 @@ NOT_STACKED = {
 
 def not_stacked(cls) -> str | None:
     """Why an optimizer class cannot train a bundle's member as it would train it alone (None: it can)."""
-    name = "torch.optim.Adafactor" if cls is getattr(torch.optim, "Adafactor", None) else f"{cls.__module__}.{cls.__qualname__}"
+    name = "torch.optim.Adafactor" if cls is getattr(torch.optim, "Adafactor", None) else qualified_name(cls)
     reason = NOT_STACKED.get(name)
     if reason:
         return reason
@@ -180,8 +180,8 @@ def prepare(e: Entry, loaded: dict) -> None:
         if isinstance(cls, type) and needs_closure(cls):
             e.solo = f"its optimizer {cls.__module__}.{cls.__name__} needs a closure, which a stacked step cannot give"
             return
-        if isinstance(cls, type) and not_stacked(cls):
-            e.solo = f"its optimizer: {not_stacked(cls)}"
+        if isinstance(cls, type) and (why := not_stacked(cls)):
+            e.solo = f"its optimizer: {why}"
             return
         build_schedule(cfg, build_optimizer(cfg, model.parameters(), batch_size, factory), cfg.epochs, -(-n // batch_size))
         e.parts = {"task": task, "data": data, "data_key": task_key(cfg), "device": device, "model": model,

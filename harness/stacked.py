@@ -39,8 +39,13 @@ ELEMENTWISE = {torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim
 ELEMENTWISE_NAMES = {"pytorch_optimizer.optimizer.lion.Lion"}  # by name: importing pytorch_optimizer costs ~2 s
 
 
+def qualified_name(cls) -> str:
+    """'module.Class', for telling optimizer classes apart without importing their packages."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 def elementwise(cls) -> bool:
-    return cls in ELEMENTWISE or f"{cls.__module__}.{cls.__qualname__}" in ELEMENTWISE_NAMES
+    return cls in ELEMENTWISE or qualified_name(cls) in ELEMENTWISE_NAMES
 
 
 ACTIVATIONS = {nn.ReLU: torch.relu, nn.Tanh: torch.tanh, nn.Sigmoid: torch.sigmoid,

@@ -98,9 +98,11 @@ class SearchSweeper(Sweeper):
 
         if self.sampler not in SAMPLERS:
             raise HarnessError(f"hydra.sweeper.sampler={self.sampler!r} is unknown; allowed: {', '.join(SAMPLERS)}")
-        for name, value in (("n_trials", self.n_trials), ("batch", self.batch if self.batch is not None else 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise HarnessError(f"hydra.sweeper.{name} must be a positive integer, got {value!r}")
+        from harness.tasks import check_positive_int
+
+        check_positive_int("hydra.sweeper.n_trials", self.n_trials)
+        if self.batch is not None:
+            check_positive_int("hydra.sweeper.batch", self.batch)
         if self.direction not in (None, "maximize", "minimize"):
             raise HarnessError(f"hydra.sweeper.direction={self.direction!r}; allowed: maximize, minimize, null (the task's)")
         if not self.space:
