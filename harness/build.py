@@ -64,6 +64,22 @@ def resolve_device(requested: str) -> torch.device:
     raise HarnessError(f"device={requested!r} is unknown; allowed: auto, cpu, cuda, cuda:N")
 
 
+@functools.lru_cache(maxsize=None)
+def device_name(device: torch.device) -> str:
+    """What the device is, for the record: the GPU's name, or the CPU's model as the OS reports it."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine() or "cpu"
+
+
 def usable_cores() -> int:
     """The cores this process may run on (its CPU affinity, e.g. a SLURM allocation)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -21,7 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from harness import HarnessError, __version__, signals
-from harness.build import build, git_commit
+from harness.build import build, device_name, git_commit
 from harness.checks import check_config
 from harness.sweep import DIED, experiment_name, job_context, record_job
 from harness.tracking import MlflowTracker, NullTracker, flatten, open_store, process_alive, runs_link
@@ -174,7 +174,8 @@ class RunRecord:
     def start(self, task, device, threads: int, batch_size: int, total_steps: int, extra_tags: dict | None = None) -> None:
         cfg, names = self.spec.cfg, self.spec.names
         tags = {"task": names["task"], "loss": names["loss"], "optimizer": names["optimizer"], "schedule": names["schedule"],
-                "batch_size": str(cfg.batch_size), "seed": str(cfg.seed), "device": str(device), "threads": str(threads),
+                "batch_size": str(cfg.batch_size), "seed": str(cfg.seed), "device": str(device),
+                "device_name": device_name(device), "threads": str(threads),
                 "config_hash": self.spec.hash, "harness_version": __version__, "primary_metric": task.primary_metric,
                 "primary_mode": task.mode, "outcome": "running", "harness.overrides": ",".join(self.spec.overrides)[:5000],
                 **(extra_tags or {})}

@@ -172,6 +172,19 @@ def test_report_of_a_real_sweep(tmp_path):
     assert len(summary) == 14 and set(summary["n"]) == {2}  # 7 losses x 2 ratios (one LR in smoke mode), 2 seeds each
     assert (tmp_path / "rep" / "tuned.csv").exists()  # the study declares what it compares: a tuned report
     assert (tmp_path / "rep" / "imbalanced_heatmap.png").exists()
+    from harness.build import device_name
+    import torch
+    # the header names where the runs trained (the device and its model, from each run's tags)
+    assert f"- **devices**: cpu ({device_name(torch.device('cpu'))})" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_runs_on_several_devices_are_counted_and_flagged():
+    from harness.report.render import devices
+
+    runs = pd.DataFrame({"device": ["cpu", "cpu", "cuda:0", None], "device_name": ["Xeon", "Xeon", "NVIDIA H100", None]})
+    assert devices(runs) == ("cpu (Xeon): 2 runs, cuda (NVIDIA H100): 1 run, unknown: 1 run; "
+                             "times are comparable only between runs on one device")
+    assert devices(runs.iloc[:2]) == "cpu (Xeon)"
 
 
 def test_a_method_keeps_its_colour_and_marker_across_figures():

@@ -51,7 +51,7 @@ def load_runs(client, experiment: str) -> tuple[pd.DataFrame, str]:
                "outcome": tags.get("outcome", r.info.status.lower()), "start": r.info.start_time, "end": r.info.end_time,
                "primary_metric": tags.get("primary_metric"), "primary_mode": tags.get("primary_mode", "max"),
                "harness_version": tags.get("harness_version"), "train_seconds": _float(tags.get("train_seconds")),
-               "bundle": tags.get("bundle"),
+               "bundle": tags.get("bundle"), "device": tags.get("device"), "device_name": tags.get("device_name"),
                "seed": tags.get("seed", r.data.params.get("seed"))}
         for g in GROUPS:
             row[g] = tags.get(g)

@@ -118,7 +118,20 @@ def header(experiment: str, runs: pd.DataFrame, table: pd.DataFrame, date: str) 
     return {"experiment": experiment, "runs": f"{len(runs)} (" + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + ")",
             "configurations": str(len(table)), "seeds per configuration": f"{seeds.min()}" + (f"-{seeds.max()}" if seeds.max() != seeds.min() else ""),
             "tasks": ", ".join(sorted(runs["task"].dropna().unique())), "generated": date, "harness version": versions,
+            "devices": devices(runs),
             "total training time": f"{compute / 60:.1f} min ({compute:.0f} s; a stacked bundle counted once)"}
+
+
+def devices(runs: pd.DataFrame) -> str:
+    """Where the runs trained, with counts: training times are comparable only within one device."""
+    if "device" not in runs:
+        return "unknown"
+    kind = runs["device"].fillna("unknown").astype(str).str.split(":").str[0]
+    named = runs["device_name"].fillna("") if "device_name" in runs else pd.Series("", index=runs.index)
+    where = [f"{k} ({n})" if n else k for k, n in zip(kind, named)]
+    counts = pd.Series(where).value_counts()
+    text = ", ".join(f"{w}: {c} run{'s' if c != 1 else ''}" for w, c in counts.items()) if len(counts) > 1 else counts.index[0]
+    return text + ("; times are comparable only between runs on one device" if len(counts) > 1 else "")
 
 
 def table_for_display(table: pd.DataFrame, config_cols: list[str]) -> pd.DataFrame:
