@@ -373,8 +373,22 @@ def main(argv=None) -> int:
     rows: list[dict] = []
     t_start = time.perf_counter()
 
+    out = Path(args.out)
+    scaling: list[dict] = []
+
+    def save(final: bool = False) -> dict:
+        """bench.json and bench.md with what is measured so far: a bench stopped at a time limit keeps its rows."""
+        report = {"machine": machine(dev), "quick": quick, "reps": reps, "epochs": epochs, "threads_auto": threads,
+                  "seconds": time.perf_counter() - t_start, "complete": final, "rows": rows, "scaling": scaling or None,
+                  "date": time.strftime("%Y-%m-%d %H:%M")}
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "bench.json").write_text(json.dumps(report, indent=2))
+        (out / "bench.md").write_text(markdown(report))
+        return report
+
     def row(key, measure, a, b, ratio, target=None, met=None, note=""):
         rows.append({"key": key, "measure": measure, "value": a, "baseline": b, "ratio": ratio, "target": target, "met": met, "note": note})
+        save()
         r = ratio["median"] if isinstance(ratio, dict) else ratio
         verdict = "" if not target else f" (expected: {target})" if met is None else f" (target {target}: {'met' if met else 'NOT met'})"
         print(f"  {measure}: {r:.3f}{verdict}" + (f"  {note}" if note else ""), flush=True)
@@ -389,20 +403,13 @@ def main(argv=None) -> int:
 
     sweeps = bench_sweeps.SWEEP_ROWS if "sweeps" in parts else tuple(k for k in bench_sweeps.SWEEP_ROWS if k in parts)
     bench_sweeps.rows(row, work, args.data_dir, dev, quick, reps, "grid" in parts, sweeps)
-    scaling = None
     if "scaling" in parts:
         print("members per second vs bundle size (stacked launcher, default MNIST MLP):", flush=True)
-        scaling = bench_sweeps.scaling(work, args.data_dir, dev, quick)
+        bench_sweeps.scaling(work, args.data_dir, dev, quick, out=scaling, on_line=save)
 
-    total = time.perf_counter() - t_start
-    report = {"machine": machine(dev), "quick": quick, "reps": reps, "epochs": epochs, "threads_auto": threads,
-              "seconds": total, "rows": rows, "scaling": scaling, "date": time.strftime("%Y-%m-%d %H:%M")}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps(report, indent=2))
-    (out / "bench.md").write_text(markdown(report))
+    report = save(final=True)
     print("\n" + markdown(report))
-    print(f"wrote {out / 'bench.md'} and {out / 'bench.json'} in {total:.0f} s")
+    print(f"wrote {out / 'bench.md'} and {out / 'bench.json'} in {report['seconds']:.0f} s")
     return 0
 
 
@@ -418,7 +425,9 @@ def fmt(x) -> str:
 
 def markdown(report: dict) -> str:
     m = report["machine"]
-    head = (f"# harness bench{' (quick)' if report['quick'] else ''}\n\n"
+    stopped = "" if report.get("complete", True) else \
+        "**Incomplete: the bench stopped before its last part; these rows are what it measured.**\n\n"
+    head = (f"# harness bench{' (quick)' if report['quick'] else ''}\n\n{stopped}"
             f"{report['date']}; {m['cpu']}, {m['cores']} cores; torch {m['torch']}; device {m['device']}"
             + (f" ({m['gpu']})" if "gpu" in m else "") + f"; threads=auto -> {report['threads_auto']}; "
             f"median [min, max] of {report['reps']} repetitions (sweeps: 2, quality: 3 seeds); harness runs: MNIST, MLP 784-256-10, Adam, batch 128, "

@@ -11,6 +11,7 @@ saying why. Bundles are bounded by a member count and by memory.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import json
@@ -28,10 +29,14 @@ from harness.build import (batch_size_of, build_loss, build_optimizer, build_sch
                            resolve_threads, setup, task_key)
 from harness.run import RunRecord, Spec, admit, open_tracker, refuse, skip, spec_from_hydra
 from harness.stacked import Member, qualified_name, stackable, train_stacked
+from harness.sweep import JOBS_DIR
 from harness.train import Result
 
 MEMBER_KEYS = ("seed", "loss", "optimizer", "schedule", "lr_scaling", "lr_reference_batch")
-MEMORY_SHARE = {"cuda": 0.5, "cpu": 0.25}  # share of free GPU / available RAM a bundle may use by default
+MEMORY_SHARE = {"cuda": 0.5, "cpu": 0.25}  # share of free GPU / available RAM the bundles may use by default
+WORKERS_GPU = 4  # bundles trained at once on a GPU, each in its own process (hydra.launcher.workers=null)
+MIN_SPLIT = 16   # a group of compatible jobs is split among the workers only into bundles at least this big
+                 # (a worker's start costs seconds; a smaller bundle trains in less)
 ALONE = "no other job of the sweep shares its model, data shapes, batch size and epochs"
 
 
@@ -191,7 +196,7 @@ def prepare(e: Entry, loaded: dict) -> None:
         e.result = refuse(e.spec, err)
 
 
-def plan(entries: list[Entry], max_members: int, memory_gb: float | None) -> list[list[Entry]]:
+def plan(entries: list[Entry], max_members: int, memory_gb: float | None, workers: int | None = 1) -> list[list[Entry]]:
     """Units of work in sweep order: bundles (2+ entries) and solo jobs (1 entry, its reason in ``solo``)."""
     groups: dict[str, list[Entry]] = {}
     for e in entries:
@@ -215,19 +220,38 @@ def plan(entries: list[Entry], max_members: int, memory_gb: float | None) -> lis
         units += [[e] for e in group if e.solo is not None and e.result is None]
         for ready in shapes.values():
             if ready[0].solo is None:
-                units += split(ready, max_members, memory_gb)
+                units += split(ready, max_members, memory_gb, workers)
     return units
 
 
-def split(ready: list[Entry], max_members: int, memory_gb: float | None) -> list[list[Entry]]:
-    """Bundles of at most max_members that fit the memory budget; members that may share an
-    optimizer (and a loss call) side by side."""
+def resolve_workers(workers: int | None, device: torch.device) -> int:
+    """How many bundles train at once: as asked, else 1 on a CPU (one bundle's threads already use its
+    cores) and WORKERS_GPU on a GPU (a bundle of small models leaves it mostly idle: its steps are
+    bound by launching kernels, which processes side by side overlap)."""
+    return workers if workers is not None else (WORKERS_GPU if device.type == "cuda" else 1)
+
+
+def split(ready: list[Entry], max_members: int, memory_gb: float | None, workers: int | None = 1) -> list[list[Entry]]:
+    """Bundles of at most max_members that fit the memory budget (shared by the bundles that train
+    at once), one per worker where that leaves each at least MIN_SPLIT members; members that may
+    share an optimizer (and a loss call) side by side."""
     head = ready[0]
     x = head.parts["data"].train.x
+    n = resolve_workers(workers, head.parts["device"])
     per_member = member_bytes(head.parts["model"], x, head.parts["batch_size"], len(x), head.spec.cfg.eval_batch_size)
-    size = max(1, min(max_members, int(memory_budget(head.parts["device"], memory_gb) // max(1, per_member))))
+    share = max(min(MIN_SPLIT, len(ready)), -(-len(ready) // n))  # one bundle per worker, unless that leaves them small
+    size = max(1, min(max_members, share, int(memory_budget(head.parts["device"], memory_gb) / n // max(1, per_member))))
     ready.sort(key=lambda e: (optimizer_key(e.spec.cfg), loss_key(e.spec.cfg)))
-    return [ready[i:i + size] for i in range(0, len(ready), size)]
+    count = -(-len(ready) // size)
+    base, extra = divmod(len(ready), count)  # as even as the bound allows: 108 in bundles of <= 64 -> 54 + 54
+    bounds = [0]
+    for i in range(count):
+        bounds.append(bounds[-1] + base + (i < extra))
+    out = [ready[a:b] for a, b in zip(bounds, bounds[1:])]
+    for unit in out:
+        if len(unit) == 1:
+            unit[0].solo = "the member count or memory bound left it alone in its bundle"
+    return out
 
 
 # ---------------------------------------------------------------- a bundle's life
@@ -242,11 +266,12 @@ def member(e: Entry, on_epoch: Callable, steps_per_epoch: int, data_index: int =
                   opt_key=optimizer_key(cfg), loss_key=loss_key(cfg), data=data_index)
 
 
-def run_bundle(entries: list[Entry], label: str) -> None:
-    """Train the entries as one stacked model; each ends with its own record (FINISHED, FAILED or KILLED)."""
+def run_bundle(entries: list[Entry], label: str, threads: int | None = None) -> None:
+    """Train the entries as one stacked model; each ends with its own record (FINISHED, FAILED or KILLED).
+    threads: as the head's config resolves them unless given (a worker shares the cores with others)."""
     head = entries[0]
     cfg, task, device, batch_size = head.spec.cfg, head.parts["task"], head.parts["device"], head.parts["batch_size"]
-    threads = resolve_threads(cfg.threads, head.spec.ctx)
+    threads = threads or resolve_threads(cfg.threads, head.spec.ctx)
     torch.set_num_threads(threads)
     datasets: dict[str, int] = {}  # task config -> the index of its data set in the bundle
     for e in entries:
@@ -305,33 +330,131 @@ BUNDLES_LAUNCHED: dict[str, int] = {}  # per sweep: a sweeper that launches in r
 
 
 def launch(configs: list[DictConfig], run_solo: Callable[[DictConfig], object], max_members: int = 64,
-           memory_gb: float | None = None) -> list[object]:
+           memory_gb: float | None = None, workers: int | None = 1) -> list[object]:
     """Run a sweep's composed jobs: bundles stacked, the rest through ``run_solo`` (Hydra's run_job).
-    Returns one item per job, in order: run_solo's return for solo jobs, the Result for the others."""
+    With more than one worker (``resolve_workers``), bundles train side by side in worker processes
+    while the jobs that run alone run here. Returns one item per job, in order: run_solo's return for
+    solo jobs, the Result for the others."""
     entries = [Entry(cfg) for cfg in configs]
-    units = plan(admit_all(entries), max_members, memory_gb)
+    units = plan(admit_all(entries), max_members, memory_gb, workers)
     bundles = [u for u in units if len(u) > 1]
+    n = min(len(bundles), resolve_workers(workers, bundles[0][0].parts["device"])) if bundles else 1
     if bundles:
-        print(f"stacked launcher: {sum(map(len, bundles))} of {len(entries)} jobs in {len(bundles)} bundle(s), "
-              f"{len(units) - len(bundles)} alone, {sum(e.result is not None for e in entries)} skipped or refused", flush=True)
+        print(f"stacked launcher: {sum(map(len, bundles))} of {len(entries)} jobs in {len(bundles)} bundle(s)"
+              + (f" ({n} at a time, each in its own process)" if n > 1 else "")
+              + f", {len(units) - len(bundles)} alone, {sum(e.result is not None for e in entries)} skipped or refused", flush=True)
     sweep_id = (((entries[0].spec.ctx or {}).get("sweep") or {}).get("sweep_id") if entries and entries[0].spec else None) or "sweep"
     returns: dict[int, object] = {}
     offset = BUNDLES_LAUNCHED.get(sweep_id, 0)
     BUNDLES_LAUNCHED[sweep_id] = offset + len(bundles)
-    for unit in units:
-        if len(unit) == 1:
-            e = unit[0]
-            print(f"job {e.spec.ctx['num'] if e.spec.ctx else '?'} runs alone: {e.solo}", flush=True)
-            e.parts.clear()  # its model and data go; run_solo builds its own
-            returns[id(e)] = run_solo(e.cfg)
-        else:
-            number = bundles.index(unit) + 1
-            label = f"{sweep_id}-b{offset + number}"
-            head = unit[0]
-            print(f"bundle {label} ({number}/{len(bundles)}): {len(unit)} members, {head.spec.names['task']}, "
-                  f"batch {head.spec.cfg.batch_size}, {head.spec.cfg.epochs} epochs, "
-                  f"{resolve_threads(head.spec.cfg.threads, head.spec.ctx)} threads", flush=True)
-            run_bundle(unit, label)
+    labels = {id(u): f"{sweep_id}-b{offset + i + 1}" for i, u in enumerate(bundles)}
+    pool = Workers(n) if n > 1 else None
+    try:
+        # with workers, every bundle is handed out first and the solo jobs run here meanwhile; without, all in sweep order
+        for unit in sorted(units, key=len, reverse=True) if pool else units:
+            if len(unit) == 1:
+                e = unit[0]
+                print(f"job {e.spec.ctx['num'] if e.spec.ctx else '?'} runs alone: {e.solo}", flush=True)
+                e.parts.clear()  # its model and data go; run_solo builds its own
+                returns[id(e)] = run_solo(e.cfg)
+                continue
+            head, label = unit[0], labels[id(unit)]
+            threads = max(1, resolve_threads(head.spec.cfg.threads, head.spec.ctx) // n)
+            print(f"bundle {label} ({bundles.index(unit) + 1}/{len(bundles)}): {len(unit)} members, {head.spec.names['task']}, "
+                  f"batch {head.spec.cfg.batch_size}, {head.spec.cfg.epochs} epochs, {threads} threads", flush=True)
+            if pool:
+                pool.submit(unit, label, threads)
+            else:
+                run_bundle(unit, label)
             for e in unit:
-                e.parts.clear()  # the next bundle's models and data need the memory
+                e.parts.clear()  # the next bundle's models and data need the memory (a worker builds its own)
+            if pool and unit is bundles[-1] and torch.cuda.is_available():
+                torch.cuda.empty_cache()  # what planning built here goes back to the workers
+        if pool:
+            pool.wait()
+    finally:
+        if pool:
+            pool.close()
     return [returns.get(id(e), e.result) for e in entries]
+
+
+# ---------------------------------------------------------------- bundles side by side
+
+def bundle_worker(cfgs: list[DictConfig], label: str, threads: int) -> list[Result | None]:
+    """A worker process's whole job: one bundle, from its members' composed configs (each checked
+    and looked up again here, as the launcher did), closed as run_bundle closes it."""
+    from hydra.core.utils import setup_globals
+
+    import signal
+
+    from harness import signals
+
+    def stop_once(signum, frame):  # the first stop closes the members as KILLED; the sweep's later ones find nothing left
+        for s in signals.SIGNALS:  # a Python no-op, not SIG_IGN: a signal already pending would print a race warning
+            signal.signal(s, lambda *_: None)
+        signals._handler(signum, frame)
+
+    for s in signals.SIGNALS:
+        signal.signal(s, stop_once)
+    setup_globals()  # Hydra's resolvers (${now:...}) in the configs, as in the launcher's process
+    entries = [Entry(cfg) for cfg in cfgs]
+    try:
+        loaded: dict = {}
+        ready = []
+        for e in admit_all(entries):
+            prepare(e, loaded)
+            if e.result is None:
+                ready.append(e)
+        if ready:
+            run_bundle(ready, label, threads)
+    except KeyboardInterrupt:  # run_bundle has closed what it opened
+        for e in entries:
+            e.result = e.result or Result("killed", 0)
+    return [e.result for e in entries]
+
+
+class Workers:
+    """Bundles trained in worker processes (spawned: a CUDA context cannot cross a fork), at most n at once."""
+
+    def __init__(self, n: int):
+        import concurrent.futures
+        import multiprocessing
+
+        self.pool = concurrent.futures.ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"))
+        self.futures: dict = {}
+
+    def submit(self, unit: list[Entry], label: str, threads: int) -> None:
+        self.futures[self.pool.submit(bundle_worker, [e.cfg for e in unit], label, threads)] = (unit, label)
+
+    def wait(self) -> None:
+        import concurrent.futures
+
+        for future in concurrent.futures.as_completed(self.futures):
+            unit, label = self.futures[future]
+            try:
+                results = future.result()
+            except Exception as err:  # the worker died (out of memory, killed) or broke before training
+                message = f"its bundle's worker failed: {type(err).__name__}: {str(err).splitlines()[0]}"
+                print(f"error: bundle {label}: {message}; its members' open runs are closed as failed when the sweep ends",
+                      file=sys.stderr, flush=True)
+                results = [None] * len(unit)
+                for e in unit:
+                    if e.spec.ctx and not (e.spec.ctx["dir"] / JOBS_DIR / f"{e.spec.ctx['num']}.json").exists():
+                        e.spec.journal("failed", error=message)  # never opened a run (one it opened stays 'running' for the sweep's end)
+            for e, r in zip(unit, results):
+                e.result = r or Result("failed", 0)
+
+    def close(self) -> None:
+        """Leave no worker behind: on a stop (Ctrl-C, SIGTERM) the workers are sent SIGTERM, which
+        closes their members' runs as KILLED (the sweep's end closes any they could not)."""
+        import psutil
+
+        import concurrent.futures
+
+        busy = [f for f in self.futures if not f.done()]
+        if busy:
+            for p in list((getattr(self.pool, "_processes", None) or {}).values()):
+                with contextlib.suppress(psutil.Error, ValueError):
+                    psutil.Process(p.pid).terminate()
+            concurrent.futures.wait(busy, timeout=30)  # each worker closes its members' runs, then answers
+        self.pool.shutdown(wait=not busy, cancel_futures=True)

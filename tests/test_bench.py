@@ -55,3 +55,5 @@ def test_scaling_table_renders_members_per_second():
               "epochs": 6, "threads_auto": 2, "rows": [], "scaling": lines, "date": "d"}
     md = markdown(report)
     assert "(G)" in md and "| measure |" not in md and table in md  # no empty rows table when only the scaling ran
+    assert "Incomplete" not in md
+    assert "**Incomplete: the bench stopped before its last part" in markdown({**report, "complete": False})

@@ -145,12 +145,13 @@ def session_members(sid: int) -> list[int]:
 LONG_JOBS = ("task=regression", "epochs=100000", "batch_size=1", "tracking.flush_seconds=0", "seed=0,1,2,3")
 
 
-@pytest.mark.parametrize("launcher, how", [("joblib", "group SIGINT"), ("joblib", "SIGTERM"),
-                                           ("basic", "SIGTERM"), ("stacked", "group SIGINT")])
+@pytest.mark.parametrize("launcher, how", [("joblib", "group SIGINT"), ("joblib", "SIGTERM"), ("basic", "SIGTERM"),
+                                           ("stacked", "group SIGINT"), ("stacked workers", "SIGTERM"),
+                                           ("stacked workers", "group SIGINT")])
 def test_a_stopped_sweep_closes_every_run_and_its_parent_and_leaves_no_worker(tmp_path, launcher, how):
-    extra = ["hydra.launcher.n_jobs=2"] if launcher == "joblib" else []
-    proc = sweep_process(tmp_path, f"hydra/launcher={launcher}", *extra, *LONG_JOBS)
-    in_flight = 2 if launcher == "joblib" else (4 if launcher == "stacked" else 1)
+    extra = {"joblib": ["hydra.launcher.n_jobs=2"], "stacked workers": ["hydra.launcher.workers=2", "hydra.launcher.max_members=2"]}.get(launcher, [])
+    proc = sweep_process(tmp_path, f"hydra/launcher={launcher.split()[0]}", *extra, *LONG_JOBS)
+    in_flight = 2 if launcher == "joblib" else (4 if launcher.startswith("stacked") else 1)
     try:
         wait_for(lambda: running_children(tmp_path, "regression") >= in_flight, what="jobs under way")
         time.sleep(1.0)
@@ -158,7 +159,7 @@ def test_a_stopped_sweep_closes_every_run_and_its_parent_and_leaves_no_worker(tm
             os.killpg(proc.pid, signal.SIGINT)
         else:
             proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=90)
+        out, err = proc.communicate(timeout=90)
         time.sleep(1.0)
         orphans = session_members(proc.pid)
     finally:
@@ -178,6 +179,8 @@ def test_a_stopped_sweep_closes_every_run_and_its_parent_and_leaves_no_worker(tm
     assert p.info.status == "KILLED" and p.data.tags["outcome"] == "killed"
     assert p.data.tags["jobs_killed"] == str(len(jobs))
     assert orphans == []  # no loky worker trains on as an orphan
+    if launcher == "stacked workers":
+        assert "in 2 bundle(s) (2 at a time, each in its own process)" in out, out
 
 
 # ---------------------------------------------------------------- 2. concurrent use

@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from harness.build import build, batch_size_of
+from harness import bundles
 from harness.bundles import Entry, member, plan, prepare, split, member_bytes, task_config
 from harness.checks import check_config
 from harness.run import compose, spec_from_hydra
@@ -173,13 +174,18 @@ def test_jobs_that_cannot_join_a_bundle_run_alone_with_the_reason():
     assert "no other job of the sweep shares" in alone[3]
 
 
-def test_bundles_are_bounded_by_max_members_and_memory():
+def test_bundles_are_bounded_by_max_members_and_memory(monkeypatch):
     entries = entries_for(*[[f"seed={s}"] for s in range(7)])
     for e in entries:
         prepare(e, {})
-    assert [len(b) for b in split(list(entries), max_members=3, memory_gb=None)] == [3, 3, 1]
+    assert [len(b) for b in split(list(entries), max_members=3, memory_gb=None)] == [3, 2, 2]  # as even as the bound allows
+    assert [len(b) for b in split(list(entries), max_members=64, memory_gb=None, workers=2)] == [7]  # too few to share out
+    monkeypatch.setattr(bundles, "MIN_SPLIT", 3)
+    assert [len(b) for b in split(list(entries), max_members=64, memory_gb=None, workers=2)] == [4, 3]  # one per worker
     head = entries[0].parts
     x = head["data"].train.x
     per_member = member_bytes(head["model"], x, head["batch_size"], len(x), entries[0].spec.cfg.eval_batch_size)
     two = 2.5 * per_member / 2 ** 30
-    assert [len(b) for b in split(list(entries), max_members=64, memory_gb=two)] == [2, 2, 2, 1]
+    parts = split(list(entries), max_members=64, memory_gb=two)
+    assert [len(b) for b in parts] == [2, 2, 2, 1]
+    assert "left it alone" in parts[-1][0].solo  # a bundle of one runs as an ordinary job

@@ -192,31 +192,39 @@ def test_stacked_members_read_like_solo_jobs_and_resume(tmp_path):
     """The same sweep through the basic launcher (one job after another) and the stacked one (one
     bundle): a reader of the store sees the same runs, save the two bundle tags."""
     args = ("task=regression", "loss=mse,huber", "seed=0,1", "epochs=2", "schedule=onecycle")
-    (tmp_path / "basic").mkdir(), (tmp_path / "stacked").mkdir()
+    for name in ("basic", "stacked", "workers"):
+        (tmp_path / name).mkdir()
     assert sweep("hydra/launcher=basic", *args, cwd=tmp_path / "basic").returncode == 0
     out = sweep("hydra/launcher=stacked", *args, cwd=tmp_path / "stacked")
     assert out.returncode == 0 and "4 of 4 jobs in 1 bundle(s)" in out.stdout, out.stdout + out.stderr
+    # two bundles of two, trained side by side in two worker processes
+    out = sweep("hydra/launcher=stacked", "hydra.launcher.workers=2", "hydra.launcher.max_members=2", *args, cwd=tmp_path / "workers")
+    assert out.returncode == 0 and "4 of 4 jobs in 2 bundle(s) (2 at a time, each in its own process)" in out.stdout, \
+        out.stdout + out.stderr
     by_hash = {}
-    for name in ("basic", "stacked"):
+    for name in ("basic", "stacked", "workers"):
         client, runs = mlflow_runs(tmp_path / name, "regression")
         _, jobs = split_runs(runs)
         by_hash[name] = {r.data.tags["config_hash"]: (client, r) for r in jobs}
-    assert len(by_hash["basic"]) == 4 and set(by_hash["basic"]) == set(by_hash["stacked"])
+    assert len(by_hash["basic"]) == 4 and set(by_hash["basic"]) == set(by_hash["stacked"]) == set(by_hash["workers"])
+    assert len({r.data.tags["process"] for _, r in by_hash["workers"].values()}) == 2  # each bundle's own process
     volatile = {"mlflow.parentRunId", "sweep_id", "train_seconds", "process", "heartbeat", "mlflow.runName", "harness.overrides"}
     for chash, (c0, solo) in by_hash["basic"].items():
-        c1, member = by_hash["stacked"][chash]
-        differ = {k for k in solo.data.params if member.data.params.get(k) != solo.data.params[k]}
-        assert set(member.data.params) == set(solo.data.params) and not differ
-        assert set(member.data.tags) - set(solo.data.tags) == {"bundle", "bundle_size"}
-        assert member.data.tags["bundle_size"] == "4"
-        assert {k: v for k, v in member.data.tags.items() if k in solo.data.tags and k not in volatile} == \
-            {k: v for k, v in solo.data.tags.items() if k not in volatile}
-        assert member.info.status == solo.info.status == "FINISHED"
-        assert set(member.data.metrics) == set(solo.data.metrics)
-        for key in ("test/mse", "train/loss", "lr_step"):
-            h0 = c0.get_metric_history(solo.info.run_id, key)
-            h1 = c1.get_metric_history(member.info.run_id, key)
-            assert [m.step for m in h1] == [m.step for m in h0]
-            assert [m.value for m in h1] == pytest.approx([m.value for m in h0], rel=1e-4)
+        for name, size in (("stacked", "4"), ("workers", "2")):
+            c1, member = by_hash[name][chash]
+            differ = {k for k in solo.data.params if member.data.params.get(k) != solo.data.params[k]}
+            assert set(member.data.params) == set(solo.data.params) and not differ
+            assert set(member.data.tags) - set(solo.data.tags) == {"bundle", "bundle_size"}
+            assert member.data.tags["bundle_size"] == size
+            skip = volatile | ({"threads"} if name == "workers" else set())  # a worker's bundle gets its share of the cores
+            assert {k: v for k, v in member.data.tags.items() if k in solo.data.tags and k not in skip} == \
+                {k: v for k, v in solo.data.tags.items() if k not in skip}
+            assert member.info.status == solo.info.status == "FINISHED"
+            assert set(member.data.metrics) == set(solo.data.metrics)
+            for key in ("test/mse", "train/loss", "lr_step"):
+                h0 = c0.get_metric_history(solo.info.run_id, key)
+                h1 = c1.get_metric_history(member.info.run_id, key)
+                assert [m.step for m in h1] == [m.step for m in h0]
+                assert [m.value for m in h1] == pytest.approx([m.value for m in h0], rel=1e-4)
     again = sweep("hydra/launcher=stacked", *args, cwd=tmp_path / "stacked")
     assert again.returncode == 0 and "4 skipped" in again.stdout, again.stdout

@@ -10,8 +10,11 @@ class StackedLauncherConf:
     _target_: str = "hydra_plugins.harness_stacked_launcher.stacked_launcher.StackedLauncher"
     # the most members one bundle holds (a bigger group of compatible jobs is split)
     max_members: int = 64
-    # memory one bundle may use, in GiB; null: half of the GPU's free memory, or a quarter of the available RAM
+    # memory the bundles that train at once may use, in GiB; null: half of the GPU's free memory, or a quarter of the available RAM
     memory_gb: Optional[float] = None
+    # bundles trained at the same time, each in its own process; null: 1 on a CPU (one bundle's threads
+    # use its cores), 4 on a GPU (a bundle of small models leaves it mostly idle)
+    workers: Optional[int] = None
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="stacked", node=StackedLauncherConf, provider="harness")

@@ -3,7 +3,8 @@
 Hydra hands it the sweep's jobs; it takes each job's config as the sweeper's validation composed it
 (``harness.compose.ComposeOnce``), then ``harness.bundles`` groups
 compatible jobs into bundles that train as one stacked model and runs the rest as ordinary jobs,
-in this process, one after another.
+in this process, one after another; with ``workers`` > 1 (a GPU's default), bundles train side by
+side in worker processes.
 """
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ log = logging.getLogger(__name__)
 
 
 class StackedLauncher(Launcher):
-    def __init__(self, max_members: int = 64, memory_gb: float | None = None) -> None:
-        self.max_members, self.memory_gb = max_members, memory_gb
+    def __init__(self, max_members: int = 64, memory_gb: float | None = None, workers: int | None = None) -> None:
+        self.max_members, self.memory_gb, self.workers = max_members, memory_gb, workers
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
@@ -49,13 +50,15 @@ class StackedLauncher(Launcher):
         if self.memory_gb is not None and (isinstance(self.memory_gb, bool) or not isinstance(self.memory_gb, (int, float))
                                            or not self.memory_gb > 0):
             raise HarnessError(f"hydra.launcher.memory_gb must be null or a number > 0, got {self.memory_gb!r}")
+        if self.workers is not None and (isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1):
+            raise HarnessError(f"hydra.launcher.workers must be null (1 on a CPU, 4 on a GPU) or a positive integer, got {self.workers!r}")
         configs = []
         for i, overrides in enumerate(job_overrides):
             cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
             with open_dict(cfg):
                 cfg.hydra.job.id = cfg.hydra.job.num = initial_job_idx + i
             configs.append(cfg)
-        results = launch(configs, self.run_solo, self.max_members, self.memory_gb)
+        results = launch(configs, self.run_solo, self.max_members, self.memory_gb, self.workers)
         return [r if isinstance(r, JobReturn) else JobReturn(overrides=list(cfg.hydra.overrides.task), cfg=cfg,
                                                              hydra_cfg=cfg, status=JobStatus.COMPLETED, _return_value=r,
                                                              task_name=cfg.hydra.job.name, working_dir=str(Path.cwd()))
