@@ -268,3 +268,16 @@ def test_two_tuned_studies_compare_side_by_side_paired_by_seed(tmp_path):
     search = tuned("optimizer.lr=0.002", {"0": 0.91, "1": 0.93, "2": 0.95, "3": 0.99})  # seed 3 has no pair
     table = compare(grid, search, "grid", "search")
     assert "optimizer.lr=0.002" in table and "+0.0100 [+0.0100, +0.0100], n = 3" in table  # paired: every seed +0.01
+
+
+def test_a_tables_verdict_is_short_and_the_findings_keep_the_sentence():
+    from harness.report.protocol import verdict
+    from harness.report.stats import Difference
+
+    top, r = pd.Series({"method": "optimizer=adam", "rank": 1, "n": 5}), pd.Series({"method": "optimizer=sgd", "rank": 2, "n": 5})
+    worse = Difference(0.01, 0.005, 0.015, 0.001, "paired t-test by seed", 5, 4.0)
+    tie = Difference(0.001, -0.002, 0.004, 0.4, "paired t-test by seed", 5, 37.0)
+    assert verdict(top, r, worse, 0.002) == "optimizer=adam beats optimizer=sgd by 0.01 [0.005, 0.015], p = 0.002 (Holm; paired t-test by seed, n = 5)"
+    assert verdict(top, r, worse, 0.002, short=True) == "worse by 0.01 [0.005, 0.015], p = 0.002 (Holm, n = 5)"
+    assert verdict(top, r, tie, 0.4, short=True) == "tie with the best, p = 0.4 (Holm, n = 5); about 37 seeds to tell apart"
+    assert verdict(top, r, tie, 0.4).startswith("optimizer=sgd is not distinguishable from optimizer=adam with 5 seeds")

@@ -62,6 +62,7 @@ def test_aggregates_equal_hand_computed_values(store):
     out = tmp / "report"
     assert main(["study", "--tracking-uri", uri, "--out", str(out), "--target", "mnist=0.95"]) == 0
     summary = pd.read_csv(out / "summary.csv")
+    assert list(summary.columns[:6]) == ["configuration", "problem", "metric", "mean", "ci95_low", "ci95_high"]  # numbers first
     for (opt, lr), values in FINAL.items():
         row = summary[(summary.optimizer == opt) & (summary["optimizer.lr"] == float(lr))].iloc[0]
         assert row["mean"] == pytest.approx(statistics.mean(values))
@@ -175,7 +176,11 @@ def test_report_of_a_real_sweep(tmp_path):
     from harness.build import device_name
     import torch
     # the header names where the runs trained (the device and its model, from each run's tags)
-    assert f"- **devices**: cpu ({device_name(torch.device('cpu'))})" in (tmp_path / "rep" / "report.md").read_text()
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert f"- **devices**: cpu ({device_name(torch.device('cpu'))})" in md
+    # a choice's name explains itself: its class and knobs, in a table of the names
+    named = [line for line in md.splitlines() if "| focal_g5 " in line and "## What the names mean" in md]
+    assert len(named) == 1 and "FocalLoss" in named[0] and "gamma=5.0" in named[0], md
 
 
 def test_runs_on_several_devices_are_counted_and_flagged():
@@ -215,3 +220,24 @@ def test_a_store_spanning_the_params_change_gives_the_same_factors():
            "param:loss": "mae", "param:optimizer.lr": "0.001"}
     runs = pd.DataFrame([old, new])
     assert factors(runs) == ["loss", "param:optimizer.lr"]
+
+
+def test_the_heatmap_colours_span_the_better_half_so_good_cells_differ():
+    import numpy as np
+
+    from harness.report.figures import color_range
+
+    cells = np.array([0.10, 0.11, 0.95, 0.96, 0.97, 0.975])  # two collapsed cells, four good ones
+    assert color_range(cells, "max") == (0.955, 0.975)
+    assert color_range(cells, "min") == (0.10, 0.955)
+    assert color_range(np.array([0.5, 0.6]), "max") == (None, None)  # too few cells: the matplotlib default
+
+
+def test_curves_of_different_losses_plot_a_shared_metric_not_their_loss_values():
+    from harness.report.figures import training_key
+
+    hist = pd.DataFrame({"run_id": ["a", "a", "b", "b"], "key": ["train/loss", "train/mse"] * 2, "step": 1, "value": 1.0})
+    groups = {"loss=mse": ["a"], "loss=mae": ["b"]}
+    assert training_key(hist, groups, "test/mse", {"a": "mse", "b": "mae"}) == "train/mse"
+    assert training_key(hist, groups, "test/mse", {"a": "mse", "b": "mse"}) == "train/loss"  # one loss: its values compare
+    assert training_key(hist[hist.key == "train/loss"], groups, "test/mse", {"a": "mse", "b": "mae"}) == "train/loss"  # not logged

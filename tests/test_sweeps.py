@@ -103,17 +103,19 @@ def test_kill_then_rerun_marks_the_dead_runs_failed(tmp_path, launcher, running)
     assert not [r for r in runs if r.info.status == "RUNNING"]
 
 
-def test_sixteen_parallel_jobs_into_a_fresh_sqlite_store_lose_nothing(tmp_path):
-    out = sweep("hydra/launcher=joblib", "hydra.launcher.n_jobs=16", "task=regression", "task.n_train=200", "epochs=3",
-                "seed=range(16)", cwd=tmp_path, timeout=900)
+def test_eight_parallel_jobs_into_a_fresh_sqlite_store_lose_nothing(tmp_path):
+    # 8 joblib workers on the sweep's path (16 processes racing to create one store: tests/test_hostile.py)
+    out = sweep("hydra/launcher=joblib", "hydra.launcher.n_jobs=8", "task=regression", "task.n_train=200", "epochs=3",
+                "seed=range(8)", cwd=tmp_path, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "16 finished, 0 diverged, 0 failed" in out.stdout
+    assert "8 finished, 0 diverged, 0 failed" in out.stdout
     client, runs = mlflow_runs(tmp_path, "regression")
     _, jobs = split_runs(runs)
-    assert len(jobs) == 16 and all(r.info.status == "FINISHED" for r in jobs)
+    assert len(jobs) == 8 and all(r.info.status == "FINISHED" for r in jobs)
+    cores = len(os.sched_getaffinity(0))
     for r in jobs:
         assert [m.step for m in client.get_metric_history(r.info.run_id, "test/mse")] == [1, 2, 3]
-        assert r.data.tags["threads"] == "1"  # 2 cores / 16 jobs: never more than one thread each
+        assert r.data.tags["threads"] == str(max(1, cores // 8))  # the cores shared among 8 jobs: never oversubscribed
 
 
 def test_joblib_divides_the_cores_among_jobs(tmp_path):

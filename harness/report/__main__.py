@@ -7,6 +7,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,12 +19,32 @@ from harness.report import figures as fig
 from harness.report import protocol, stats
 from harness.report.aggregate import DEFAULT_TARGETS, config_name, methods, performance_profile, rank
 from harness.report.load import client_for, declaration, factors, histories, label, load_runs, training_seconds
-from harness.report.render import findings, flat_sections, header, html_page, markdown, tuned_findings, tuned_sections
+from harness.report.render import (collapses, findings, flat_sections, header, html_page, markdown, names_table, tuned_findings,
+                                   tuned_sections)
 
 MAX_FOREST = 25     # a forest plot shows the best 25 rows of a problem
 TOLERANCE = 0.02    # a grid setting within 2% of the method's best validation score is in its good region
 REPORTS = Path(__file__).resolve().parent.parent.parent / "reports"
 
+
+
+def choice_classes(client, runs: pd.DataFrame, config_cols: list[str]) -> dict:
+    """(group, choice) -> the class its config names, from one run's config.yaml per choice (runs log no
+    ``_target_`` param); a choice whose config cannot be read is left out."""
+    import yaml
+
+    out = {}
+    for group in [c for c in config_cols if c in ("loss", "optimizer", "schedule")]:
+        if f"param:{group}._target_" in runs and runs[f"param:{group}._target_"].notna().all():
+            continue
+        for name, part in runs.groupby(group, sort=True):
+            try:
+                with tempfile.TemporaryDirectory() as tmp:
+                    cfg = yaml.safe_load(Path(client.download_artifacts(part["run_id"].iloc[0], "config.yaml", tmp)).read_text())
+                out[(group, name)] = (cfg.get(group) or {}).get("_target_", "")
+            except Exception:  # an artifact store out of reach: the table goes without the class
+                continue
+    return out
 
 def build_report(experiment: str, uri: str, out: Path, targets: dict[str, float], log_to_parent: bool = True,
                  tolerance: float = TOLERANCE) -> Path:
@@ -34,7 +55,8 @@ def build_report(experiment: str, uri: str, out: Path, targets: dict[str, float]
     config_cols = factors(runs)
     keys = sorted({"train/loss", "epoch_seconds", *runs["primary_metric"].dropna(),
                    *("val/" + m.split("/", 1)[-1] for m in runs["primary_metric"].dropna())}
-                  | ({"lr_step"} if "schedule" in config_cols else set()))
+                  | ({"lr_step"} if "schedule" in config_cols else set())
+                  | ({"train/" + m.split("/", 1)[-1] for m in runs["primary_metric"].dropna()} if "loss" in config_cols else set()))
     hist = histories(client, runs[runs.outcome.isin(["finished", "diverged"])], keys)
     table = rank(runs, hist, config_cols, {**DEFAULT_TARGETS, **targets})
     out.mkdir(parents=True, exist_ok=True)
@@ -63,7 +85,8 @@ def build_report(experiment: str, uri: str, out: Path, targets: dict[str, float]
         if decl is not None and part is not None and len(part):
             groups = {f"{r['method']} ({r['setting']})": r["run_ids"] for _, r in part.head(fig.MAX_CURVES).iterrows() if r["n"]}
             made.append((f"{problem}: learning curves of the tuned methods",
-                         fig.curves(hist, groups, part["metric"].iloc[0], problem, "each method at its selected setting", out / f"{stem}_curves.png")))
+                         fig.curves(hist, groups, part["metric"].iloc[0], problem, "each method at its selected setting", out / f"{stem}_curves.png",
+                                    dict(zip(runs["run_id"], runs["loss"])))))
             if part["grid"].max() > 1:
                 lines = {r["method"]: stats.expected_best(r["grid_val"], r["mode"]) for _, r in part.iterrows() if r["n"]}
                 made.append((f"{problem}: expected best validation score vs tuning budget",
@@ -116,8 +139,13 @@ def build_report(experiment: str, uri: str, out: Path, targets: dict[str, float]
         if table["problem"].nunique() > 1:
             profile = performance_profile(table, config_cols, np.linspace(1.0, 2.0, 101))
             made.append(("performance profiles", fig.performance_profiles(profile, out / "performance_profiles.png")))
+    notes += collapses(runs, config_cols)
+    if names := names_table(runs, config_cols, tuple(decl.tune) if decl is not None else (), choice_classes(client, runs, config_cols)):
+        sections["What the names mean"] = names
     summary = table.assign(configuration=table.apply(lambda r: config_name(r, config_cols), axis=1))
-    summary.to_csv(out / "summary.csv", index=False)
+    lead = [c for c in ("configuration", "problem", "metric", "mean", "ci95_low", "ci95_high", "std", "n", "rank", "winner")
+            if c in summary]  # the numbers first; the factors and the bookkeeping after
+    summary[lead + [c for c in summary.columns if c not in lead]].to_csv(out / "summary.csv", index=False)
     (out / "report.md").write_text(markdown(head, notes, sections, made))
     (out / "report.html").write_text(html_page(head, notes, sections, made))
     if log_to_parent:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 from harness.report.load import label
@@ -61,14 +62,29 @@ def learning_curves(runs: pd.DataFrame, hist: pd.DataFrame, table: pd.DataFrame,
         for raw in raw_cols:
             mask &= runs[raw].astype(str) == str(row[label(raw)])
         groups[config_name(row, config_cols)] = runs[mask & (runs.task == task) & runs.outcome.isin(["finished", "diverged"])]["run_id"]
-    return curves(hist, groups, metric, problem, f"best {len(part)} of {len(table[table.problem == problem])} configurations", path)
+    return curves(hist, groups, metric, problem, f"best {len(part)} of {len(table[table.problem == problem])} configurations", path,
+                  dict(zip(runs["run_id"], runs["loss"])))
 
 
-def curves(hist: pd.DataFrame, groups: dict, metric: str, problem: str, legend_title: str, path) -> str:
-    """Train loss and ``metric`` per epoch for each named group of runs: seed mean with a +-1 std band (DeepOBS-style)."""
+def training_key(hist: pd.DataFrame, groups: dict, metric: str, loss_of: dict | None) -> str:
+    """What the left panel plots: the training loss, unless the groups train different loss functions
+    (MSE and MAE values are not one scale; ``loss_of``: run id -> loss name), then the task's metric
+    on the training data where the runs logged it."""
+    shared = "train/" + metric.split("/", 1)[-1]
+    ids = [i for g in groups.values() for i in g]
+    if loss_of and len({loss_of.get(i) for i in ids}) > 1 and (hist.key == shared).any():
+        return shared
+    return "train/loss"
+
+
+def curves(hist: pd.DataFrame, groups: dict, metric: str, problem: str, legend_title: str, path,
+           loss_of: dict | None = None) -> str:
+    """The training loss (or, when the groups train different losses, the metric on the training data)
+    and ``metric`` per epoch for each named group of runs: seed mean with a +-1 std band (DeepOBS-style)."""
     fig, axes = plt().subplots(1, 2, figsize=(12, 4.5))
+    left = training_key(hist, groups, metric, loss_of)
     for name, ids in groups.items():
-        for ax, key in zip(axes, ["train/loss", metric]):
+        for ax, key in zip(axes, [left, metric]):
             wide = hist[hist.run_id.isin(list(ids)) & (hist.key == key)].pivot_table(index="step", columns="run_id", values="value")
             if wide.empty:
                 continue
@@ -79,9 +95,13 @@ def curves(hist: pd.DataFrame, groups: dict, metric: str, problem: str, legend_t
 
     for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[0].set(title=f"{problem}: training loss (mean +- std over seeds)", xlabel="epoch", ylabel="train loss (running mean)")
-    if (hist[hist.key == "train/loss"]["value"] > 0).all():
-        axes[0].set_yscale("log")
+    if left == "train/loss":
+        axes[0].set(title=f"{problem}: training loss (mean +- std over seeds)", xlabel="epoch", ylabel="train loss (running mean)")
+        if (hist[hist.key == "train/loss"]["value"] > 0).all():
+            axes[0].set_yscale("log")
+    else:  # different loss functions: their values are not one scale
+        axes[0].set(title=f"{problem}: {pretty(left)}\n(the methods train different losses: their values are not one scale)", xlabel="epoch",
+                    ylabel=f"{pretty(left)} (running mean)")
     axes[1].set(title=f"{pretty(metric)} (mean +- std over seeds)", xlabel="epoch", ylabel=pretty(metric))
     axes[1].legend(fontsize=7, title=legend_title, title_fontsize=7)
     return save(fig, path)
@@ -138,21 +158,40 @@ def heatmap(table: pd.DataFrame, rows: str, cols: str, task: str, path) -> str:
     mode, metric = part["mode"].iloc[0], part["metric"].iloc[0]
     grid = part.pivot_table(index=label(rows), columns=label(cols), values="mean", aggfunc="max" if mode == "max" else "min")
     fig, ax = plt().subplots(figsize=(1.3 * grid.shape[1] + 3, 0.6 * grid.shape[0] + 2))
-    im = ax.imshow(grid.values, cmap="viridis" if mode == "max" else "viridis_r", aspect="auto")
+    values = grid.values.astype(float)
+    finite = values[np.isfinite(values)]
+    vmin, vmax = color_range(finite, mode)
+    im = ax.imshow(values, cmap="viridis" if mode == "max" else "viridis_r", aspect="auto", vmin=vmin, vmax=vmax)
     ax.set_xticks(range(grid.shape[1]), [str(c) for c in grid.columns], rotation=30, ha="right")
     ax.set_yticks(range(grid.shape[0]), [str(i) for i in grid.index])
+    best = (np.nanargmax if mode == "max" else np.nanargmin)(values) if finite.size else None
     for i in range(grid.shape[0]):
         for j in range(grid.shape[1]):
-            v = grid.values[i, j]
-            missing = isinstance(v, float) and math.isnan(v)
+            v = values[i, j]
+            missing = math.isnan(v)
             r, g, b, _ = im.cmap(im.norm(v)) if not missing else (1, 1, 1, 1)
             dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5  # white text on dark cells, black on light
-            ax.text(j, i, "no finished run" if missing else f"{v:.3f}", ha="center", va="center",
-                    color="white" if dark else "black", fontsize=8)
+            top = best is not None and (i, j) == np.unravel_index(best, values.shape)
+            ax.text(j, i, "no finished run" if missing else f"{v:.3f}" + (" (best)" if top else ""), ha="center", va="center",
+                    color="white" if dark else "black", fontsize=8, fontweight="bold" if top else "normal")
+            if top:
+                ax.add_patch(plt().Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2.5))
     ax.set(title=f"{task}: final {pretty(metric)} ({'higher' if mode == 'max' else 'lower'} is better)",
            xlabel=label(cols), ylabel=label(rows))
-    fig.colorbar(im, ax=ax, label=pretty(metric))
+    clipped = finite.size and ((finite < vmin).any() if mode == "max" else (finite > vmax).any())
+    fig.colorbar(im, ax=ax, label=pretty(metric) + ("\n(colours span the better half; worse cells share the end colour)"
+                                                    if clipped else ""))
     return save(fig, path)
+
+
+def color_range(finite: np.ndarray, mode: str) -> tuple[float | None, float | None]:
+    """The heatmap's colour scale: from the median cell to the best, so that the good cells differ
+    in colour (a scale over the whole grid paints them all alike when a few cells collapsed)."""
+    if finite.size < 4:
+        return (None, None)
+    median = float(np.median(finite))
+    lo, hi = (median, float(finite.max())) if mode == "max" else (float(finite.min()), median)
+    return (lo, hi) if hi > lo else (None, None)
 
 
 def lr_sensitivity(runs: pd.DataFrame, table: pd.DataFrame, task: str, path) -> str:

@@ -170,6 +170,7 @@ def verdicts(table: pd.DataFrame) -> pd.DataFrame:
         part["seeds_needed"] = [d.seeds_needed if d else math.nan for d in diffs]
         part["distinct"] = [bool(d and math.isfinite(p) and p < stats.ALPHA) for d, p in zip(diffs, adjusted)]
         part["verdict"] = [verdict(top, r, d, p) for (_, r), d, p in zip(part.iterrows(), diffs, adjusted)]
+        part["verdict_short"] = [verdict(top, r, d, p, short=True) for (_, r), d, p in zip(part.iterrows(), diffs, adjusted)]
         out.append(part)
     return pd.concat(out, ignore_index=True)
 
@@ -178,7 +179,8 @@ def fmt(v: float) -> str:
     return "n/a" if v is None or not math.isfinite(v) else f"{v:.4g}"
 
 
-def verdict(top: pd.Series, r: pd.Series, d: stats.Difference | None, p_holm: float) -> str:
+def verdict(top: pd.Series, r: pd.Series, d: stats.Difference | None, p_holm: float, short: bool = False) -> str:
+    """The comparison with the best as a sentence (findings), or short for a table's row that names the method."""
     if r["rank"] == 1:
         return "best" if r["n"] else "nothing finished"
     if d is None:
@@ -187,7 +189,13 @@ def verdict(top: pd.Series, r: pd.Series, d: stats.Difference | None, p_holm: fl
         return f"{d.test}: n = {d.n}"
     size = f"{fmt(abs(d.diff))} [{fmt(min(abs(d.low), abs(d.high)) if d.low * d.high > 0 else 0.0)}, {fmt(max(abs(d.low), abs(d.high)))}]"
     if math.isfinite(p_holm) and p_holm < stats.ALPHA:
+        if short:
+            return f"worse by {size}, p = {p_holm:.2g} (Holm, n = {d.n})"
         return f"{top['method']} beats {r['method']} by {size}, p = {p_holm:.2g} (Holm; {d.test}, n = {d.n})"
+    if short:
+        need = ("no difference in these seeds" if not math.isfinite(d.seeds_needed) else
+                "over 1,000 seeds to tell apart" if d.seeds_needed > 1000 else f"about {int(d.seeds_needed)} seeds to tell apart")
+        return f"tie with the best, p = {p_holm:.2g} (Holm, n = {d.n}); {need}"
     if not math.isfinite(d.seeds_needed):
         need = "no difference at all in these seeds"
     elif d.seeds_needed > 1000:

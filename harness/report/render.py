@@ -55,6 +55,32 @@ def findings(table: pd.DataFrame, runs: pd.DataFrame, config_cols: list[str]) ->
     return out
 
 
+def collapses(runs: pd.DataFrame, config_cols: list[str], shown: int = 6) -> list[str]:
+    """Where configurations collapsed, from the runs' final metrics: a classifier that never predicts
+    the minority class (its test recall is 0 in every seed), or one whose test accuracy stays at chance."""
+    done = runs[runs.outcome == "finished"]
+    cols = [c for c in config_cols if c != "task"]
+    out = []
+    for task, part in done.groupby("task", sort=True):
+        checks = []
+        if "final:test/minority_recall" in part and part["final:test/minority_recall"].notna().any():
+            checks.append(("never predict the minority class (test recall of that class 0 in every seed)",
+                           lambda g: (pd.to_numeric(g["final:test/minority_recall"], errors="coerce") <= 0).all()))
+        classes = pd.to_numeric(part.get("param:task.num_classes", pd.Series(dtype=float)), errors="coerce").dropna()
+        k = int(classes.iloc[0]) if len(classes) else (10 if task == "mnist" else 0)
+        if k > 1 and "final:test/accuracy" in part and part["final:test/accuracy"].notna().any():
+            checks.append((f"stay at chance (test accuracy within 0.02 of 1/{k} in every seed)",
+                           lambda g, k=k: (pd.to_numeric(g["final:test/accuracy"], errors="coerce") <= 1 / k + 0.02).all()))
+        groups = list(part.groupby(cols, sort=True, dropna=False)) if cols else [((task,), part)]
+        for what, test in checks:
+            hits = [", ".join(f"{label(c)}={v}" for c, v in zip(cols, key if isinstance(key, tuple) else (key,))) or task
+                    for key, g in groups if test(g)]
+            if hits:
+                more = f" and {len(hits) - shown} more" if len(hits) > shown else ""
+                out.append(f"**{task}**: {len(hits)} of {len(groups)} configurations {what}: {'; '.join(hits[:shown])}{more}.")
+    return out
+
+
 def tuned_sections(selected: pd.DataFrame, decl, tolerance: float) -> dict[str, tuple[str, pd.DataFrame]]:
     """One table per problem: each method's selected setting, its validation and test scores, its
     training score (running over the last epoch's steps) with the train - test gap, the verdict."""
@@ -73,7 +99,7 @@ def tuned_sections(selected: pd.DataFrame, decl, tolerance: float) -> dict[str, 
             **({"train (last epoch)": part["train_mean"].map(fmt), "train - test gap": part["gap"].map(fmt)}
                if part.get("train_mean", pd.Series(dtype=float)).notna().any() else {}),
             "good region": [f"{g:.0%}" if isinstance(g, float) and not math.isnan(g) else "n/a" for g in part.get("good_share", [math.nan] * len(part))],
-            "at grid edge": part.get("at_edge", "").fillna(""), "verdict vs best": part["verdict"]})
+            "at grid edge": part.get("at_edge", "").fillna(""), "verdict vs best": part.get("verdict_short", part["verdict"])})
         show, same = constant_columns(show, {"n": "seeds per method", "grid": "settings in each method's grid"}, ("at grid edge",))
         out[f"Tuned comparison: {problem}"] = (caption + (" " + "; ".join(same) + "." if same else ""), show)
     return out
@@ -132,6 +158,38 @@ def devices(runs: pd.DataFrame) -> str:
     counts = pd.Series(where).value_counts()
     text = ", ".join(f"{w}: {c} run{'s' if c != 1 else ''}" for w, c in counts.items()) if len(counts) > 1 else counts.index[0]
     return text + ("; times are comparable only between runs on one device" if len(counts) > 1 else "")
+
+
+NOT_KNOBS = ("_target_", "_partial_", "targets", "data_dir", "download")
+
+
+def names_table(runs: pd.DataFrame, config_cols: list[str], tuned: tuple[str, ...] = (),
+                classes: dict | None = None) -> tuple[str, pd.DataFrame] | None:
+    """What each compared choice is (``focal_g5``: FocalLoss, gamma=5.0): its class and the knobs its
+    runs logged, those the same in all its runs (the tuned ones and anything that varies are in the tables).
+    classes: (group, name) -> class path, for runs that log no ``_target_`` param (read from their config.yaml)."""
+    rows = []
+    for group in [c for c in config_cols if c in ("loss", "optimizer", "schedule")]:
+        prefix = f"param:{group}."
+        cols = [c for c in runs.columns if c.startswith(prefix) and c[len(prefix):] not in NOT_KNOBS and c[len(prefix):].split(".")[0] not in NOT_KNOBS
+                and f"{group}.{c[len(prefix):]}" not in tuned]
+        for name, part in runs.groupby(group, sort=True):
+            target = part.get(f"{prefix}_target_")
+            path = str(target.dropna().iloc[0]) if target is not None and target.notna().any() else (classes or {}).get((group, name), "")
+            cls = str(path).rsplit(".", 1)[-1]
+            knobs = []
+            for c in cols:
+                values = part[c].dropna().astype(str).unique()
+                if len(values) == 1 and values[0] not in ("", "nan"):
+                    knobs.append(f"{c[len(prefix):]}={values[0]}")
+            rows.append({"group": group, "name": name, "class": cls, "knobs": ", ".join(knobs)})
+    if not rows:
+        return None
+    table = pd.DataFrame(rows)
+    if not table["class"].astype(bool).any():
+        table = table.drop(columns=["class"])
+    return ("What each name in the tables is: its class and the knobs all its runs share, as the runs logged them "
+            "(tuned knobs and those that vary are in the tables above).", table)
 
 
 def table_for_display(table: pd.DataFrame, config_cols: list[str]) -> pd.DataFrame:
