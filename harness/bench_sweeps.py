@@ -28,7 +28,8 @@ GRID = ["experiment=mnist_optimizers", "optimizer.lr=0.0003,0.001,0.003,0.01,0.0
 def sweep(work: Path, name: str, args: list[str], launcher: str = "stacked", experiment: str | None = None) -> dict:
     """One --multirun in its own store; its wall time and its runs' train_seconds."""
     wall, runs = run_sweep(work, name, args, launcher, experiment)
-    return {"wall": wall, "train": [float(r.data.tags.get("train_seconds", 0)) for r in runs], "runs": len(runs), "runs_list": runs}
+    return {"wall": wall, "train": [float(r.data.tags.get("train_seconds", 0)) for r in runs], "runs": len(runs),
+            "bundles": len({r.data.tags.get("bundle") for r in runs})}
 
 
 def with_args(base: list[str], *changes: str) -> list[str]:
@@ -135,7 +136,7 @@ def grid_row(row, work: Path, data_dir: str, device: str) -> None:
     note = f"training {max(run['train']):.1f} s for the longest bundle"
     if gpu:  # the default there trains several bundles at once, each in its own process; side by side with one at a time
         one = sweep(work, "grid_one_worker", args + ["hydra.launcher.workers=1"], "stacked", "mnist_optimizers")
-        note += (f"; {len({r.data.tags.get('bundle') for r in run['runs_list']})} bundles, up to 4 at once (the GPU default); "
+        note += (f"; {run['bundles']} bundles, up to 4 at once (the GPU default); "
                  f"one bundle at a time (hydra.launcher.workers=1): {one['wall']:.1f} s, {one['wall'] / run['wall']:.2f}x the wall")
     target = 60 if gpu else 600
     row("grid", f"mnist_optimizers grid, {run['runs']} runs x 10 epochs, stacked: wall (s)", None, None, stats([run["wall"]]),

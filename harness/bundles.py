@@ -29,7 +29,7 @@ from harness.build import (batch_size_of, build_loss, build_optimizer, build_sch
                            resolve_threads, setup, task_key)
 from harness.run import RunRecord, Spec, admit, open_tracker, refuse, skip, spec_from_hydra
 from harness.stacked import Member, qualified_name, stackable, train_stacked
-from harness.sweep import JOBS_DIR
+from harness.sweep import job_recorded
 from harness.train import Result
 
 MEMBER_KEYS = ("seed", "loss", "optimizer", "schedule", "lr_scaling", "lr_reference_batch")
@@ -266,12 +266,11 @@ def member(e: Entry, on_epoch: Callable, steps_per_epoch: int, data_index: int =
                   opt_key=optimizer_key(cfg), loss_key=loss_key(cfg), data=data_index)
 
 
-def run_bundle(entries: list[Entry], label: str, threads: int | None = None) -> None:
-    """Train the entries as one stacked model; each ends with its own record (FINISHED, FAILED or KILLED).
-    threads: as the head's config resolves them unless given (a worker shares the cores with others)."""
+def run_bundle(entries: list[Entry], label: str, threads: int) -> None:
+    """Train the entries as one stacked model on ``threads`` threads (the launcher's share of the cores);
+    each ends with its own record (FINISHED, FAILED or KILLED)."""
     head = entries[0]
     cfg, task, device, batch_size = head.spec.cfg, head.parts["task"], head.parts["device"], head.parts["batch_size"]
-    threads = threads or resolve_threads(cfg.threads, head.spec.ctx)
     torch.set_num_threads(threads)
     datasets: dict[str, int] = {}  # task config -> the index of its data set in the bundle
     for e in entries:
@@ -365,7 +364,7 @@ def launch(configs: list[DictConfig], run_solo: Callable[[DictConfig], object], 
             if pool:
                 pool.submit(unit, label, threads)
             else:
-                run_bundle(unit, label)
+                run_bundle(unit, label, threads)
             for e in unit:
                 e.parts.clear()  # the next bundle's models and data need the memory (a worker builds its own)
             if pool and unit is bundles[-1] and torch.cuda.is_available():
@@ -385,17 +384,9 @@ def bundle_worker(cfgs: list[DictConfig], label: str, threads: int) -> list[Resu
     and looked up again here, as the launcher did), closed as run_bundle closes it."""
     from hydra.core.utils import setup_globals
 
-    import signal
-
     from harness import signals
 
-    def stop_once(signum, frame):  # the first stop closes the members as KILLED; the sweep's later ones find nothing left
-        for s in signals.SIGNALS:  # a Python no-op, not SIG_IGN: a signal already pending would print a race warning
-            signal.signal(s, lambda *_: None)
-        signals._handler(signum, frame)
-
-    for s in signals.SIGNALS:
-        signal.signal(s, stop_once)
+    signals.install(once=True)  # the first stop closes the members as KILLED; the sweep's later ones find nothing left
     setup_globals()  # Hydra's resolvers (${now:...}) in the configs, as in the launcher's process
     entries = [Entry(cfg) for cfg in cfgs]
     try:
@@ -439,7 +430,7 @@ class Workers:
                       file=sys.stderr, flush=True)
                 results = [None] * len(unit)
                 for e in unit:
-                    if e.spec.ctx and not (e.spec.ctx["dir"] / JOBS_DIR / f"{e.spec.ctx['num']}.json").exists():
+                    if e.spec.ctx and not job_recorded(e.spec.ctx["dir"], e.spec.ctx["num"]):
                         e.spec.journal("failed", error=message)  # never opened a run (one it opened stays 'running' for the sweep's end)
             for e, r in zip(unit, results):
                 e.result = r or Result("failed", 0)
@@ -447,9 +438,9 @@ class Workers:
     def close(self) -> None:
         """Leave no worker behind: on a stop (Ctrl-C, SIGTERM) the workers are sent SIGTERM, which
         closes their members' runs as KILLED (the sweep's end closes any they could not)."""
-        import psutil
-
         import concurrent.futures
+
+        import psutil
 
         busy = [f for f in self.futures if not f.done()]
         if busy:

@@ -38,14 +38,22 @@ def _handler(signum, frame):
     raise Stopped(signum)
 
 
-def install() -> None:
-    """Route the stopping signals to :class:`Stopped` (main thread only: Python allows no other)."""
+def _handler_once(signum, frame):
+    for s in SIGNALS:  # a Python no-op, not SIG_IGN: a signal already pending would print a race warning
+        signal.signal(s, lambda *_: None)
+    _handler(signum, frame)
+
+
+def install(once: bool = False) -> None:
+    """Route the stopping signals to :class:`Stopped` (main thread only: Python allows no other).
+    once: only the first stop raises; later ones are swallowed (a worker that its launcher and its
+    terminal both stop closes its runs once)."""
     if threading.current_thread() is not threading.main_thread():
         return
     for s in SIGNALS:
         if s == signal.SIGINT and signal.getsignal(s) is signal.SIG_IGN:
             continue  # a process started to ignore Ctrl-C (nohup, a pool worker) keeps ignoring it
-        signal.signal(s, _handler)
+        signal.signal(s, _handler_once if once else _handler)
 
 
 @contextlib.contextmanager

@@ -118,6 +118,10 @@ def record_job(directory: Path, num: int, outcome: dict[str, Any]) -> None:
     write_atomic(jobs / f"{num}.json", outcome)
 
 
+def job_recorded(directory: Path, num: int) -> bool:
+    return (directory / JOBS_DIR / f"{num}.json").exists()
+
+
 def read_journal(directory: Path) -> list[dict[str, Any]]:
     out = []
     for p in sorted((directory / JOBS_DIR).glob("*.json")):

@@ -281,3 +281,20 @@ def test_a_tables_verdict_is_short_and_the_findings_keep_the_sentence():
     assert verdict(top, r, worse, 0.002, short=True) == "worse by 0.01 [0.005, 0.015], p = 0.002 (Holm, n = 5)"
     assert verdict(top, r, tie, 0.4, short=True) == "tie with the best, p = 0.4 (Holm, n = 5); about 37 seeds to tell apart"
     assert verdict(top, r, tie, 0.4).startswith("optimizer=sgd is not distinguishable from optimizer=adam with 5 seeds")
+
+
+def test_compare_pairs_two_studies_by_seed_with_the_reports_bootstrap(tmp_path):
+    from harness.report.compare import main, paired_difference
+    from harness.report.stats import bootstrap_ci
+
+    grid, search = {"0": 0.90, "1": 0.92, "2": 0.91}, {"0": 0.93, "1": 0.92, "2": 0.95, "3": 0.5}  # seed 3: grid lacks it
+    diff, low, high, n = paired_difference(grid, search)
+    assert n == 3 and diff == pytest.approx((0.03 + 0.0 + 0.04) / 3)
+    assert (low, high) == bootstrap_ci([search[s] - grid[s] for s in ("0", "1", "2")])
+    for name, scores in (("grid", grid), ("search", search)):
+        (tmp_path / name).mkdir()
+        pd.DataFrame([{"problem": "mnist", "method": "optimizer=adam", "setting": "optimizer.lr=0.001", "metric": "test/accuracy",
+                       "test_mean": 0.9, "ci95_low": 0.89, "ci95_high": 0.91, "test_by_seed": json.dumps(scores)}]).to_csv(
+            tmp_path / name / "tuned.csv", index=False)
+    assert main([str(tmp_path / "grid"), str(tmp_path / "search"), "--out", str(tmp_path / "c.md")]) == 0
+    assert f"{diff:+.4f} [{low:+.4f}, {high:+.4f}], n = 3" in (tmp_path / "c.md").read_text()

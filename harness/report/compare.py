@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from harness.report.stats import bootstrap_ci
+
 
 def load(folder: Path) -> pd.DataFrame:
     path = folder / "tuned.csv"
@@ -22,25 +24,22 @@ def load(folder: Path) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
-def paired_difference(a: dict, b: dict, rng: np.random.Generator, draws: int = 10000) -> tuple[float, float, float, int]:
-    """Mean of b - a over the seeds both have, and a 95% percentile bootstrap interval."""
+def paired_difference(a: dict, b: dict) -> tuple[float, float, float, int]:
+    """Mean of b - a over the seeds both have, and its 95% percentile bootstrap interval (the reports' own)."""
     seeds = sorted(set(a) & set(b))
     d = np.array([b[s] - a[s] for s in seeds])
-    if len(d) < 2:
-        return (float(d.mean()) if len(d) else float("nan")), float("nan"), float("nan"), len(d)
-    means = d[rng.integers(0, len(d), (draws, len(d)))].mean(1)
-    return float(d.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)), len(d)
+    low, high = bootstrap_ci(d)
+    return (float(d.mean()) if len(d) else float("nan")), low, high, len(d)
 
 
-def compare(a: pd.DataFrame, b: pd.DataFrame, name_a: str, name_b: str, seed: int = 0) -> str:
-    rng = np.random.default_rng(seed)
+def compare(a: pd.DataFrame, b: pd.DataFrame, name_a: str, name_b: str) -> str:
     rows = []
     for _, ra in a.iterrows():
         match = b[(b.problem == ra.problem) & (b.method == ra.method)]
         if match.empty:
             continue
         rb = match.iloc[0]
-        diff, low, high, n = paired_difference(json.loads(ra.test_by_seed), json.loads(rb.test_by_seed), rng)
+        diff, low, high, n = paired_difference(json.loads(ra.test_by_seed), json.loads(rb.test_by_seed))
         rows.append({"problem": ra.problem, "method": ra.method,
                      f"{name_a}: selected": ra.setting, f"{name_a}: {ra.metric}": f"{ra.test_mean:.4f} [{ra.ci95_low:.4f}, {ra.ci95_high:.4f}]",
                      f"{name_b}: selected": rb.setting, f"{name_b}: {rb.metric}": f"{rb.test_mean:.4f} [{rb.ci95_low:.4f}, {rb.ci95_high:.4f}]",

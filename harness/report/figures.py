@@ -164,14 +164,14 @@ def heatmap(table: pd.DataFrame, rows: str, cols: str, task: str, path) -> str:
     im = ax.imshow(values, cmap="viridis" if mode == "max" else "viridis_r", aspect="auto", vmin=vmin, vmax=vmax)
     ax.set_xticks(range(grid.shape[1]), [str(c) for c in grid.columns], rotation=30, ha="right")
     ax.set_yticks(range(grid.shape[0]), [str(i) for i in grid.index])
-    best = (np.nanargmax if mode == "max" else np.nanargmin)(values) if finite.size else None
+    best = np.unravel_index((np.nanargmax if mode == "max" else np.nanargmin)(values), values.shape) if finite.size else None
     for i in range(grid.shape[0]):
         for j in range(grid.shape[1]):
             v = values[i, j]
             missing = math.isnan(v)
             r, g, b, _ = im.cmap(im.norm(v)) if not missing else (1, 1, 1, 1)
             dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5  # white text on dark cells, black on light
-            top = best is not None and (i, j) == np.unravel_index(best, values.shape)
+            top = best is not None and (i, j) == best
             ax.text(j, i, "no finished run" if missing else f"{v:.3f}" + (" (best)" if top else ""), ha="center", va="center",
                     color="white" if dark else "black", fontsize=8, fontweight="bold" if top else "normal")
             if top:

@@ -41,12 +41,12 @@ class StackedLauncher(Launcher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from harness import HarnessError
         from harness.bundles import launch
+        from harness.tasks import check_positive_int
 
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        if isinstance(self.max_members, bool) or not isinstance(self.max_members, int) or self.max_members < 1:
-            raise HarnessError(f"hydra.launcher.max_members must be a positive integer, got {self.max_members!r}")
+        check_positive_int("hydra.launcher.max_members", self.max_members)
         if self.memory_gb is not None and (isinstance(self.memory_gb, bool) or not isinstance(self.memory_gb, (int, float))
                                            or not self.memory_gb > 0):
             raise HarnessError(f"hydra.launcher.memory_gb must be null or a number > 0, got {self.memory_gb!r}")
