@@ -31,6 +31,7 @@ from harness.run import RunRecord, Spec, admit, open_tracker, refuse, skip, spec
 from harness.stacked import Member, qualified_name, stackable, train_stacked
 from harness.sweep import job_recorded
 from harness.train import Result
+from harness.tracking import FlushGroup
 
 MEMBER_KEYS = ("seed", "loss", "optimizer", "schedule", "lr_scaling", "lr_reference_batch")
 MEMORY_SHARE = {"cuda": 0.5, "cpu": 0.25}  # share of free GPU / available RAM the bundles may use by default
@@ -277,10 +278,12 @@ def run_bundle(entries: list[Entry], label: str, threads: int) -> None:
         datasets.setdefault(e.parts["data_key"], len(datasets))
     steps = -(-len(head.parts["data"].train) // batch_size)
     records: list[RunRecord] = []
+    writes = FlushGroup()  # the members' metrics go to the store together
     t0 = time.perf_counter()
     try:
         for e in entries:
             record = RunRecord(e.spec, e.tracker or open_tracker(e.spec))
+            writes.join(record.tracker)
             record.start(e.parts["task"], device, threads, batch_size, cfg.epochs * steps,
                          extra_tags={"bundle": label, "bundle_size": str(len(entries))})
             records.append(record)

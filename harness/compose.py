@@ -20,7 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-MEMO_SIZE = 256  # composed configs kept for the launcher's second call (more are derived again, cheaply)
+MEMO_SIZE = 1024  # composed configs kept for the launcher's second call (more are derived again, cheaply)
 
 
 class ComposeOnce:
@@ -43,9 +43,8 @@ class ComposeOnce:
         if key in self._memo:
             return self._memo.pop(key)
         cfg = self._derive(master_config, list(sweep_overrides))
-        self._memo[key] = cfg
-        while len(self._memo) > MEMO_SIZE:
-            self._memo.popitem(last=False)
+        if len(self._memo) < MEMO_SIZE:  # when full, keep what is there: evicting the oldest would evict, in a batch
+            self._memo[key] = cfg         # larger than the memo, each job just before the launcher asks for it
         return cfg
 
     def _derive(self, master: DictConfig, overrides: list[str]) -> DictConfig:

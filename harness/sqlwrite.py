@@ -33,20 +33,28 @@ def write(store, run_id: str, metrics: list, tags: dict[str, str]) -> bool:
     """Insert ``metrics`` (mlflow.entities.Metric) and set ``tags`` on one run, in one transaction.
     False, with nothing written, when a row is already there (the caller then uses log_batch, which
     drops duplicates); MLflow's other errors (a locked database among them) are raised."""
+    return write_many(store, [(run_id, metrics, tags)])
+
+
+def write_many(store, items: list[tuple[str, list, dict[str, str]]]) -> bool:
+    """``write`` for several runs, ``(run_id, metrics, tags)`` each, in one transaction: a stacked
+    bundle's members flush together (one commit instead of one per member)."""
     import sqlalchemy as sa
     from mlflow.exceptions import MlflowException
 
-    rows, newest = [], {}
-    for m in metrics:
-        is_nan, value = store.sanitize_metric_value(m.value)
-        row = {"key": m.key, "value": value, "timestamp": m.timestamp, "step": m.step, "is_nan": is_nan, "run_uuid": run_id}
-        rows.append(row)
-        old = newest.get(m.key)
-        if old is None or (row["step"], row["timestamp"], row["value"]) > (old["step"], old["timestamp"], old["value"]):
-            newest[m.key] = row
+    rows, newest, tags = [], {}, []
+    for run_id, metrics, run_tags in items:
+        for m in metrics:
+            is_nan, value = store.sanitize_metric_value(m.value)
+            row = {"key": m.key, "value": value, "timestamp": m.timestamp, "step": m.step, "is_nan": is_nan, "run_uuid": run_id}
+            rows.append(row)
+            old = newest.get((run_id, m.key))
+            if old is None or (row["step"], row["timestamp"], row["value"]) > (old["step"], old["timestamp"], old["value"]):
+                newest[run_id, m.key] = row
+        tags += [(run_id, k, v) for k, v in run_tags.items()]
     try:
         with store.ManagedSessionMaker(read_only=False) as session:
-            insert(session, run_id, rows, newest, tags)
+            insert(session, rows, newest, tags)
     except MlflowException as e:
         if isinstance(e.__cause__, sa.exc.IntegrityError):
             return False
@@ -54,19 +62,20 @@ def write(store, run_id: str, metrics: list, tags: dict[str, str]) -> bool:
     return True
 
 
-def insert(session, run_id: str, rows: list[dict], newest: dict[str, dict], tags: dict[str, str]) -> None:
+def insert(session, rows: list[dict], newest: dict[tuple[str, str], dict], tags: list[tuple[str, str, str]]) -> None:
     import sqlalchemy as sa
     from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlTag
 
     if rows:
         session.execute(sa.insert(SqlMetric.__table__), rows)
-        known = {r.key: r for r in session.query(SqlLatestMetric).filter(
-            SqlLatestMetric.run_uuid == run_id, SqlLatestMetric.key.in_(list(newest)))}
-        for key, row in newest.items():
-            old = known.get(key)
+        runs, keys = {r for r, _ in newest}, {k for _, k in newest}
+        known = {(r.run_uuid, r.key): r for r in session.query(SqlLatestMetric).filter(
+            SqlLatestMetric.run_uuid.in_(list(runs)), SqlLatestMetric.key.in_(list(keys)))}
+        for run_key, row in newest.items():
+            old = known.get(run_key)
             if old is None:
                 session.add(SqlLatestMetric(**row))
             elif (row["step"], row["timestamp"], row["value"]) > (old.step, old.timestamp, old.value):
                 old.value, old.step, old.timestamp, old.is_nan = row["value"], row["step"], row["timestamp"], row["is_nan"]
-    for key, value in tags.items():
+    for run_id, key, value in tags:
         session.merge(SqlTag(key=key, value=value, run_uuid=run_id))

@@ -194,6 +194,13 @@ class Store:
         for i in range(0, max(1, len(metrics)), METRICS_PER_BATCH):
             self.call(self.client.log_batch, run_id, metrics=metrics[i:i + METRICS_PER_BATCH], tags=extra if i == 0 else [])
 
+    def log_many(self, items: list[tuple[str, list, dict[str, str]]]) -> None:
+        """``log`` for several runs, ``(run_id, metrics, tags)`` each: one transaction on a database store."""
+        if self.sql is not None and len(items) > 1 and self.call(sqlwrite.write_many, self.sql, items):
+            return
+        for run_id, metrics, tags in items:
+            self.log(run_id, metrics, tags)
+
     def call(self, fn: Callable, *args, **kwargs):
         """fn(*args), waiting out a store locked by another writer for up to lock_timeout seconds;
         any other MLflow error becomes one line."""
@@ -324,6 +331,42 @@ class NullTracker:
         pass
 
 
+class FlushGroup:
+    """Trackers that write together: when the first of them is due, all their buffered metrics go
+    to the store in one transaction (a stacked bundle's members: one commit per flush, not one per
+    member). A tracker leaves the group when its run ends; trackers of another store flush alone."""
+
+    def __init__(self) -> None:
+        self.trackers: list[MlflowTracker] = []
+
+    def join(self, tracker) -> None:
+        if isinstance(tracker, MlflowTracker):
+            tracker.group = self
+            self.trackers.append(tracker)
+
+    def flush(self, during_training: bool = True) -> None:
+        open_ = [t for t in self.trackers if t.run_id is not None and t.group is self]
+        if not open_:
+            return
+        store, beat = open_[0].store, {"heartbeat": f"{time.time():.0f}"}
+        mine = [t for t in open_ if t.store is store]
+        try:
+            store.log_many([(t.run_id, t.buffer, beat) for t in mine])
+        except HarnessError as e:
+            if not during_training:
+                raise
+            if not any(t.warned for t in mine):
+                print(f"warning: {e}; training goes on and the metrics are kept for the next write", file=sys.stderr, flush=True)
+            for t in mine:
+                t.warned, t.last_flush = True, time.monotonic()
+            return
+        for t in mine:
+            t.buffer, t.last_flush = [], time.monotonic()
+        for t in open_:
+            if t.store is not store:
+                t.flush(during_training)
+
+
 class MlflowTracker:
     def __init__(self, store: Store, experiment: str, flush_seconds: float = 5.0):
         self.store, self.client = store, store.client
@@ -333,6 +376,7 @@ class MlflowTracker:
         self.last_flush = time.monotonic()
         self.run_id: str | None = None
         self.warned = False
+        self.group: FlushGroup | None = None
 
     def start(self, run_name: str, tags: dict[str, str], params: dict[str, str], config_yaml: str) -> None:
         """Create the run with its tags, then params and config.yaml in as few writes as MLflow allows.
@@ -360,7 +404,7 @@ class MlflowTracker:
         now = int(time.time() * 1000)
         self.buffer += [Metric(k, float(v), now, step) for k, v in metrics.items()]
         if time.monotonic() - self.last_flush >= self.flush_seconds:
-            self.flush(during_training=True)
+            (self.group or self).flush(during_training=True)
 
     def flush(self, during_training: bool = False, tags: dict[str, str] | None = None, metrics: bool = True) -> None:
         """Write the buffered metrics, a heartbeat and `tags`. Mid-training, a locked store keeps the
@@ -385,6 +429,7 @@ class MlflowTracker:
         If the store cannot take the metrics, they are saved to a JSON file beside it and the run is still closed."""
         if self.run_id is None:
             return
+        self.group = None  # its last metrics go with its outcome, below
         try:
             self.flush(tags=tags)  # the outcome tags ride with the last metrics: one write fewer
         except HarnessError as e:

@@ -52,3 +52,22 @@ def test_the_launchers_second_call_gets_the_validated_config(loader):
     once = ComposeOnce(loader)
     first = once.load_sweep_config(master, ["seed=5"])
     assert once.load_sweep_config(master, ["seed=5"]) is first
+
+
+def test_a_batch_larger_than_the_memo_derives_each_job_at_most_twice(loader, monkeypatch):
+    """The sweeper validates the whole batch, then the launcher asks for each job in the same order:
+    with a memo that evicted its oldest, every job of a batch larger than the memo was derived
+    twice and handed out as a fresh copy; now the first MEMO_SIZE come from the memo."""
+    import harness.compose as compose
+
+    monkeypatch.setattr(compose, "MEMO_SIZE", 4)
+    master = loader.load_configuration("config", ["hydra/launcher=basic"], RunMode.MULTIRUN)
+    once = ComposeOnce(loader)
+    derived = []
+    monkeypatch.setattr(once, "_derive", lambda m, o, _d=once._derive: derived.append(o) or _d(m, o))
+    batch = [[f"seed={i}"] for i in range(6)]
+    validated = [once.load_sweep_config(master, list(o)) for o in batch]
+    launched = [once.load_sweep_config(master, list(o)) for o in batch]
+    assert len(derived) == 6 + 2
+    assert all(a is b for a, b in zip(validated[:4], launched[:4]))
+    assert [c.seed for c in launched] == list(range(6))
