@@ -11,8 +11,8 @@ Each job keeps its line in the journal ``<sweep dir>/harness_jobs/<num>.json``: 
 its run id as soon as its MLflow run exists, then its outcome. At the end the callback prints the
 table, closes any run whose job's process died (FAILED), closes the parent with the counts, and
 exits 1 only if a job failed (diverged is an outcome, not a failure). A stopped sweep (Ctrl-C,
-SIGTERM, SIGHUP: ``abort``) stops its worker processes, closes every run still open as KILLED and
-the parent as KILLED with the counts.
+SIGTERM, SIGHUP: ``abort``) stops its worker processes, cancels the SLURM jobs it submitted, closes
+every run still open as KILLED and the parent as KILLED with the counts.
 """
 from __future__ import annotations
 
@@ -189,6 +189,29 @@ def terminate_children(timeout: float = 10.0) -> int:
     return len(children)
 
 
+def cancel_cluster_jobs(directory: Path, since: float) -> list[str]:
+    """Cancel (``scancel``) the SLURM jobs this sweep submitted that may still be queued or running:
+    hydra-submitit-launcher keeps a folder per job, named by its SLURM id, under
+    ``<sweep dir>/.submitit``; only folders made since this sweep started count (an earlier sweep
+    in the folder, or an earlier cluster that numbered its jobs from 1 again, is left alone).
+    Cancelled jobs get SIGTERM and close their runs KILLED; a finished id is refused by scancel,
+    harmlessly. Returns the job ids asked to stop."""
+    import shutil
+    import subprocess
+
+    folder, scancel = directory / ".submitit", shutil.which("scancel")
+    if scancel is None or not folder.is_dir():
+        return []
+    ids = sorted({p.name.split("_")[0] for p in folder.iterdir()
+                  if p.is_dir() and p.name.split("_")[0].isdigit() and p.stat().st_mtime >= since - 1})
+    if ids:
+        try:
+            subprocess.run([scancel, *ids], capture_output=True, timeout=30)
+        except (OSError, subprocess.SubprocessError) as e:
+            print(f"warning: scancel {' '.join(ids)} failed ({e}); cancel this sweep's SLURM jobs by hand", file=sys.stderr)
+    return ids
+
+
 def is_resource_tracker(process) -> bool:
     """loky's resource tracker: it holds no run, and leaves by itself when this process exits
     (killing it makes loky start another, which prints tracebacks about what the first one freed)."""
@@ -360,10 +383,12 @@ class SweepCallback(Callback):
         ACTIVE = None
         with signals.deferred():
             stopped = terminate_children()
+            cancelled = cancel_cluster_jobs(self.directory, self.started)
             outcomes = self.settle("killed", f"stopped with its sweep ({why})")
             self.finish(outcomes, "KILLED")
         print(f"interrupted ({why}): the sweep's open runs and its parent run are marked KILLED"
-              + (f"; {stopped} worker process(es) stopped" if stopped else ""), file=sys.stderr, flush=True)
+              + (f"; {stopped} worker process(es) stopped" if stopped else "")
+              + (f"; SLURM job(s) {', '.join(cancelled)} cancelled" if cancelled else ""), file=sys.stderr, flush=True)
 
     def _at_exit(self) -> None:
         """Last resort (the process exits some other way): never leave the parent RUNNING."""

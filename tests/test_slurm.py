@@ -6,7 +6,8 @@ KILLED. Skips with one reason where SLURM or munge is not installed or the tests
 
 Without Slurm accounting (slurmdbd), submitit cannot read a cancelled job's state from sacct and
 keeps waiting for it, so the cancelled-job test then stops the sweep itself (SIGTERM), as a user
-would, and checks that the parent is closed too."""
+would, and checks that the stop cancels the sweep's other SLURM jobs (running or queued) and closes
+the parent too."""
 import os
 import shutil
 import signal
@@ -132,7 +133,7 @@ def test_a_sweep_goes_through_sbatch_and_lands_in_the_store(cluster, tmp_path):
 
 def test_scancel_of_a_running_job_marks_its_run_killed(cluster, tmp_path):
     log = open(tmp_path / "sweep.log", "w")  # a file, not a pipe: nobody reads the sweep's output meanwhile
-    proc = slurm_sweep(cluster, tmp_path, "epochs=100000", "seed=0,1", log=log, start_new_session=True)
+    proc = slurm_sweep(cluster, tmp_path, "epochs=100000", "seed=0,1,2", log=log, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
         while "parent run" not in (tmp_path / "sweep.log").read_text():  # the store exists (reading it earlier races its creation)
@@ -141,7 +142,7 @@ def test_scancel_of_a_running_job_marks_its_run_killed(cluster, tmp_path):
         deadline = time.monotonic() + 180
         while True:  # both jobs training, their runs open in the store
             runs = mlflow_runs(tmp_path, "regression")[1]
-            if len([r for r in runs if r.data.tags.get("harness.role") != "sweep" and r.info.status == "RUNNING"]) == 2:
+            if len([r for r in runs if r.data.tags.get("harness.role") != "sweep" and r.info.status == "RUNNING"]) >= 2:
                 break
             assert time.monotonic() < deadline and proc.poll() is None, "the jobs did not start"
             time.sleep(1)
@@ -157,7 +158,15 @@ def test_scancel_of_a_running_job_marks_its_run_killed(cluster, tmp_path):
             assert time.monotonic() < deadline, "the cancelled job's run stayed RUNNING"
             time.sleep(1)
         assert runs["0"].info.status == "KILLED" and runs["0"].data.tags["outcome"] == "killed"
-        assert runs["1"].info.status == "RUNNING"  # the other job trains on
+        assert runs["1"].info.status == "RUNNING"  # the others train on (or wait in the queue)
+        # stopping the sweep cancels the jobs it submitted: the running one and any still queued
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=120)
+        deadline = time.monotonic() + 60
+        while subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, env=cluster).stdout.split():
+            assert time.monotonic() < deadline, "the stopped sweep's SLURM jobs were not cancelled"
+            time.sleep(1)
+        assert "SLURM job(s)" in (tmp_path / "sweep.log").read_text()
     finally:
         subprocess.run(["scancel", *subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True,
                                                    env=cluster).stdout.split()], env=cluster)
