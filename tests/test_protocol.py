@@ -298,3 +298,28 @@ def test_compare_pairs_two_studies_by_seed_with_the_reports_bootstrap(tmp_path):
             tmp_path / name / "tuned.csv", index=False)
     assert main([str(tmp_path / "grid"), str(tmp_path / "search"), "--out", str(tmp_path / "c.md")]) == 0
     assert f"{diff:+.4f} [{low:+.4f}, {high:+.4f}], n = 3" in (tmp_path / "c.md").read_text()
+
+
+def test_runs_trained_on_corrupted_targets_show_no_train_test_gap():
+    """regression_outliers at 5% outliers: the training MSE is on the corrupted targets (~17 against a
+    clean test MSE of 0.05), so a gap column would read as overfitting; it is left out, and said why."""
+    import pandas as pd
+
+    from harness.report.protocol import Declaration, corrupted_training
+    from harness.report.render import tuned_sections
+
+    assert corrupted_training(pd.DataFrame({"param:task.outlier_fraction": ["0.05", "0.05"]}))
+    assert corrupted_training(pd.DataFrame({"param:task.label_noise": ["0.2"]}))
+    assert not corrupted_training(pd.DataFrame({"param:task.outlier_fraction": ["0.0"], "param:task.label_noise": ["0.0"]}))
+    assert not corrupted_training(pd.DataFrame({"param:optimizer.lr": ["0.1"]}))
+
+    def selected(train, corrupted):
+        return pd.DataFrame({"problem": ["p"], "rank": [1], "method": ["loss=mae"], "setting": ["lr=0.01"], "val_mean": [0.05],
+                             "test_mean": [0.05], "ci95_low": [0.04], "ci95_high": [0.06], "n": [5], "grid": [5],
+                             "train_mean": [train], "gap": [train - 0.05], "metric": ["test/mse"], "verdict": ["best"],
+                             "at_edge": [""], "train_corrupted": [corrupted]})
+    decl = Declaration(["loss"], ["optimizer.lr"])
+    caption, table = tuned_sections(selected(float("nan"), True), decl, 0.02)["Tuned comparison: p"]
+    assert "train - test gap" not in table.columns and "trained on corrupted targets" in caption
+    caption, table = tuned_sections(selected(0.04, False), decl, 0.02)["Tuned comparison: p"]
+    assert "train - test gap" in table.columns and "corrupted" not in caption

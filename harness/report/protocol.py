@@ -68,6 +68,19 @@ def train_metric(metric: str) -> str:
     return "train/" + metric.split("/", 1)[-1]
 
 
+CORRUPTING = ("task.outlier_fraction", "task.label_noise")  # knobs that corrupt the training targets only
+
+
+def corrupted_training(group: pd.DataFrame) -> bool:
+    """Whether these runs trained on corrupted targets (outliers, flipped labels): their training
+    score then measures the corruption, not fit, and a train - test gap would mislead."""
+    for knob in CORRUPTING:
+        values = pd.to_numeric(group.get(f"param:{knob}", pd.Series(dtype=object)), errors="coerce")
+        if (values > 0).any():
+            return True
+    return False
+
+
 def settings_table(runs: pd.DataFrame, config_cols: list[str], decl: Declaration) -> tuple[pd.DataFrame, list[str], list[str], list[str]]:
     """One row per (problem, method, tuned setting): validation and test means over seeds, the
     per-seed test and validation scores, eligibility. Returns (table, problem, method, tuned columns)."""
@@ -91,7 +104,8 @@ def settings_table(runs: pd.DataFrame, config_cols: list[str], decl: Declaration
         row.update({"metric": metric, "val_metric": val_metric(metric), "mode": mode,
                     "val_mean": float(val[ok].mean()) if ok.any() else math.nan,
                     "test_mean": float(test[ok].mean()) if ok.any() else math.nan, "n": int(ok.sum()),
-                    "train_mean": float(train[ok].mean()) if ok.any() else math.nan,
+                    "train_mean": float(train[ok].mean()) if ok.any() and not corrupted_training(group) else math.nan,
+                    "train_corrupted": corrupted_training(group),
                     "runs": len(group), "clean": bool(ok.sum() == len(group)),
                     "test_by_seed": dict(zip(seeds[ok], test[ok].astype(float))),
                     "val_by_seed": dict(zip(seeds[ok], val[ok].astype(float))),
@@ -129,6 +143,7 @@ def select(settings: pd.DataFrame, tolerance: float) -> pd.DataFrame:
         rows.append({"problem": problem, "task": best["task"], "method": method, "mode": mode, "metric": best["metric"],
                      "setting": best["setting"], "val_mean": best["val_mean"], "test_mean": best["test_mean"],
                      "train_mean": best["train_mean"], "gap": best["train_mean"] - best["test_mean"],
+                     "train_corrupted": bool(best.get("train_corrupted", False)),
                      "test_std": float(np.std(list(best["test_by_seed"].values()), ddof=1)) if best["n"] > 1 else math.nan,
                      "ci95_low": low, "ci95_high": high, "n": best["n"], "grid": len(part),
                      "good_share": float(within.sum() / len(part)), "at_edge": at_edge,
