@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -364,11 +365,20 @@ def main(argv=None) -> int:
     quick, reps = args.quick, args.reps or (1 if args.quick else 5)
     epochs = 3 if quick else 6
     subset = ["task.n_train=10000"] if quick else []
-    dev = str(device)
     from harness.build import resolve_threads
 
     threads = resolve_threads("auto")
-    work = Path(tempfile.mkdtemp(prefix="harness-bench-"))
+    work = Path(tempfile.mkdtemp(prefix="harness-bench-"))  # the bench's stores and sweep folders; removed at the end
+    try:
+        return measure(args, parts, device, quick, reps, epochs, subset, threads, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(args, parts, device, quick: bool, reps: int, epochs: int, subset: list[str], threads: int, work: Path) -> int:
+    from harness.tasks.mnist import MNIST
+
+    dev = str(device)
     store = f"sqlite:///{work}/bench.db"
     rows: list[dict] = []
     t_start = time.perf_counter()

@@ -17,10 +17,13 @@ pytestmark = pytest.mark.slow
 def test_bench_quick_writes_its_table(tmp_path, part, keys):
     data = SHARED_DATA if (SHARED_DATA / "MNIST" / "raw" / "train-images-idx3-ubyte").exists() \
         else write_idx_mnist(tmp_path / "data", n_train=16000, n_test=1000)
+    scratch = tmp_path / "tmp"  # where the bench makes its work folder (stores, sweep folders)
+    scratch.mkdir()
     out = subprocess.run([sys.executable, "-m", "harness.bench", "--quick", "--only", part, "--data-dir", str(data),
-                          "--out", str(tmp_path / "bench")],
-                         capture_output=True, text=True, timeout=900, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          "--out", str(tmp_path / "bench")], capture_output=True, text=True, timeout=900, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(scratch)})
     assert out.returncode == 0, out.stderr[-3000:]
+    assert not [p.name for p in scratch.iterdir() if p.name.startswith("harness-bench-")]  # its work folder is removed
     report = json.loads((tmp_path / "bench" / "bench.json").read_text())
     assert [r["key"] for r in report["rows"]] == keys and report["complete"]
     for r in report["rows"]:
