@@ -15,7 +15,6 @@ the sweeper is built, so that every launcher gets it):
 from __future__ import annotations
 
 import copy
-from collections import OrderedDict
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
@@ -26,11 +25,11 @@ MEMO_SIZE = 1024  # composed configs kept for the launcher's second call (more a
 class ComposeOnce:
     def __init__(self, loader):
         self._loader = loader
-        self._memo: OrderedDict[tuple, DictConfig] = OrderedDict()
+        self._memo: dict[tuple, DictConfig] = {}
         self._templates: dict[tuple, DictConfig] = {}
 
     def __getstate__(self) -> dict:  # a launcher that ships the loader to workers ships no cache
-        return {"_loader": self._loader, "_memo": OrderedDict(), "_templates": {}}
+        return {"_loader": self._loader, "_memo": {}, "_templates": {}}
 
     def __getattr__(self, name: str) -> Any:
         loader = self.__dict__.get("_loader")

@@ -331,40 +331,44 @@ class NullTracker:
         pass
 
 
+def write_buffers(store: Store, trackers: list, tags: dict[str, str], during_training: bool, metrics: bool = True) -> None:
+    """Write the trackers' buffered metrics (all in one transaction on a database store) and ``tags``
+    to each of their runs. Mid-training, a store that refuses keeps the metrics for the next flush
+    (one warning); otherwise its error is raised."""
+    try:
+        store.log_many([(t.run_id, t.buffer if metrics else [], tags) for t in trackers])
+    except HarnessError as e:
+        if not during_training:
+            raise
+        if not any(t.warned for t in trackers):
+            print(f"warning: {e}; training goes on and the metrics are kept for the next write", file=sys.stderr, flush=True)
+        for t in trackers:
+            t.warned, t.last_flush = True, time.monotonic()
+        return
+    for t in trackers:
+        if metrics:
+            t.buffer = []
+        t.last_flush = time.monotonic()
+
+
 class FlushGroup:
-    """Trackers that write together: when the first of them is due, all their buffered metrics go
-    to the store in one transaction (a stacked bundle's members: one commit per flush, not one per
-    member). A tracker leaves the group when its run ends; trackers of another store flush alone."""
+    """Trackers of one store that write together: when the first of them is due, all their buffered
+    metrics go to the store in one transaction (a stacked bundle's members: one commit per flush,
+    not one per member). A tracker leaves the group when its run ends; one of another store (or
+    tracking off) does not join, and flushes alone."""
 
     def __init__(self) -> None:
         self.trackers: list[MlflowTracker] = []
 
     def join(self, tracker) -> None:
-        if isinstance(tracker, MlflowTracker):
+        if isinstance(tracker, MlflowTracker) and (not self.trackers or tracker.store is self.trackers[0].store):
             tracker.group = self
             self.trackers.append(tracker)
 
     def flush(self, during_training: bool = True) -> None:
         open_ = [t for t in self.trackers if t.run_id is not None and t.group is self]
-        if not open_:
-            return
-        store, beat = open_[0].store, {"heartbeat": f"{time.time():.0f}"}
-        mine = [t for t in open_ if t.store is store]
-        try:
-            store.log_many([(t.run_id, t.buffer, beat) for t in mine])
-        except HarnessError as e:
-            if not during_training:
-                raise
-            if not any(t.warned for t in mine):
-                print(f"warning: {e}; training goes on and the metrics are kept for the next write", file=sys.stderr, flush=True)
-            for t in mine:
-                t.warned, t.last_flush = True, time.monotonic()
-            return
-        for t in mine:
-            t.buffer, t.last_flush = [], time.monotonic()
-        for t in open_:
-            if t.store is not store:
-                t.flush(during_training)
+        if open_:
+            write_buffers(open_[0].store, open_, {"heartbeat": f"{time.time():.0f}"}, during_training)
 
 
 class MlflowTracker:
@@ -410,19 +414,7 @@ class MlflowTracker:
         """Write the buffered metrics, a heartbeat and `tags`. Mid-training, a locked store keeps the
         metrics for the next flush."""
         extra = {"heartbeat": f"{time.time():.0f}", **{k: str(v) for k, v in (tags or {}).items()}}
-        try:
-            self.store.log(self.run_id, self.buffer if metrics else [], extra)
-            if metrics:
-                self.buffer = []
-        except HarnessError as e:
-            if not during_training:
-                raise
-            if not self.warned:
-                print(f"warning: {e}; training goes on and the metrics are kept for the next write", file=sys.stderr, flush=True)
-                self.warned = True
-            self.last_flush = time.monotonic()
-            return
-        self.last_flush = time.monotonic()
+        write_buffers(self.store, [self], extra, during_training, metrics)
 
     def end(self, status: str, tags: dict[str, str]) -> None:
         """Write what is buffered, set the outcome tags and close the run (FINISHED, FAILED or KILLED).

@@ -101,11 +101,12 @@ def settings_table(runs: pd.DataFrame, config_cols: list[str], decl: Declaration
         ok = test.notna() & val.notna()
         seeds = finished["seed"].astype(str)
         row = dict(zip(problem_cols + method_cols + tuned_cols, key))
+        corrupted = corrupted_training(group)
         row.update({"metric": metric, "val_metric": val_metric(metric), "mode": mode,
                     "val_mean": float(val[ok].mean()) if ok.any() else math.nan,
                     "test_mean": float(test[ok].mean()) if ok.any() else math.nan, "n": int(ok.sum()),
-                    "train_mean": float(train[ok].mean()) if ok.any() and not corrupted_training(group) else math.nan,
-                    "train_corrupted": corrupted_training(group),
+                    "train_mean": float(train[ok].mean()) if ok.any() and not corrupted else math.nan,
+                    "train_corrupted": corrupted,
                     "runs": len(group), "clean": bool(ok.sum() == len(group)),
                     "test_by_seed": dict(zip(seeds[ok], test[ok].astype(float))),
                     "val_by_seed": dict(zip(seeds[ok], val[ok].astype(float))),

@@ -101,7 +101,7 @@ def tuned_sections(selected: pd.DataFrame, decl, tolerance: float) -> dict[str, 
             "good region": [f"{g:.0%}" if isinstance(g, float) and not math.isnan(g) else "n/a" for g in part.get("good_share", [math.nan] * len(part))],
             "at grid edge": part.get("at_edge", "").fillna(""), "verdict vs best": part.get("verdict_short", part["verdict"])})
         show, same = constant_columns(show, {"n": "seeds per method", "grid": "settings in each method's grid"}, ("at grid edge",))
-        if part.get("train_corrupted", pd.Series(False, index=part.index)).fillna(False).astype(bool).any():
+        if part.get("train_corrupted", pd.Series(dtype=bool)).eq(True).any():
             same.append("no training score or train - test gap: these runs trained on corrupted targets "
                         "(outliers or flipped labels), so their training score measures the corruption, not the fit")
         out[f"Tuned comparison: {problem}"] = (caption + (" " + "; ".join(same) + "." if same else ""), show)
