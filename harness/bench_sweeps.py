@@ -6,6 +6,9 @@ each timed side by side in one run of the bench.
 2. the ``regression_outliers`` study: basic launcher wall / stacked launcher wall;
 3. an MNIST bundle (12 configurations of the default MLP): basic wall / stacked wall;
 4. a whole 4-epoch MNIST process in a folder whose store exists: harness wall / raw-loop wall;
+4b. (``conv``) 8 sequence models (a CNN over image columns): the stacked bundle's training seconds
+   (``hydra.launcher.vmap_on_cpu=true``) / the sum of their training seconds one after another; the
+   measurement behind running such models alone on a CPU;
 5. (``--grid``) the full ``mnist_optimizers`` grid at a real budget, stacked: wall time;
 6. (``--scaling``) members per second against bundle size: one stacked sweep of k seeds of the
    default MNIST MLP for k = 1, 2, 4, ..., its members x epochs / the bundle's training seconds.
@@ -56,7 +59,9 @@ raw_loop(MNIST(data_dir=sys.argv[2], download=False).load().to(device), int(sys.
 """  # the bench's own hand-written loop, as a whole process: imports, data, training, evaluation
 
 
-SWEEP_ROWS = ("overhead", "outliers", "mnist12", "whole")
+SWEEP_ROWS = ("overhead", "outliers", "mnist12", "whole", "conv")
+SEQUENCE_8 = ["task=sequence", "loss=ctc,position_ce", "optimizer=adam", "optimizer.lr=0.01,0.03", "seed=0,1", "task.max_length=6",
+              "task.jitter=4", "task.n_train=2000", "epochs=3"]
 
 
 def rows(row, work: Path, data_dir: str, device: str, quick: bool, reps: int, grid: bool, sweeps=SWEEP_ROWS) -> None:
@@ -126,6 +131,22 @@ def sweep_rows(row, work: Path, data_dir: str, device: str, quick: bool, reps: i
         row("whole_process", f"whole process, {epochs}-epoch MNIST run, store exists: harness wall / raw loop wall", None, None, r,
             "<= 1.25", r["median"] <= 1.25, f"harness {statistics.median(h for h, _ in pairs):.1f} s, raw loop "
             f"{statistics.median(w for _, w in pairs):.1f} s")
+
+    if "conv" in which:
+        # 4b: is stacking a convolutional model worth it on this device? (on a CPU the launcher says no by default)
+        seq = with_args(SEQUENCE_8, f"device={device}", *(["task.n_train=500", "epochs=1"] if quick else []))
+        ratios, notes = [], []
+        for _ in range(1 if quick else min(3, reps)):
+            stacked = sweep(work, "conv_stacked", seq + ["hydra.launcher.vmap_on_cpu=true"], "stacked")
+            basic = sweep(work, "conv_basic", seq, "basic")
+            ratios.append(max(stacked["train"]) / sum(basic["train"]))
+            notes.append((max(stacked["train"]), sum(basic["train"]), stacked["bundles"]))
+        r = stats(ratios)
+        st, so, nb = notes[-1]
+        row("stacked_conv", "8 sequence models (column CNN): stacked bundle training s / sum of training s one after another",
+            None, None, r, "< 1 on a GPU; > 1 keeps them alone on a CPU", None,
+            f"stacked {st:.1f} s in {nb} bundle(s), one after another {so:.1f} s (last repetition), "
+            f"{'1 epoch on 500 sequences' if quick else '3 epochs on 2000'}")
 
 
 def grid_row(row, work: Path, data_dir: str, device: str) -> None:

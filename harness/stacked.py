@@ -346,8 +346,13 @@ class Bundle:
             ys = target_tensors(part.y, {self.members[k].targets for k in mine}, task.num_classes)
             for j, k in enumerate(mine):
                 m = self.members[k]
-                out[k] = {"loss": m.loss(pred[j], ys[m.targets]), **task.metrics(pred[j], part.y)}
+                out[k] = {"loss": m.loss(pred[j], ys[m.targets]), **task.metrics(pred[j], part.y, **self.extras(k))}
         return out
+
+    def extras(self, k: int) -> dict:
+        """What member k's task metrics take beyond (output, y): its own loss's decoder where the
+        task needs one (``Task.needs``; a gallery is not given, see ``bundles.prepare``)."""
+        return {"decode": self.members[k].loss.decode} if "decode" in self.tasks[self.members[k].data].needs else {}
 
     def report(self, epoch, in_epoch, t0, train_seconds, orders, totals, lrs, outputs, seen) -> None:
         """The epoch's metrics for every member that trained in it (one host sync for all); ends the
@@ -360,7 +365,7 @@ class Bundle:
             evals = {split: self.evaluate(healthy, split) for split in ("val", "test")}
             for k in healthy:
                 d = members[k].data
-                running = self.tasks[d].metrics(out[k], self.datas[d].train.y[orders[k]])
+                running = self.tasks[d].metrics(out[k], self.datas[d].train.y[orders[k]], **self.extras(k))
                 metrics[k].update({f"train/{key}": v for key, v in running.items()})
                 for split in ("val", "test"):
                     metrics[k].update({f"{split}/{key}": v for key, v in evals[split][k].items()})

@@ -45,7 +45,7 @@ def full_float32_on_cuda():
 
 
 TIMING = {"epoch_seconds", "samples_per_second"}
-COUNTED = ("accuracy", "f1", "recall", "precision")  # one test sample's share may flip
+COUNTED = ("accuracy", "f1", "recall", "precision", "exact", "cer")  # one test sample's share may flip
 ONE_MINUS = ("r2",)  # 1 - SSE/SST: its rounding is relative to 1, not to its (possibly tiny) value
 
 
@@ -136,6 +136,15 @@ def test_count_members_with_poisson_nll_and_losses_on_the_rate():
     ], common=["task=counts", "task.n_train=1000", "task.dispersion=2"])
 
 
+def test_sequence_members_decode_with_their_own_loss():
+    # CTC and per-position CE decode differently: each member's metrics use its own loss's decoder
+    check_equivalent([
+        ["loss=ctc", "seed=0"],
+        ["loss=position_ce", "seed=1"],
+        ["loss=ctc", "seed=2", "optimizer=momentum", "optimizer.lr=0.05"],
+    ], common=["task=sequence", "task.n_train=200", "task.n_val=60", "task.n_test=60", "task.max_length=3", "batch_size=32"])
+
+
 @pytest.mark.parametrize("model", ["mlp", "cnn"])
 def test_mnist_members_on_tiny_idx_files(tmp_path, model):
     root = write_idx_mnist(tmp_path / "data", n_train=300, n_test=100)
@@ -172,6 +181,17 @@ def test_jobs_that_cannot_join_a_bundle_run_alone_with_the_reason():
     alone = {u[0].spec.cfg.seed: u[0].solo for u in units if len(u) == 1}
     assert "needs a closure" in alone[2]
     assert "no other job of the sweep shares" in alone[3]
+
+
+def test_convolutional_jobs_run_alone_on_a_cpu_unless_asked():
+    common = ("task=sequence", "task.n_train=64", "task.n_val=16", "task.n_test=16", "device=cpu")
+    variants = [["seed=0"], ["seed=1", "loss=position_ce"], ["seed=2"]]
+    units = plan(entries_for(*variants, common=common), max_members=64, memory_gb=None)
+    assert [len(u) for u in units] == [1, 1, 1] and all(u[0].solo == bundles.CPU_VMAP for u in units)
+    units = plan(entries_for(*variants, common=common), max_members=64, memory_gb=None, vmap_on_cpu=True)
+    assert [len(u) for u in units] == [3]
+    mlps = plan(entries_for(["seed=0"], ["seed=1"], common=("task=regression", "device=cpu")), max_members=64, memory_gb=None)
+    assert [len(u) for u in mlps] == [2]  # a plain MLP stacks as batched matrix products on a CPU too
 
 
 def test_bundles_are_bounded_by_max_members_and_memory(monkeypatch):

@@ -15,6 +15,9 @@ class StackedLauncherConf:
     # bundles trained at the same time, each in its own process; null: 1 on a CPU (one bundle's threads
     # use its cores), 4 on a GPU (a bundle of small models leaves it mostly idle)
     workers: Optional[int] = None
+    # stack models that only vmap can (CNNs, the sequence model) on a CPU too; false: they run alone
+    # there, where a stacked convolution trains slower than one job after another (on a GPU they stack)
+    vmap_on_cpu: bool = False
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="stacked", node=StackedLauncherConf, provider="harness")

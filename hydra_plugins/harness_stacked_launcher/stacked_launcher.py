@@ -21,8 +21,9 @@ log = logging.getLogger(__name__)
 
 
 class StackedLauncher(Launcher):
-    def __init__(self, max_members: int = 64, memory_gb: float | None = None, workers: int | None = None) -> None:
-        self.max_members, self.memory_gb, self.workers = max_members, memory_gb, workers
+    def __init__(self, max_members: int = 64, memory_gb: float | None = None, workers: int | None = None,
+                 vmap_on_cpu: bool = False) -> None:
+        self.max_members, self.memory_gb, self.workers, self.vmap_on_cpu = max_members, memory_gb, workers, vmap_on_cpu
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
@@ -52,13 +53,15 @@ class StackedLauncher(Launcher):
             raise HarnessError(f"hydra.launcher.memory_gb must be null or a number > 0, got {self.memory_gb!r}")
         if self.workers is not None and (isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1):
             raise HarnessError(f"hydra.launcher.workers must be null (1 on a CPU, 4 on a GPU) or a positive integer, got {self.workers!r}")
+        if not isinstance(self.vmap_on_cpu, bool):
+            raise HarnessError(f"hydra.launcher.vmap_on_cpu must be true or false, got {self.vmap_on_cpu!r}")
         configs = []
         for i, overrides in enumerate(job_overrides):
             cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
             with open_dict(cfg):
                 cfg.hydra.job.id = cfg.hydra.job.num = initial_job_idx + i
             configs.append(cfg)
-        results = launch(configs, self.run_solo, self.max_members, self.memory_gb, self.workers)
+        results = launch(configs, self.run_solo, self.max_members, self.memory_gb, self.workers, self.vmap_on_cpu)
         return [r if isinstance(r, JobReturn) else JobReturn(overrides=list(cfg.hydra.overrides.task), cfg=cfg,
                                                              hydra_cfg=cfg, status=JobStatus.COMPLETED, _return_value=r,
                                                              task_name=cfg.hydra.job.name, working_dir=str(Path.cwd()))
