@@ -8,12 +8,12 @@ import pytest
 
 from tests.conftest import ROOT, SHARED_DATA, write_idx_mnist
 
-pytestmark = pytest.mark.slow
 
-
+@pytest.mark.slow
+@pytest.mark.extended  # minutes each: CI runs them after the default suite (pytest -m extended)
 @pytest.mark.parametrize("part, keys", [
     ("loop", ["loop", "tracking", "data_path", "threads", "sweep_regression", "startup", "memory", "quality"]),
-    ("sweeps", ["sweep_overhead", "stacked_study", "stacked_mnist", "whole_process"])])  # two tests: pytest -n 2 runs them side by side
+    ("sweeps", ["sweep_overhead", "stacked_study", "stacked_mnist", "whole_process", "stacked_conv"])])  # two tests: pytest -n 2 runs them side by side
 def test_bench_quick_writes_its_table(tmp_path, part, keys):
     data = SHARED_DATA if (SHARED_DATA / "MNIST" / "raw" / "train-images-idx3-ubyte").exists() \
         else write_idx_mnist(tmp_path / "data", n_train=16000, n_test=1000)
@@ -35,18 +35,20 @@ def test_bench_quick_writes_its_table(tmp_path, part, keys):
     assert "| measure | result |" in out.stdout  # the table is printed too
 
 
+@pytest.mark.slow
 def test_bench_refuses_a_missing_data_dir(tmp_path):
     out = subprocess.run([sys.executable, "-m", "harness.bench", "--quick", "--data-dir", str(tmp_path / "none")],
                          capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 2 and out.stderr.startswith("error: MNIST is not in")
 
 
+@pytest.mark.slow
 def test_bench_only_names_its_parts_and_refuses_others(tmp_path):
     out = subprocess.run([sys.executable, "-m", "harness.bench", "--only", "loop,bogus"],
                          capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 2
     assert out.stderr.strip() == ("error: --only 'loop,bogus': allowed parts are loop, sweeps, overhead, outliers, mnist12, "
-                                  "whole, grid, scaling")
+                                  "whole, conv, grid, scaling")
 
 
 def test_scaling_table_renders_members_per_second():

@@ -18,7 +18,7 @@ import pytest
 
 from tests.test_sweeps import free_port, sweep
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.extended]  # real daemons: CI runs these after the default suite (pytest -m extended)
 
 
 def postgres_bin() -> Path | None:

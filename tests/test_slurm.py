@@ -21,7 +21,7 @@ import pytest
 
 from tests.conftest import ROOT, mlflow_runs
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.extended]  # real daemons: CI runs these after the default suite (pytest -m extended)
 
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "sinfo")
 
