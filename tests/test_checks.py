@@ -105,3 +105,18 @@ def test_a_target_of_the_wrong_kind_is_refused_before_it_is_called(tmp_path, mon
 def test_user_classes_of_the_right_kind_still_work():
     job = check("loss._target_=tests.helpers.ExplodingLoss", "optimizer._target_=torch.optim.Adamax")
     assert type(job.loss).__name__ == "ExplodingLoss" and type(job.optimizer).__name__ == "Adamax"
+
+
+def test_a_launcher_knob_of_the_wrong_type_says_why_in_one_line():
+    from hydra.errors import ConfigCompositionException
+
+    from harness.__main__ import one_line
+
+    try:
+        try:
+            raise ValueError("Value 'maybe' is not a valid bool (type str)\n    full_key: hydra.launcher.vmap_on_cpu")
+        except ValueError as cause:
+            raise ConfigCompositionException("Error merging override hydra.launcher.vmap_on_cpu=maybe") from cause
+    except ConfigCompositionException as e:
+        assert one_line(e) == ("Error merging override hydra.launcher.vmap_on_cpu=maybe: "
+                               "Value 'maybe' is not a valid bool (type str)")
