@@ -190,6 +190,9 @@ def test_runs_on_several_devices_are_counted_and_flagged():
     assert devices(runs) == ("cpu (Xeon): 2 runs, cuda (NVIDIA H100): 1 run, unknown: 1 run; "
                              "times are comparable only between runs on one device")
     assert devices(runs.iloc[:2]) == "cpu (Xeon)"
+    older = pd.DataFrame({"device": ["cpu", "cpu"], "device_name": ["Xeon", None]})  # a run logged before device_name existed
+    assert devices(older) == ("cpu (Xeon): 1 run, cpu (model not recorded): 1 run; "
+                              "times are comparable only between runs on one device")
 
 
 def test_a_method_keeps_its_colour_and_marker_across_figures():

@@ -157,7 +157,8 @@ def devices(runs: pd.DataFrame) -> str:
         return "unknown"
     kind = runs["device"].fillna("unknown").astype(str).str.split(":").str[0]
     named = runs["device_name"].fillna("") if "device_name" in runs else pd.Series("", index=runs.index)
-    where = [f"{k} ({n})" if n else k for k, n in zip(kind, named)]
+    some_named = bool((named != "").any())  # runs logged before device_name was recorded say so beside named ones
+    where = [f"{k} ({n})" if n else f"{k} (model not recorded)" if some_named and k != "unknown" else k for k, n in zip(kind, named)]
     counts = pd.Series(where).value_counts()
     text = ", ".join(f"{w}: {c} run{'s' if c != 1 else ''}" for w, c in counts.items()) if len(counts) > 1 else counts.index[0]
     return text + ("; times are comparable only between runs on one device" if len(counts) > 1 else "")
