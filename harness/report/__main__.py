@@ -24,7 +24,7 @@ from harness.report.render import (collapses, findings, flat_sections, header, h
 
 MAX_FOREST = 25     # a forest plot shows the best 25 rows of a problem
 TOLERANCE = 0.02    # a grid setting within 2% of the method's best validation score is in its good region
-REPORTS = Path(__file__).resolve().parent.parent.parent / "reports"
+REPORTS = Path("reports")  # beside the store (sqlite:///mlflow.db): the folder the command runs in
 
 
 
@@ -198,7 +198,7 @@ def main(argv=None) -> int:
     p.add_argument("experiment", nargs="?", help="MLflow experiment name (a study's name, or a task's)")
     p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"),
                    help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
-    p.add_argument("--out", help="output folder (default: reports/EXPERIMENT, or reports/gallery)")
+    p.add_argument("--out", help="output folder (default: reports/EXPERIMENT, or reports/gallery, in the current folder)")
     p.add_argument("--target", action="append", default=[], metavar="TASK=VALUE",
                    help=f"time-to-target threshold of a task's primary metric (defaults: {DEFAULT_TARGETS})")
     p.add_argument("--gallery", action="store_true", help="plot the loss functions and their gradients instead")
