@@ -354,6 +354,8 @@ def launch(configs: list[DictConfig], run_solo: Callable[[DictConfig], object], 
         print(f"stacked launcher: {sum(map(len, bundles))} of {len(entries)} jobs in {len(bundles)} bundle(s)"
               + (f" ({n} at a time, each in its own process)" if n > 1 else "")
               + f", {len(units) - len(bundles)} alone, {sum(e.result is not None for e in entries)} skipped or refused", flush=True)
+    for line in alone_lines([u[0] for u in units if len(u) == 1]):
+        print(line, flush=True)
     sweep_id = (((entries[0].spec.ctx or {}).get("sweep") or {}).get("sweep_id") if entries and entries[0].spec else None) or "sweep"
     returns: dict[int, object] = {}
     offset = BUNDLES_LAUNCHED.get(sweep_id, 0)
@@ -365,7 +367,6 @@ def launch(configs: list[DictConfig], run_solo: Callable[[DictConfig], object], 
         for unit in sorted(units, key=len, reverse=True) if pool else units:
             if len(unit) == 1:
                 e = unit[0]
-                print(f"job {e.spec.ctx['num'] if e.spec.ctx else '?'} runs alone: {e.solo}", flush=True)
                 e.parts.clear()  # its model and data go; run_solo builds its own
                 returns[id(e)] = run_solo(e.cfg)
                 continue
@@ -387,6 +388,18 @@ def launch(configs: list[DictConfig], run_solo: Callable[[DictConfig], object], 
         if pool:
             pool.close()
     return [returns.get(id(e), e.result) for e in entries]
+
+
+def alone_lines(solo: list[Entry], shown: int = 8) -> list[str]:
+    """One line per reason for the jobs that run alone, naming their job numbers (the first few)."""
+    by_reason: dict[str, list[str]] = {}
+    for e in solo:
+        by_reason.setdefault(e.solo, []).append(str(e.spec.ctx["num"]) if e.spec and e.spec.ctx else "?")
+    lines = []
+    for reason, nums in by_reason.items():
+        named = ", ".join(nums[:shown]) + (f", ... ({len(nums)} in all)" if len(nums) > shown else "")
+        lines.append(f"job {named} runs alone: {reason}" if len(nums) == 1 else f"jobs {named} run alone: {reason}")
+    return lines
 
 
 # ---------------------------------------------------------------- bundles side by side

@@ -194,6 +194,16 @@ def test_convolutional_jobs_run_alone_on_a_cpu_unless_asked():
     assert [len(u) for u in mlps] == [2]  # a plain MLP stacks as batched matrix products on a CPU too
 
 
+def test_jobs_alone_for_one_reason_share_one_line():
+    from types import SimpleNamespace
+
+    def alone(num, why):
+        return SimpleNamespace(spec=SimpleNamespace(ctx={"num": num}), solo=why)
+
+    lines = bundles.alone_lines([alone(i, "slow here") for i in range(12)] + [alone(12, "a closure")])
+    assert lines == ["jobs 0, 1, 2, 3, 4, 5, 6, 7, ... (12 in all) run alone: slow here", "job 12 runs alone: a closure"]
+
+
 def test_bundles_are_bounded_by_max_members_and_memory(monkeypatch):
     entries = entries_for(*[[f"seed={s}"] for s in range(7)])
     for e in entries:
