@@ -323,3 +323,25 @@ def test_runs_trained_on_corrupted_targets_show_no_train_test_gap():
     assert "train - test gap" not in table.columns and "trained on corrupted targets" in caption
     caption, table = tuned_sections(selected(0.04, False), decl, 0.02)["Tuned comparison: p"]
     assert "train - test gap" in table.columns and "corrupted" not in caption
+
+
+def test_a_claims_check_where_names_every_part_it_needs():
+    from harness.report.claims import matches
+
+    problem = "task.jitter=4, task.max_length=6"
+    assert matches(problem, "jitter=4") and matches(problem, "jitter=4, max_length=6")
+    assert not matches(problem, "jitter=4, max_length=2") and not matches(problem, "jitter=0")
+    assert not matches("task.outlier_fraction=0.05", "outlier_fraction=0.0")  # whole values, not prefixes
+
+
+def test_a_selection_at_the_grid_edge_is_flagged_unless_the_grid_is_flat():
+    def settings(vals):
+        lrs = [0.001, 0.01, 0.1]
+        return pd.DataFrame({"problem": "p", "method": "m", "mode": "max", "metric": "test/accuracy", "task": "t",
+                             "n": 3, "clean": True, "val_mean": vals, "test_mean": vals, "train_mean": vals,
+                             "setting": [f"optimizer.lr={v}" for v in lrs], "param:optimizer.lr": lrs,
+                             "test_by_seed": [{0: v, 1: v, 2: v} for v in vals], "run_ids": [["r"]] * 3})
+
+    assert protocol.select(settings([0.5, 0.7, 0.9]), 0.02)["at_edge"].iloc[0] == "optimizer.lr"  # best at the top
+    assert protocol.select(settings([0.5, 0.9, 0.7]), 0.02)["at_edge"].iloc[0] == ""              # best inside
+    assert protocol.select(settings([0.5, 0.5, 0.5]), 0.02)["at_edge"].iloc[0] == ""              # flat: the tie decides

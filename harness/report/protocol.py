@@ -140,7 +140,7 @@ def select(settings: pd.DataFrame, tolerance: float) -> pd.DataFrame:
         vals = scored["val_mean"].to_numpy(float)
         margin = tolerance * abs(best["val_mean"])
         within = vals >= best["val_mean"] - margin if mode == "max" else vals <= best["val_mean"] + margin
-        at_edge = edge(part, best)
+        at_edge = "" if within.all() else edge(part, best)  # a flat grid (all within tolerance): its edge is only where the tie fell
         rows.append({"problem": problem, "task": best["task"], "method": method, "mode": mode, "metric": best["metric"],
                      "setting": best["setting"], "val_mean": best["val_mean"], "test_mean": best["test_mean"],
                      "train_mean": best["train_mean"], "gap": best["train_mean"] - best["test_mean"],
