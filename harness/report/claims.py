@@ -34,8 +34,10 @@ def load_study(reports: Path, study: str) -> tuple[pd.DataFrame, dict] | None:
 
 
 def matches(problem: str, where: str) -> bool:
-    """`where` is one of the problem's parts ("outlier_fraction=0.0" matches "task.outlier_fraction=0.0", not "...=0.05")."""
-    return any(part == where or part.endswith("." + where) for part in problem.split(", "))
+    """Each of `where`'s comma-separated parts is one of the problem's parts ("outlier_fraction=0.0"
+    matches "task.outlier_fraction=0.0", not "...=0.05"; "jitter=4, max_length=6" needs both)."""
+    parts = problem.split(", ")
+    return all(any(part == w or part.endswith("." + w) for part in parts) for w in where.split(", "))
 
 
 def selected_value(setting: str, knob: str) -> float:
