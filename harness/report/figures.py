@@ -176,11 +176,13 @@ def heatmap(table: pd.DataFrame, rows: str, cols: str, task: str, path) -> str:
                     color="white" if dark else "black", fontsize=8, fontweight="bold" if top else "normal")
             if top:
                 ax.add_patch(plt().Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2.5))
-    ax.set(title=f"{task}: final {pretty(metric)} ({'higher' if mode == 'max' else 'lower'} is better)",
-           xlabel=label(cols), ylabel=label(rows))
     clipped = finite.size and ((finite < vmin).any() if mode == "max" else (finite > vmax).any())
-    fig.colorbar(im, ax=ax, label=pretty(metric) + ("\n(colours span the better half; worse cells share the end colour)"
-                                                    if clipped else ""))
+    ax.set(xlabel=label(cols), ylabel=label(rows))
+    ax.set_title(f"{task}: final {pretty(metric)} ({'higher' if mode == 'max' else 'lower'} is better)", pad=16 if clipped else 6)
+    if clipped:  # under the title, small: as a colour bar label it ran off a short figure
+        ax.annotate("colours span the better half; worse cells share the end colour", xy=(0.5, 1), xycoords="axes fraction",
+                    xytext=(0, 3), textcoords="offset points", ha="center", va="bottom", fontsize=7)
+    fig.colorbar(im, ax=ax, label=pretty(metric))
     return save(fig, path)
 
 
