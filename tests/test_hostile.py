@@ -215,7 +215,8 @@ OPEN_STORE = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("n", [16])  # two at once: test_two_single_runs_in_an_empty_folder_both_land
+@pytest.mark.extended  # a stress test (16 processes on 2 cores); two at once stays in the default suite:
+@pytest.mark.parametrize("n", [16])  # test_two_single_runs_in_an_empty_folder_both_land
 def test_processes_that_open_a_fresh_store_at_once_all_land(tmp_path, n):
     script = tmp_path / "open_store.py"
     script.write_text(OPEN_STORE)

@@ -141,6 +141,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.extended  # a real daemon (mlflow server), as the PostgreSQL test: CI runs it after the default suite
 def test_sweep_logs_to_a_real_mlflow_server(tmp_path):
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
