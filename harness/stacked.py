@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from harness.tasks import Data, Task
-from harness.train import DIVERGENCE_CHECK_STEPS, Result
+from harness.train import DIVERGENCE_CHECK_STEPS, Result, metric_extras
 
 # a loss without a vmap batching rule (kl_div, multi_margin_loss) still vectorises, through torch's slower fallback
 warnings.filterwarnings("ignore", message="There is a performance drop because we have not yet implemented the batching rule")
@@ -350,9 +350,10 @@ class Bundle:
         return out
 
     def extras(self, k: int) -> dict:
-        """What member k's task metrics take beyond (output, y): its own loss's decoder where the
-        task needs one (``Task.needs``; a gallery is not given, see ``bundles.prepare``)."""
-        return {"decode": self.members[k].loss.decode} if "decode" in self.tasks[self.members[k].data].needs else {}
+        """What member k's task metrics take beyond (output, y), as a solo run's (``metric_extras``):
+        its own loss's decoder where the task needs one (a gallery is not given, see ``bundles.prepare``)."""
+        m = self.members[k]
+        return metric_extras(self.tasks[m.data], m.loss)
 
     def report(self, epoch, in_epoch, t0, train_seconds, orders, totals, lrs, outputs, seen) -> None:
         """The epoch's metrics for every member that trained in it (one host sync for all); ends the
