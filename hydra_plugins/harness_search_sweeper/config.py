@@ -14,6 +14,9 @@ class SearchSweeperConf:
     n_trials: int = 20
     # trials asked per method before their jobs run together (null: all at once for random and qmc, 4 for tpe)
     batch: Optional[int] = None
+    # tpe only: random trials before TPE models the results (null: Optuna's default, 10); trials asked
+    # in one round are spread by Optuna's constant liar (pending trials count as bad ones)
+    startup: Optional[int] = None
     # the sampler's seed: each method draws the same random/qmc candidates
     seed: int = 0
     # the metric a trial is scored by, mean over its seeds; null: the task's primary metric on validation

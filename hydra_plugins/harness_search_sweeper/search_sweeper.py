@@ -75,8 +75,9 @@ def method_labels(methods: list[tuple[str, ...]]) -> list[str]:
 class SearchSweeper(Sweeper):
     def __init__(self, sampler: str = "tpe", n_trials: int = 20, batch: int | None = None, seed: int = 0,
                  objective: str | None = None, direction: str | None = None, space: dict | None = None,
-                 params: dict | None = None) -> None:
+                 params: dict | None = None, startup: int | None = None) -> None:
         self.sampler, self.n_trials, self.batch, self.seed = sampler, n_trials, batch, seed
+        self.startup = startup
         self.objective, self.direction = objective, direction
         self.space = dict(space or {})
         self.params = dict(params or {})
@@ -103,6 +104,11 @@ class SearchSweeper(Sweeper):
         check_positive_int("hydra.sweeper.n_trials", self.n_trials)
         if self.batch is not None:
             check_positive_int("hydra.sweeper.batch", self.batch)
+        if self.startup is not None:
+            check_positive_int("hydra.sweeper.startup", self.startup)
+            if self.sampler != "tpe":
+                raise HarnessError(f"hydra.sweeper.startup applies to sampler=tpe only (sampler is {self.sampler}); "
+                                   "leave it null for random and qmc")
         if self.direction not in (None, "maximize", "minimize"):
             raise HarnessError(f"hydra.sweeper.direction={self.direction!r}; allowed: maximize, minimize, null (the task's)")
         if not self.space:
@@ -156,7 +162,12 @@ class SearchSweeper(Sweeper):
             return optuna.samplers.RandomSampler(seed=self.seed)
         if self.sampler == "qmc":
             return optuna.samplers.QMCSampler(seed=self.seed, scramble=True)
-        return optuna.samplers.TPESampler(seed=self.seed)
+        import warnings
+
+        startup = {} if self.startup is None else {"n_startup_trials": self.startup}
+        with warnings.catch_warnings():  # constant_liar is marked experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=self.seed, constant_liar=True, **startup)
 
     # ---------------------------------------------------------------- the sweep
 
@@ -180,7 +191,11 @@ class SearchSweeper(Sweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        print(f"search: {self.sampler}, {self.n_trials} trials x {len(seeds)} seed(s) for each of {len(methods)} method(s), "
+        name = self.sampler
+        if self.sampler == "tpe":
+            start = 10 if self.startup is None else self.startup  # Optuna's default n_startup_trials
+            name = f"tpe (its first {min(start, self.n_trials)} trials random)"
+        print(f"search: {name}, {self.n_trials} trials x {len(seeds)} seed(s) for each of {len(methods)} method(s), "
               f"{direction} {metric} (mean over seeds), rounds of {batch} trials", flush=True)
         asked, job_idx, returns = 0, 0, []
         while asked < self.n_trials:
