@@ -31,6 +31,8 @@ NOT_IN_HASH = ("tracking", "threads", "data_dir", "progress", "eval_batch_size",
 NOT_IN_RUN_NAME = ("tracking.", "progress", "hydra", "experiment=", "smoke=", "resume", "data_dir", "threads")
 LR_POINTS_PER_RUN = 100  # per-step LR is logged as `lr_step`, thinned to at most about this many points per run
 KILLED: list[str] = []   # ids of the runs this process closed as KILLED (for the stop message)
+SKIPS_SHOWN = 3          # a resumed sweep names this many skipped jobs per process, then one line for the rest
+SKIPPED: list[str] = []  # ids of the finished runs this process skipped (resume)
 
 
 def fail(message: str, code: int = 2):
@@ -240,7 +242,12 @@ def skip(spec: Spec, done) -> Result:
     """Resume: this config already has a FINISHED run (``done``) in the experiment; its final
     metrics come back as the job's (a search sweeper tells them to its sampler again)."""
     run_id = done.info.run_id
-    print(f"skipped: run {run_id} in {spec.experiment!r} already finished this config (resume=false reruns it)", flush=True)
+    SKIPPED.append(run_id)
+    if not spec.ctx or len(SKIPPED) <= SKIPS_SHOWN:
+        print(f"skipped: run {run_id} in {spec.experiment!r} already finished this config (resume=false reruns it)", flush=True)
+    elif len(SKIPPED) == SKIPS_SHOWN + 1:
+        print("skipped: more jobs whose config already finished; not listed one by one (the sweep's summary counts them)",
+              flush=True)
     spec.journal("skipped", run_id=run_id)
     return Result("skipped", 0, final=dict(done.data.metrics))
 

@@ -59,15 +59,17 @@ def test_diverged_jobs_are_an_outcome_and_the_sweep_exits_zero(tmp_path):
 
 
 def test_resume_skips_finished_configs_and_resume_false_reruns(tmp_path):
-    args = ("task=regression", "loss=mse,mae", "epochs=2")
+    args = ("task=regression", "loss=mse,mae,huber,log_cosh", "epochs=2")
     assert sweep(*args, cwd=tmp_path).returncode == 0
     again = sweep(*args, cwd=tmp_path)
-    assert again.returncode == 0 and "0 finished, 0 diverged, 0 failed, 0 killed, 2 skipped" in again.stdout
+    assert again.returncode == 0 and "0 finished, 0 diverged, 0 failed, 0 killed, 4 skipped" in again.stdout
+    # the first skipped jobs are named, the rest summed up in one line (a resumed study printed 270 lines)
+    assert again.stdout.count("skipped: run ") == 3 and again.stdout.count("not listed one by one") == 1
     forced = sweep(*args, "resume=false", cwd=tmp_path)
-    assert "2 finished" in forced.stdout
+    assert "4 finished" in forced.stdout
     _, runs = mlflow_runs(tmp_path, "regression")
     parents, jobs = split_runs(runs)
-    assert len(parents) == 3 and len(jobs) == 4
+    assert len(parents) == 3 and len(jobs) == 8
 
 
 @pytest.mark.parametrize("launcher, running", [("basic", 1), ("stacked", 2)])
