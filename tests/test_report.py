@@ -90,7 +90,8 @@ def test_report_files_figures_and_findings(store):
         assert (out / name).stat().st_size > 1000, name
     assert len(pd.read_csv(out / "summary.csv")) == 5  # 4 configurations + the diverged one
     md = (out / "report.md").read_text()
-    assert "best is optimizer=adam, optimizer.lr=0.01 with test/accuracy 0.9750" in md
+    assert "best is optimizer=adam, optimizer.lr=0.01 with test/accuracy 0.9750 +- 0.0050 (std) over 3 seeds" in md
+    assert "Worst: optimizer=sgd, optimizer.lr=0.01 at 0.9100" in md
     assert "2 run(s) diverged" in md and "1 run(s) are still RUNNING" in md
     assert "1 finished run(s) logged no value of their primary metric" in md
     assert "runs**: 16 (" in md and "2 diverged" in md and "1 running" in md
@@ -102,6 +103,26 @@ def test_report_files_figures_and_findings(store):
     note = client.get_run(parent).data.tags["mlflow.note.content"]  # the parent's description in the MLflow UI
     assert note.startswith("**mnist**: best is optimizer=adam")
     assert f"(#/experiments/{exp}/runs/{parent}/artifacts)" in note and "report/report.html" in note
+
+
+def test_a_report_on_a_slice_of_the_store(store, capsys):
+    uri, client, exp, parent, tmp = store
+    out = tmp / "slice"
+    assert main(["study", "--tracking-uri", uri, "--out", str(out), "--where", "optimizer.lr=0.10"]) == 0  # 0.10 matches 0.1
+    summary = pd.read_csv(out / "summary.csv")
+    assert sorted(summary["optimizer"]) == ["adam", "sgd"] and "optimizer.lr" not in summary  # lr 0.1 only: not a factor
+    md = (out / "report.md").read_text()
+    assert "best is optimizer=sgd" in md and "- **slice**: only the runs with optimizer.lr=0.10" in md
+    assert "report/report.md" not in [a.path for a in client.list_artifacts(parent, "report")]  # a slice is not the study's report
+    assert main(["study", "--tracking-uri", uri, "--out", str(out), "--where", "optimizer=adam", "--where", "optimizer.lr=0.01"]) == 0
+    assert len(pd.read_csv(out / "summary.csv")) == 1
+    capsys.readouterr()
+    assert main(["study", "--tracking-uri", uri, "--where", "optimizer.momentum=0.9"]) == 2
+    assert "error: --where optimizer.momentum=0.9: no run logged optimizer.momentum; its runs log:" in capsys.readouterr().err
+    assert main(["study", "--tracking-uri", uri, "--where", "optimizer.lr=3"]) == 2
+    assert "error: --where optimizer.lr=3: no run has that value; values logged: 0.01, 0.1, 1.0" in capsys.readouterr().err
+    assert main(["study", "--tracking-uri", uri, "--where", "optimizer.lr"]) == 2
+    assert "expected KEY=VALUE" in capsys.readouterr().err
 
 
 def test_the_link_to_the_runs_opens_the_runs_table():
@@ -130,6 +151,7 @@ def test_single_seed_reports_no_spread(tmp_path):
     assert main(["one", "--tracking-uri", uri, "--out", str(tmp_path / "r")]) == 0
     md = (tmp_path / "r" / "report.md").read_text()
     assert "best is optimizer=adam with test/mse 0.2000 from a single seed" in md
+    assert "runner-up optimizer=sgd at 0.3000 (lower is better)." in md and "Worst" not in md  # two: the runner-up is the worst
     assert "n/a" in md
 
 

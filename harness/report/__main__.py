@@ -33,6 +33,7 @@ def choice_classes(client, runs: pd.DataFrame, config_cols: list[str]) -> dict:
     ``_target_`` param); a choice whose config cannot be read is left out."""
     import yaml
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per choice read cluttered the output
     out = {}
     for group in [c for c in config_cols if c in ("loss", "optimizer", "schedule")]:
         if f"param:{group}._target_" in runs and runs[f"param:{group}._target_"].notna().all():
@@ -46,11 +47,49 @@ def choice_classes(client, runs: pd.DataFrame, config_cols: list[str]) -> dict:
                 continue
     return out
 
+
+def parse_where(items: list[str]) -> dict[str, str]:
+    where = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ReportError(f"--where {item!r}: expected KEY=VALUE, e.g. --where optimizer.weight_decay=0.0")
+        where[key.strip()] = value.strip()
+    return where
+
+
+def same_value(a, b: str) -> bool:
+    """A logged value against one given on the command line: as text, or as numbers (0 matches 0.0)."""
+    if str(a) == b:
+        return True
+    try:
+        return float(a) == float(b)
+    except (TypeError, ValueError):
+        return False
+
+
+def slice_runs(runs: pd.DataFrame, where: dict[str, str]) -> pd.DataFrame:
+    """The runs whose param (or group choice, e.g. optimizer=adam) KEY has the value given, for every KEY."""
+    for key, value in where.items():
+        col = key if key in ("task", "loss", "optimizer", "schedule") else f"param:{key}"
+        if col not in runs:
+            known = sorted(c.split(":", 1)[1] for c in runs.columns if c.startswith("param:"))
+            raise ReportError(f"--where {key}={value}: no run logged {key}; its runs log: {', '.join(known)}")
+        keep = runs[col].map(lambda v: same_value(v, value))
+        if not keep.any():
+            seen = sorted({str(v) for v in runs[col].dropna()})
+            raise ReportError(f"--where {key}={value}: no run has that value; values logged: {', '.join(seen)}")
+        runs = runs[keep]
+    return runs
+
+
 def build_report(experiment: str, uri: str, out: Path, targets: dict[str, float], log_to_parent: bool = True,
-                 tolerance: float = TOLERANCE) -> Path:
+                 tolerance: float = TOLERANCE, where: dict[str, str] | None = None) -> Path:
     fig.reset_styles()
     client = client_for(uri)
     runs, experiment_id = load_runs(client, experiment)
+    if where:
+        runs = slice_runs(runs, where).reset_index(drop=True)
     decl = declaration(client, experiment_id)
     config_cols = factors(runs)
     keys = sorted({"train/loss", "epoch_seconds", *runs["primary_metric"].dropna(),
@@ -107,6 +146,8 @@ def build_report(experiment: str, uri: str, out: Path, targets: dict[str, float]
             made.append((f"{task}: LR schedules", fig.lr_schedules(runs, hist, task, out / f"{task}_lr_schedules.png")))
 
     head = header(experiment, runs, table, time.strftime("%Y-%m-%d %H:%M"))
+    if where:
+        head["slice"] = "only the runs with " + ", ".join(f"{k}={v}" for k, v in where.items()) + " (python -m harness.report --where)"
     if decl is not None:
         ranks, cd, cd_text = protocol.mean_ranks(selected)
         head["protocol"] = (f"{decl.text()}; selected on the validation metric, test metric reported; "
@@ -125,7 +166,7 @@ def build_report(experiment: str, uri: str, out: Path, targets: dict[str, float]
             out / "tuned.csv", index=False)
         epochs = sorted({int(float(e)) for e in runs.get("param:epochs", pd.Series(dtype=str)).dropna()})
         (out / "protocol.json").write_text(json.dumps({
-            "experiment": experiment, "compare": decl.compare, "tune": decl.tune, "overrides": decl.overrides, "runs": len(runs),
+            "experiment": experiment, "where": where or {}, "compare": decl.compare, "tune": decl.tune, "overrides": decl.overrides, "runs": len(runs),
             "finished": int((runs.outcome == "finished").sum()), "epochs": epochs,
             "seeds": sorted(selected["n"].unique().tolist()), "train_seconds": training_seconds(runs),
             "generated": time.strftime("%Y-%m-%d %H:%M")}, indent=1))
@@ -205,6 +246,9 @@ def main(argv=None) -> int:
     p.add_argument("--tolerance", type=float, default=TOLERANCE,
                    help=f"good region: grid settings within this fraction of a method's best validation score (default {TOLERANCE})")
     p.add_argument("--no-log", action="store_true", help="do not log the report to the sweep's parent run")
+    p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                   help="report on a slice: only the runs whose param KEY equals VALUE (repeatable); "
+                        "default output reports/EXPERIMENT-KEY-VALUE, not logged to the parent run")
     args = p.parse_args(argv)
     try:
         if args.gallery:
@@ -215,9 +259,11 @@ def main(argv=None) -> int:
             return 0
         if not args.experiment:
             raise ReportError("name an MLflow experiment (python -m harness.report EXPERIMENT) or pass --gallery")
+        where = parse_where(args.where)
         check_store(args.tracking_uri)
-        out = build_report(args.experiment, args.tracking_uri, Path(args.out or REPORTS / args.experiment),
-                           parse_targets(args.target), not args.no_log, args.tolerance)
+        name = args.experiment + "".join(f"-{k}-{v}" for k, v in where.items())
+        out = build_report(args.experiment, args.tracking_uri, Path(args.out or REPORTS / re.sub(r"[^A-Za-z0-9._-]+", "_", name)),
+                           parse_targets(args.target), not args.no_log and not where, args.tolerance, where)
         print(f"wrote {out / 'report.md'}, {out / 'report.html'}, {out / 'summary.csv'} and {len(list(out.glob('*.png')))} figures")
         return 0
     except ReportError as e:

@@ -31,10 +31,11 @@ def findings(table: pd.DataFrame, runs: pd.DataFrame, config_cols: list[str]) ->
         best, metric, mode = part.iloc[0], part["metric"].iloc[0], part["mode"].iloc[0]
         better = "higher" if mode == "max" else "lower"
         text = f"**{task}**: best is {name(best)} with {metric} {fmt(best['mean'])}"
-        text += f" +- {fmt(best['std'])} over {best['n']} seeds" if best["n"] > 1 else " from a single seed (no spread to compare with)"
+        text += f" +- {fmt(best['std'])} (std) over {best['n']} seeds" if best["n"] > 1 else " from a single seed (no spread to compare with)"
         if len(part) > 1:
             second = part.iloc[1]
             text += f"; runner-up {name(second)} at {fmt(second['mean'])} ({better} is better)"
+        if len(part) > 2:  # with two, the runner-up is the worst
             worst = part.iloc[-1]
             text += f". Worst: {name(worst)} at {fmt(worst['mean'])}"
         out.append(text + ".")
