@@ -25,7 +25,7 @@ from harness.bench import harness_env, run_sweep, stats
 
 REGRESSION_20 = ["task=regression", "loss=mse,mae,huber,log_cosh", "seed=0,1,2,3,4", "epochs=5"]
 MNIST_12 = ["task=mnist", "optimizer.lr=0.0003,0.001,0.003", "seed=0,1,2,3", "epochs=2"]
-GRID = ["experiment=mnist_optimizers", "optimizer.lr=0.0003,0.001,0.003,0.01,0.03,0.1", "seed=0,1,2", "epochs=10"]  # 108 runs
+GRID = ["experiment=mnist_optimizers", "optimizer.weight_decay=0.0", "optimizer.lr=0.0003,0.001,0.003,0.01,0.03,0.1", "seed=0,1,2", "epochs=10"]  # 108 runs
 
 
 def sweep(work: Path, name: str, args: list[str], launcher: str = "stacked", experiment: str | None = None) -> dict:
