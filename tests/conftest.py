@@ -1,4 +1,5 @@
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -9,6 +10,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# A test runner started in the background of a script (`cmd &`) inherits SIGINT as ignored, and so
+# would every process the tests start: the Ctrl-C tests would then find their child training on.
+# The tests stand for a terminal, where Ctrl-C is delivered: a handled SIGINT here is reset to the
+# default in each child at exec. (The harness itself keeps an inherited "ignore", as nohup intends.)
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def write_idx_mnist(root: Path, n_train: int = 300, n_test: int = 100, seed: int = 0) -> Path:
