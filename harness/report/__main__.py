@@ -137,7 +137,8 @@ def build_report(experiment: str, uri: str, out: Path, targets: dict[str, float]
             continue
         axes = fig.heatmap_axes(config_cols)
         if axes:
-            made.append((f"{task}: {label(axes[0])} x {label(axes[1])}", fig.heatmap(table, *axes, task, out / f"{task}_heatmap.png")))
+            others = tuple(c for c in config_cols if c not in ("task", *axes) and table[table.task == task][label(c)].nunique() > 1)
+            made.append((f"{task}: {label(axes[0])} x {label(axes[1])}", fig.heatmap(table, *axes, task, out / f"{task}_heatmap.png", others)))
         if "param:optimizer.lr" in config_cols:
             made.append((f"{task}: LR sensitivity", fig.lr_sensitivity(runs, table, task, out / f"{task}_lr_sensitivity.png")))
         if "param:batch_size" in config_cols:

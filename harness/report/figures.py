@@ -152,8 +152,9 @@ def critical_difference(result, path) -> str:
     return save(fig, path)
 
 
-def heatmap(table: pd.DataFrame, rows: str, cols: str, task: str, path) -> str:
-    """Final primary metric for each (rows, cols) pair: the best configuration's seed mean when other factors vary."""
+def heatmap(table: pd.DataFrame, rows: str, cols: str, task: str, path, others: tuple[str, ...] = ()) -> str:
+    """Final primary metric for each (rows, cols) pair: the best configuration's seed mean when other
+    factors (``others``, named under the title) vary."""
     part = table[table.task == task]
     mode, metric = part["mode"].iloc[0], part["metric"].iloc[0]
     grid = part.pivot_table(index=label(rows), columns=label(cols), values="mean", aggfunc="max" if mode == "max" else "min")
@@ -177,10 +178,12 @@ def heatmap(table: pd.DataFrame, rows: str, cols: str, task: str, path) -> str:
             if top:
                 ax.add_patch(plt().Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2.5))
     clipped = finite.size and ((finite < vmin).any() if mode == "max" else (finite > vmax).any())
+    notes = ([f"each cell: the best over {', '.join(label(o) for o in others)}"] if others else []) \
+        + (["colours span the better half; worse cells share the end colour"] if clipped else [])
     ax.set(xlabel=label(cols), ylabel=label(rows))
-    ax.set_title(f"{task}: final {pretty(metric)} ({'higher' if mode == 'max' else 'lower'} is better)", pad=16 if clipped else 6)
-    if clipped:  # under the title, small: as a colour bar label it ran off a short figure
-        ax.annotate("colours span the better half; worse cells share the end colour", xy=(0.5, 1), xycoords="axes fraction",
+    ax.set_title(f"{task}: final {pretty(metric)} ({'higher' if mode == 'max' else 'lower'} is better)", pad=16 if notes else 6)
+    if notes:  # under the title, small: as a colour bar label it ran off a short figure
+        ax.annotate("; ".join(notes), xy=(0.5, 1), xycoords="axes fraction",
                     xytext=(0, 3), textcoords="offset points", ha="center", va="bottom", fontsize=7)
     fig.colorbar(im, ax=ax, label=pretty(metric))
     return save(fig, path)
