@@ -18,7 +18,8 @@ from harness.report import ReportError
 from harness.report import figures as fig
 from harness.report import protocol, stats
 from harness.report.aggregate import DEFAULT_TARGETS, config_name, methods, performance_profile, rank
-from harness.report.load import client_for, declaration, factors, histories, label, load_runs, training_seconds
+from harness.report.load import (client_for, declaration, factors, histories, label, load_runs, parse_where, slice_runs,
+                                 training_seconds)
 from harness.report.render import (collapses, findings, flat_sections, header, html_page, markdown, names_table, tuned_findings,
                                    tuned_sections)
 
@@ -46,41 +47,6 @@ def choice_classes(client, runs: pd.DataFrame, config_cols: list[str]) -> dict:
             except Exception:  # an artifact store out of reach: the table goes without the class
                 continue
     return out
-
-
-def parse_where(items: list[str]) -> dict[str, str]:
-    where = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip() or not value.strip():
-            raise ReportError(f"--where {item!r}: expected KEY=VALUE, e.g. --where optimizer.weight_decay=0.0")
-        where[key.strip()] = value.strip()
-    return where
-
-
-def same_value(a, b: str) -> bool:
-    """A logged value against one given on the command line: as text, or as numbers (0 matches 0.0)."""
-    if str(a) == b:
-        return True
-    try:
-        return float(a) == float(b)
-    except (TypeError, ValueError):
-        return False
-
-
-def slice_runs(runs: pd.DataFrame, where: dict[str, str]) -> pd.DataFrame:
-    """The runs whose param (or group choice, e.g. optimizer=adam) KEY has the value given, for every KEY."""
-    for key, value in where.items():
-        col = key if key in ("task", "loss", "optimizer", "schedule") else f"param:{key}"
-        if col not in runs:
-            known = sorted(c.split(":", 1)[1] for c in runs.columns if c.startswith("param:"))
-            raise ReportError(f"--where {key}={value}: no run logged {key}; its runs log: {', '.join(known)}")
-        keep = runs[col].map(lambda v: same_value(v, value))
-        if not keep.any():
-            seen = sorted({str(v) for v in runs[col].dropna()})
-            raise ReportError(f"--where {key}={value}: no run has that value; values logged: {', '.join(seen)}")
-        runs = runs[keep]
-    return runs
 
 
 def build_report(experiment: str, uri: str, out: Path, targets: dict[str, float], log_to_parent: bool = True,

@@ -128,3 +128,38 @@ def histories(client, runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
             for m in client.get_metric_history(run_id, key):
                 rows.append((run_id, key, m.step, m.value))
     return pd.DataFrame(rows, columns=["run_id", "key", "step", "value"])
+
+
+def parse_where(items: list[str]) -> dict[str, str]:
+    where = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ReportError(f"--where {item!r}: expected KEY=VALUE, e.g. --where optimizer.weight_decay=0.0")
+        where[key.strip()] = value.strip()
+    return where
+
+
+def same_value(a, b: str) -> bool:
+    """A logged value against one given on the command line: as text, or as numbers (0 matches 0.0)."""
+    if str(a) == b:
+        return True
+    try:
+        return float(a) == float(b)
+    except (TypeError, ValueError):
+        return False
+
+
+def slice_runs(runs: pd.DataFrame, where: dict[str, str]) -> pd.DataFrame:
+    """The runs whose param (or group choice, e.g. optimizer=adam) KEY has the value given, for every KEY."""
+    for key, value in where.items():
+        col = key if key in ("task", "loss", "optimizer", "schedule") else f"param:{key}"
+        if col not in runs:
+            known = sorted(c.split(":", 1)[1] for c in runs.columns if c.startswith("param:"))
+            raise ReportError(f"--where {key}={value}: no run logged {key}; its runs log: {', '.join(known)}")
+        keep = runs[col].map(lambda v: same_value(v, value))
+        if not keep.any():
+            seen = sorted({str(v) for v in runs[col].dropna()})
+            raise ReportError(f"--where {key}={value}: no run has that value; values logged: {', '.join(seen)}")
+        runs = runs[keep]
+    return runs
