@@ -153,7 +153,7 @@ def same_value(a, b: str) -> bool:
 def slice_runs(runs: pd.DataFrame, where: dict[str, str]) -> pd.DataFrame:
     """The runs whose param (or group choice, e.g. optimizer=adam) KEY has the value given, for every KEY."""
     for key, value in where.items():
-        col = key if key in ("task", "loss", "optimizer", "schedule") else f"param:{key}"
+        col = key if key in GROUPS else f"param:{key}"
         if col not in runs:
             known = sorted(c.split(":", 1)[1] for c in runs.columns if c.startswith("param:"))
             raise ReportError(f"--where {key}={value}: no run logged {key}; its runs log: {', '.join(known)}")

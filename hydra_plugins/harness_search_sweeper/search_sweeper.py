@@ -193,7 +193,10 @@ class SearchSweeper(Sweeper):
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         name = self.sampler
         if self.sampler == "tpe":
-            start = 10 if self.startup is None else self.startup  # Optuna's default n_startup_trials
+            import inspect
+
+            default = inspect.signature(optuna.samplers.TPESampler).parameters["n_startup_trials"].default
+            start = default if self.startup is None else self.startup
             name = f"tpe (its first {min(start, self.n_trials)} trials random)"
         print(f"search: {name}, {self.n_trials} trials x {len(seeds)} seed(s) for each of {len(methods)} method(s), "
               f"{direction} {metric} (mean over seeds), rounds of {batch} trials", flush=True)
