@@ -338,7 +338,7 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=None, help="repetitions per figure (default 5, --quick 1)")
     p.add_argument("--sweeps-only", action="store_true", help="only the sweep rows (overhead, stacked launcher, whole process)")
     p.add_argument("--only", default=None, help="comma-separated parts to run, of: loop, sweeps (or one of its rows: "
-                   "overhead, outliers, mnist12, whole, conv), grid, scaling (default: loop,sweeps, plus grid and scaling when asked for)")
+                   "overhead, outliers, mnist12, whole, fresh, conv), grid, scaling (default: loop,sweeps, plus grid and scaling when asked for)")
     p.add_argument("--grid", action="store_true", help="add the full mnist_optimizers grid (108 runs x 10 epochs; long on a CPU)")
     p.add_argument("--scaling", action="store_true",
                    help="add a members-per-second vs bundle-size table (bundles of 1 to 64 MNIST MLPs, 2 epochs)")

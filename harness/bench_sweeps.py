@@ -6,6 +6,8 @@ each timed side by side in one run of the bench.
 2. the ``regression_outliers`` study: basic launcher wall / stacked launcher wall;
 3. an MNIST bundle (12 configurations of the default MLP): basic wall / stacked wall;
 4. a whole 4-epoch MNIST process in a folder whose store exists: harness wall / raw-loop wall;
+4a. (``fresh``) the default job in a fresh folder: its store created by MLflow's migrations / copied
+   from the harness's cache of an empty one (harness/fresh_store.py), wall time;
 4b. (``conv``) 8 sequence models (a CNN over image columns): the stacked bundle's training seconds
    (``hydra.launcher.vmap_on_cpu=true``) / the sum of their training seconds one after another; the
    measurement behind running such models alone on a CPU;
@@ -41,9 +43,9 @@ def with_args(base: list[str], *changes: str) -> list[str]:
     return [a for a in base if a.split("=", 1)[0] not in keys] + list(changes)
 
 
-def whole_process(cmd: list[str], cwd: Path) -> float:
+def whole_process(cmd: list[str], cwd: Path, **env: str) -> float:
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=harness_env(), cwd=cwd)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**harness_env(), **env}, cwd=cwd)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:4])} failed: {proc.stderr[-2000:]}")
     return time.perf_counter() - t0
@@ -59,7 +61,7 @@ raw_loop(MNIST(data_dir=sys.argv[2], download=False).load().to(device), int(sys.
 """  # the bench's own hand-written loop, as a whole process: imports, data, training, evaluation
 
 
-SWEEP_ROWS = ("overhead", "outliers", "mnist12", "whole", "conv")
+SWEEP_ROWS = ("overhead", "outliers", "mnist12", "whole", "fresh", "conv")
 SEQUENCE_8 = ["task=sequence", "loss=ctc,position_ce", "optimizer=adam", "optimizer.lr=0.01,0.03", "seed=0,1", "task.max_length=6",
               "task.jitter=4", "task.n_train=2000", "epochs=3"]
 
@@ -131,6 +133,24 @@ def sweep_rows(row, work: Path, data_dir: str, device: str, quick: bool, reps: i
         row("whole_process", f"whole process, {epochs}-epoch MNIST run, store exists: harness wall / raw loop wall", None, None, r,
             "<= 1.25", r["median"] <= 1.25, f"harness {statistics.median(h for h, _ in pairs):.1f} s, raw loop "
             f"{statistics.median(w for _, w in pairs):.1f} s")
+
+    if "fresh" in which:
+        # 4a: the default job in a new folder: MLflow migrates a new store, or the harness copies its cached empty one
+        (work / "no-cache").write_text("")  # HARNESS_CACHE under a file: no cache can be made, MLflow migrates
+        cmd = [sys.executable, "-m", "harness", "progress=false", f"device={device}"]
+        caches = {"migrated": str(work / "no-cache" / "cache"), "copied": str(work / "store-cache")}
+
+        def fresh(side: str, i: int) -> float:
+            folder = work / f"fresh-{side}-{i}"
+            folder.mkdir()
+            return whole_process(cmd, folder, HARNESS_CACHE=caches[side])
+
+        fresh("copied", -1)  # fills the cache, as the first fresh folder after an install does
+        pairs = [(fresh("migrated", i), fresh("copied", i)) for i in range(1 if quick else min(3, reps))]
+        r = stats([m / c for m, c in pairs])
+        row("fresh_store", "default job in a fresh folder: store migrated by MLflow / copied from the cache, wall", None, None, r,
+            "> 1", r["median"] > 1, f"migrated {statistics.median(m for m, _ in pairs):.1f} s, copied "
+            f"{statistics.median(c for _, c in pairs):.1f} s")
 
     if "conv" in which:
         # 4b: is stacking a convolutional model worth it on this device? (on a CPU the launcher says no by default)

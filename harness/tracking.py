@@ -29,7 +29,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
-from harness import HarnessError, sqlwrite
+from harness import HarnessError, fresh_store, sqlwrite
 
 PARAM_VALUE_LIMIT = 6000   # MLflow's cap on a param value
 PARAMS_PER_BATCH = 100     # MLflow's cap on params per log_batch
@@ -177,6 +177,8 @@ class Store:
         self.uri, self.lock_timeout = uri, lock_timeout
         self.experiments: dict[str, str] = {}
         with creation_lock(uri):  # one process at a time creates or migrates the tables
+            if uri.startswith("sqlite:") and sqlite_path(uri) is not None:
+                fresh_store.seed(sqlite_path(uri))  # a new file: copied in, not migrated (fresh_store.py)
             self.client = self.call(MlflowClient, tracking_uri=uri)  # (MLflow opens the store right here)
             self.call(self.client.search_experiments, max_results=1)
         self.sql = sqlwrite.sql_store(self.client)  # a database store: metrics go in with one statement

@@ -13,7 +13,7 @@ from tests.conftest import ROOT, SHARED_DATA, write_idx_mnist
 @pytest.mark.extended  # minutes each: CI runs them after the default suite (pytest -m extended)
 @pytest.mark.parametrize("part, keys", [
     ("loop", ["loop", "tracking", "data_path", "threads", "sweep_regression", "startup", "memory", "quality"]),
-    ("sweeps", ["sweep_overhead", "stacked_study", "stacked_mnist", "whole_process", "stacked_conv"])])  # two tests: pytest -n 2 runs them side by side
+    ("sweeps", ["sweep_overhead", "stacked_study", "stacked_mnist", "whole_process", "fresh_store", "stacked_conv"])])  # two tests: pytest -n 2 runs them side by side
 def test_bench_quick_writes_its_table(tmp_path, part, keys):
     data = SHARED_DATA if (SHARED_DATA / "MNIST" / "raw" / "train-images-idx3-ubyte").exists() \
         else write_idx_mnist(tmp_path / "data", n_train=16000, n_test=1000)
@@ -48,7 +48,7 @@ def test_bench_only_names_its_parts_and_refuses_others(tmp_path):
                          capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 2
     assert out.stderr.strip() == ("error: --only 'loop,bogus': allowed parts are loop, sweeps, overhead, outliers, mnist12, "
-                                  "whole, conv, grid, scaling")
+                                  "whole, fresh, conv, grid, scaling")
 
 
 def test_scaling_table_renders_members_per_second():
