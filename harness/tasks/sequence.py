@@ -45,7 +45,8 @@ def sequence_metrics(decoded: list[list[int]], y: Tensor) -> dict[str, Tensor]:
     truth = labels_of(y)
     exact = sum(d == t for d, t in zip(decoded, truth)) / max(1, len(truth))
     errors = sum(edit_distance(d, t) for d, t in zip(decoded, truth))
-    return {"exact": torch.tensor(float(exact)), "cer": torch.tensor(errors / max(1, sum(len(t) for t in truth)))}
+    cer = errors / max(1, sum(len(t) for t in truth))  # on y's device: the loop stacks every metric in one call
+    return {"exact": torch.tensor(float(exact), device=y.device), "cer": torch.tensor(cer, device=y.device)}
 
 
 def compose(images: Tensor, labels: Tensor, n: int, max_length: int, jitter: int, g: torch.Generator) -> Split:
