@@ -79,7 +79,7 @@ def seed(db: Path) -> bool:
         template = template_path()
         if not usable(template):
             make_template(template)
-        tmp = db.parent / f".{db.name}.{os.getpid()}.tmp"
+        tmp = db.parent / f".{db.name}.seeding"  # one name: the folder's lock is held, and a copy cut off by kill -9 is overwritten next time
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)  # the mode sqlite itself would give
         try:
             with os.fdopen(fd, "wb") as out, open(template, "rb") as src:

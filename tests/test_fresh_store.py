@@ -29,10 +29,10 @@ def test_a_fresh_store_is_copied_from_the_template_and_belongs_to_its_folder(tmp
         found = dict(experiments(tmp_path / name / "mlflow.db"))
         assert set(found) == {"Default", "study"}
         assert all(str(tmp_path / name) in location for location in found.values())
-    assert not list((tmp_path / "b").glob(".*.tmp"))
+    assert not list((tmp_path / "b").glob(".*seeding"))
 
 
-def test_a_broken_template_is_rebuilt_and_an_existing_store_never_replaced(tmp_path, monkeypatch):
+def test_a_broken_template_is_rebuilt_a_cut_copy_redone_and_an_existing_store_never_replaced(tmp_path, monkeypatch):
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
     template = fresh_store.template_path()
     template.parent.mkdir(parents=True)
@@ -40,6 +40,10 @@ def test_a_broken_template_is_rebuilt_and_an_existing_store_never_replaced(tmp_p
     db = tmp_path / "mlflow.db"
     assert fresh_store.seed(db)
     assert fresh_store.usable(template) and fresh_store.usable(db)
+    db.unlink()
+    (tmp_path / ".mlflow.db.seeding").write_bytes(b"half a copy, cut off by kill -9")
+    assert fresh_store.seed(db) and fresh_store.usable(db)
+    assert not (tmp_path / ".mlflow.db.seeding").exists()
     db.write_bytes(b"someone's file")
     assert not fresh_store.seed(db)
     assert db.read_bytes() == b"someone's file"
