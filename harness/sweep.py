@@ -50,11 +50,14 @@ def swept_groups(overrides: list[str]) -> set[str]:
 
 
 def sweep_overrides(hydra_cfg) -> list:
-    """The sweep's parsed overrides: the study's grid (hydra.sweeper.params), then the command line's."""
+    """The sweep's parsed overrides: the study's grid (hydra.sweeper.params), then the command line's.
+    Parsed with the running Hydra's config loader, as its sweeper does: ``task=glob(*)`` lists a group's options."""
+    from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    loader = GlobalHydra.instance().hydra.config_loader if GlobalHydra.instance().is_initialized() else None
     params = [f"{k}={v}" for k, v in (hydra_cfg.sweeper.get("params") or {}).items()]
-    return OverridesParser.create().parse_overrides(params + list(hydra_cfg.overrides.task))
+    return OverridesParser.create(config_loader=loader).parse_overrides(params + list(hydra_cfg.overrides.task))
 
 
 def count_jobs(hydra_cfg) -> int | None:
@@ -67,6 +70,31 @@ def count_jobs(hydra_cfg) -> int | None:
         return grid * trials if isinstance(trials, int) and not isinstance(trials, bool) else grid
     except Exception:  # another sweeper (optuna, ...): unknown
         return None
+
+
+def check_swept_choices(hydra_cfg) -> None:
+    """A swept config-group value that does not exist (``optimizer=adam,lbfgs``) is one line before
+    the sweep writes anything: Hydra would find it only when it composes the jobs, after the parent run."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from harness import HarnessError
+
+    if not GlobalHydra.instance().is_initialized():
+        return
+    repository = GlobalHydra.instance().hydra.config_loader.repository
+    try:
+        parsed = sweep_overrides(hydra_cfg)
+    except Exception:  # another sweeper's syntax: Hydra checks its jobs as they come
+        return
+    for o in parsed:
+        if not o.is_discrete_sweep() or o.is_delete() or o.is_hydra_override() or o.package is not None \
+                or not repository.group_exists(o.key_or_group):
+            continue
+        options = repository.get_group_options(o.key_or_group)
+        for value in o.sweep_string_iterator():
+            if value not in options and value != "null":
+                raise HarnessError(f"{o.key_or_group}={value} is not an option (in {o.input_line}); "
+                                   f"available: {', '.join(sorted(options))}")
 
 
 def swept_keys(hydra_cfg) -> list[str]:
@@ -284,6 +312,7 @@ class SweepCallback(Callback):
 
         hc = config.hydra
         check_run_knobs(config)
+        check_swept_choices(hc)
         self.directory = directory = sweep_dir(hc)
         overrides = list(hc.overrides.task)
         experiment = experiment_name(config, hc.runtime.choices.get("task", "task"), "task" in swept_groups(overrides))

@@ -375,3 +375,11 @@ def test_a_target_that_is_not_a_loss_is_never_called(tmp_path):
     assert out.returncode == 2
     one_error_line(out.stderr, "loss._target_", "torch.nn.Module")
     assert not made.exists()
+
+
+def test_a_swept_choice_that_does_not_exist_is_one_line_before_anything_is_written(tmp_path):
+    # Hydra finds it only when it composes the jobs: before this check, after the parent run was made
+    out = run_cli("--multirun", "task=regression", "loss=mse,mae", "optimizer=adam,lbfgs", "epochs=1", cwd=tmp_path)
+    assert out.returncode == 2
+    one_error_line(out.stderr, "optimizer=lbfgs is not an option (in optimizer=adam,lbfgs); available: adafactor, adagrad, adam")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no store, no sweep folder

@@ -52,6 +52,15 @@ def test_sweep_groups_jobs_under_a_parent_and_isolates_faults(tmp_path):
     assert parent.data.metrics["jobs_failed"] == 2 and parent.data.metrics["jobs_skipped"] == 0
 
 
+def test_a_glob_over_a_group_sweeps_its_matching_options(tmp_path):
+    # Hydra's glob() needs the config loader to list a group's options; the parent run's name and job count read it too
+    out = sweep("task=glob(*regression)", "epochs=1", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    parents, jobs = split_runs(mlflow_runs(tmp_path, "multitask")[1])
+    assert [p.info.run_name for p in parents] == ["sweep: task (2 jobs)"]
+    assert sorted(r.info.run_name for r in jobs) == ["task=regression", "task=tabular_regression"]
+
+
 def test_diverged_jobs_are_an_outcome_and_the_sweep_exits_zero(tmp_path):
     out = sweep("task=regression", "optimizer=sgd", "optimizer.lr=0.01,1e6", "epochs=2", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
