@@ -40,7 +40,11 @@ class ComposeOnce:
     def load_sweep_config(self, master_config: DictConfig, sweep_overrides: list[str]) -> DictConfig:
         key = tuple(sweep_overrides)
         if key in self._memo:
-            return self._memo.pop(key)
+            cfg = self._memo.pop(key)
+            if OmegaConf.is_missing(cfg.hydra.job, "id"):  # as composed: only the sweeper's validation saw it
+                return cfg
+            # a launcher has it (it set hydra.job.id): the same job twice in a sweep (seed=0,0), or a sweeper
+            # that does not validate; the second gets its own config, not the first one's object
         cfg = self._derive(master_config, list(sweep_overrides))
         if len(self._memo) < MEMO_SIZE:  # when full, keep what is there: evicting the oldest would evict, in a batch
             self._memo[key] = cfg         # larger than the memo, each job just before the launcher asks for it

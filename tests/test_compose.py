@@ -3,7 +3,7 @@ import pytest
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.types import RunMode
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from harness.checks import CONF_DIR
 from harness.compose import ComposeOnce
@@ -52,6 +52,22 @@ def test_the_launchers_second_call_gets_the_validated_config(loader):
     once = ComposeOnce(loader)
     first = once.load_sweep_config(master, ["seed=5"])
     assert once.load_sweep_config(master, ["seed=5"]) is first
+
+
+def test_the_same_job_twice_gets_two_configs(loader):
+    # seed=0,0: the sweeper validates both, then a launcher takes the first and sets its hydra.job.id;
+    # the second must not be handed that same object (the basic launcher crashed on it, read-only;
+    # the stacked launcher recorded both jobs under one number)
+    master = loader.load_configuration("config", ["hydra/launcher=basic"], RunMode.MULTIRUN)
+    once = ComposeOnce(loader)
+    for _ in range(2):
+        once.load_sweep_config(master, ["seed=5"])
+    first = once.load_sweep_config(master, ["seed=5"])
+    with open_dict(first):
+        first.hydra.job.id = first.hydra.job.num = 0
+    second = once.load_sweep_config(master, ["seed=5"])
+    assert second is not first and OmegaConf.is_missing(second.hydra.job, "id")
+    assert plain(second) == plain(loader.load_sweep_config(master, ["seed=5"]))
 
 
 def test_a_batch_larger_than_the_memo_derives_each_job_at_most_twice(loader, monkeypatch):

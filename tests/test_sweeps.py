@@ -61,6 +61,17 @@ def test_a_glob_over_a_group_sweeps_its_matching_options(tmp_path):
     assert sorted(r.info.run_name for r in jobs) == ["task=regression", "task=tabular_regression"]
 
 
+@pytest.mark.parametrize("launcher", ["basic", "stacked"])
+def test_the_same_job_twice_in_a_sweep_is_two_jobs(tmp_path, launcher):
+    out = sweep(f"hydra/launcher={launcher}", "task=regression", "seed=0,0", "epochs=1", cwd=tmp_path)
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    journal = sorted((p.name for p in tmp_path.glob("multirun/*/*/harness_jobs/*.json")))
+    assert journal == ["0.json", "1.json"]
+    # one after another, the second finds the first finished and is skipped (resume); in one bundle both train
+    assert "sweep done: " + ("1 finished, 0 diverged, 0 failed, 0 killed, 1 skipped" if launcher == "basic"
+                             else "2 finished, 0 diverged, 0 failed, 0 killed, 0 skipped") in out.stdout
+
+
 def test_diverged_jobs_are_an_outcome_and_the_sweep_exits_zero(tmp_path):
     out = sweep("task=regression", "optimizer=sgd", "optimizer.lr=0.01,1e6", "epochs=2", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
