@@ -62,8 +62,8 @@ def quiet_mlflow() -> None:
 
 
 def sqlite_path(uri: str) -> Path | None:
-    """The file of a sqlite:/// URI (None for an in-memory database)."""
-    rest = uri[len("sqlite://"):]
+    """The file of a sqlite:/// URI (None for an in-memory database); a query (?timeout=30) is SQLAlchemy's, not the name's."""
+    rest = uri[len("sqlite://"):].split("?", 1)[0]
     if rest in ("", "/", "/:memory:"):
         return None
     return Path(rest[1:] if rest.startswith("/") else rest).expanduser()

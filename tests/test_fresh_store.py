@@ -58,3 +58,11 @@ def test_without_a_cache_folder_mlflow_creates_the_store_as_before(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     Store(f"sqlite:///{tmp_path}/mlflow.db", 5.0).experiment_id("study")
     assert dict(experiments(tmp_path / "mlflow.db")).keys() == {"Default", "study"}
+
+
+def test_a_uri_with_a_query_seeds_the_file_it_names(tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    Store(f"sqlite:///{tmp_path}/q.db?timeout=30", 5.0).experiment_id("study")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "q.db"]  # not a file named "q.db?timeout=30"
+    assert dict(experiments(tmp_path / "q.db")).keys() == {"Default", "study"}
