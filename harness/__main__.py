@@ -6,28 +6,13 @@ import hydra
 from omegaconf import DictConfig
 
 from harness import signals
+from harness.compose import one_line
 from harness.run import run
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig):
     return run(cfg)  # a sweeper that searches (hydra/sweeper=search) reads the result's final metrics
-
-
-def one_line(e: Exception) -> str:
-    """Hydra's composition errors (unknown option or key, bad override syntax) as one line."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and not ln.startswith("\t")]
-    message = lines[0] if lines else type(e).__name__
-    options = getattr(e, "options", None)
-    if options:
-        message += f"; available: {', '.join(options)}"
-        if "Could not find 'task/" in message or "Could not find 'experiment/" in message:
-            message += " (a task or study of your own: add hydra.searchpath=[file://YOUR_CONF_DIR], see the README)"
-    elif message.startswith("Error merging override") and e.__cause__ is not None:
-        message += f": {str(e.__cause__).splitlines()[0]}"  # the reason: "Value 'maybe' is not a valid bool (type str)"
-    elif len(lines) > 1 and lines[1].startswith("To append"):
-        message += f" No such key in the config (to add one: {lines[1].split(' use ', 1)[-1]})"
-    return message.replace("In 'config': ", "")
 
 
 def cli() -> None:

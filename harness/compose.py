@@ -96,6 +96,22 @@ def _with_values(template: DictConfig, master: DictConfig, parsed: list, values:
     return cfg
 
 
+def one_line(e: Exception) -> str:
+    """Hydra's composition errors (unknown option or key, bad override syntax) as one line."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and not ln.startswith("\t")]
+    message = lines[0] if lines else type(e).__name__
+    options = getattr(e, "options", None)
+    if options:
+        message += f"; available: {', '.join(options)}"
+        if "Could not find 'task/" in message or "Could not find 'experiment/" in message:
+            message += " (a task or study of your own: add hydra.searchpath=[file://YOUR_CONF_DIR], see the README)"
+    elif message.startswith("Error merging override") and e.__cause__ is not None:
+        message += f": {str(e.__cause__).splitlines()[0]}"  # the reason: "Value 'maybe' is not a valid bool (type str)"
+    elif len(lines) > 1 and lines[1].startswith("To append"):
+        message += f" No such key in the config (to add one: {lines[1].split(' use ', 1)[-1]})"
+    return message.replace("In 'config': ", "")
+
+
 def install() -> None:
     """Wrap the running Hydra's config loader, before the sweeper and launcher are built from it."""
     from hydra.core.global_hydra import GlobalHydra

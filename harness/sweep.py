@@ -72,29 +72,48 @@ def count_jobs(hydra_cfg) -> int | None:
         return None
 
 
-def check_swept_choices(hydra_cfg) -> None:
-    """A swept config-group value that does not exist (``optimizer=adam,lbfgs``) is one line before
-    the sweep writes anything: Hydra would find it only when it composes the jobs, after the parent run."""
+def check_sweep(config: DictConfig) -> None:
+    """What Hydra would refuse in a sweep's jobs is one line before the sweep writes anything: Hydra
+    composes the jobs only when it launches them, after the parent run is made. A swept option that
+    does not exist (``optimizer=adam,lbfgs``) is named with the values it came from; then one job of
+    each combination of swept group choices is composed (the jobs differ in nothing else Hydra checks:
+    an unknown key, a bad value for a typed one), through the sweep's composer, which keeps them for
+    the sweeper."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
 
     from harness import HarnessError
+    from harness.compose import one_line
 
     if not GlobalHydra.instance().is_initialized():
         return
-    repository = GlobalHydra.instance().hydra.config_loader.repository
+    loader = GlobalHydra.instance().hydra.config_loader
     try:
-        parsed = sweep_overrides(hydra_cfg)
+        parsed = sweep_overrides(config.hydra)
+        jobs = BasicSweeper.split_arguments(parsed, None)[0]
     except Exception:  # another sweeper's syntax: Hydra checks its jobs as they come
         return
+    groups = set()
     for o in parsed:
-        if not o.is_discrete_sweep() or o.is_delete() or o.is_hydra_override() or o.package is not None \
-                or not repository.group_exists(o.key_or_group):
+        if o.is_delete() or o.is_hydra_override() or o.package is not None or not loader.repository.group_exists(o.key_or_group):
             continue
-        options = repository.get_group_options(o.key_or_group)
-        for value in o.sweep_string_iterator():
-            if value not in options and value != "null":
-                raise HarnessError(f"{o.key_or_group}={value} is not an option (in {o.input_line}); "
-                                   f"available: {', '.join(sorted(options))}")
+        groups.add(o.key_or_group)
+        if o.is_discrete_sweep():
+            options = loader.repository.get_group_options(o.key_or_group)
+            for value in o.sweep_string_iterator():
+                if value not in options and value != "null":
+                    raise HarnessError(f"{o.key_or_group}={value} is not an option (in {o.input_line}); "
+                                       f"available: {', '.join(sorted(options))}")
+    composed = set()
+    for job in jobs:
+        choices = tuple(item for item in job if item.split("=", 1)[0] in groups)
+        if choices not in composed:
+            composed.add(choices)
+            try:
+                loader.load_sweep_config(config, list(job))
+            except HydraException as e:
+                raise HarnessError(one_line(e)) from None
 
 
 def swept_keys(hydra_cfg) -> list[str]:
@@ -312,7 +331,7 @@ class SweepCallback(Callback):
 
         hc = config.hydra
         check_run_knobs(config)
-        check_swept_choices(hc)
+        check_sweep(config)
         self.directory = directory = sweep_dir(hc)
         overrides = list(hc.overrides.task)
         experiment = experiment_name(config, hc.runtime.choices.get("task", "task"), "task" in swept_groups(overrides))

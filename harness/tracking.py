@@ -177,8 +177,8 @@ class Store:
         self.uri, self.lock_timeout = uri, lock_timeout
         self.experiments: dict[str, str] = {}
         with creation_lock(uri):  # one process at a time creates or migrates the tables
-            if uri.startswith("sqlite:") and sqlite_path(uri) is not None:
-                fresh_store.seed(sqlite_path(uri))  # a new file: copied in, not migrated (fresh_store.py)
+            if uri.startswith("sqlite:") and (path := sqlite_path(uri)) is not None:
+                fresh_store.seed(path)  # a new file: copied in, not migrated (fresh_store.py)
             self.client = self.call(MlflowClient, tracking_uri=uri)  # (MLflow opens the store right here)
             self.call(self.client.search_experiments, max_results=1)
         self.sql = sqlwrite.sql_store(self.client)  # a database store: metrics go in with one statement

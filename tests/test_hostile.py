@@ -383,3 +383,10 @@ def test_a_swept_choice_that_does_not_exist_is_one_line_before_anything_is_writt
     assert out.returncode == 2
     one_error_line(out.stderr, "optimizer=lbfgs is not an option (in optimizer=adam,lbfgs); available: adafactor, adagrad, adam")
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no store, no sweep folder
+
+
+def test_a_swept_key_that_does_not_exist_is_one_line_before_anything_is_written(tmp_path):
+    out = run_cli("--multirun", "task=regression", "loss=mse,huber", "optimizer.nosuch=1,2", "epochs=1", cwd=tmp_path)
+    assert out.returncode == 2
+    one_error_line(out.stderr, "Could not override 'optimizer.nosuch'. No such key in the config (to add one: +optimizer.nosuch=1)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no store, no sweep folder
