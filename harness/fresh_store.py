@@ -19,6 +19,9 @@ import tempfile
 from pathlib import Path
 
 
+TABLES = {"alembic_version", "experiments", "runs", "metrics", "latest_metrics", "params", "tags", "experiment_tags"}
+
+
 def cache_dir() -> Path:
     if os.environ.get("HARNESS_CACHE"):
         return Path(os.environ["HARNESS_CACHE"])
@@ -62,7 +65,8 @@ def usable(template: Path) -> bool:
     except sqlite3.Error:
         return False
     try:
-        return con.execute("PRAGMA quick_check").fetchone()[0] == "ok" and \
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        return con.execute("PRAGMA quick_check").fetchone()[0] == "ok" and TABLES <= tables and \
             con.execute("SELECT count(*) FROM alembic_version").fetchone()[0] == 1
     except sqlite3.Error:
         return False
@@ -90,3 +94,18 @@ def seed(db: Path) -> bool:
         return True
     except Exception:  # noqa: BLE001 - a faster path only: MLflow creates the store as before
         return False
+
+
+def discard(db: Path) -> None:
+    """A store just seeded here did not open: remove it and the cached template it came from (the next
+    fresh folder builds a new one). Called under the folder's creation lock, right after ``seed``."""
+    for path in (db, db.with_name(db.name + "-journal")):
+        try:
+            path.unlink()
+        except OSError:
+            pass
+    try:
+        template_path().unlink()
+    except Exception:  # noqa: BLE001 - gone already, or the cache cannot be written: MLflow creates the store anyway
+        pass
+

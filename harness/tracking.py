@@ -131,12 +131,18 @@ def known_schemes() -> set[str]:
 
 def check_uri(uri: str) -> None:
     """One line for a URI that cannot work, before MLflow is asked (it retries for minutes on some)."""
+    if uri != uri.strip():
+        raise HarnessError(f"tracking.uri={uri!r} begins or ends with white space, which would name another store "
+                           "(a file 'mlflow.db ' beside mlflow.db); remove it")
     scheme = uri.split("://", 1)[0].split("+", 1)[0] if "://" in uri else ""
     allowed = known_schemes()
     if scheme not in allowed:
         raise HarnessError(f"tracking.uri={uri} has an unknown scheme {scheme!r}; allowed: "
                            f"{', '.join(sorted(s for s in allowed if s))} (e.g. sqlite:///mlflow.db or http://host:5000)")
     if scheme == "sqlite":
+        if sqlite_path(uri) is None:
+            raise HarnessError(f"tracking.uri={uri} is an in-memory database: every run would be lost when the process "
+                               "ends; use a file, e.g. sqlite:///mlflow.db")
         check_sqlite(uri)
     check_reachable(uri)
 
@@ -169,6 +175,19 @@ def creation_lock(uri: str):
 
 # ---------------------------------------------------------------- the store: one per URI per process
 
+def forget_engine(uri: str) -> None:
+    """MLflow keeps one database engine per URI for the process; after the file under it was replaced, a
+    new one must be made (the old engine's pooled connection still holds the removed file)."""
+    try:
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        engine = SqlAlchemyStore._engine_map.pop(uri, None)  # a private map: where it moves, nothing is forgotten
+        if engine is not None:
+            engine.dispose()
+    except Exception:  # noqa: BLE001
+        pass
+
+
 class Store:
     def __init__(self, uri: str, lock_timeout: float):
         from mlflow.tracking import MlflowClient
@@ -177,10 +196,20 @@ class Store:
         self.uri, self.lock_timeout = uri, lock_timeout
         self.experiments: dict[str, str] = {}
         with creation_lock(uri):  # one process at a time creates or migrates the tables
-            if uri.startswith("sqlite:") and (path := sqlite_path(uri)) is not None:
-                fresh_store.seed(path)  # a new file: copied in, not migrated (fresh_store.py)
-            self.client = self.call(MlflowClient, tracking_uri=uri)  # (MLflow opens the store right here)
-            self.call(self.client.search_experiments, max_results=1)
+            path = sqlite_path(uri) if uri.startswith("sqlite:") else None
+            seeded = path is not None and fresh_store.seed(path)  # a new file: copied in, not migrated (fresh_store.py)
+            try:
+                self.client = self.call(MlflowClient, tracking_uri=uri)  # (MLflow opens the store right here)
+                self.call(self.client.search_experiments, max_results=1)
+            except (HarnessError, Exception):
+                if not seeded:
+                    raise
+                # the cached empty store was bad (it passed the quick check): drop it and the copy just made
+                # of it (nothing can be in that yet), and let MLflow create the store itself
+                fresh_store.discard(path)
+                forget_engine(uri)
+                self.client = self.call(MlflowClient, tracking_uri=uri)
+                self.call(self.client.search_experiments, max_results=1)
         self.sql = sqlwrite.sql_store(self.client)  # a database store: metrics go in with one statement
 
     def __reduce__(self):  # a worker process that receives it opens its own (a database engine does not travel)
