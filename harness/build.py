@@ -7,6 +7,7 @@ every job that asks for the same task config (a sweep over seeds or losses reads
 """
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import os
@@ -116,7 +117,9 @@ def task_and_data(cfg: DictConfig, names: dict[str, str], device: torch.device, 
     if key not in store:
         task: Task = build_object(cfg.task, "task")
         check_fit(cfg, names, task)
-        store[key] = (task, task.load().to(device))
+        data = task.load()
+        check_data(data, names.get("task", "?"))
+        store[key] = (task, data.to(device))
         if store is _data:
             while len(_data) > DATA_CACHE_SIZE:
                 _data.popitem(last=False)
@@ -125,6 +128,21 @@ def task_and_data(cfg: DictConfig, names: dict[str, str], device: torch.device, 
     task, data = store[key]
     check_fit(cfg, names, task)
     return task, data
+
+
+def check_data(data: Data, task: str) -> None:
+    """Loaded data must be finite numbers: an inf in a CSV, or a split too small to standardise
+    (its std is NaN), would otherwise train to a 'diverged' run with no word on why."""
+    for split in ("train", "val", "test"):
+        part = getattr(data, split)
+        if len(part) == 0:
+            raise HarnessError(f"task={task}: its {split} split is empty; give it more samples")
+        for what, t in (("inputs", part.x), ("targets", part.y)):
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                bad = int((~torch.isfinite(t)).sum())
+                raise HarnessError(f"task={task}: the {split} {what} hold {bad} value(s) that are not finite numbers (NaN or "
+                                   "inf) once loaded; the data must be finite (check the file for inf or numbers beyond "
+                                   "float32's 3.4e38, and the task's sizes: one training sample cannot be standardised)")
 
 
 def init_model(task: Task, seed: int, device: torch.device) -> torch.nn.Module:
@@ -210,6 +228,42 @@ def build_schedule(cfg: DictConfig, optimizer, epochs: int, steps_per_epoch: int
         raise HarnessError(f"cannot build the schedule {cfg.schedule.get('_target_')}: {str(e).splitlines()[0]}") from None
 
 
+def try_step(cfg: DictConfig, task: Task, model: torch.nn.Module, batch_size: int, steps_per_epoch: int, factory=None) -> None:
+    """One optimizer and schedule step on a copy of the model with small made-up gradients, so that a
+    setting torch refuses only once it steps (``optimizer.lr=1e308`` overflows float32) is one line
+    before any run opens, not a crash mid-run (or a whole stacked bundle's)."""
+    from harness.optimizers import needs_closure, set_mode
+
+    if task.own_step and needs_closure(getattr(factory, "func", factory) or torch.optim.Optimizer):
+        raise HarnessError(f"optimizer {cfg.optimizer.get('_target_')} needs a closure (it re-evaluates the loss), which "
+                           f"the task's own step ({type(task).__name__}: two players) does not give; choose another optimizer")
+    trial = copy.deepcopy(model)
+    optimizer = build_optimizer(cfg, task.param_groups(trial), batch_size, factory)
+    scheduler = build_schedule(cfg, optimizer, cfg.epochs, steps_per_epoch)
+    params = [p for p in trial.parameters() if p.requires_grad]
+
+    def gradients() -> torch.Tensor:
+        for p in params:
+            p.grad = torch.full_like(p, 1e-3)
+        return torch.zeros((), device=params[0].device if params else "cpu")
+
+    try:
+        set_mode(optimizer, "train")
+        if needs_closure(optimizer):
+            optimizer.step(gradients)
+        else:
+            gradients()
+            optimizer.step()
+        scheduler.step()
+    except HarnessError:
+        raise
+    except Exception as e:
+        knobs = ", ".join(f"{k}={v}" for k, v in OmegaConf.to_container(cfg.optimizer, resolve=True).items()
+                          if not k.startswith("_"))
+        raise HarnessError(f"the optimizer {cfg.optimizer.get('_target_')} fails on its first step ({knobs}): "
+                           f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+
+
 def batch_size_of(cfg: DictConfig, n: int) -> int:
     return n if cfg.batch_size == "full" else min(int(cfg.batch_size), n)
 
@@ -250,7 +304,9 @@ def build(cfg: DictConfig, names: dict[str, str], ctx: dict | None = None) -> Jo
     loss = build_loss(cfg, task, data, device)
     n = len(data.train)
     batch_size = batch_size_of(cfg, n)
-    optimizer = build_optimizer(cfg, task.param_groups(model), batch_size)
+    factory = optimizer_factory(cfg, batch_size)
+    try_step(cfg, task, model, batch_size, -(-n // batch_size), factory)
+    optimizer = build_optimizer(cfg, task.param_groups(model), batch_size, factory)
     scheduler = build_schedule(cfg, optimizer, cfg.epochs, -(-n // batch_size))
     return Job(task, data, model, loss, targets_fn(cfg.loss.targets, task.num_classes), optimizer, scheduler, batch_size,
                device, threads)
@@ -266,3 +322,17 @@ def git_commit() -> str | None:
         return out.stdout.strip() or None if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def metric_names(cfg: DictConfig, names: dict[str, str]) -> list[str]:
+    """The metrics a run of this config logs per split (``val/loss``, ``val/mse``, ...), found by evaluating
+    its untrained model once on the validation split (for a search's objective, checked before it runs)."""
+    from harness.train import evaluate, metric_extras
+
+    task, data, device, _ = setup(cfg, names)
+    model = init_model(task, 0, device)
+    loss = build_loss(cfg, task, data, device)
+    keys = evaluate(model, task, data.val, loss, targets_fn(cfg.loss.targets, task.num_classes), cfg.eval_batch_size,
+                    **metric_extras(task, loss, model, data, cfg.eval_batch_size))
+    return [f"{split}/{k}" for split in ("train", "val", "test") for k in keys] + ["epoch_seconds", "samples_per_second"]
+

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import inspect
 import json
 import sys
 import time
@@ -26,10 +25,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from harness import HarnessError
 from harness.build import (batch_size_of, build_loss, build_optimizer, build_schedule, init_model, optimizer_factory,
-                           resolve_threads, setup, task_key)
+                           resolve_threads, setup, task_key, try_step)
+from harness.optimizers import needs_closure
 from harness.run import RunRecord, Spec, admit, open_tracker, refuse, skip, spec_from_hydra
 from harness.stacked import Member, batched_mlp, qualified_name, stackable, train_stacked
-from harness.sweep import job_recorded
+from harness.sweep import job_recorded, show_progress
 from harness.train import Result
 from harness.tracking import FlushGroup
 
@@ -113,12 +113,6 @@ def not_stacked(cls) -> str | None:
     return None
 
 
-def needs_closure(cls) -> bool:
-    """Whether an optimizer's step() must be given a closure (LBFGS): the stacked loop has none to give."""
-    closure = inspect.signature(cls.step).parameters.get("closure")
-    return closure is not None and closure.default is inspect.Parameter.empty
-
-
 def memory_budget(device: torch.device, memory_gb: float | None) -> float:
     if memory_gb is not None:
         return memory_gb * 2 ** 30
@@ -191,7 +185,7 @@ def prepare(e: Entry, loaded: dict) -> None:
         if isinstance(cls, type) and (why := not_stacked(cls)):
             e.solo = f"its optimizer: {why}"
             return
-        build_schedule(cfg, build_optimizer(cfg, model.parameters(), batch_size, factory), cfg.epochs, -(-n // batch_size))
+        try_step(cfg, task, model, batch_size, -(-n // batch_size), factory)
         e.parts = {"task": task, "data": data, "data_key": task_key(cfg), "device": device, "model": model,
                    "loss": build_loss(cfg, task, data, device),
                    "optimizer_class": cls, "factory": factory, "batch_size": batch_size}
@@ -326,6 +320,7 @@ def run_bundle(entries: list[Entry], label: str, threads: int) -> None:
         return
     counts = {k: sum(e.result.outcome == k for e in entries) for k in ("finished", "diverged", "failed")}
     print(f"bundle {label}: {', '.join(f'{v} {k}' for k, v in counts.items())} in {time.perf_counter() - t0:.1f}s", flush=True)
+    show_progress(head.spec.ctx, force=True)
 
 
 def progress_line(label: str, epochs: int, metric: str, mode: str, names: list[str]) -> Callable:
@@ -412,6 +407,7 @@ def bundle_worker(cfgs: list[DictConfig], label: str, threads: int) -> list[Resu
     from harness import signals
 
     signals.install(once=True)  # the first stop closes the members as KILLED; the sweep's later ones find nothing left
+    signals.watch_parent()  # the launcher killed outright (kill -9): close the members as KILLED rather than train on
     setup_globals()  # Hydra's resolvers (${now:...}) in the configs, as in the launcher's process
     entries = [Entry(cfg) for cfg in cfgs]
     try:
@@ -424,6 +420,7 @@ def bundle_worker(cfgs: list[DictConfig], label: str, threads: int) -> list[Resu
         if ready:
             run_bundle(ready, label, threads)
     except KeyboardInterrupt:  # run_bundle has closed what it opened
+        signals.exit_if_orphaned()  # the launcher was killed outright: nobody waits for the results
         for e in entries:
             e.result = e.result or Result("killed", 0)
     return [e.result for e in entries]

@@ -4,7 +4,8 @@
 - run knobs (epochs, batch size, seed, device, threads, ...) outside their range;
 - a loss, optimizer or schedule knob outside its range (by name, whatever class the knob goes to:
   ``optimizer.lr`` must be a positive finite number for ``torch.optim.Adam`` and for a user's class);
-- a number that is NaN or infinite anywhere in the config;
+- a number that is NaN or infinite anywhere in the config, or a loss, optimizer or schedule number
+  beyond float32's range;
 - a knob whose shipped default is a number or a bool and that is no longer one;
 - a ``_target_`` that is not the kind of object its group needs (an optimizer class for
   ``optimizer``, a ``torch.nn.Module`` for ``loss``, a harness ``Task`` for ``task``, a harness
@@ -76,6 +77,10 @@ RULES: dict[str, dict[str, Rule]] = {
         "maximize": BOOL, "lr_decay": NON_NEGATIVE, "initial_accumulator_value": NON_NEGATIVE, "momentum_decay": NON_NEGATIVE,
         "rho": UNIT_CLOSED, "decoupled_weight_decay": BOOL, "etas": POSITIVE_PAIR, "step_sizes": POSITIVE_PAIR,
         "lambd": NON_NEGATIVE, "t0": NON_NEGATIVE,
+        "max_iter": (positive_int, "a positive integer"), "history_size": (positive_int, "a positive integer"),
+        "tolerance_grad": NON_NEGATIVE, "tolerance_change": NON_NEGATIVE,
+        "line_search_fn": (lambda v: v is None or v == "strong_wolfe", "null or 'strong_wolfe'"),
+        "d_coef": POSITIVE, "ns_steps": (positive_int, "a positive integer"),
     },
     "schedule": {
         "warmup_fraction": UNIT_CLOSED, "start_factor": UNIT_OPEN_LEFT, "min_lr": NON_NEGATIVE, "step_epochs": POSITIVE,
@@ -173,11 +178,29 @@ def check_finite(tree, path: str = "") -> None:
         raise HarnessError(f"{path[:-1]} must be a finite number, got {tree!r}")
 
 
+FLOAT32_MAX = 3.4028234663852886e38  # parameters are float32: a larger knob overflows once torch uses it
+
+
+def check_float32(tree, path: str) -> None:
+    """A loss, optimizer or schedule number must fit float32 (``optimizer.lr=1e308`` ran, then
+    overflowed at Adam's 8th step, when its bias correction brought the step size below infinity)."""
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            check_float32(v, f"{path}.{k}")
+    elif isinstance(tree, list):
+        for i, v in enumerate(tree):
+            check_float32(v, f"{path}[{i}]")
+    elif _finite(tree) and abs(tree) > FLOAT32_MAX:
+        raise HarnessError(f"{path} must be at most 3.4e38 in size (the largest float32: the model trains in float32), "
+                           f"got {tree!r}")
+
+
 def check_group_knobs(cfg: DictConfig) -> None:
     for group, rules in RULES.items():
         node = cfg.get(group)
         if node is None:
             continue
+        check_float32(OmegaConf.to_container(node, resolve=True), group)
         for key, rule in rules.items():
             if key in node and node[key] is not None:
                 check_rule(f"{group}.{key}", node[key], rule)

@@ -5,6 +5,8 @@
   optimizer that LR schedules drive like any other. Muon's update is scaled to AdamW's RMS
   (``adjust_lr_fn="match_rms_adamw"``), so one ``lr`` serves both halves and an LR grid means the
   same thing for it as for Adam.
+- ``needs_closure(optimizer or class)``: whether ``step()`` must be given a closure that re-evaluates
+  the loss (``torch.optim.LBFGS``); the training loop then gives one (``Task.step``).
 - ``set_mode(optimizer, "train" | "eval")``: schedule-free optimizers keep two sequences of weights
   and must be switched to their averaged weights before evaluation (``optimizer.eval()``) and back
   before training (``optimizer.train()``); the training loop calls this for every optimizer, and
@@ -12,6 +14,7 @@
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any, Iterable
 
 import torch
@@ -86,3 +89,11 @@ def set_mode(optimizer: Optimizer, mode: str) -> None:
     switch = getattr(optimizer, mode, None)
     if callable(switch):
         switch()
+
+
+def needs_closure(optimizer) -> bool:
+    """Whether an optimizer (or its class) must be given a closure by ``step()`` (LBFGS re-evaluates
+    the loss several times per step)."""
+    cls = optimizer if isinstance(optimizer, type) else type(optimizer)
+    closure = inspect.signature(cls.step).parameters.get("closure")
+    return closure is not None and closure.default is inspect.Parameter.empty

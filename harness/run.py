@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from harness import HarnessError, __version__, signals
 from harness.build import build, device_name, git_commit
 from harness.checks import check_config
-from harness.sweep import DIED, experiment_name, job_context, record_job
+from harness.sweep import DIED, experiment_name, job_context, record_job, show_progress
 from harness.tracking import MlflowTracker, NullTracker, flatten, open_store, process_alive, runs_link
 from harness.train import Result, train
 
@@ -180,6 +180,7 @@ class RunRecord:
                 "device_name": device_name(device), "threads": str(threads),
                 "config_hash": self.spec.hash, "harness_version": __version__, "primary_metric": task.primary_metric,
                 "primary_mode": task.mode, "outcome": "running", "harness.overrides": ",".join(self.spec.overrides)[:5000],
+                "harness.overrides_json": json.dumps(self.spec.overrides)[:5000],  # exact, for --rerun
                 **(extra_tags or {})}
         if commit := git_commit():
             tags["git_commit"] = commit
@@ -265,6 +266,17 @@ def run(cfg: DictConfig) -> Result:
     """One training run; in a --multirun, one job of the sweep (only a stop signal leaves it as an exception)."""
     spec = spec_from_hydra(cfg)
     signals.install()
+    if spec.ctx and "Joblib" in str(spec.ctx["launcher"].get("_target_", "")):
+        signals.watch_parent()  # a joblib worker: its sweep's process may be killed outright (kill -9)
+        signals.exit_if_orphaned()  # a job queued before that: not started
+    try:
+        return run_spec(spec, cfg)
+    except KeyboardInterrupt:
+        signals.exit_if_orphaned()  # its run is closed: an orphaned worker leaves instead of taking the next job
+        raise
+
+
+def run_spec(spec: Spec, cfg: DictConfig) -> Result:
     try:
         tracker, done = admit(spec)
         if done:
@@ -310,4 +322,5 @@ def run(cfg: DictConfig) -> Result:
               f"{time.perf_counter() - record.t0:.1f}s", flush=True)
         if record.run_id and not spec.ctx:
             print(f"run in the MLflow UI: {runs_link(record.tracker.store.uri, record.tracker.experiment_id)}", flush=True)
+    show_progress(spec.ctx)
     return result

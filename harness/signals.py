@@ -9,8 +9,10 @@ whenever the signal lands.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
+import time
 
 SIGNALS = tuple(s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGHUP")) if s is not None)
 
@@ -68,3 +70,39 @@ def deferred():
         if not _depth and _pending is not None:
             signum, _pending = _pending, None
             raise Stopped(signum)
+
+
+_watched: int | None = None
+_orphaned = threading.Event()
+ORPHAN_GRACE = 60.0  # seconds an orphaned worker has to close its runs after its SIGTERM before it exits anyway
+
+
+def watch_parent(interval: float = 1.0) -> None:
+    """In a launcher's worker process (joblib, the stacked launcher's): once the process that started
+    it is gone (kill -9 of the sweep), stop as if sent SIGTERM, so that its run is closed as KILLED,
+    then leave (``exit_if_orphaned``) instead of taking the next queued job. Started once per process;
+    a single run from a shell is never watched (nohup may outlive its shell)."""
+    global _watched
+    if _watched is not None:
+        return
+    _watched = parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        _orphaned.set()
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(ORPHAN_GRACE)
+        os._exit(128 + signal.SIGTERM)  # a run still open is closed as FAILED by the next sweep on its config
+
+    threading.Thread(target=watch, name="harness-watch-parent", daemon=True).start()
+
+
+def exit_if_orphaned() -> None:
+    """Leave now if this worker's sweep process is gone (its runs are closed by then)."""
+    if _orphaned.is_set():
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(128 + signal.SIGTERM)

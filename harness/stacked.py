@@ -11,8 +11,9 @@ member keeps what makes it itself:
   updates each element independently (SGD, Adam, RMSprop, ...: see ``ELEMENTWISE``), which is the
   same arithmetic as one optimizer each; any other class gets one optimizer per member;
 - its divergence: a member whose loss turns NaN/inf is frozen (its loss leaves the sum, its
-  record ends as diverged at that epoch) while the others go on; a member whose loss raises is
-  frozen as failed.
+  record ends as diverged at that epoch) while the others go on; a member whose loss, optimizer
+  step, schedule or metrics raise is frozen as failed, alone (with the members of its optimizer
+  group, when the group's shared step raised).
 Metrics stay on the device during an epoch and are read to the host once, at its end, for all members.
 """
 from __future__ import annotations
@@ -285,11 +286,20 @@ class Bundle:
                     for view, p in zip(g.views, model.params.values()):
                         view.grad = p.grad[g.start:g.stop]
                     lrs[i].append(g.optimizer.param_groups[0]["lr"])
-                    g.optimizer.step()
-                    g.scheduler.step()
+                    try:
+                        g.optimizer.step()
+                        g.scheduler.step()
+                    except Exception as e:  # this group's members fail; the bundle's others train on
+                        for k in range(g.start, g.stop):
+                            if members[k].done is None:
+                                members[k].done, members[k].error = "failed", f"{type(e).__name__}: {e}"
+                                seen[k] = min(n, start + self.batch_size)
             totals[members_index(active)] += stacked.detach() * idx.shape[1]
+            active = [k for k in active if members[k].done is None]
             outputs.append(out.detach())
             self.step += 1
+            if not active:
+                break
             if self.step % DIVERGENCE_CHECK_STEPS == 0:
                 finite = torch.isfinite(totals).tolist()
                 for k in [k for k in active if not finite[k]]:
@@ -346,7 +356,10 @@ class Bundle:
             ys = target_tensors(part.y, {self.members[k].targets for k in mine}, task.num_classes)
             for j, k in enumerate(mine):
                 m = self.members[k]
-                out[k] = {"loss": m.loss(pred[j], ys[m.targets]), **task.metrics(pred[j], part.y, **self.extras(k))}
+                try:
+                    out[k] = {"loss": m.loss(pred[j], ys[m.targets]), **task.metrics(pred[j], part.y, **self.extras(k))}
+                except Exception as e:  # this member fails alone
+                    m.done, m.error = "failed", f"{type(e).__name__}: {e}"
         return out
 
     def extras(self, k: int) -> dict:
@@ -366,7 +379,12 @@ class Bundle:
             evals = {split: self.evaluate(healthy, split) for split in ("val", "test")}
             for k in healthy:
                 d = members[k].data
-                running = self.tasks[d].metrics(out[k], self.datas[d].train.y[orders[k]], **self.extras(k))
+                try:
+                    running = self.tasks[d].metrics(out[k], self.datas[d].train.y[orders[k]], **self.extras(k))
+                except Exception as e:  # this member fails alone
+                    members[k].done, members[k].error = "failed", f"{type(e).__name__}: {e}"
+                if members[k].done is not None:
+                    continue
                 metrics[k].update({f"train/{key}": v for key, v in running.items()})
                 for split in ("val", "test"):
                     metrics[k].update({f"{split}/{key}": v for key, v in evals[split][k].items()})

@@ -32,6 +32,7 @@ from omegaconf import DictConfig
 
 SWEEP_FILE = "harness_sweep.json"
 JOBS_DIR = "harness_jobs"
+REUSED_FILE = "harness_reused_runs.json"  # a sweep parent's artifact: the earlier runs its skipped jobs reused
 OUTCOMES = ("finished", "diverged", "failed", "killed", "skipped")
 DIED = "found RUNNING by a later sweep: its process died; rerun"
 ACTIVE: "SweepCallback | None" = None  # the sweep this process runs, for the stop handler in harness.__main__
@@ -75,7 +76,7 @@ def count_jobs(hydra_cfg) -> int | None:
 def check_sweep(config: DictConfig) -> None:
     """What Hydra would refuse in a sweep's jobs is one line before the sweep writes anything: Hydra
     composes the jobs only when it launches them, after the parent run is made. A swept option that
-    does not exist (``optimizer=adam,lbfgs``) is named with the values it came from; then one job of
+    does not exist (``optimizer=adam,nosuch``) is named with the values it came from; then one job of
     each combination of swept group choices is composed (the jobs differ in nothing else Hydra checks:
     an unknown key, a bad value for a typed one), through the sweep's composer, which keeps them for
     the sweeper."""
@@ -88,6 +89,7 @@ def check_sweep(config: DictConfig) -> None:
 
     if not GlobalHydra.instance().is_initialized():
         return
+    check_plugins(config)
     loader = GlobalHydra.instance().hydra.config_loader
     try:
         parsed = sweep_overrides(config.hydra)
@@ -105,15 +107,60 @@ def check_sweep(config: DictConfig) -> None:
                 if value not in options and value != "null":
                     raise HarnessError(f"{o.key_or_group}={value} is not an option (in {o.input_line}); "
                                        f"available: {', '.join(sorted(options))}")
-    composed = set()
+    composed, first = set(), None
     for job in jobs:
         choices = tuple(item for item in job if item.split("=", 1)[0] in groups)
         if choices not in composed:
             composed.add(choices)
             try:
-                loader.load_sweep_config(config, list(job))
+                cfg = loader.load_sweep_config(config, list(job))
             except HydraException as e:
                 raise HarnessError(one_line(e)) from None
+            first = first if first is not None else cfg
+    objective = (config.hydra.get("sweeper") or {}).get("objective")
+    if objective and first is not None and str(config.hydra.sweeper.get("_target_", "")).startswith("hydra_plugins.harness_"):
+        check_objective(objective, first)
+
+
+def check_objective(objective: str, cfg: DictConfig) -> None:
+    """A search's objective must be a metric its runs log (``val/nosuch`` ran the whole search for nothing)."""
+    from omegaconf import open_dict
+
+    from harness import HarnessError
+    from harness.build import metric_names
+    from harness.checks import check_config
+
+    job = cfg.copy()
+    with open_dict(job):
+        choices = dict(job.hydra.runtime.choices)
+        del job["hydra"]
+    names = {g: choices.get(g) or "?" for g in ("task", "loss", "optimizer", "schedule")}
+    try:
+        check_config(job, names)
+        logged = metric_names(job, names)
+    except HarnessError:
+        return  # the job itself is refused as it runs, with its own line
+    if objective not in logged:
+        raise HarnessError(f"hydra.sweeper.objective={objective} is not a metric these runs log; they log "
+                           f"{', '.join(m for m in logged if not m.startswith('train/'))} (and train/ of each)")
+
+
+def check_plugins(config: DictConfig) -> None:
+    """The harness's own launcher and sweeper check their knobs (``max_members=0``, ``n_trials=0``, a
+    NaN search bound) here, before the parent run is made; other plugins check theirs as they start."""
+    from hydra.utils import instantiate
+
+    from harness import HarnessError
+
+    for part in ("launcher", "sweeper"):
+        node = config.hydra.get(part)
+        if node is None or not str(node.get("_target_", "")).startswith("hydra_plugins.harness_"):
+            continue
+        try:
+            plugin = instantiate(node, _convert_="all")
+        except Exception as e:
+            raise HarnessError(f"hydra.{part}: {str(e.__cause__ or e).splitlines()[0]}") from None
+        plugin.check()
 
 
 def swept_keys(hydra_cfg) -> list[str]:
@@ -175,6 +222,46 @@ def read_journal(directory: Path) -> list[dict[str, Any]]:
         with contextlib.suppress(OSError, ValueError):
             out.append(json.loads(p.read_text()))
     return out
+
+
+PROGRESS_EVERY = 5.0  # seconds between two progress lines of a sweep from one process
+_last_progress = [0.0]
+
+
+def duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
+        f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def progress_line(directory: Path, info: dict[str, Any], force: bool = False) -> str | None:
+    """Jobs done out of the sweep's total and an estimate of the time left (from the pace so far),
+    read from the journal, which every process of the sweep writes; None while one was shown less
+    than PROGRESS_EVERY seconds ago (unless ``force``)."""
+    now = time.time()
+    if not force and now - _last_progress[0] < PROGRESS_EVERY:
+        return None
+    _last_progress[0] = now
+    journal = [o for o in read_journal(directory) if o.get("outcome") in OUTCOMES]
+    total, started = info.get("jobs"), info.get("started")
+    done = len(journal)
+    ran = [o for o in journal if o.get("outcome") != "skipped"]
+    counts = ", ".join(f"{n} {k}" for k in OUTCOMES if (n := sum(o["outcome"] == k for o in journal)))
+    line = f"sweep: {done}/{total or '?'} jobs done ({counts})"
+    if started:
+        elapsed = now - started
+        line += f", {duration(elapsed)} elapsed"
+        if total and ran and done < total:
+            line += f", about {duration(elapsed / len(ran) * (total - done))} left"
+    return line
+
+
+def show_progress(ctx: dict | None, force: bool = False) -> None:
+    """Print the sweep's progress line (a job of a sweep, after it ends; a bundle, after its members end)."""
+    if ctx and ctx.get("sweep"):
+        line = progress_line(ctx["dir"], ctx["sweep"], force)
+        if line:
+            print(line, flush=True)
 
 
 def summary_table(outcomes: list[dict[str, Any]]) -> str:
@@ -338,8 +425,9 @@ class SweepCallback(Callback):
         sweep_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         varies = swept_keys(hc)
         self.info = {"sweep_id": sweep_id, "experiment": experiment, "parent_run_id": None, "jobs": count_jobs(hc), "varies": varies,
-                     "tracking_uri": str(config.tracking.uri) if config.tracking.enabled else None, "process": process_tag()}
-        self.started = time.time()
+                     "tracking_uri": str(config.tracking.uri) if config.tracking.enabled else None, "process": process_tag(),
+                     "started": time.time()}
+        self.started = self.info["started"]
         if config.tracking.enabled:  # a store that cannot be used stops the sweep before it leaves a folder
             self.store = open_store(config.tracking.uri, config.tracking.lock_timeout)  # creates the store once, here
             experiment_id = self.experiment_id = self.store.experiment_id(experiment)
@@ -357,7 +445,11 @@ class SweepCallback(Callback):
                 write_atomic(directory / SWEEP_FILE, self.info)
         ACTIVE = self
         atexit.register(self._at_exit)
+        suffix = config.tracking.get("experiment_suffix") or ""
         print(f"sweep {sweep_id}: {self.info['jobs'] or 'unknown number of'} jobs, experiment {experiment!r}"
+              + (f" (with tracking.experiment_suffix={suffix}, which smoke=on sets to keep a wiring test apart "
+                 "from the full study's runs)"
+                 if suffix and experiment.endswith(suffix) else "")
               + (f", parent run {self.parent_run_id}" if self.parent_run_id else "") + f", outputs in {directory}", flush=True)
 
     # ---------------------------------------------------------------- the end, normal or not
@@ -403,6 +495,9 @@ class SweepCallback(Callback):
                 self.store.call(self.store.client.log_batch, self.parent_run_id,
                                 metrics=[Metric(f"jobs_{k}", v, now, 0) for k, v in counts.items()],
                                 tags=[RunTag("outcome", outcome)] + [RunTag(f"jobs_{k}", str(v)) for k, v in counts.items()])
+                reused = sorted({o["run_id"] for o in outcomes if o["outcome"] == "skipped" and o.get("run_id")})
+                if reused:  # resume: the finished runs of earlier sweeps that stand for this sweep's jobs (the report reads them)
+                    self.store.call(self.store.client.log_dict, self.parent_run_id, {"runs": reused}, REUSED_FILE)
                 self.store.call(self.store.client.set_terminated, self.parent_run_id, status=status)
                 self.parent_run_id = None
         with contextlib.suppress(OSError):
@@ -420,6 +515,7 @@ class SweepCallback(Callback):
             from harness.tracking import runs_link
 
             print(f"runs in the MLflow UI: {runs_link(self.store.uri, self.experiment_id)}", flush=True)
+            print(f"report: {report_command(self.info.get('experiment'), self.store.uri)}", flush=True)
         if counts["failed"] + counts["killed"]:
             sys.exit(1)
 
@@ -443,6 +539,15 @@ class SweepCallback(Callback):
         if self.parent_run_id is not None:
             with contextlib.suppress(Exception):
                 self.finish(self.settle("failed", "the sweep process exited before the sweep ended"), "FAILED")
+
+
+def report_command(experiment: str | None, uri: str) -> str:
+    """The command that makes this sweep's report, as a person would type it in the same folder."""
+    import shlex
+
+    default = os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
+    where = "" if uri == default or uri == f"sqlite:///{Path('mlflow.db').resolve()}" else f" --tracking-uri {shlex.quote(uri)}"
+    return f"python -m harness.report {shlex.quote(experiment or 'EXPERIMENT')}{where}"
 
 
 def job_context(hc=None) -> dict[str, Any] | None:

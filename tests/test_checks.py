@@ -110,7 +110,7 @@ def test_user_classes_of_the_right_kind_still_work():
 def test_a_launcher_knob_of_the_wrong_type_says_why_in_one_line():
     from hydra.errors import ConfigCompositionException
 
-    from harness.__main__ import one_line
+    from harness.compose import one_line
 
     try:
         try:

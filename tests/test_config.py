@@ -34,7 +34,7 @@ def names_of(cfg):
 def test_every_axis_has_the_options_the_issue_names():
     assert set(OPTIONS["loss"]) == set(CLASSIFICATION_LOSSES + REGRESSION_LOSSES + COUNT_LOSSES + EMBEDDING_LOSSES + SEQUENCE_LOSSES + GAN_LOSSES)
     assert set(OPTIONS["optimizer"]) == {"sgd", "momentum", "nesterov", "rmsprop", "adagrad", "adam", "adamw", "nadam", "radam",
-                                         "muon", "adafactor", "lion", "schedulefree_adamw", "prodigy", "soap"}
+                                         "muon", "adafactor", "lbfgs", "lion", "schedulefree_adamw", "prodigy", "soap"}
     assert set(OPTIONS["schedule"]) == {"constant", "step", "exponential", "cosine", "warmup_cosine", "warmup_constant",
                                           "onecycle"}
     assert set(OPTIONS["task"]) == {"regression", "mnist", "imbalanced", "counts", "embedding", "sequence", "gan", "tabular",

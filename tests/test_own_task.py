@@ -10,9 +10,22 @@ from tests.conftest import ROOT, mlflow_runs, run_cli
 
 
 def user_folder(tmp_path):
+    """The example's files as the repository has them: what running it where it lies leaves there
+    (git-ignored stores, sweep folders, reports) is not copied, so that the counts below hold."""
     folder = tmp_path / "my_project"
-    shutil.copytree(ROOT / "examples" / "own_task", folder)
+    listed = subprocess.run(["git", "ls-files", "examples/own_task"], cwd=ROOT, capture_output=True, text=True)
+    tracked = [ROOT / f for f in listed.stdout.split()] if listed.returncode == 0 and listed.stdout.strip() else None
+    if tracked is None:  # not a git checkout (an unpacked release): leave out what a run writes
+        shutil.copytree(ROOT / "examples" / "own_task", folder, ignore=shutil.ignore_patterns(*LEFT_BY_RUNS))
+        return folder
+    for path in tracked:
+        target = folder / path.relative_to(ROOT / "examples" / "own_task")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
     return folder
+
+
+LEFT_BY_RUNS = ("mlflow.db*", "mlruns", "mlartifacts", "multirun", "outputs", "reports", "__pycache__")
 
 
 def test_a_users_task_runs_from_their_own_folder(tmp_path):
@@ -32,6 +45,7 @@ def test_a_users_study_sweeps_and_declares_its_protocol(tmp_path):
     out = run_cli("--multirun", "hydra.searchpath=[file://conf]", "experiment=spirals_optimizers", "smoke=on", cwd=folder)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "3 finished" in out.stdout
+    assert "experiment 'spirals_optimizers_smoke' (with tracking.experiment_suffix=_smoke, which smoke=on sets" in out.stdout
     _, runs = mlflow_runs(folder, "spirals_optimizers_smoke")
     parents = [r for r in runs if r.data.tags.get("harness.role") == "sweep"]
     jobs = [r for r in runs if r.data.tags.get("harness.role") != "sweep"]

@@ -126,7 +126,7 @@ def test_kill_then_rerun_marks_the_dead_runs_failed(tmp_path, launcher, running)
 
 
 def test_eight_parallel_jobs_into_a_fresh_sqlite_store_lose_nothing(tmp_path):
-    # 8 joblib workers on the sweep's path (16 processes racing to create one store: tests/test_hostile.py)
+    # 8 joblib workers on the sweep's path (16 processes racing to create one store: tests/test_hostile_stores.py)
     out = sweep("hydra/launcher=joblib", "hydra.launcher.n_jobs=8", "task=regression", "task.n_train=200", "epochs=3",
                 "seed=range(8)", cwd=tmp_path, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -226,7 +226,8 @@ def test_stacked_members_read_like_solo_jobs_and_resume(tmp_path):
         by_hash[name] = {r.data.tags["config_hash"]: (client, r) for r in jobs}
     assert len(by_hash["basic"]) == 4 and set(by_hash["basic"]) == set(by_hash["stacked"]) == set(by_hash["workers"])
     assert len({r.data.tags["process"] for _, r in by_hash["workers"].values()}) == 2  # each bundle's own process
-    volatile = {"mlflow.parentRunId", "sweep_id", "train_seconds", "process", "heartbeat", "mlflow.runName", "harness.overrides"}
+    volatile = {"mlflow.parentRunId", "sweep_id", "train_seconds", "process", "heartbeat", "mlflow.runName", "harness.overrides",
+                "harness.overrides_json"}
     for chash, (c0, solo) in by_hash["basic"].items():
         for name, size in (("stacked", "4"), ("workers", "2")):
             c1, member = by_hash[name][chash]

@@ -56,7 +56,25 @@ class Task:
 
     def step(self, model: nn.Module, loss_fn: nn.Module, x: Tensor, y: Tensor, optimizer) -> tuple[Tensor, Tensor]:
         """One optimizer step on a batch; returns (the batch's loss, the model's output). A task that
-        trains differently (a GAN's two players) overrides it and sets ``own_step``."""
+        trains differently (a GAN's two players) overrides it and sets ``own_step``. An optimizer that
+        needs a closure (LBFGS) gets one that re-evaluates the batch; the first evaluation's loss and
+        output are the step's."""
+        from harness.optimizers import needs_closure
+
+        if needs_closure(optimizer):
+            first: list[tuple[Tensor, Tensor]] = []
+
+            def closure() -> Tensor:
+                optimizer.zero_grad(set_to_none=True)
+                out = model(x)
+                loss = loss_fn(out, y)
+                loss.backward()
+                if not first:
+                    first.append((loss, out))
+                return loss
+
+            optimizer.step(closure)
+            return first[0]
         out = model(x)
         loss = loss_fn(out, y)
         optimizer.zero_grad(set_to_none=True)

@@ -61,6 +61,8 @@ class Embedding(Task):
         self.l2_normalize = check_bool("task.l2_normalize", l2_normalize)
         self.val_size = None if val_size is None else check_positive_int("task.val_size", val_size)
         self.n_train = None if n_train is None else check_positive_int("task.n_train", n_train)
+        if self.n_train == 1:
+            raise HarnessError("task.n_train must be at least 2: the inputs are standardised by the training set's std")
         self.data_seed = check_seed("task.data_seed", data_seed)
 
     def load(self) -> Data:

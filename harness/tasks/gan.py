@@ -76,11 +76,21 @@ class GAN(Task):
         self.latent = check_positive_int("task.latent", latent)
         self.hidden, _ = check_model("mlp", hidden, activation, (1, 1))
         self.activation, self.d_steps = activation, check_positive_int("task.d_steps", d_steps)
-        self.players = {"generator": dict(generator or {}), "discriminator": dict(discriminator or {})}
+        from omegaconf import DictConfig, OmegaConf
+
+        self.players = {who: dict(OmegaConf.to_container(knobs) if isinstance(knobs, DictConfig) else knobs or {})
+                        for who, knobs in (("generator", generator), ("discriminator", discriminator))}
         for who, knobs in self.players.items():
             bad = [k for k in knobs if k == "params" or not isinstance(k, str)]
             if bad:
                 raise HarnessError(f"task.{who} holds optimizer hyperparameters for that player (e.g. lr, betas); got {bad}")
+            from harness.checks import NON_NEGATIVE, RULES, check_float32, check_rule
+
+            for key, value in knobs.items():  # the optimizer's own rules, but a player's lr may be 0 (frozen)
+                rule = NON_NEGATIVE if key == "lr" else RULES["optimizer"].get(key)
+                if rule is not None and value is not None:
+                    check_rule(f"task.{who}.{key}", value, rule)
+            check_float32(knobs, f"task.{who}")
         self.data_seed = check_seed("task.data_seed", data_seed)
 
     def load(self) -> Data:

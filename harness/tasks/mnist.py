@@ -53,7 +53,9 @@ def read_idx(path: Path, kind: str, count: int | None = None) -> torch.Tensor:
 
 
 def download_mnist(root: Path) -> str | None:
-    """Let torchvision fetch the files into root/MNIST/raw; None on success, else why not."""
+    """Let torchvision fetch the files into root/MNIST/raw; None on success, else why not. A failed
+    download leaves no empty folders behind (those it made; nothing else is touched)."""
+    made = [p for p in (root / "MNIST" / "raw", root / "MNIST", root) if not p.exists()]
     try:
         from torchvision.datasets import MNIST as TorchvisionMNIST
 
@@ -61,8 +63,22 @@ def download_mnist(root: Path) -> str | None:
             TorchvisionMNIST(str(root), train=True, download=True)
             TorchvisionMNIST(str(root), train=False, download=True)
     except Exception as e:  # torchvision raises RuntimeError or URLError/OSError when it cannot fetch
-        return f"the download failed: {str(e).splitlines()[0][:120]}"
+        for folder in made:  # deepest first; rmdir removes only an empty folder
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        return f"the download failed: {download_reason(e)}"
     return None
+
+
+def download_reason(e: BaseException) -> str:
+    """What went wrong, in one line: torchvision's message ends its first line with a colon and puts
+    the reason (the URL error) on the next ones."""
+    text = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+    cause = e.__cause__ or e.__context__
+    if cause is not None and str(cause) and str(cause) not in text:
+        text = f"{text} {type(cause).__name__}: {cause}".strip()
+    text = text or type(e).__name__
+    return text if len(text) <= 400 else text[:400] + " ..."
 
 
 @functools.lru_cache(maxsize=2)  # a sweep's jobs in one process read the files once

@@ -138,6 +138,10 @@ class Tabular(Task):
                     names.append(f"{col}={c}")
             else:
                 x = torch.tensor(values.to_numpy(dtype="float64"), dtype=torch.float32)
+                if not bool(torch.isfinite(x).all()):
+                    bad = int((~torch.isfinite(x)).sum())
+                    raise HarnessError(f"feature column {col!r} of {self.path.name} holds {bad} value(s) that are not finite "
+                                       "numbers in float32 (inf, or beyond +-3.4e38); fix or drop them")
                 mean, std = x[train_rows].mean(), x[train_rows].std()
                 blocks.append((x - mean) / (std if std > 0 else 1.0))
                 names.append(col)
@@ -159,6 +163,9 @@ class Tabular(Task):
             raise HarnessError(f"task.target={self.target!r} is not numeric, so it cannot be a regression target "
                                "(task.kind=classification for labels)")
         t = torch.tensor(y.to_numpy(dtype="float64"), dtype=torch.float32)
+        if not bool(torch.isfinite(t).all()):
+            raise HarnessError(f"task.target={self.target!r} holds {int((~torch.isfinite(t)).sum())} value(s) that are not "
+                               "finite numbers in float32 (inf, or beyond +-3.4e38); fix or drop them")
         mean, std = t[train_rows].mean(), t[train_rows].std()
         return ((t - mean) / (std if std > 0 else 1.0)).unsqueeze(1)
 

@@ -56,6 +56,8 @@ def parse_space(space: dict) -> dict:
                 out[key] = IntDistribution(low, high, log=kind == "logint")
             else:
                 low, high = float(args[0]), float(args[1])
+                if not (math.isfinite(low) and math.isfinite(high)):
+                    raise ValueError("bounds must be finite numbers")
                 out[key] = FloatDistribution(low, high, log=kind == "loguniform")
         except ValueError as e:
             raise HarnessError(f"hydra.sweeper.space.{key}={spec!r}: {e}; allowed: {allowed}") from None
@@ -114,6 +116,10 @@ class SearchSweeper(Sweeper):
         if not self.space:
             raise HarnessError("hydra.sweeper.space is empty: name what to search, e.g. "
                                "+hydra.sweeper.space.optimizer.lr='loguniform(1e-4, 1)'")
+        parse_space(self.space)
+        if self.objective is not None and (not isinstance(self.objective, str) or "/" not in self.objective):
+            raise HarnessError(f"hydra.sweeper.objective must be null (the task's primary metric on validation) or a "
+                               f"logged metric such as val/accuracy, got {self.objective!r}")
 
     def methods(self, arguments: list[str]) -> tuple[list[tuple[str, ...]], list[str | None]]:
         """The grid's combinations without the seed (methods), and the seeds (None: the config's)."""

@@ -39,14 +39,12 @@ class StackedLauncher(Launcher):
         return run_job(hydra_context=self.hydra_context, task_function=self.task_function, config=cfg,
                        job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
 
-    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+    def check(self) -> None:
+        """The launcher's knobs, one line for a bad one (``harness.sweep.check_sweep`` calls it before the
+        sweep writes anything)."""
         from harness import HarnessError
-        from harness.bundles import launch
         from harness.tasks import check_positive_int
 
-        setup_globals()
-        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         check_positive_int("hydra.launcher.max_members", self.max_members)
         if self.memory_gb is not None and (isinstance(self.memory_gb, bool) or not isinstance(self.memory_gb, (int, float))
                                            or not self.memory_gb > 0):
@@ -55,6 +53,14 @@ class StackedLauncher(Launcher):
             raise HarnessError(f"hydra.launcher.workers must be null (1 on a CPU, 4 on a GPU) or a positive integer, got {self.workers!r}")
         if not isinstance(self.vmap_on_cpu, bool):
             raise HarnessError(f"hydra.launcher.vmap_on_cpu must be true or false, got {self.vmap_on_cpu!r}")
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from harness.bundles import launch
+
+        self.check()
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         configs = []
         for i, overrides in enumerate(job_overrides):
             cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
