@@ -21,6 +21,9 @@ from tests.conftest import ROOT
 def add(client, exp, method, lr, seed, val, test, task="mnist", metric="accuracy", mode="max", extra=None):
     tags = {"task": task, "loss": "ce", "optimizer": method, "schedule": "constant", "seed": str(seed), "outcome": "finished",
             "primary_metric": f"test/{metric}", "primary_mode": mode, "train_seconds": "1"}
+    parents = client.search_runs([exp], "tags.`harness.role` = 'sweep'", order_by=["attributes.start_time DESC"], max_results=1)
+    if parents:  # a job of the experiment's (newest) sweep, as a sweep's runs are
+        tags["mlflow.parentRunId"] = parents[0].info.run_id
     rid = client.create_run(exp, run_name=f"{method},{lr},{seed}", tags=tags).info.run_id
     params = {"seed": str(seed), "optimizer.lr": str(lr), "optimizer._target_": method, "epochs": "2", **(extra or {})}
     metrics = [Metric(k, v * s / 2, 0, s) for s in (1, 2) for k, v in ((f"val/{metric}", val), (f"test/{metric}", test))]
@@ -66,8 +69,10 @@ def test_a_setting_with_a_diverged_seed_is_not_selected_while_a_clean_one_exists
     for seed in range(2):
         add(client, exp, "adam", 0.01, seed, val=0.90, test=0.90)
         add(client, exp, "adam", 0.1, seed, val=0.99, test=0.99)
+    parent = client.search_runs([exp], "tags.`harness.role` = 'sweep'")[0].info.run_id
     rid = client.create_run(exp, tags={"task": "mnist", "loss": "ce", "optimizer": "adam", "schedule": "constant", "seed": "2",
-                                       "outcome": "diverged", "primary_metric": "test/accuracy", "primary_mode": "max"}).info.run_id
+                                       "outcome": "diverged", "primary_metric": "test/accuracy", "primary_mode": "max",
+                                       "mlflow.parentRunId": parent}).info.run_id
     client.log_batch(rid, params=[Param("seed", "2"), Param("optimizer.lr", "0.1"), Param("optimizer._target_", "adam"), Param("epochs", "2")])
     client.set_terminated(rid, "FINISHED")
     assert main(["study", "--tracking-uri", uri, "--out", str(tmp_path / "r"), "--no-log"]) == 0

@@ -49,10 +49,10 @@ def store(tmp_path):
     for (opt, lr), values in FINAL.items():
         for seed, v in enumerate(values):
             add_run(client, exp, "mnist", opt, lr, seed, v, parent=parent)
-    add_run(client, exp, "mnist", "sgd", "1.0", 0, float("nan"), outcome="diverged")
-    add_run(client, exp, "mnist", "sgd", "1.0", 1, float("nan"), outcome="diverged")
-    add_run(client, exp, "mnist", "adam", "0.01", 3, 0.5, outcome="running", status="RUNNING")
-    add_run(client, exp, "mnist", "adam", "0.1", 3, None)  # finished without its primary metric
+    add_run(client, exp, "mnist", "sgd", "1.0", 0, float("nan"), outcome="diverged", parent=parent)
+    add_run(client, exp, "mnist", "sgd", "1.0", 1, float("nan"), outcome="diverged", parent=parent)
+    add_run(client, exp, "mnist", "adam", "0.01", 3, 0.5, outcome="running", status="RUNNING", parent=parent)
+    add_run(client, exp, "mnist", "adam", "0.1", 3, None, parent=parent)  # finished without its primary metric
     client.set_terminated(parent, "FINISHED")
     return uri, client, exp, parent, tmp_path
 
@@ -114,7 +114,10 @@ def test_a_report_on_a_slice_of_the_store(store, capsys):
     md = (out / "report.md").read_text()
     assert "best is optimizer=sgd" in md and "- **slice**: only the runs with optimizer.lr=0.10" in md
     assert "report/report.md" not in [a.path for a in client.list_artifacts(parent, "report")]  # a slice is not the study's report
-    assert main(["study", "--tracking-uri", uri, "--out", str(out), "--where", "optimizer=adam", "--where", "optimizer.lr=0.01"]) == 0
+    # another slice into the same folder replaces the first only when asked (it was made from other runs)
+    assert main(["study", "--tracking-uri", uri, "--out", str(out), "--where", "optimizer=adam", "--where", "optimizer.lr=0.01"]) == 2
+    assert main(["study", "--tracking-uri", uri, "--out", str(out), "--where", "optimizer=adam", "--where", "optimizer.lr=0.01",
+                 "--force"]) == 0
     assert len(pd.read_csv(out / "summary.csv")) == 1
     capsys.readouterr()
     assert main(["study", "--tracking-uri", uri, "--where", "optimizer.momentum=0.9"]) == 2

@@ -3,13 +3,16 @@ python -m harness.report --gallery [--out DIR]"""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
 import os
 import re
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -18,14 +21,19 @@ from harness.report import ReportError
 from harness.report import figures as fig
 from harness.report import protocol, stats
 from harness.report.aggregate import DEFAULT_TARGETS, config_name, methods, performance_profile, rank
-from harness.report.load import (client_for, declaration, factors, histories, label, load_runs, parse_where, slice_runs,
-                                 training_seconds)
+from harness.report.load import (client_for, declaration, factors, histories, label, load_runs, parse_where, select_unit,
+                                 slice_runs, training_seconds)
+from harness.report.protocol import Declaration
 from harness.report.render import (collapses, findings, flat_sections, header, html_page, markdown, names_table, tuned_findings,
                                    tuned_sections)
 
 MAX_FOREST = 25     # a forest plot shows the best 25 rows of a problem
 TOLERANCE = 0.02    # a grid setting within 2% of the method's best validation score is in its good region
 REPORTS = Path("reports")  # beside the store (sqlite:///mlflow.db): the folder the command runs in
+T = TypeVar("T")
+SWEEPS_LISTED = 5  # sweeps listed per experiment by --list (newest first)
+LOCK_WAIT = 30.0  # seconds a report waits for a store another process holds locked, as a run does (tracking.lock_timeout)
+RECORD = ".harness-report.json"  # in a report's folder: what it was made from and the files it wrote (nothing else is removed)
 
 
 
@@ -50,13 +58,17 @@ def choice_classes(client, runs: pd.DataFrame, config_cols: list[str]) -> dict:
 
 
 def build_report(experiment: str, uri: str, out: Path, targets: dict[str, float], log_to_parent: bool = True,
-                 tolerance: float = TOLERANCE, where: dict[str, str] | None = None) -> Path:
+                 tolerance: float = TOLERANCE, where: dict[str, str] | None = None, force: bool = False,
+                 sweep: str | None = None, all_sweeps: bool = False) -> Path:
     fig.reset_styles()
     client = client_for(uri)
     runs, experiment_id = load_runs(client, experiment)
+    unit = select_unit(client, experiment_id, runs, sweep, all_sweeps)
+    runs = unit.runs
     if where:
         runs = slice_runs(runs, where).reset_index(drop=True)
-    decl = declaration(client, experiment_id)
+    decl = (Declaration.from_tags(unit.parents[0].data.tags, unit.parents[0].info.run_id)
+            if unit.parents and not all_sweeps else declaration(client, experiment_id))
     config_cols = factors(runs)
     keys = sorted({"train/loss", "epoch_seconds", *runs["primary_metric"].dropna(),
                    *("val/" + m.split("/", 1)[-1] for m in runs["primary_metric"].dropna())}
@@ -64,9 +76,7 @@ def build_report(experiment: str, uri: str, out: Path, targets: dict[str, float]
                   | ({"train/" + m.split("/", 1)[-1] for m in runs["primary_metric"].dropna()} if "loss" in config_cols else set()))
     hist = histories(client, runs[runs.outcome.isin(["finished", "diverged"])], keys)
     table = rank(runs, hist, config_cols, {**DEFAULT_TARGETS, **targets})
-    out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("*.png"):
-        old.unlink()
+    earlier = claim_folder(out, experiment, where or {}, list(runs["run_id"]), force)
 
     if decl is None:  # a plain sweep: every configuration is a method of its own, nothing is tuned
         compared = [label(c) for c in methods(config_cols)]
@@ -113,6 +123,7 @@ def build_report(experiment: str, uri: str, out: Path, targets: dict[str, float]
             made.append((f"{task}: LR schedules", fig.lr_schedules(runs, hist, task, out / f"{task}_lr_schedules.png")))
 
     head = header(experiment, runs, table, time.strftime("%Y-%m-%d %H:%M"))
+    head["read"] = unit.text
     if where:
         head["slice"] = "only the runs with " + ", ".join(f"{k}={v}" for k, v in where.items()) + " (python -m harness.report --where)"
     if decl is not None:
@@ -141,7 +152,7 @@ def build_report(experiment: str, uri: str, out: Path, targets: dict[str, float]
         head["protocol"] = "none declared (study.compare): a flat ranking of every configuration by its test metric"
         notes = findings(table, runs, config_cols)
         if selected is not None:
-            notes += [f"**{p}**: " + "; ".join(r["verdict"] for _, r in part.iloc[1:4].iterrows()) + "."
+            notes += [f"**{p}**: " + protocol.join_verdicts([r["verdict"] for _, r in part.iloc[1:4].iterrows()]) + "."
                       for p, part in selected.groupby("problem", sort=True) if len(part) > 1]
         sections = flat_sections(table, config_cols)
         if table["problem"].nunique() > 1:
@@ -156,14 +167,75 @@ def build_report(experiment: str, uri: str, out: Path, targets: dict[str, float]
     summary[lead + [c for c in summary.columns if c not in lead]].to_csv(out / "summary.csv", index=False)
     (out / "report.md").write_text(markdown(head, notes, sections, made))
     (out / "report.html").write_text(html_page(head, notes, sections, made))
+    written = ["report.md", "report.html", "summary.csv"] + [n for n in ("tuned.csv", "protocol.json") if decl is not None] \
+        + sorted({Path(path).name for _, path in made})
+    record_folder(out, experiment, where or {}, list(runs["run_id"]), written, earlier)
     if log_to_parent:
-        parents = client.search_runs([experiment_id], "tags.`harness.role` = 'sweep'", order_by=["attributes.start_time DESC"], max_results=1)
-        if parents:
-            run_id = parents[0].info.run_id
-            client.log_artifacts(run_id, str(out), artifact_path="report")
+        if unit.parents and not all_sweeps:  # the newest sweep whose runs it read, never one it did not
+            run_id = unit.parents[0].info.run_id
+            for name in written:  # what this report wrote, not whatever else is in the folder (--out .)
+                client.log_artifact(run_id, str(out / name), artifact_path="report")
             client.set_tag(run_id, "mlflow.note.content", parent_note(experiment_id, run_id, notes))
             print(f"logged the report as artifacts of sweep run {run_id} (its description links to it)")
     return out
+
+
+def check_folder(out: Path) -> None:
+    """The output folder can be a folder we write into: one line for a file in its way or no permission."""
+    for part in (out, *out.parents):
+        if part.exists():
+            if not part.is_dir():
+                raise ReportError(f"cannot write the report into {out}: {part} is a file, not a folder")
+            break
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ReportError(f"cannot create the report folder {out}: {e.strerror}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ReportError(f"cannot write the report into {out}: permission denied (pass --out to a folder you can write)")
+
+
+def read_record(out: Path) -> dict | None:
+    """What the report in this folder was made from and which files it wrote (None: no report recorded here)."""
+    try:
+        record = json.loads((out / RECORD).read_text())
+        return record if isinstance(record, dict) and isinstance(record.get("files"), list) else None
+    except (OSError, ValueError):
+        return None
+
+
+def claim_folder(out: Path, experiment: str, where: dict, run_ids: list[str], force: bool) -> list[str]:
+    """May this report be written into ``out``? Only over nothing, over a report of the same
+    experiment (and slice) whose runs it still holds (a report that grew), or with --force. Returns
+    the files the earlier report recorded writing there: the only ones this one may remove."""
+    check_folder(out)
+    record = read_record(out)
+    if (out / "report.md").exists() and not force:
+        if record is None:
+            raise ReportError(f"{out} already holds a report.md this command did not record writing; pass --force to "
+                              "replace it (files it did not write are kept), or --out another folder")
+        same = record.get("experiment") == experiment and record.get("where", {}) == where
+        if not same or not set(record.get("runs", [])) <= set(run_ids):
+            raise ReportError(f"{out} holds a report made from other runs ({len(record.get('runs', []))} runs of "
+                              f"{record.get('experiment')!r}, generated {record.get('generated')}); pass --force to "
+                              "replace it, or --out another folder")
+    return [f for f in (record or {}).get("files", []) if isinstance(f, str) and f == Path(f).name]
+
+
+def record_folder(out: Path, experiment: str, where: dict, run_ids: list[str], written: list[str], earlier: list[str]) -> None:
+    """Remove what the earlier report wrote and this one did not (a figure no longer made), nothing
+    else, and record what this one wrote and read."""
+    for name in sorted(set(earlier) - set(written) - {RECORD}):
+        with contextlib.suppress(FileNotFoundError):
+            (out / name).unlink()
+    (out / RECORD).write_text(json.dumps({"experiment": experiment, "where": where, "runs": sorted(run_ids),
+                                          "files": written, "generated": time.strftime("%Y-%m-%d %H:%M")}, indent=1))
+
+
+def safe_name(name: str) -> str:
+    """A folder name under reports/ for an experiment: no separators, never '.' or '..' or hidden."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+    return re.sub(r"^\.+", lambda m: "_" * len(m.group()), safe) or "_"
 
 
 def parent_note(experiment_id: str, run_id: str, notes: list[str]) -> str:
@@ -190,6 +262,58 @@ def check_store(uri: str) -> None:
                           f"--tracking-uri to where the runs are)")
 
 
+def waiting_out_locks(make: Callable[[], T], uri: str, wait: float = LOCK_WAIT) -> T:
+    """make(), again while another process holds the store locked (a sweep writing), for up to ``wait`` seconds."""
+    from harness.tracking import is_locked, quiet_mlflow
+
+    quiet_mlflow()
+    deadline, pause = time.monotonic() + wait, 0.5
+    while True:
+        try:
+            return make()
+        except Exception as e:
+            if not is_locked(e):
+                raise
+            if time.monotonic() >= deadline:
+                raise ReportError(f"the MLflow store {uri} stayed locked by another process for {wait:g} s (a sweep "
+                                  "writing to it?); try again when it is free") from None
+            time.sleep(pause)
+
+
+def listing(uri: str) -> str:
+    """The store's experiments, each with its runs and its sweeps (id, date, jobs, outcome), newest first."""
+    from harness.report.load import client_for
+
+    client = client_for(uri)
+    lines = [f"experiments in {uri} (report one: python -m harness.report EXPERIMENT):"]
+    for exp in sorted(client.search_experiments(), key=lambda e: e.name):
+        runs = []
+        token = None
+        while True:
+            page = client.search_runs([exp.experiment_id], max_results=1000, page_token=token)
+            runs += list(page)
+            token = page.token
+            if not token:
+                break
+        sweeps = sorted((r for r in runs if r.data.tags.get("harness.role") == "sweep"), key=lambda r: -r.info.start_time)
+        jobs = len(runs) - len(sweeps)
+        if not runs and exp.name == "Default":
+            continue
+        lines.append(f"  {exp.name}: {jobs} run(s), {len(sweeps)} sweep(s)")
+        for r in sweeps[:SWEEPS_LISTED]:
+            t = r.data.tags
+            counts = ", ".join(f"{t[f'jobs_{k}']} {k}" for k in ("finished", "diverged", "failed", "killed", "skipped")
+                               if t.get(f"jobs_{k}", "0") != "0")
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.info.start_time / 1000))
+            lines.append(f"    sweep {t.get('sweep_id', r.info.run_id)}  {when}  {r.info.run_name}  "
+                         f"{t.get('outcome', r.info.status.lower())}" + (f" ({counts})" if counts else ""))
+        if len(sweeps) > SWEEPS_LISTED:
+            lines.append(f"    ... and {len(sweeps) - SWEEPS_LISTED} older sweep(s)")
+    if len(lines) == 1:
+        lines.append("  none yet: run a sweep first (python -m harness --multirun ...)")
+    return "\n".join(lines)
+
+
 def parse_targets(items: list[str]) -> dict[str, float]:
     out = {}
     for item in items:
@@ -210,31 +334,53 @@ def main(argv=None) -> int:
     p.add_argument("--target", action="append", default=[], metavar="TASK=VALUE",
                    help=f"time-to-target threshold of a task's primary metric (defaults: {DEFAULT_TARGETS})")
     p.add_argument("--gallery", action="store_true", help="plot the loss functions and their gradients instead")
+    p.add_argument("--list", action="store_true",
+                   help="list the store's experiments and their sweeps (also what no EXPERIMENT does)")
     p.add_argument("--tolerance", type=float, default=TOLERANCE,
                    help=f"good region: grid settings within this fraction of a method's best validation score (default {TOLERANCE})")
     p.add_argument("--no-log", action="store_true", help="do not log the report to the sweep's parent run")
+    p.add_argument("--sweep", metavar="ID", help="report on this sweep (its id or its parent run's id) instead of the default "
+                   "unit: the newest sweep with the runs it reused, or all the sweeps of a declared study")
+    p.add_argument("--all-sweeps", action="store_true", help="report on every run of the experiment, whatever sweep made it")
+    p.add_argument("--force", action="store_true",
+                   help="replace a report in the output folder that was made from other runs (files it did not write are kept)")
     p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
                    help="report on a slice: only the runs whose param KEY equals VALUE (repeatable); "
                         "default output reports/EXPERIMENT-KEY-VALUE, not logged to the parent run")
     args = p.parse_args(argv)
     try:
+        if not math.isfinite(args.tolerance) or not 0 <= args.tolerance < 1:
+            raise ReportError(f"--tolerance must be a number in [0, 1) (a fraction of the best score), got {args.tolerance}")
         if args.gallery:
             out = Path(args.out or REPORTS / "gallery")
-            out.mkdir(parents=True, exist_ok=True)
+            check_folder(out)
             paths = fig.loss_gallery(out / "regression_losses.png", out / "classification_losses.png")
             print("wrote " + ", ".join(paths))
             return 0
-        if not args.experiment:
-            raise ReportError("name an MLflow experiment (python -m harness.report EXPERIMENT) or pass --gallery")
+        if not args.experiment or args.list:
+            check_store(args.tracking_uri)
+            print(waiting_out_locks(lambda: listing(args.tracking_uri), args.tracking_uri))
+            return 0
         where = parse_where(args.where)
+        if "sweep_id" in where:  # --where sweep_id=ID is --sweep ID
+            if args.sweep and args.sweep != where["sweep_id"]:
+                raise ReportError("--sweep and --where sweep_id=... name different sweeps; give one")
+            args.sweep = where.pop("sweep_id")
+        if args.sweep and args.all_sweeps:
+            raise ReportError("--sweep ID and --all-sweeps exclude each other")
         check_store(args.tracking_uri)
         name = args.experiment + "".join(f"-{k}-{v}" for k, v in where.items())
-        out = build_report(args.experiment, args.tracking_uri, Path(args.out or REPORTS / re.sub(r"[^A-Za-z0-9._-]+", "_", name)),
-                           parse_targets(args.target), not args.no_log and not where, args.tolerance, where)
-        print(f"wrote {out / 'report.md'}, {out / 'report.html'}, {out / 'summary.csv'} and {len(list(out.glob('*.png')))} figures")
+        out = waiting_out_locks(lambda: build_report(
+            args.experiment, args.tracking_uri, Path(args.out or REPORTS / safe_name(name)), parse_targets(args.target),
+            not args.no_log and not where, args.tolerance, where, args.force, args.sweep, args.all_sweeps), args.tracking_uri)
+        figures = [f for f in (read_record(out) or {}).get("files", []) if f.endswith(".png")]
+        print(f"wrote {out / 'report.md'}, {out / 'report.html'}, {out / 'summary.csv'} and {len(figures)} figures")
         return 0
     except ReportError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the folder went read-only, the disk is full, ...
+        print(f"error: cannot write the report: {e.strerror or e}" + (f" ({e.filename})" if e.filename else ""), file=sys.stderr)
         return 2
 
 

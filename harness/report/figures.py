@@ -10,7 +10,7 @@ import pandas as pd
 from harness.report.load import label
 
 MAX_CURVES = 8  # learning curves show the best configurations only, or the plot is unreadable
-MARKERS = "osv^DP*X<>"
+MARKERS = "osv^DP*h<>"  # no cross: an x marks a diverged run
 _styles: dict[str, dict] = {}
 
 
@@ -200,8 +200,9 @@ def color_range(finite: np.ndarray, mode: str) -> tuple[float | None, float | No
 
 
 def lr_sensitivity(runs: pd.DataFrame, table: pd.DataFrame, task: str, path) -> str:
-    """Final metric against the learning rate (log axis): a line per optimizer through the seed means,
-    each seed a point, diverged runs as crosses at the bottom edge."""
+    """Final metric against the learning rate (log axis): a line per optimizer through the means of its
+    runs at each learning rate, each run a dot (seeds, and any other factor that varies), diverged runs
+    as crosses at the bottom edge."""
     part = runs[(runs.task == task)].copy()
     metric = part["primary_metric"].iloc[0]
     part["lr"] = pd.to_numeric(part["param:optimizer.lr"], errors="coerce")
@@ -220,7 +221,9 @@ def lr_sensitivity(runs: pd.DataFrame, table: pd.DataFrame, task: str, path) -> 
     if (part.outcome == "diverged").any():  # in the legend only when something diverged
         ax.scatter([], [], marker="x", color="gray", label="diverged (NaN/inf)")
     ax.set_xscale("log")
-    ax.set(title=f"{task}: LR sensitivity (final {pretty(metric)}; dots are seeds)", xlabel="learning rate (log scale)",
+    varies = [c for c in ("seed", "loss", "schedule", "param:batch_size") if c in part and part[c].nunique() > 1]
+    dots = "seeds" if varies == ["seed"] else "runs (" + ", ".join(label(c) for c in varies) + ")" if varies else "runs"
+    ax.set(title=f"{task}: LR sensitivity (final {pretty(metric)}; line: mean, dots: {dots})", xlabel="learning rate (log scale)",
            ylabel=pretty(metric))
     ax.legend(fontsize=8)
     return save(fig, path)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
@@ -29,6 +31,9 @@ def load_runs(client, experiment: str) -> tuple[pd.DataFrame, str]:
 
     try:
         exp = client.get_experiment_by_name(experiment)
+        if exp is not None and exp.lifecycle_stage == "deleted":
+            raise ReportError(f"experiment {experiment!r} in {client.tracking_uri} is deleted (in MLflow's trash); restore "
+                              f"it first: mlflow experiments restore --experiment-id {exp.experiment_id}")
         if exp is None:
             names = sorted(e.name for e in client.search_experiments())
             raise ReportError(f"no experiment {experiment!r} in {client.tracking_uri}; experiments there: "
@@ -52,7 +57,8 @@ def load_runs(client, experiment: str) -> tuple[pd.DataFrame, str]:
                "primary_metric": tags.get("primary_metric"), "primary_mode": tags.get("primary_mode", "max"),
                "harness_version": tags.get("harness_version"), "train_seconds": _float(tags.get("train_seconds")),
                "bundle": tags.get("bundle"), "device": tags.get("device"), "device_name": tags.get("device_name"),
-               "seed": tags.get("seed", r.data.params.get("seed"))}
+               "seed": tags.get("seed", r.data.params.get("seed")), "parent_run_id": tags.get("mlflow.parentRunId"),
+               "sweep_id": tags.get("sweep_id")}
         for g in GROUPS:
             row[g] = tags.get(g)
         if row["status"] == "RUNNING":
@@ -65,6 +71,83 @@ def load_runs(client, experiment: str) -> tuple[pd.DataFrame, str]:
     if not rows:
         raise ReportError(f"experiment {experiment!r} has no runs yet")
     return pd.DataFrame(rows), exp.experiment_id
+
+
+REUSED_FILE = "harness_reused_runs.json"  # written by harness.sweep on a parent whose sweep resumed (the report reads only the store)
+
+
+@dataclass
+class Unit:
+    """The runs a report reads: the sweeps (parent runs) they come from, and a sentence saying which."""
+    runs: pd.DataFrame
+    parents: list  # the parent runs read, newest first (the report attaches to the first)
+    text: str
+
+
+def sweep_parents(client, experiment_id: str) -> list:
+    """The experiment's sweep parent runs, newest first."""
+    out, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], "tags.`harness.role` = 'sweep'", order_by=["attributes.start_time DESC"],
+                                  max_results=1000, page_token=token)
+        out += list(page)
+        token = page.token
+        if not token:
+            return out
+
+
+def reused_runs(client, parent) -> list[str]:
+    """The earlier runs a resumed sweep's skipped jobs stand for (none for a sweep that did not resume)."""
+    import json
+    import tempfile
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = client.download_artifacts(parent.info.run_id, REUSED_FILE, tmp)
+            return list(json.loads(Path(path).read_text()).get("runs", []))
+    except Exception:  # no such artifact: nothing was reused
+        return []
+
+
+def select_unit(client, experiment_id: str, runs: pd.DataFrame, sweep: str | None = None, everything: bool = False) -> Unit:
+    """What one report reads. By default one unit: a declared study's sweeps (all sweeps whose parent
+    declares the same comparison: selection, confirmation, seed rounds), else the newest sweep with
+    the finished runs it reused on resume; runs made outside any sweep count only when the experiment
+    has no sweep. ``sweep``: that sweep (its id or its parent run id) instead; ``everything``: all runs."""
+    from harness.report.protocol import Declaration
+
+    parents = sweep_parents(client, experiment_id)
+    if everything or not parents:
+        return Unit(runs, parents, f"all {len(runs)} runs of the experiment" + (" (--all-sweeps)" if everything else ""))
+    if sweep is not None:
+        chosen = [p for p in parents if sweep in (p.info.run_id, p.data.tags.get("sweep_id"))]
+        if not chosen:
+            listed = ", ".join(p.data.tags.get("sweep_id", p.info.run_id) for p in parents[:5])
+            raise ReportError(f"no sweep {sweep!r} in this experiment; its sweeps, newest first: {listed}"
+                              + (" ..." if len(parents) > 5 else ""))
+    else:
+        newest = parents[0]
+        decl = Declaration.from_tags(newest.data.tags, newest.info.run_id)
+        if decl is not None:
+            key = (decl.compare, decl.tune)
+            chosen = [p for p in parents if (d := Declaration.from_tags(p.data.tags, p.info.run_id)) is not None
+                      and (d.compare, d.tune) == key]
+        else:
+            chosen = [newest]
+    ids = {p.info.run_id for p in chosen}
+    reused = {r for p in chosen for r in reused_runs(client, p)}
+    part = runs[runs["parent_run_id"].isin(ids) | runs["run_id"].isin(reused)].reset_index(drop=True)
+    if part.empty:
+        raise ReportError(f"the sweep(s) {', '.join(p.data.tags.get('sweep_id', p.info.run_id) for p in chosen)} have no runs "
+                          "yet (--all-sweeps reads every run of the experiment)")
+    names = ", ".join(p.data.tags.get("sweep_id", p.info.run_id) for p in chosen)
+    declared = Declaration.from_tags(parents[0].data.tags) is not None
+    why = "the sweep asked for" if sweep is not None else "the sweeps of the study's declaration" if declared else "the newest sweep"
+    text = (f"{len(part)} runs from {why}: {names}" + (f" ({len(reused & set(part['run_id']))} of them reused on resume)"
+                                                         if reused else "")
+            + (f"; {len(runs) - len(part)} other runs of the experiment left out (--sweep ID or --all-sweeps)"
+               if len(runs) > len(part) else ""))
+    return Unit(part, chosen, text)
 
 
 def declaration(client, experiment_id: str):

@@ -202,7 +202,7 @@ def verdict(top: pd.Series, r: pd.Series, d: stats.Difference | None, p_holm: fl
     if d is None:
         return "nothing finished" if not r["n"] else "not compared"
     if not math.isfinite(d.p):
-        return f"{d.test}: n = {d.n}"
+        return f"{d.test}: n = {d.n}" if short else f"{r['method']}: {d.test} (n = {d.n})"
     size = f"{fmt(abs(d.diff))} [{fmt(min(abs(d.low), abs(d.high)) if d.low * d.high > 0 else 0.0)}, {fmt(max(abs(d.low), abs(d.high)))}]"
     if math.isfinite(p_holm) and p_holm < stats.ALPHA:
         if short:
@@ -219,6 +219,23 @@ def verdict(top: pd.Series, r: pd.Series, d: stats.Difference | None, p_holm: fl
     else:
         need = f"about {int(d.seeds_needed)} seeds would be needed to detect a difference of this size at 80% power"
     return f"{r['method']} is not distinguishable from {top['method']} with {d.n} seeds (p = {p_holm:.2g}, Holm); {need}"
+
+
+def join_verdicts(items: list[str]) -> str:
+    """The verdicts as one clause list; methods that share an untestable verdict ("too few seeds for a
+    test") are named together, instead of the same clause once per method."""
+    shared: dict[str, list[str]] = {}
+    order: list[str] = []
+    for v in items:
+        method, sep, tail = v.partition(": ")
+        if sep and tail.startswith("too few seeds"):
+            if tail not in shared:
+                shared[tail] = []
+                order.append("\0" + tail)
+            shared[tail].append(method)
+        else:
+            order.append(v)
+    return "; ".join(", ".join(shared[v[1:]]) + ": " + v[1:] if v.startswith("\0") else v for v in order)
 
 
 def mean_ranks(selected: pd.DataFrame) -> tuple[pd.DataFrame, object | None, str]:

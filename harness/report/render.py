@@ -10,6 +10,7 @@ import pandas as pd
 
 from harness.report.aggregate import config_name, methods
 from harness.report.load import label, training_seconds
+from harness.report.protocol import join_verdicts
 
 
 def fmt(v, digits: int = 4) -> str:
@@ -132,7 +133,7 @@ def tuned_findings(selected: pd.DataFrame) -> list[str]:
         text = (f"**{problem}**: best is {top['method']} ({top['setting']}, selected on validation) with {top['metric']} "
                 f"{fmt(top['test_mean'])} [{fmt(top['ci95_low'])}, {fmt(top['ci95_high'])}] over {top['n']} seeds")
         rest = [r["verdict"] for _, r in part.iloc[1:].iterrows()]
-        out.append(text + (". Against it: " + "; ".join(rest) if rest else "") + ".")
+        out.append(text + (". Against it: " + join_verdicts(rest) if rest else "") + ".")
         edges = [f"{r['method']} ({r['at_edge']})" for _, r in part.iterrows() if r.get("at_edge")]
         if edges:
             out.append(f"**{problem}**: the selected value lies at the edge of the grid for {', '.join(edges)}: "
