@@ -1,4 +1,5 @@
 """harness: compare loss functions and optimizers, every run tracked in MLflow."""
+
 import os
 
 __version__ = "0.1.0"

@@ -1,4 +1,5 @@
 """`python -m harness [overrides]`: one run; `python -m harness --multirun ...`: a sweep."""
+
 import os
 import sys
 
@@ -43,15 +44,17 @@ def rerun_argv(argv: list[str]) -> list[str]:
     from harness.tracking import check_uri, first_line, quiet_mlflow
 
     at = argv.index("--rerun")
-    ids = [a for a in argv[at + 1:] if "=" not in a and not a.startswith("-")]
+    ids = [a for a in argv[at + 1 :] if "=" not in a and not a.startswith("-")]
     if not ids:
         raise HarnessError("--rerun takes a run id: python -m harness --rerun RUN_ID [overrides]")
     run_id = ids[0]
     extra = [a for i, a in enumerate(argv) if i and i != at and not (a == run_id and i > at)]
     if "--multirun" in extra or "-m" in extra:
         raise HarnessError("--rerun reruns one run; it does not go with --multirun")
-    uri = next((a.split("=", 1)[1] for a in extra if a.startswith("tracking.uri=")),
-               os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"))
+    uri = next(
+        (a.split("=", 1)[1] for a in extra if a.startswith("tracking.uri=")),
+        os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"),
+    )
     check_uri(uri)
     quiet_mlflow()
     from mlflow.tracking import MlflowClient
@@ -59,7 +62,9 @@ def rerun_argv(argv: list[str]) -> list[str]:
     try:
         run = MlflowClient(tracking_uri=uri).get_run(run_id)
     except Exception as e:
-        raise HarnessError(f"no run {run_id} in {uri} ({first_line(e)}); pass tracking.uri=... to the store that has it") from None
+        raise HarnessError(
+            f"no run {run_id} in {uri} ({first_line(e)}); pass tracking.uri=... to the store that has it"
+        ) from None
     tags = run.data.tags
     if tags.get("harness.role") == "sweep":
         raise HarnessError(f"run {run_id} is a sweep's parent; rerun one of its jobs (their ids are its child runs)")
@@ -71,8 +76,11 @@ def rerun_argv(argv: list[str]) -> list[str]:
         raise HarnessError(f"run {run_id} was not made by the harness (it has no harness.overrides tag)")
     keep = [o for o in overrides if not o.startswith(("tracking.uri=", "hydra.", "resume="))]
     print(f"rerunning run {run_id} ({run.info.run_name}): python -m harness {' '.join(keep + extra)}", flush=True)
-    return [argv[0], *keep, *extra] if any(a.startswith("tracking.uri=") for a in extra) else \
-        [argv[0], *keep, *extra, f"tracking.uri={uri}"]
+    return (
+        [argv[0], *keep, *extra]
+        if any(a.startswith("tracking.uri=") for a in extra)
+        else [argv[0], *keep, *extra, f"tracking.uri={uri}"]
+    )
 
 
 def cli() -> None:

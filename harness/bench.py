@@ -4,6 +4,7 @@ Holds the harness against a raw PyTorch loop and its own targets. Every figure i
 things timed side by side in this process (or in one sweep), repeated; the table gives the median
 with [min, max]. Writes bench.md and bench.json under --out and prints the table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 # ---------------------------------------------------------------- helpers
+
 
 def cores() -> int:
     from harness.build import usable_cores
@@ -63,6 +65,7 @@ def harness_env() -> dict[str, str]:
 
 # ---------------------------------------------------------------- the raw loop the harness is held against
 
+
 def mlp() -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
 
@@ -86,7 +89,7 @@ def raw_loop(data, epochs: int, batch_size: int, threads: int, device: torch.dev
         model.train()
         perm = torch.randperm(len(y), generator=g).to(device)
         for i in range(0, len(y), batch_size):
-            idx = perm[i:i + batch_size]
+            idx = perm[i : i + batch_size]
             loss = F.cross_entropy(model(x[idx]), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -120,13 +123,19 @@ def timed_steps(batches, threads: int, device: torch.device, max_batches: int | 
     return time.perf_counter() - t0, seen
 
 
-def dataloader_epoch(data_dir: str, batch_size: int, threads: int, device: torch.device, max_batches: int | None) -> tuple[float, int]:
+def dataloader_epoch(
+    data_dir: str, batch_size: int, threads: int, device: torch.device, max_batches: int | None
+) -> tuple[float, int]:
     """Training through torchvision's per-sample MNIST (PIL + ToTensor + Normalize) and a DataLoader."""
     from torch.utils.data import DataLoader
     from torchvision import datasets, transforms
 
-    ds = datasets.MNIST(data_dir, train=True, download=False,
-                        transform=transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))]))
+    ds = datasets.MNIST(
+        data_dir,
+        train=True,
+        download=False,
+        transform=transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))]),
+    )
     return timed_steps(DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=0), threads, device, max_batches)
 
 
@@ -139,11 +148,21 @@ def tensor_epoch(data, batch_size: int, threads: int, device: torch.device, max_
 
 # ---------------------------------------------------------------- the harness, in process and as a command
 
+
 def harness_run(data_dir: str, epochs: int, device: str, store: str, *extra: str):
     from harness.run import compose, run
 
-    cfg = compose("task=mnist", f"data_dir={data_dir}", "optimizer=adam", "batch_size=128", f"epochs={epochs}",
-                  f"device={device}", f"tracking.uri={store}", "progress=false", *extra)
+    cfg = compose(
+        "task=mnist",
+        f"data_dir={data_dir}",
+        "optimizer=adam",
+        "batch_size=128",
+        f"epochs={epochs}",
+        f"device={device}",
+        f"tracking.uri={store}",
+        "progress=false",
+        *extra,
+    )
     return run(cfg)
 
 
@@ -158,9 +177,23 @@ def startup(data_dir: str, device: str, store: str, reps: int) -> tuple[list[flo
     seconds, rss = [], []
     for _ in range(reps):
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "harness", "task=mnist", f"data_dir={data_dir}", f"device={device}",
-                                 "epochs=1", f"tracking.uri={store}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, env=harness_env(), cwd=tempfile.gettempdir())
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "harness",
+                "task=mnist",
+                f"data_dir={data_dir}",
+                f"device={device}",
+                "epochs=1",
+                f"tracking.uri={store}",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=harness_env(),
+            cwd=tempfile.gettempdir(),
+        )
         proc.stdout.readline()  # the header line is printed just before the first training step
         seconds.append(time.perf_counter() - t0)
         # The child's own peak (VmHWM, reset by exec), polled: its ru_maxrss would count this big
@@ -188,9 +221,25 @@ def vm_hwm_mb(pid: int) -> float:
 
 def import_breakdown(data_dir: str, store: str, top: int = 8) -> list[tuple[str, float]]:
     """The slowest top-level imports of a default MNIST run (python -X importtime), in seconds."""
-    out = subprocess.run([sys.executable, "-X", "importtime", "-m", "harness", "task=mnist", f"data_dir={data_dir}",
-                          "epochs=1", "progress=false", f"tracking.uri={store}", "task.n_train=1000"],
-                         capture_output=True, text=True, env=harness_env(), cwd=tempfile.gettempdir())
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-m",
+            "harness",
+            "task=mnist",
+            f"data_dir={data_dir}",
+            "epochs=1",
+            "progress=false",
+            f"tracking.uri={store}",
+            "task.n_train=1000",
+        ],
+        capture_output=True,
+        text=True,
+        env=harness_env(),
+        cwd=tempfile.gettempdir(),
+    )
     found = {}
     for line in out.stderr.splitlines():
         m = re.match(r"import time:\s+\d+ \|\s+(\d+) \| (\S.*)$", line)  # top level: no indentation
@@ -205,16 +254,30 @@ def run_sweep(work: Path, name: str, args: list[str], launcher: str, experiment:
 
     stamp = time.time_ns()
     db = work / f"{name}_{stamp}.db"
-    cmd = [sys.executable, "-m", "harness", "--multirun", f"hydra/launcher={launcher}", "progress=false",
-           f"tracking.uri=sqlite:///{db}", f"hydra.sweep.dir={work / f'multirun_{name}_{stamp}'}", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness",
+        "--multirun",
+        f"hydra/launcher={launcher}",
+        "progress=false",
+        f"tracking.uri=sqlite:///{db}",
+        f"hydra.sweep.dir={work / f'multirun_{name}_{stamp}'}",
+        *args,
+    ]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=harness_env(), cwd=work)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"sweep {name} failed: {proc.stderr[-2000:]}")
     client = MlflowClient(f"sqlite:///{db}")
-    runs = [r for e in client.search_experiments() if experiment is None or e.name == experiment
-            for r in client.search_runs([e.experiment_id]) if r.data.tags.get("harness.role") != "sweep"]
+    runs = [
+        r
+        for e in client.search_experiments()
+        if experiment is None or e.name == experiment
+        for r in client.search_runs([e.experiment_id])
+        if r.data.tags.get("harness.role") != "sweep"
+    ]
     return wall, runs
 
 
@@ -232,6 +295,7 @@ def sweep_throughput(jobs: int, args: list[str], store_dir: Path) -> dict:
 
 # ---------------------------------------------------------------- the suite
 
+
 def loop_rows(row, data_dir, dev, device, store, data, reps, epochs, subset, threads, quick, work) -> None:
     """The rows of one run against a raw loop: loop, tracking, data path, threads, joblib sweeps,
     start-up, memory, quality."""
@@ -245,9 +309,17 @@ def loop_rows(row, data_dir, dev, device, store, data, reps, epochs, subset, thr
         on.append(statistics.median(steady_epochs(harness_run(data_dir, epochs, dev, store, *subset))))
         off.append(statistics.median(steady_epochs(harness_run(data_dir, epochs, dev, store, "tracking.enabled=false", *subset))))
     ratio = stats([a / b for a, b in zip(on, raw)])
-    row("loop", "loop efficiency: harness s/epoch / raw loop s/epoch", stats(on), stats(raw), ratio, "<= 1.10", ratio["median"] <= 1.10,
+    row(
+        "loop",
+        "loop efficiency: harness s/epoch / raw loop s/epoch",
+        stats(on),
+        stats(raw),
+        ratio,
+        "<= 1.10",
+        ratio["median"] <= 1.10,
         f"s/epoch, each column's own median: harness {statistics.median(on):.3f}, raw {statistics.median(raw):.3f} "
-        "(the result is the median of the paired ratios)")
+        "(the result is the median of the paired ratios)",
+    )
     ratio = stats([a / b for a, b in zip(on, off)])
     row("tracking", "tracking overhead: MLflow on / off", stats(on), stats(off), ratio, "<= 1.03", ratio["median"] <= 1.03)
 
@@ -260,8 +332,16 @@ def loop_rows(row, data_dir, dev, device, store, data, reps, epochs, subset, thr
         s, n = tensor_epoch(data, 128, threads, device, batches)
         tensor_rates.append(n / s)
     ratio = stats([t / d for t, d in zip(tensor_rates, loader_rates)])
-    row("data_path", "data path: preloaded tensors / torchvision DataLoader (samples/s)", stats(tensor_rates), stats(loader_rates),
-        ratio, ">= 20 (expected)", ratio["median"] >= 20, f"{'first 50 batches' if quick else 'one epoch'}, batch 128")
+    row(
+        "data_path",
+        "data path: preloaded tensors / torchvision DataLoader (samples/s)",
+        stats(tensor_rates),
+        stats(loader_rates),
+        ratio,
+        ">= 20 (expected)",
+        ratio["median"] >= 20,
+        f"{'first 50 batches' if quick else 'one epoch'}, batch 128",
+    )
 
     # 4: threads
     choices = {"auto": "auto", "1": 1, f"all ({os.cpu_count()})": os.cpu_count()}
@@ -272,8 +352,16 @@ def loop_rows(row, data_dir, dev, device, store, data, reps, epochs, subset, thr
             per[label].append(statistics.median(steady_epochs(r)))
     best = min(statistics.median(v) for v in per.values())
     ratio = stats([v / best for v in per["auto"]])
-    row("threads", "threads: auto s/epoch / best of (1, auto, all)", stats(per["auto"]), {"median": best}, ratio, "<= 1.10",
-        ratio["median"] <= 1.10, ", ".join(f"{k}: {statistics.median(v):.3f} s" for k, v in per.items()) + f" (auto = {threads})")
+    row(
+        "threads",
+        "threads: auto s/epoch / best of (1, auto, all)",
+        stats(per["auto"]),
+        {"median": best},
+        ratio,
+        "<= 1.10",
+        ratio["median"] <= 1.10,
+        ", ".join(f"{k}: {statistics.median(v):.3f} s" for k, v in per.items()) + f" (auto = {threads})",
+    )
 
     # 5: sweep throughput, for jobs that do not scale with threads (small regression MLPs) and, in the
     # full run, for the MNIST MLP (which does: 2 threads run it ~1.4x faster than 1)
@@ -289,17 +377,32 @@ def loop_rows(row, data_dir, dev, device, store, data, reps, epochs, subset, thr
             span.append(r["sequential"]["span"] / r["joblib"]["span"])
             seen = {k: v["threads"] for k, v in r.items()}
         ratio = stats(wall)
-        row(f"sweep_{kind}", f"sweep throughput, 8 {kind} jobs: sequential / joblib wall time", stats(wall), None, ratio,
-            ">= 1.7 (2 cores)" if cores() == 2 else None, ratio["median"] >= 1.7 if cores() == 2 else None,
+        row(
+            f"sweep_{kind}",
+            f"sweep throughput, 8 {kind} jobs: sequential / joblib wall time",
+            stats(wall),
+            None,
+            ratio,
+            ">= 1.7 (2 cores)" if cores() == 2 else None,
+            ratio["median"] >= 1.7 if cores() == 2 else None,
             f"steady state (first job start to last job end) {statistics.median(span):.2f}x; threads per job: "
-            f"sequential {seen['sequential']}, joblib {seen['joblib']}")
+            f"sequential {seen['sequential']}, joblib {seen['joblib']}",
+        )
 
     # 6 + 7: start-up and memory
     seconds, rss = startup(data_dir, dev, store, reps)
     offenders = import_breakdown(data_dir, store)
     s = stats(seconds)
-    row("startup", "start-up: process start to first training step (s)", s, None, s, "<= 3 s", s["median"] <= 3.0,
-        "imports: " + ", ".join(f"{m} {t:.2f}s" for m, t in offenders))
+    row(
+        "startup",
+        "start-up: process start to first training step (s)",
+        s,
+        None,
+        s,
+        "<= 3 s",
+        s["median"] <= 3.0,
+        "imports: " + ", ".join(f"{m} {t:.2f}s" for m, t in offenders),
+    )
     m = stats(rss)
     row("memory", "peak RSS of a default MNIST run (MB)", m, None, m, "<= 1536 MB", m["median"] <= 1536)
 
@@ -320,34 +423,52 @@ def loop_rows(row, data_dir, dev, device, store, data, reps, epochs, subset, thr
         t98.append(reached)
     a10 = stats(acc10)
     hit = [t for t in t98 if t is not None]
-    row("quality", f"MNIST test accuracy after {min(5, q_epochs)} / {q_epochs} epochs (default MLP, Adam)", a10, stats(acc5), a10,
-        "98% within 10 epochs", (len(hit) == len(t98)) if not quick else None,
+    row(
+        "quality",
+        f"MNIST test accuracy after {min(5, q_epochs)} / {q_epochs} epochs (default MLP, Adam)",
+        a10,
+        stats(acc5),
+        a10,
+        "98% within 10 epochs",
+        (len(hit) == len(t98)) if not quick else None,
         f"after {min(5, q_epochs)}: {statistics.median(acc5):.4f}; time to 98%: "
-        + (f"{statistics.median(hit):.1f} s of training ({len(hit)}/{len(t98)} seeds)" if hit else "not reached"))
-
-
+        + (f"{statistics.median(hit):.1f} s of training ({len(hit)}/{len(t98)} seeds)" if hit else "not reached"),
+    )
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__.split("\n\n")[1])
     p.add_argument("--quick", action="store_true", help="the same measurements, smaller, in about a minute (CI smoke)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--data-dir", default=os.environ.get("HARNESS_DATA_DIR", str(ROOT.parent / "shared" / "data")),
-                   help="folder holding MNIST/raw (default: $HARNESS_DATA_DIR or ../shared/data)")
+    p.add_argument(
+        "--data-dir",
+        default=os.environ.get("HARNESS_DATA_DIR", str(ROOT.parent / "shared" / "data")),
+        help="folder holding MNIST/raw (default: $HARNESS_DATA_DIR or ../shared/data)",
+    )
     p.add_argument("--out", default=str(ROOT / "reports" / "bench"), help="where bench.md and bench.json go")
     p.add_argument("--reps", type=int, default=None, help="repetitions per figure (default 5, --quick 1)")
     p.add_argument("--sweeps-only", action="store_true", help="only the sweep rows (overhead, stacked launcher, whole process)")
-    p.add_argument("--only", default=None, help="comma-separated parts to run, of: loop, sweeps (or one of its rows: "
-                   "overhead, outliers, mnist12, whole, fresh, conv), grid, scaling (default: loop,sweeps, plus grid and scaling when asked for)")
+    p.add_argument(
+        "--only",
+        default=None,
+        help="comma-separated parts to run, of: loop, sweeps (or one of its rows: "
+        "overhead, outliers, mnist12, whole, fresh, conv), grid, scaling (default: loop,sweeps, plus grid and scaling when asked for)",
+    )
     p.add_argument("--grid", action="store_true", help="add the full mnist_optimizers grid (108 runs x 10 epochs; long on a CPU)")
-    p.add_argument("--scaling", action="store_true",
-                   help="add a members-per-second vs bundle-size table (bundles of 1 to 64 MNIST MLPs, 2 epochs)")
+    p.add_argument(
+        "--scaling",
+        action="store_true",
+        help="add a members-per-second vs bundle-size table (bundles of 1 to 64 MNIST MLPs, 2 epochs)",
+    )
     args = p.parse_args(argv)
     from harness.bench_sweeps import SWEEP_ROWS
 
     allowed = ("loop", "sweeps", *SWEEP_ROWS, "grid", "scaling")
-    parts = set(args.only.split(",")) if args.only else \
-        ({"sweeps"} if args.sweeps_only else {"loop", "sweeps"}) | {k for k in ("grid", "scaling") if getattr(args, k)}
+    parts = (
+        set(args.only.split(","))
+        if args.only
+        else ({"sweeps"} if args.sweeps_only else {"loop", "sweeps"}) | {k for k in ("grid", "scaling") if getattr(args, k)}
+    )
     if not parts or parts - set(allowed):
         print(f"error: --only {args.only!r}: allowed parts are {', '.join(allowed)}", file=sys.stderr)
         return 2
@@ -388,24 +509,53 @@ def measure(args, parts, device, quick: bool, reps: int, epochs: int, subset: li
 
     def save(final: bool = False) -> dict:
         """bench.json and bench.md with what is measured so far: a bench stopped at a time limit keeps its rows."""
-        report = {"machine": machine(dev), "quick": quick, "reps": reps, "epochs": epochs, "threads_auto": threads,
-                  "seconds": time.perf_counter() - t_start, "complete": final, "rows": rows, "scaling": scaling or None,
-                  "date": time.strftime("%Y-%m-%d %H:%M")}
+        report = {
+            "machine": machine(dev),
+            "quick": quick,
+            "reps": reps,
+            "epochs": epochs,
+            "threads_auto": threads,
+            "seconds": time.perf_counter() - t_start,
+            "complete": final,
+            "rows": rows,
+            "scaling": scaling or None,
+            "date": time.strftime("%Y-%m-%d %H:%M"),
+        }
         out.mkdir(parents=True, exist_ok=True)
         (out / "bench.json").write_text(json.dumps(report, indent=2))
         (out / "bench.md").write_text(markdown(report))
         return report
 
     def row(key, measure, a, b, ratio, target=None, met=None, note=""):
-        rows.append({"key": key, "measure": measure, "value": a, "baseline": b, "ratio": ratio, "target": target, "met": met, "note": note})
+        rows.append(
+            {
+                "key": key,
+                "measure": measure,
+                "value": a,
+                "baseline": b,
+                "ratio": ratio,
+                "target": target,
+                "met": met,
+                "note": note,
+            }
+        )
         save()
         r = ratio["median"] if isinstance(ratio, dict) else ratio
-        verdict = "" if not target else f" (expected: {target})" if met is None else f" (target {target}: {'met' if met else 'NOT met'})"
+        verdict = (
+            ""
+            if not target
+            else f" (expected: {target})"
+            if met is None
+            else f" (target {target}: {'met' if met else 'NOT met'})"
+        )
         print(f"  {measure}: {r:.3f}{verdict}" + (f"  {note}" if note else ""), flush=True)
 
     print(f"harness bench on {dev}{' (quick)' if quick else ''}: {reps} repetitions, {epochs} epochs each", flush=True)
-    data = None if "loop" not in parts else \
-        MNIST(data_dir=args.data_dir, download=False, **({"n_train": 10000} if quick else {})).load().to(device)
+    data = (
+        None
+        if "loop" not in parts
+        else MNIST(data_dir=args.data_dir, download=False, **({"n_train": 10000} if quick else {})).load().to(device)
+    )
 
     if "loop" in parts:
         loop_rows(row, args.data_dir, dev, device, store, data, reps, epochs, subset, threads, quick, work)
@@ -435,13 +585,19 @@ def fmt(x) -> str:
 
 def markdown(report: dict) -> str:
     m = report["machine"]
-    stopped = "" if report.get("complete", True) else \
-        "**Incomplete: the bench stopped before its last part; these rows are what it measured.**\n\n"
-    head = (f"# harness bench{' (quick)' if report['quick'] else ''}\n\n{stopped}"
-            f"{report['date']}; {m['cpu']}, {m['cores']} cores; torch {m['torch']}; device {m['device']}"
-            + (f" ({m['gpu']})" if "gpu" in m else "") + f"; threads=auto -> {report['threads_auto']}; "
-            f"median [min, max] of {report['reps']} repetitions (sweeps: 2, quality: 3 seeds); harness runs: MNIST, MLP 784-256-10, Adam, batch 128, "
-            f"{report['epochs']} epochs, s/epoch = median of epochs 2..n.\n\n")
+    stopped = (
+        ""
+        if report.get("complete", True)
+        else "**Incomplete: the bench stopped before its last part; these rows are what it measured.**\n\n"
+    )
+    head = (
+        f"# harness bench{' (quick)' if report['quick'] else ''}\n\n{stopped}"
+        f"{report['date']}; {m['cpu']}, {m['cores']} cores; torch {m['torch']}; device {m['device']}"
+        + (f" ({m['gpu']})" if "gpu" in m else "")
+        + f"; threads=auto -> {report['threads_auto']}; "
+        f"median [min, max] of {report['reps']} repetitions (sweeps: 2, quality: 3 seeds); harness runs: MNIST, MLP 784-256-10, Adam, batch 128, "
+        f"{report['epochs']} epochs, s/epoch = median of epochs 2..n.\n\n"
+    )
     lines = ["| measure | result | target | met | notes |", "|---|---|---|---|---|"]
     for r in report["rows"]:
         met = "" if r["met"] is None else ("yes" if r["met"] else "**no**")
@@ -451,9 +607,11 @@ def markdown(report: dict) -> str:
         from harness.bench_sweeps import scaling_markdown
 
         epochs = report["scaling"][0]["epochs"]
-        text += (f"\nMembers per second against bundle size: one stacked sweep of k seeds of the default MNIST MLP, "
-                 f"{epochs} epoch{'s' if epochs > 1 else ''} each, one bundle; member-epochs / s = k x epochs / the bundle's "
-                 "training seconds.\n\n" + scaling_markdown(report["scaling"]))
+        text += (
+            f"\nMembers per second against bundle size: one stacked sweep of k seeds of the default MNIST MLP, "
+            f"{epochs} epoch{'s' if epochs > 1 else ''} each, one bundle; member-epochs / s = k x epochs / the bundle's "
+            "training seconds.\n\n" + scaling_markdown(report["scaling"])
+        )
     return text
 
 

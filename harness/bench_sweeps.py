@@ -15,6 +15,7 @@ each timed side by side in one run of the bench.
 6. (``--scaling``) members per second against bundle size: one stacked sweep of k seeds of the
    default MNIST MLP for k = 1, 2, 4, ..., its members x epochs / the bundle's training seconds.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -27,14 +28,24 @@ from harness.bench import harness_env, run_sweep, stats
 
 REGRESSION_20 = ["task=regression", "loss=mse,mae,huber,log_cosh", "seed=0,1,2,3,4", "epochs=5"]
 MNIST_12 = ["task=mnist", "optimizer.lr=0.0003,0.001,0.003", "seed=0,1,2,3", "epochs=2"]
-GRID = ["experiment=mnist_optimizers", "optimizer.weight_decay=0.0", "optimizer.lr=0.0003,0.001,0.003,0.01,0.03,0.1", "seed=0,1,2", "epochs=10"]  # 108 runs
+GRID = [
+    "experiment=mnist_optimizers",
+    "optimizer.weight_decay=0.0",
+    "optimizer.lr=0.0003,0.001,0.003,0.01,0.03,0.1",
+    "seed=0,1,2",
+    "epochs=10",
+]  # 108 runs
 
 
 def sweep(work: Path, name: str, args: list[str], launcher: str = "stacked", experiment: str | None = None) -> dict:
     """One --multirun in its own store; its wall time and its runs' train_seconds."""
     wall, runs = run_sweep(work, name, args, launcher, experiment)
-    return {"wall": wall, "train": [float(r.data.tags.get("train_seconds", 0)) for r in runs], "runs": len(runs),
-            "bundles": len({r.data.tags.get("bundle") for r in runs})}
+    return {
+        "wall": wall,
+        "train": [float(r.data.tags.get("train_seconds", 0)) for r in runs],
+        "runs": len(runs),
+        "bundles": len({r.data.tags.get("bundle") for r in runs}),
+    }
 
 
 def with_args(base: list[str], *changes: str) -> list[str]:
@@ -62,8 +73,17 @@ raw_loop(MNIST(data_dir=sys.argv[2], download=False).load().to(device), int(sys.
 
 
 SWEEP_ROWS = ("overhead", "outliers", "mnist12", "whole", "fresh", "conv")
-SEQUENCE_8 = ["task=sequence", "loss=ctc,position_ce", "optimizer=adam", "optimizer.lr=0.01,0.03", "seed=0,1", "task.max_length=6",
-              "task.jitter=4", "task.n_train=2000", "epochs=3"]
+SEQUENCE_8 = [
+    "task=sequence",
+    "loss=ctc,position_ce",
+    "optimizer=adam",
+    "optimizer.lr=0.01,0.03",
+    "seed=0,1",
+    "task.max_length=6",
+    "task.jitter=4",
+    "task.n_train=2000",
+    "epochs=3",
+]
 
 
 def rows(row, work: Path, data_dir: str, device: str, quick: bool, reps: int, grid: bool, sweeps=SWEEP_ROWS) -> None:
@@ -88,11 +108,19 @@ def sweep_rows(row, work: Path, data_dir: str, device: str, quick: bool, reps: i
             ratios.append(many["wall"] / (start + sum(many["train"])))
             walls.append(many["wall"]), trains.append(sum(many["train"])), starts.append(start)
         r = stats(ratios)
-        row("sweep_overhead", "per-job overhead: 20-job regression sweep wall / (start-up + sum of training s)", stats(walls), None,
-            r, "<= 1.5", r["median"] <= 1.5, f"wall {statistics.median(walls):.1f} s, start-up (a 1-job sweep's wall - its "
+        row(
+            "sweep_overhead",
+            "per-job overhead: 20-job regression sweep wall / (start-up + sum of training s)",
+            stats(walls),
+            None,
+            r,
+            "<= 1.5",
+            r["median"] <= 1.5,
+            f"wall {statistics.median(walls):.1f} s, start-up (a 1-job sweep's wall - its "
             f"training) {statistics.median(starts):.1f} s, training {statistics.median(trains):.1f} s, so "
             f"{(statistics.median(walls) - statistics.median(starts) - statistics.median(trains)) / 19:.2f} s a job beyond the "
-            "first; basic launcher")
+            "first; basic launcher",
+        )
 
     if "outliers" in which:
         # 2: the regression_outliers study, basic vs stacked
@@ -105,34 +133,67 @@ def sweep_rows(row, work: Path, data_dir: str, device: str, quick: bool, reps: i
             notes.append((basic["wall"], stacked["wall"], stacked["runs"]))
         r = stats(ratios)
         b, s, n = notes[-1]
-        row("stacked_study", "regression_outliers study: basic launcher wall / stacked launcher wall", None, None, r, ">= 5",
-            r["median"] >= 5, f"{n} runs{' (smoke=on)' if quick else ''}: basic {b:.1f} s, stacked {s:.1f} s (last repetition)")
+        row(
+            "stacked_study",
+            "regression_outliers study: basic launcher wall / stacked launcher wall",
+            None,
+            None,
+            r,
+            ">= 5",
+            r["median"] >= 5,
+            f"{n} runs{' (smoke=on)' if quick else ''}: basic {b:.1f} s, stacked {s:.1f} s (last repetition)",
+        )
 
     if "mnist12" in which:
         # 3: an MNIST bundle of 12 configurations of the default MLP
-        mnist = with_args(MNIST_12, f"data_dir={data_dir}", f"device={device}", *(["task.n_train=2000", "epochs=1"] if quick else []))
+        mnist = with_args(
+            MNIST_12, f"data_dir={data_dir}", f"device={device}", *(["task.n_train=2000", "epochs=1"] if quick else [])
+        )
         basic = sweep(work, "mnist12_basic", mnist, "basic")
         stacked = sweep(work, "mnist12_stacked", mnist, "stacked")
         ratio = stats([basic["wall"] / stacked["wall"]])
         gpu = device.startswith("cuda")
-        row("stacked_mnist", "MNIST, 12 configurations of the default MLP: one after another wall / one bundle wall", None, None,
-            ratio, ">= 10 (GPU)" if gpu else "modest on CPU", ratio["median"] >= 10 if gpu else None,
-            f"basic {basic['wall']:.1f} s, stacked {stacked['wall']:.1f} s, {'1 epoch on 2000 images' if quick else '2 epochs'}")
+        row(
+            "stacked_mnist",
+            "MNIST, 12 configurations of the default MLP: one after another wall / one bundle wall",
+            None,
+            None,
+            ratio,
+            ">= 10 (GPU)" if gpu else "modest on CPU",
+            ratio["median"] >= 10 if gpu else None,
+            f"basic {basic['wall']:.1f} s, stacked {stacked['wall']:.1f} s, {'1 epoch on 2000 images' if quick else '2 epochs'}",
+        )
 
     if "whole" in which:
         # 4: a whole 4-epoch MNIST process in a folder whose store exists, harness vs the raw loop
         folder = work / "whole"
         folder.mkdir(exist_ok=True)
         epochs = 1 if quick else 4
-        harness = [sys.executable, "-m", "harness", "task=mnist", f"data_dir={data_dir}", f"epochs={epochs}", "progress=false",
-                   f"device={device}", f"tracking.uri=sqlite:///{folder}/mlflow.db"]
+        harness = [
+            sys.executable,
+            "-m",
+            "harness",
+            "task=mnist",
+            f"data_dir={data_dir}",
+            f"epochs={epochs}",
+            "progress=false",
+            f"device={device}",
+            f"tracking.uri=sqlite:///{folder}/mlflow.db",
+        ]
         raw = [sys.executable, "-c", RAW_PROCESS, str(epochs), data_dir, device]
         whole_process(harness, folder)  # the store exists from here on
         pairs = [(whole_process(harness, folder), whole_process(raw, folder)) for _ in range(1 if quick else min(3, reps))]
         r = stats([h / w for h, w in pairs])
-        row("whole_process", f"whole process, {epochs}-epoch MNIST run, store exists: harness wall / raw loop wall", None, None, r,
-            "<= 1.25", r["median"] <= 1.25, f"harness {statistics.median(h for h, _ in pairs):.1f} s, raw loop "
-            f"{statistics.median(w for _, w in pairs):.1f} s")
+        row(
+            "whole_process",
+            f"whole process, {epochs}-epoch MNIST run, store exists: harness wall / raw loop wall",
+            None,
+            None,
+            r,
+            "<= 1.25",
+            r["median"] <= 1.25,
+            f"harness {statistics.median(h for h, _ in pairs):.1f} s, raw loop {statistics.median(w for _, w in pairs):.1f} s",
+        )
 
     if "fresh" in which:
         # 4a: the default job in a new folder: MLflow migrates a new store, or the harness copies its cached empty one
@@ -148,9 +209,16 @@ def sweep_rows(row, work: Path, data_dir: str, device: str, quick: bool, reps: i
         fresh("copied", -1)  # fills the cache, as the first fresh folder after an install does
         pairs = [(fresh("migrated", i), fresh("copied", i)) for i in range(1 if quick else min(3, reps))]
         r = stats([m / c for m, c in pairs])
-        row("fresh_store", "default job in a fresh folder: store migrated by MLflow / copied from the cache, wall", None, None, r,
-            "> 1", r["median"] > 1, f"migrated {statistics.median(m for m, _ in pairs):.1f} s, copied "
-            f"{statistics.median(c for _, c in pairs):.1f} s")
+        row(
+            "fresh_store",
+            "default job in a fresh folder: store migrated by MLflow / copied from the cache, wall",
+            None,
+            None,
+            r,
+            "> 1",
+            r["median"] > 1,
+            f"migrated {statistics.median(m for m, _ in pairs):.1f} s, copied {statistics.median(c for _, c in pairs):.1f} s",
+        )
 
     if "conv" in which:
         # 4b: is stacking a convolutional model worth it on this device? (on a CPU the launcher says no by default)
@@ -164,10 +232,17 @@ def sweep_rows(row, work: Path, data_dir: str, device: str, quick: bool, reps: i
             notes.append((st, so, stacked["bundles"]))
         r = stats(ratios)
         st, so, nb = notes[-1]
-        row("stacked_conv", "8 sequence models (column CNN): stacked bundle training s / sum of training s one after another",
-            None, None, r, "< 1 on a GPU; > 1 keeps them alone on a CPU", None,
+        row(
+            "stacked_conv",
+            "8 sequence models (column CNN): stacked bundle training s / sum of training s one after another",
+            None,
+            None,
+            r,
+            "< 1 on a GPU; > 1 keeps them alone on a CPU",
+            None,
             f"stacked {st:.1f} s in {nb} bundle(s), one after another {so:.1f} s (last repetition), "
-            f"{'1 epoch on 500 sequences' if quick else '3 epochs on 2000'}")
+            f"{'1 epoch on 500 sequences' if quick else '3 epochs on 2000'}",
+        )
 
 
 def grid_row(row, work: Path, data_dir: str, device: str) -> None:
@@ -178,33 +253,54 @@ def grid_row(row, work: Path, data_dir: str, device: str) -> None:
     note = f"training {max(run['train']):.1f} s for the longest bundle"
     if gpu:  # the default there trains several bundles at once, each in its own process; side by side with one at a time
         one = sweep(work, "grid_one_worker", args + ["hydra.launcher.workers=1"], "stacked", "mnist_optimizers")
-        note += (f"; {run['bundles']} bundles, up to 4 at once (the GPU default); "
-                 f"one bundle at a time (hydra.launcher.workers=1): {one['wall']:.1f} s, {one['wall'] / run['wall']:.2f}x the wall")
+        note += (
+            f"; {run['bundles']} bundles, up to 4 at once (the GPU default); "
+            f"one bundle at a time (hydra.launcher.workers=1): {one['wall']:.1f} s, {one['wall'] / run['wall']:.2f}x the wall"
+        )
     target = 60 if gpu else 600
-    row("grid", f"mnist_optimizers grid, {run['runs']} runs x 10 epochs, stacked: wall (s)", None, None, stats([run["wall"]]),
-        f"<= {target} s", run["wall"] <= target, note)
+    row(
+        "grid",
+        f"mnist_optimizers grid, {run['runs']} runs x 10 epochs, stacked: wall (s)",
+        None,
+        None,
+        stats([run["wall"]]),
+        f"<= {target} s",
+        run["wall"] <= target,
+        note,
+    )
 
 
 SCALING_SIZES = (1, 2, 4, 8, 16, 32, 64)
 
 
-def scaling(work: Path, data_dir: str, device: str, quick: bool, sizes=SCALING_SIZES, out: list | None = None,
-            on_line=None) -> list[dict]:
+def scaling(
+    work: Path, data_dir: str, device: str, quick: bool, sizes=SCALING_SIZES, out: list | None = None, on_line=None
+) -> list[dict]:
     """Members per second against bundle size: for each k, one stacked sweep of k seeds of the
     default MNIST MLP (one bundle, ``max_members`` = k), k x epochs / the bundle's training seconds.
     Prints each line as it is measured (the biggest bundles take the longest), appends it to ``out``
     and calls ``on_line()``, so that a bench stopped midway keeps the lines it has."""
     epochs = 1 if quick else 2
-    base = ["task=mnist", f"data_dir={data_dir}", f"device={device}", f"epochs={epochs}"] + (["task.n_train=2000"] if quick else [])
+    base = ["task=mnist", f"data_dir={data_dir}", f"device={device}", f"epochs={epochs}"] + (
+        ["task.n_train=2000"] if quick else []
+    )
     out = [] if out is None else out
     for k in sizes:
         run = sweep(work, f"scaling{k}", base + [f"seed=range({k})", f"hydra.launcher.max_members={k}"], "stacked")
         train = max(run["train"])
-        line = {"members": k, "runs": run["runs"], "epochs": epochs, "train_s": train, "wall_s": run["wall"],
-                "member_epochs_per_s": k * epochs / train if train else float("nan")}
+        line = {
+            "members": k,
+            "runs": run["runs"],
+            "epochs": epochs,
+            "train_s": train,
+            "wall_s": run["wall"],
+            "member_epochs_per_s": k * epochs / train if train else float("nan"),
+        }
         out.append(line)
-        print(f"  bundle of {k}: {line['member_epochs_per_s']:.2f} member-epochs/s (training {train:.1f} s, wall {run['wall']:.1f} s)",
-              flush=True)
+        print(
+            f"  bundle of {k}: {line['member_epochs_per_s']:.2f} member-epochs/s (training {train:.1f} s, wall {run['wall']:.1f} s)",
+            flush=True,
+        )
         one = out[0]["member_epochs_per_s"]
         line["speedup_vs_1"] = line["member_epochs_per_s"] / one if one else float("nan")
         if on_line:
@@ -213,8 +309,12 @@ def scaling(work: Path, data_dir: str, device: str, quick: bool, sizes=SCALING_S
 
 
 def scaling_markdown(lines: list[dict]) -> str:
-    rows = ["| members in the bundle | member-epochs / s | vs 1 member | bundle training (s) | sweep wall (s) |",
-            "|---:|---:|---:|---:|---:|"]
-    rows += [f"| {r['members']} | {r['member_epochs_per_s']:.3g} | {r['speedup_vs_1']:.3g} | {r['train_s']:.3g} | {r['wall_s']:.3g} |"
-             for r in lines]
+    rows = [
+        "| members in the bundle | member-epochs / s | vs 1 member | bundle training (s) | sweep wall (s) |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    rows += [
+        f"| {r['members']} | {r['member_epochs_per_s']:.3g} | {r['speedup_vs_1']:.3g} | {r['train_s']:.3g} | {r['wall_s']:.3g} |"
+        for r in lines
+    ]
     return "\n".join(rows) + "\n"

@@ -5,6 +5,7 @@ Nothing here touches MLflow. Objects come from ``hydra.utils.instantiate`` after
 build is one ``HarnessError`` line. Within one process, a task's data is loaded once and reused by
 every job that asks for the same task config (a sweep over seeds or losses reads it once).
 """
+
 from __future__ import annotations
 
 import copy
@@ -25,7 +26,7 @@ from harness.checks import CONF_DIR
 from harness.tasks import Data, Task
 
 DATA_CACHE_SIZE = 3  # task configs whose data a process keeps (a sweep over one task's knob reuses them)
-LR_SCALINGS = {"none": lambda r: 1.0, "linear": lambda r: r, "sqrt": lambda r: r ** 0.5}
+LR_SCALINGS = {"none": lambda r: 1.0, "linear": lambda r: r, "sqrt": lambda r: r**0.5}
 
 
 def build_object(spec, what: str):
@@ -46,6 +47,7 @@ def build_object(spec, what: str):
 
 
 # ---------------------------------------------------------------- device and threads
+
 
 def resolve_device(requested: str) -> torch.device:
     if requested == "auto":
@@ -140,9 +142,11 @@ def check_data(data: Data, task: str) -> None:
         for what, t in (("inputs", part.x), ("targets", part.y)):
             if t.is_floating_point() and not bool(torch.isfinite(t).all()):
                 bad = int((~torch.isfinite(t)).sum())
-                raise HarnessError(f"task={task}: the {split} {what} hold {bad} value(s) that are not finite numbers (NaN or "
-                                   "inf) once loaded; the data must be finite (check the file for inf or numbers beyond "
-                                   "float32's 3.4e38, and the task's sizes: one training sample cannot be standardised)")
+                raise HarnessError(
+                    f"task={task}: the {split} {what} hold {bad} value(s) that are not finite numbers (NaN or "
+                    "inf) once loaded; the data must be finite (check the file for inf or numbers beyond "
+                    "float32's 3.4e38, and the task's sizes: one training sample cannot be standardised)"
+                )
 
 
 def init_model(task: Task, seed: int, device: torch.device) -> torch.nn.Module:
@@ -154,6 +158,7 @@ def init_model(task: Task, seed: int, device: torch.device) -> torch.nn.Module:
 
 def losses_for(task: Task) -> list[str]:
     """The loss configs in conf/loss whose targets the task can feed."""
+
     def targets_of(name: str):
         spec = OmegaConf.load(CONF_DIR / "loss" / f"{name}.yaml")
         bases = [d for d in spec.get("defaults", []) if d != "_self_"]  # a variant inherits from its base
@@ -165,11 +170,14 @@ def losses_for(task: Task) -> list[str]:
 def check_fit(cfg: DictConfig, names: dict[str, str], task: Task) -> None:
     kind = cfg.loss.targets
     if kind not in task.targets:
-        raise HarnessError(f"loss={names['loss']} takes {kind} targets, which task={names['task']} does not have; "
-                           f"losses that fit {names['task']}: {', '.join(losses_for(task))}")
+        raise HarnessError(
+            f"loss={names['loss']} takes {kind} targets, which task={names['task']} does not have; "
+            f"losses that fit {names['task']}: {', '.join(losses_for(task))}"
+        )
 
 
 # ---------------------------------------------------------------- loss, optimizer, schedule
+
 
 def class_weights(spec, y: torch.Tensor, num_classes: int, what: str):
     """None, 'balanced' (n / (C * n_c), as scikit-learn), a number (binary focal alpha) or C weights."""
@@ -235,8 +243,10 @@ def try_step(cfg: DictConfig, task: Task, model: torch.nn.Module, batch_size: in
     from harness.optimizers import needs_closure, set_mode
 
     if task.own_step and needs_closure(getattr(factory, "func", factory) or torch.optim.Optimizer):
-        raise HarnessError(f"optimizer {cfg.optimizer.get('_target_')} needs a closure (it re-evaluates the loss), which "
-                           f"the task's own step ({type(task).__name__}: two players) does not give; choose another optimizer")
+        raise HarnessError(
+            f"optimizer {cfg.optimizer.get('_target_')} needs a closure (it re-evaluates the loss), which "
+            f"the task's own step ({type(task).__name__}: two players) does not give; choose another optimizer"
+        )
     trial = copy.deepcopy(model)
     optimizer = build_optimizer(cfg, task.param_groups(trial), batch_size, factory)
     scheduler = build_schedule(cfg, optimizer, cfg.epochs, steps_per_epoch)
@@ -258,10 +268,13 @@ def try_step(cfg: DictConfig, task: Task, model: torch.nn.Module, batch_size: in
     except HarnessError:
         raise
     except Exception as e:
-        knobs = ", ".join(f"{k}={v}" for k, v in OmegaConf.to_container(cfg.optimizer, resolve=True).items()
-                          if not k.startswith("_"))
-        raise HarnessError(f"the optimizer {cfg.optimizer.get('_target_')} fails on its first step ({knobs}): "
-                           f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        knobs = ", ".join(
+            f"{k}={v}" for k, v in OmegaConf.to_container(cfg.optimizer, resolve=True).items() if not k.startswith("_")
+        )
+        raise HarnessError(
+            f"the optimizer {cfg.optimizer.get('_target_')} fails on its first step ({knobs}): "
+            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        ) from None
 
 
 def batch_size_of(cfg: DictConfig, n: int) -> int:
@@ -269,6 +282,7 @@ def batch_size_of(cfg: DictConfig, n: int) -> int:
 
 
 # ---------------------------------------------------------------- one whole run
+
 
 @dataclass
 class Job:
@@ -284,8 +298,9 @@ class Job:
     threads: int
 
 
-def setup(cfg: DictConfig, names: dict[str, str], ctx: dict | None = None,
-          cache: dict | None = None) -> tuple[Task, Data, torch.device, int]:
+def setup(
+    cfg: DictConfig, names: dict[str, str], ctx: dict | None = None, cache: dict | None = None
+) -> tuple[Task, Data, torch.device, int]:
     """The task, its data on the device, and the threads: what every member of a bundle shares.
     The config must have passed ``harness.checks.check_config``."""
     device = resolve_device(str(cfg.device))
@@ -308,8 +323,9 @@ def build(cfg: DictConfig, names: dict[str, str], ctx: dict | None = None) -> Jo
     try_step(cfg, task, model, batch_size, -(-n // batch_size), factory)
     optimizer = build_optimizer(cfg, task.param_groups(model), batch_size, factory)
     scheduler = build_schedule(cfg, optimizer, cfg.epochs, -(-n // batch_size))
-    return Job(task, data, model, loss, targets_fn(cfg.loss.targets, task.num_classes), optimizer, scheduler, batch_size,
-               device, threads)
+    return Job(
+        task, data, model, loss, targets_fn(cfg.loss.targets, task.num_classes), optimizer, scheduler, batch_size, device, threads
+    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -332,7 +348,13 @@ def metric_names(cfg: DictConfig, names: dict[str, str]) -> list[str]:
     task, data, device, _ = setup(cfg, names)
     model = init_model(task, 0, device)
     loss = build_loss(cfg, task, data, device)
-    keys = evaluate(model, task, data.val, loss, targets_fn(cfg.loss.targets, task.num_classes), cfg.eval_batch_size,
-                    **metric_extras(task, loss, model, data, cfg.eval_batch_size))
+    keys = evaluate(
+        model,
+        task,
+        data.val,
+        loss,
+        targets_fn(cfg.loss.targets, task.num_classes),
+        cfg.eval_batch_size,
+        **metric_extras(task, loss, model, data, cfg.eval_batch_size),
+    )
     return [f"{split}/{k}" for split in ("train", "val", "test") for k in keys] + ["epoch_seconds", "samples_per_second"]
-

@@ -9,6 +9,7 @@ and gets its own MLflow run (``harness.run.RunRecord``), tagged with its bundle 
 size. A job that cannot join a bundle runs as an ordinary job of the same sweep, with one line
 saying why. Bundles are bounded by a member count and by memory.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,8 +25,18 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from harness import HarnessError
-from harness.build import (batch_size_of, build_loss, build_optimizer, build_schedule, init_model, optimizer_factory,
-                           resolve_threads, setup, task_key, try_step)
+from harness.build import (
+    batch_size_of,
+    build_loss,
+    build_optimizer,
+    build_schedule,
+    init_model,
+    optimizer_factory,
+    resolve_threads,
+    setup,
+    task_key,
+    try_step,
+)
 from harness.optimizers import needs_closure
 from harness.run import RunRecord, Spec, admit, open_tracker, refuse, skip, spec_from_hydra
 from harness.stacked import Member, batched_mlp, qualified_name, stackable, train_stacked
@@ -36,21 +47,24 @@ from harness.tracking import FlushGroup
 MEMBER_KEYS = ("seed", "loss", "optimizer", "schedule", "lr_scaling", "lr_reference_batch")
 MEMORY_SHARE = {"cuda": 0.5, "cpu": 0.25}  # share of free GPU / available RAM the bundles may use by default
 WORKERS_GPU = 4  # bundles trained at once on a GPU, each in its own process (hydra.launcher.workers=null)
-MIN_SPLIT = 16   # a group of compatible jobs is split among the workers only into bundles at least this big
-                 # (a worker's start costs seconds; a smaller bundle trains in less)
+MIN_SPLIT = 16  # a group of compatible jobs is split among the workers only into bundles at least this big
+# (a worker's start costs seconds; a smaller bundle trains in less)
 ALONE = "no other job of the sweep shares its model, data shapes, batch size and epochs"
-CPU_VMAP = ("on a CPU a stacked convolutional model (vmap) trains slower than its jobs one after another "
-            "(hydra.launcher.vmap_on_cpu=true stacks it anyway)")
+CPU_VMAP = (
+    "on a CPU a stacked convolutional model (vmap) trains slower than its jobs one after another "
+    "(hydra.launcher.vmap_on_cpu=true stacks it anyway)"
+)
 
 
 @dataclass
 class Entry:
     """One job of the sweep as the launcher sees it."""
-    cfg: DictConfig                  # as Hydra composed it, hydra node included
+
+    cfg: DictConfig  # as Hydra composed it, hydra node included
     spec: Spec | None = None
     tracker: object = None
     result: Result | None = None
-    solo: str | None = None          # why it runs as an ordinary job (None: it may join a bundle)
+    solo: str | None = None  # why it runs as an ordinary job (None: it may join a bundle)
     parts: dict = field(default_factory=dict)
 
 
@@ -79,13 +93,24 @@ def bundle_key(cfg: DictConfig) -> str:
 def signature(task, data, model: torch.nn.Module) -> str:
     """The model's architecture and the shapes of the data it trains on."""
     splits = [(tuple(s.x.shape), str(s.x.dtype), tuple(s.y.shape), str(s.y.dtype)) for s in (data.train, data.val, data.test)]
-    return _json([type(task).__qualname__, task.num_classes, str(model),
-                  [(n, tuple(p.shape)) for n, p in model.named_parameters()], splits])
+    return _json(
+        [
+            type(task).__qualname__,
+            task.num_classes,
+            str(model),
+            [(n, tuple(p.shape)) for n, p in model.named_parameters()],
+            splits,
+        ]
+    )
 
 
 def optimizer_key(cfg: DictConfig) -> str:
-    return _json([OmegaConf.to_container(cfg[k], resolve=True) if isinstance(cfg[k], DictConfig) else cfg[k]
-                  for k in ("optimizer", "schedule", "lr_scaling", "lr_reference_batch")])
+    return _json(
+        [
+            OmegaConf.to_container(cfg[k], resolve=True) if isinstance(cfg[k], DictConfig) else cfg[k]
+            for k in ("optimizer", "schedule", "lr_scaling", "lr_reference_batch")
+        ]
+    )
 
 
 def loss_key(cfg: DictConfig) -> str:
@@ -97,7 +122,7 @@ def loss_key(cfg: DictConfig) -> str:
 NOT_STACKED = {
     "harness.optimizers.MuonAdamW": "Muon orthogonalises whole weight matrices, and a bundle holds a member's as 3-D slices",
     "torch.optim.Adafactor": "Adafactor factors each matrix's second moment by shape, and a bundle holds a "
-                                       "member's bias as a 2-D slice",
+    "member's bias as a 2-D slice",
     "pytorch_optimizer.optimizer.soap.SOAP": "SOAP's preconditioners follow each tensor's shape, which a bundle changes",
 }
 
@@ -115,7 +140,7 @@ def not_stacked(cls) -> str | None:
 
 def memory_budget(device: torch.device, memory_gb: float | None) -> float:
     if memory_gb is not None:
-        return memory_gb * 2 ** 30
+        return memory_gb * 2**30
     if device.type == "cuda":
         return MEMORY_SHARE["cuda"] * torch.cuda.mem_get_info(device)[0]
     import psutil
@@ -128,8 +153,11 @@ def member_bytes(model: torch.nn.Module, sample: torch.Tensor, batch_size: int, 
     states, the activations of a training step (kept for backward) or of an evaluation chunk, and
     the epoch's outputs kept for the running training metrics."""
     sizes: list[int] = []
-    hooks = [m.register_forward_hook(lambda mod, inp, out: sizes.append(out[0].numel()))
-             for m in model.modules() if not list(m.children())]
+    hooks = [
+        m.register_forward_hook(lambda mod, inp, out: sizes.append(out[0].numel()))
+        for m in model.modules()
+        if not list(m.children())
+    ]
     with torch.no_grad():
         out = model(sample[:1])
     for h in hooks:
@@ -143,6 +171,7 @@ NEEDS = {"gallery": "the training set beside each split"}  # see Task.needs; "de
 
 
 # ---------------------------------------------------------------- the plan
+
 
 def admit_all(entries: list[Entry]) -> list[Entry]:
     """Check each job and look for its earlier runs, as a solo job would; returns those that still have to run."""
@@ -186,15 +215,24 @@ def prepare(e: Entry, loaded: dict) -> None:
             e.solo = f"its optimizer: {why}"
             return
         try_step(cfg, task, model, batch_size, -(-n // batch_size), factory)
-        e.parts = {"task": task, "data": data, "data_key": task_key(cfg), "device": device, "model": model,
-                   "loss": build_loss(cfg, task, data, device),
-                   "optimizer_class": cls, "factory": factory, "batch_size": batch_size}
+        e.parts = {
+            "task": task,
+            "data": data,
+            "data_key": task_key(cfg),
+            "device": device,
+            "model": model,
+            "loss": build_loss(cfg, task, data, device),
+            "optimizer_class": cls,
+            "factory": factory,
+            "batch_size": batch_size,
+        }
     except HarnessError as err:
         e.result = refuse(e.spec, err)
 
 
-def plan(entries: list[Entry], max_members: int, memory_gb: float | None, workers: int | None = 1,
-         vmap_on_cpu: bool = False) -> list[list[Entry]]:
+def plan(
+    entries: list[Entry], max_members: int, memory_gb: float | None, workers: int | None = 1, vmap_on_cpu: bool = False
+) -> list[list[Entry]]:
     """Units of work in sweep order: bundles (2+ entries) and solo jobs (1 entry, its reason in ``solo``).
     On a CPU, models that only vmap can stack (anything but a plain MLP) run alone unless ``vmap_on_cpu``:
     on a 2-core CPU a bundle of 8 sequence models trained in 1.22x the time of training them one by one
@@ -260,14 +298,23 @@ def split(ready: list[Entry], max_members: int, memory_gb: float | None, workers
 
 # ---------------------------------------------------------------- a bundle's life
 
+
 def member(e: Entry, on_epoch: Callable, steps_per_epoch: int, data_index: int = 0) -> Member:
     """A prepared entry as a member of a stacked model: its own model, loss, optimizer and schedule."""
     cfg, batch_size = e.spec.cfg, e.parts["batch_size"]
-    return Member(model=e.parts["model"], loss=e.parts["loss"], targets=cfg.loss.targets, seed=cfg.seed, on_epoch=on_epoch,
-                  optimizer_class=e.parts["optimizer_class"],
-                  make_optimizer=lambda params: build_optimizer(cfg, params, batch_size, e.parts["factory"]),
-                  make_scheduler=lambda opt: build_schedule(cfg, opt, cfg.epochs, steps_per_epoch),
-                  opt_key=optimizer_key(cfg), loss_key=loss_key(cfg), data=data_index)
+    return Member(
+        model=e.parts["model"],
+        loss=e.parts["loss"],
+        targets=cfg.loss.targets,
+        seed=cfg.seed,
+        on_epoch=on_epoch,
+        optimizer_class=e.parts["optimizer_class"],
+        make_optimizer=lambda params: build_optimizer(cfg, params, batch_size, e.parts["factory"]),
+        make_scheduler=lambda opt: build_schedule(cfg, opt, cfg.epochs, steps_per_epoch),
+        opt_key=optimizer_key(cfg),
+        loss_key=loss_key(cfg),
+        data=data_index,
+    )
 
 
 def run_bundle(entries: list[Entry], label: str, threads: int) -> None:
@@ -287,18 +334,28 @@ def run_bundle(entries: list[Entry], label: str, threads: int) -> None:
         for e in entries:
             record = RunRecord(e.spec, e.tracker or open_tracker(e.spec))
             writes.join(record.tracker)
-            record.start(e.parts["task"], device, threads, batch_size, cfg.epochs * steps,
-                         extra_tags={"bundle": label, "bundle_size": str(len(entries))})
+            record.start(
+                e.parts["task"],
+                device,
+                threads,
+                batch_size,
+                cfg.epochs * steps,
+                extra_tags={"bundle": label, "bundle_size": str(len(entries))},
+            )
             records.append(record)
         members = [member(e, r.epoch, steps, datasets[e.parts["data_key"]]) for e, r in zip(entries, records)]
         data_list = [None] * len(datasets)
         for e in entries:
             data_list[datasets[e.parts["data_key"]]] = (e.parts["task"], e.parts["data"])
         names = [e.spec.run_name for e in entries]
-        results = train_stacked(data_list, members, epochs=cfg.epochs, batch_size=batch_size,
-                                eval_batch_size=cfg.eval_batch_size,
-                                on_bundle_epoch=progress_line(label, cfg.epochs, task.primary_metric, task.mode, names)
-                                if cfg.progress else None)
+        results = train_stacked(
+            data_list,
+            members,
+            epochs=cfg.epochs,
+            batch_size=batch_size,
+            eval_batch_size=cfg.eval_batch_size,
+            on_bundle_epoch=progress_line(label, cfg.epochs, task.primary_metric, task.mode, names) if cfg.progress else None,
+        )
         for e, record, result, m in zip(entries, records, results, members):
             record.end(result.outcome, result, error=m.error, metric=task.primary_metric)
             e.result = result
@@ -313,7 +370,7 @@ def run_bundle(entries: list[Entry], label: str, threads: int) -> None:
         print(f"error: bundle {label} failed: {message}", file=sys.stderr, flush=True)
         for record in records:
             record.end("failed", error=message, metric=task.primary_metric)
-        for e in entries[len(records):]:  # never opened a run
+        for e in entries[len(records) :]:  # never opened a run
             e.spec.journal("failed", error=message)
         for e in entries:
             e.result = e.result or Result("failed", 0)
@@ -329,14 +386,21 @@ def progress_line(label: str, epochs: int, metric: str, mode: str, names: list[s
         best = (max if mode == "max" else min)(scored, key=scored.get) if scored else None
         text = f"best {metric} {scored[best]:.4f} ({names[best]})" if best is not None else "no member left"
         print(f"bundle {label} epoch {epoch:>{len(str(epochs))}}/{epochs}  {text}  {seconds:.2f}s", flush=True)
+
     return show
 
 
 BUNDLES_LAUNCHED: dict[str, int] = {}  # per sweep: a sweeper that launches in rounds (search) numbers bundles on
 
 
-def launch(configs: list[DictConfig], run_solo: Callable[[DictConfig], object], max_members: int = 64,
-           memory_gb: float | None = None, workers: int | None = 1, vmap_on_cpu: bool = False) -> list[object]:
+def launch(
+    configs: list[DictConfig],
+    run_solo: Callable[[DictConfig], object],
+    max_members: int = 64,
+    memory_gb: float | None = None,
+    workers: int | None = 1,
+    vmap_on_cpu: bool = False,
+) -> list[object]:
     """Run a sweep's composed jobs: bundles stacked, the rest through ``run_solo`` (Hydra's run_job).
     With more than one worker (``resolve_workers``), bundles train side by side in worker processes
     while the jobs that run alone run here. Returns one item per job, in order: run_solo's return for
@@ -346,12 +410,17 @@ def launch(configs: list[DictConfig], run_solo: Callable[[DictConfig], object], 
     bundles = [u for u in units if len(u) > 1]
     n = min(len(bundles), resolve_workers(workers, bundles[0][0].parts["device"])) if bundles else 1
     if bundles:
-        print(f"stacked launcher: {sum(map(len, bundles))} of {len(entries)} jobs in {len(bundles)} bundle(s)"
-              + (f" ({n} at a time, each in its own process)" if n > 1 else "")
-              + f", {len(units) - len(bundles)} alone, {sum(e.result is not None for e in entries)} skipped or refused", flush=True)
+        print(
+            f"stacked launcher: {sum(map(len, bundles))} of {len(entries)} jobs in {len(bundles)} bundle(s)"
+            + (f" ({n} at a time, each in its own process)" if n > 1 else "")
+            + f", {len(units) - len(bundles)} alone, {sum(e.result is not None for e in entries)} skipped or refused",
+            flush=True,
+        )
     for line in alone_lines([u[0] for u in units if len(u) == 1]):
         print(line, flush=True)
-    sweep_id = (((entries[0].spec.ctx or {}).get("sweep") or {}).get("sweep_id") if entries and entries[0].spec else None) or "sweep"
+    sweep_id = (
+        ((entries[0].spec.ctx or {}).get("sweep") or {}).get("sweep_id") if entries and entries[0].spec else None
+    ) or "sweep"
     returns: dict[int, object] = {}
     offset = BUNDLES_LAUNCHED.get(sweep_id, 0)
     BUNDLES_LAUNCHED[sweep_id] = offset + len(bundles)
@@ -367,8 +436,11 @@ def launch(configs: list[DictConfig], run_solo: Callable[[DictConfig], object], 
                 continue
             head, label = unit[0], labels[id(unit)]
             threads = max(1, resolve_threads(head.spec.cfg.threads, head.spec.ctx) // n)
-            print(f"bundle {label} ({bundles.index(unit) + 1}/{len(bundles)}): {len(unit)} members, {head.spec.names['task']}, "
-                  f"batch {head.spec.cfg.batch_size}, {head.spec.cfg.epochs} epochs, {threads} threads", flush=True)
+            print(
+                f"bundle {label} ({bundles.index(unit) + 1}/{len(bundles)}): {len(unit)} members, {head.spec.names['task']}, "
+                f"batch {head.spec.cfg.batch_size}, {head.spec.cfg.epochs} epochs, {threads} threads",
+                flush=True,
+            )
             if pool:
                 pool.submit(unit, label, threads)
             else:
@@ -398,6 +470,7 @@ def alone_lines(solo: list[Entry], shown: int = 8) -> list[str]:
 
 
 # ---------------------------------------------------------------- bundles side by side
+
 
 def bundle_worker(cfgs: list[DictConfig], label: str, threads: int) -> list[Result | None]:
     """A worker process's whole job: one bundle, from its members' composed configs (each checked
@@ -448,12 +521,17 @@ class Workers:
                 results = future.result()
             except Exception as err:  # the worker died (out of memory, killed) or broke before training
                 message = f"its bundle's worker failed: {type(err).__name__}: {str(err).splitlines()[0]}"
-                print(f"error: bundle {label}: {message}; its members' open runs are closed as failed when the sweep ends",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"error: bundle {label}: {message}; its members' open runs are closed as failed when the sweep ends",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 results = [None] * len(unit)
                 for e in unit:
                     if e.spec.ctx and not job_recorded(e.spec.ctx["dir"], e.spec.ctx["num"]):
-                        e.spec.journal("failed", error=message)  # never opened a run (one it opened stays 'running' for the sweep's end)
+                        e.spec.journal(
+                            "failed", error=message
+                        )  # never opened a run (one it opened stays 'running' for the sweep's end)
             for e, r in zip(unit, results):
                 e.result = r or Result("failed", 0)
 

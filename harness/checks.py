@@ -14,6 +14,7 @@
 Task knobs (data sizes, model widths, ...) are checked by the task's constructor, which only
 stores and checks them: data is loaded later.
 """
+
 from __future__ import annotations
 
 import functools
@@ -28,14 +29,33 @@ from harness import HarnessError
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = ("task", "loss", "optimizer", "schedule")
 from harness.losses import TARGET_KINDS
+
 LR_SCALINGS = ("none", "linear", "sqrt")
-SEED_LIMIT = 2 ** 32  # torch's CPU generator (mt19937) keeps 32 bits of a seed: 2**32 + 1 would alias 1
-TOP_LEVEL = {"task", "loss", "optimizer", "schedule", "epochs", "batch_size", "lr_scaling", "lr_reference_batch", "seed",
-             "device", "threads", "data_dir", "eval_batch_size", "progress", "resume", "tracking", "study"}
+SEED_LIMIT = 2**32  # torch's CPU generator (mt19937) keeps 32 bits of a seed: 2**32 + 1 would alias 1
+TOP_LEVEL = {
+    "task",
+    "loss",
+    "optimizer",
+    "schedule",
+    "epochs",
+    "batch_size",
+    "lr_scaling",
+    "lr_reference_batch",
+    "seed",
+    "device",
+    "threads",
+    "data_dir",
+    "eval_batch_size",
+    "progress",
+    "resume",
+    "tracking",
+    "study",
+}
 TRACKING_KEYS = {"enabled", "uri", "experiment", "experiment_suffix", "flush_seconds", "lock_timeout"}
 
 
 # ---------------------------------------------------------------- value rules: (test, what is allowed)
+
 
 def _number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -59,32 +79,66 @@ UNIT_OPEN = (lambda v: _finite(v) and 0 < v < 1, "a number in (0, 1)")
 UNIT_OPEN_LEFT = (lambda v: _finite(v) and 0 < v <= 1, "a number in (0, 1]")
 BOOL = (lambda v: isinstance(v, bool), "true or false")
 REDUCTION = (lambda v: v in ("mean", "sum"), "'mean' or 'sum' (training needs one number per batch)")
-BETAS = (lambda v: isinstance(v, (list, tuple, ListConfig)) and len(v) == 2 and all(_finite(b) and 0 <= b < 1 for b in v),
-         "two numbers in [0, 1), e.g. [0.9, 0.999]")
-POSITIVE_PAIR = (lambda v: isinstance(v, (list, tuple, ListConfig)) and len(v) == 2 and all(_finite(b) and b > 0 for b in v),
-                 "two finite numbers > 0")
+BETAS = (
+    lambda v: isinstance(v, (list, tuple, ListConfig)) and len(v) == 2 and all(_finite(b) and 0 <= b < 1 for b in v),
+    "two numbers in [0, 1), e.g. [0.9, 0.999]",
+)
+POSITIVE_PAIR = (
+    lambda v: isinstance(v, (list, tuple, ListConfig)) and len(v) == 2 and all(_finite(b) and b > 0 for b in v),
+    "two finite numbers > 0",
+)
 
 RULES: dict[str, dict[str, Rule]] = {
     "loss": {
-        "reduction": REDUCTION, "label_smoothing": UNIT_CLOSED, "delta": POSITIVE, "beta": NON_NEGATIVE,
-        "gamma": NON_NEGATIVE, "margin": FINITE, "smoothing": UNIT_OPEN_RIGHT, "smooth": NON_NEGATIVE,
+        "reduction": REDUCTION,
+        "label_smoothing": UNIT_CLOSED,
+        "delta": POSITIVE,
+        "beta": NON_NEGATIVE,
+        "gamma": NON_NEGATIVE,
+        "margin": FINITE,
+        "smoothing": UNIT_OPEN_RIGHT,
+        "smooth": NON_NEGATIVE,
         "p": (lambda v: v in (1, 2) and not isinstance(v, bool), "1 or 2"),
         "ignore_index": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
     },
     "optimizer": {
-        "lr": POSITIVE, "weight_decay": NON_NEGATIVE, "momentum": UNIT_OPEN_RIGHT, "dampening": UNIT_CLOSED,
-        "nesterov": BOOL, "betas": BETAS, "eps": POSITIVE, "alpha": UNIT_OPEN_RIGHT, "centered": BOOL, "amsgrad": BOOL,
-        "maximize": BOOL, "lr_decay": NON_NEGATIVE, "initial_accumulator_value": NON_NEGATIVE, "momentum_decay": NON_NEGATIVE,
-        "rho": UNIT_CLOSED, "decoupled_weight_decay": BOOL, "etas": POSITIVE_PAIR, "step_sizes": POSITIVE_PAIR,
-        "lambd": NON_NEGATIVE, "t0": NON_NEGATIVE,
-        "max_iter": (positive_int, "a positive integer"), "history_size": (positive_int, "a positive integer"),
-        "tolerance_grad": NON_NEGATIVE, "tolerance_change": NON_NEGATIVE,
+        "lr": POSITIVE,
+        "weight_decay": NON_NEGATIVE,
+        "momentum": UNIT_OPEN_RIGHT,
+        "dampening": UNIT_CLOSED,
+        "nesterov": BOOL,
+        "betas": BETAS,
+        "eps": POSITIVE,
+        "alpha": UNIT_OPEN_RIGHT,
+        "centered": BOOL,
+        "amsgrad": BOOL,
+        "maximize": BOOL,
+        "lr_decay": NON_NEGATIVE,
+        "initial_accumulator_value": NON_NEGATIVE,
+        "momentum_decay": NON_NEGATIVE,
+        "rho": UNIT_CLOSED,
+        "decoupled_weight_decay": BOOL,
+        "etas": POSITIVE_PAIR,
+        "step_sizes": POSITIVE_PAIR,
+        "lambd": NON_NEGATIVE,
+        "t0": NON_NEGATIVE,
+        "max_iter": (positive_int, "a positive integer"),
+        "history_size": (positive_int, "a positive integer"),
+        "tolerance_grad": NON_NEGATIVE,
+        "tolerance_change": NON_NEGATIVE,
         "line_search_fn": (lambda v: v is None or v == "strong_wolfe", "null or 'strong_wolfe'"),
-        "d_coef": POSITIVE, "ns_steps": (positive_int, "a positive integer"),
+        "d_coef": POSITIVE,
+        "ns_steps": (positive_int, "a positive integer"),
     },
     "schedule": {
-        "warmup_fraction": UNIT_CLOSED, "start_factor": UNIT_OPEN_LEFT, "min_lr": NON_NEGATIVE, "step_epochs": POSITIVE,
-        "gamma": POSITIVE, "pct_start": UNIT_OPEN, "div_factor": POSITIVE, "max_lr_factor": POSITIVE,
+        "warmup_fraction": UNIT_CLOSED,
+        "start_factor": UNIT_OPEN_LEFT,
+        "min_lr": NON_NEGATIVE,
+        "step_epochs": POSITIVE,
+        "gamma": POSITIVE,
+        "pct_start": UNIT_OPEN,
+        "div_factor": POSITIVE,
+        "max_lr_factor": POSITIVE,
         "warmup_epochs": (positive_int, "a positive integer"),
     },
 }
@@ -104,12 +158,15 @@ def _show(value) -> str:
 
 def check_seed(key: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < SEED_LIMIT:
-        raise HarnessError(f"{key} must be an integer in [0, 2**32 - 1], got {_show(value)} "
-                           "(torch keeps 32 bits of a seed, so larger ones would repeat smaller ones)")
+        raise HarnessError(
+            f"{key} must be an integer in [0, 2**32 - 1], got {_show(value)} "
+            "(torch keeps 32 bits of a seed, so larger ones would repeat smaller ones)"
+        )
     return value
 
 
 # ---------------------------------------------------------------- the checks
+
 
 def check_run_knobs(cfg: DictConfig) -> None:
     unknown = sorted(set(cfg) - TOP_LEVEL - {"hydra"})
@@ -155,15 +212,20 @@ def check_study(cfg: DictConfig) -> None:
         if names is None:
             continue
         if isinstance(names, str) or not all(isinstance(n, str) and n for n in names):
-            raise HarnessError(f"study.{part} must be a list of config groups or keys, e.g. [optimizer] or [optimizer.lr], "
-                               f"got {_show(names)}")
+            raise HarnessError(
+                f"study.{part} must be a list of config groups or keys, e.g. [optimizer] or [optimizer.lr], got {_show(names)}"
+            )
         for name in names:
             if name.split(".")[0] not in sections:
-                raise HarnessError(f"study.{part} names {name!r}, which is not a config group or key; "
-                                   f"allowed: {', '.join(sections)} and their keys (optimizer.lr, task.model, ...)")
+                raise HarnessError(
+                    f"study.{part} names {name!r}, which is not a config group or key; "
+                    f"allowed: {', '.join(sections)} and their keys (optimizer.lr, task.model, ...)"
+                )
     both = set(study.compare or []) & set(study.tune or [])
     if both:
-        raise HarnessError(f"study names {sorted(both)[0]!r} both in compare and in tune; a knob is either the method or tuned per method")
+        raise HarnessError(
+            f"study names {sorted(both)[0]!r} both in compare and in tune; a knob is either the method or tuned per method"
+        )
 
 
 def check_finite(tree, path: str = "") -> None:
@@ -191,8 +253,9 @@ def check_float32(tree, path: str) -> None:
         for i, v in enumerate(tree):
             check_float32(v, f"{path}[{i}]")
     elif _finite(tree) and abs(tree) > FLOAT32_MAX:
-        raise HarnessError(f"{path} must be at most 3.4e38 in size (the largest float32: the model trains in float32), "
-                           f"got {tree!r}")
+        raise HarnessError(
+            f"{path} must be at most 3.4e38 in size (the largest float32: the model trains in float32), got {tree!r}"
+        )
 
 
 def check_group_knobs(cfg: DictConfig) -> None:
@@ -236,6 +299,7 @@ def check_types(cfg: DictConfig, names: dict[str, str]) -> None:
 
 # ---------------------------------------------------------------- what a _target_ may name
 
+
 def locate(path: str, key: str):
     from hydra._internal.utils import _locate
 
@@ -265,8 +329,10 @@ def target_kinds():
     return {
         "task": (lambda o: isinstance(o, type) and issubclass(o, Task), "a harness Task class (harness.tasks.Task)"),
         "loss": (lambda o: isinstance(o, type) and issubclass(o, torch.nn.Module), "a loss class (a torch.nn.Module)"),
-        "optimizer": (lambda o: isinstance(o, type) and issubclass(o, torch.optim.Optimizer),
-                      "an optimizer class (a torch.optim.Optimizer)"),
+        "optimizer": (
+            lambda o: isinstance(o, type) and issubclass(o, torch.optim.Optimizer),
+            "an optimizer class (a torch.optim.Optimizer)",
+        ),
         "schedule": (is_schedule, "a schedule from harness.schedules or a torch LR scheduler class"),
     }
 

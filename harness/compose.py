@@ -12,6 +12,7 @@ the sweeper is built, so that every launcher gets it):
   ``~``, a ``hydra.`` override) is composed in full. tests/test_compose.py checks derived configs
   against full compositions.
 """
+
 from __future__ import annotations
 
 import copy
@@ -47,7 +48,7 @@ class ComposeOnce:
             # that does not validate; the second gets its own config, not the first one's object
         cfg = self._derive(master_config, list(sweep_overrides))
         if len(self._memo) < MEMO_SIZE:  # when full, keep what is there: evicting the oldest would evict, in a batch
-            self._memo[key] = cfg         # larger than the memo, each job just before the launcher asks for it
+            self._memo[key] = cfg  # larger than the memo, each job just before the launcher asks for it
         return cfg
 
     def _derive(self, master: DictConfig, overrides: list[str]) -> DictConfig:
@@ -55,8 +56,15 @@ class ComposeOnce:
         from hydra.core.override_parser.types import OverrideType
 
         parsed = OverridesParser.create().parse_overrides(overrides)
-        values = [o for o in parsed if o.type == OverrideType.CHANGE and o.package is None and not o.is_hydra_override()
-                  and not isinstance(o.value(), dict) and not self._loader.repository.group_exists(o.key_or_group)]
+        values = [
+            o
+            for o in parsed
+            if o.type == OverrideType.CHANGE
+            and o.package is None
+            and not o.is_hydra_override()
+            and not isinstance(o.value(), dict)
+            and not self._loader.repository.group_exists(o.key_or_group)
+        ]
         plain = {id(o) for o in values}
         structure = tuple(f"{o.key_or_group}=" if id(o) in plain else o.input_line for o in parsed)
         template = self._templates.get(structure)
@@ -90,8 +98,9 @@ def _with_values(template: DictConfig, master: DictConfig, parsed: list, values:
         with open_dict(cfg.hydra):
             cfg.hydra.overrides.task = [o.input_line for o in task]
             dirname = cfg.hydra.job.config.override_dirname
-            cfg.hydra.job.override_dirname = get_overrides_dirname(overrides=task, kv_sep=dirname.kv_sep,
-                                                                   item_sep=dirname.item_sep, exclude_keys=dirname.exclude_keys)
+            cfg.hydra.job.override_dirname = get_overrides_dirname(
+                overrides=task, kv_sep=dirname.kv_sep, item_sep=dirname.item_sep, exclude_keys=dirname.exclude_keys
+            )
     OmegaConf.copy_cache(from_config=master, to_config=cfg)
     return cfg
 

@@ -10,6 +10,7 @@ cache folder ($HARNESS_CACHE, else $XDG_CACHE_HOME/harness, else ~/.cache/harnes
 into place. Anything that goes wrong here (no cache folder, a private MLflow function renamed)
 leaves MLflow to create the store itself, as before.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -66,8 +67,11 @@ def usable(template: Path) -> bool:
         return False
     try:
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        return con.execute("PRAGMA quick_check").fetchone()[0] == "ok" and TABLES <= tables and \
-            con.execute("SELECT count(*) FROM alembic_version").fetchone()[0] == 1
+        return (
+            con.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+            and TABLES <= tables
+            and con.execute("SELECT count(*) FROM alembic_version").fetchone()[0] == 1
+        )
     except sqlite3.Error:
         return False
     finally:
@@ -83,7 +87,9 @@ def seed(db: Path) -> bool:
         template = template_path()
         if not usable(template):
             make_template(template)
-        tmp = db.parent / f".{db.name}.seeding"  # one name: the folder's lock is held, and a copy cut off by kill -9 is overwritten next time
+        tmp = (
+            db.parent / f".{db.name}.seeding"
+        )  # one name: the folder's lock is held, and a copy cut off by kill -9 is overwritten next time
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)  # the mode sqlite itself would give
         try:
             with os.fdopen(fd, "wb") as out, open(template, "rb") as src:
@@ -108,4 +114,3 @@ def discard(db: Path) -> None:
         template_path().unlink()
     except Exception:  # noqa: BLE001 - gone already, or the cache cannot be written: MLflow creates the store anyway
         pass
-

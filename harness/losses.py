@@ -17,6 +17,7 @@ a regression task feeds ``real`` losses. The harness refuses any other pair befo
 Losses torch already has (CrossEntropyLoss, BCEWithLogitsLoss, MultiMarginLoss, MSELoss, L1Loss,
 HuberLoss, SmoothL1Loss) are used straight from ``torch.nn`` through ``_target_``.
 """
+
 from __future__ import annotations
 
 import math
@@ -208,6 +209,7 @@ class OnRate(nn.Module):
     """A torch regression loss on the counts a log-rate output predicts: ``loss(exp(output), y)``
     (the log-rate clamped at 20 first, so a diverging model gives a large finite loss, not inf).
     ``base``: mse (``nn.MSELoss``), mae (``nn.L1Loss``) or huber (``nn.HuberLoss``, with ``delta``)."""
+
     BASES = {"mse": nn.MSELoss, "mae": nn.L1Loss, "huber": nn.HuberLoss}
 
     def __init__(self, base: str = "mse", **kwargs):
@@ -224,6 +226,7 @@ class CTCLoss(nn.Module):
     """Torch's ``CTCLoss`` on per-frame logits ``[N, T, C + 1]`` (the last class the blank) and
     labels padded with ``C`` ``[N, L]``: no alignment of labels to frames is needed.
     ``decode``: greedy, the best class per frame, repeats merged, blanks dropped."""
+
     def __init__(self, zero_infinity: bool = True):
         super().__init__()
         self.zero_infinity = zero_infinity
@@ -248,6 +251,7 @@ class PositionCrossEntropy(nn.Module):
     """The baseline that needs aligned labels: the ``[N, T, C + 1]`` frames average-pooled into L
     equal slots, each scored by cross-entropy against the label at its index (the last class is
     the padding of a short sequence). ``decode``: the best class per slot, padding dropped."""
+
     def __init__(self, label_smoothing: float = 0.0):
         super().__init__()
         self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)

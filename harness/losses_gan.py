@@ -13,6 +13,7 @@ With l a discriminator logit and softplus(l) = log(1 + e^l):
 Means over the batch. The module's ``forward(output, real)`` is the generator's loss on the
 logits the model's output carries (its last column), which is what a run logs as its loss.
 """
+
 from __future__ import annotations
 
 import torch

@@ -7,6 +7,7 @@ Pairs and triplets are formed inside each batch from the labels. Torch's ``Tripl
 ``MarginRankingLoss`` compute the losses; only what torch lacks is written here: the mining and
 the contrastive loss.
 """
+
 from __future__ import annotations
 
 import torch
@@ -61,7 +62,7 @@ def mine(d: Tensor, y: Tensor, mining: str, generator: torch.Generator | None = 
         return anchors, p, n
     if mining == "semi_hard":
         a, p = (pos & (neg.any(1, keepdim=True))).nonzero(as_tuple=True)
-        dan = d[a]                                    # [P, B]: distances from each pair's anchor
+        dan = d[a]  # [P, B]: distances from each pair's anchor
         farther = neg[a] & (dan > d[a, p].unsqueeze(1))
         nearest_farther = dan.masked_fill(~farther, float("inf")).argmin(1)
         farthest = dan.masked_fill(~neg[a], float("-inf")).argmax(1)
@@ -79,6 +80,7 @@ class EmbeddingLoss(nn.Module):
     """Splits the model's output into the embedding (first ``dim`` columns) and the head's logits.
     On more than ``CHUNK`` samples (a whole split at evaluation) the loss is the mean of its values
     on consecutive chunks, so that its pair matrices stay ``CHUNK`` x ``CHUNK``."""
+
     CHUNK = 2048
 
     def __init__(self, dim: int):
@@ -86,13 +88,15 @@ class EmbeddingLoss(nn.Module):
         self.dim = int(dim)
 
     def embedding(self, out: Tensor) -> Tensor:
-        return out[:, :self.dim]
+        return out[:, : self.dim]
 
     def forward(self, out: Tensor, y: Tensor) -> Tensor:
         if len(y) <= self.CHUNK:
             return self.batch_loss(out, y)
-        parts = [(self.batch_loss(out[i:i + self.CHUNK], y[i:i + self.CHUNK]), len(y[i:i + self.CHUNK]))
-                 for i in range(0, len(y), self.CHUNK)]
+        parts = [
+            (self.batch_loss(out[i : i + self.CHUNK], y[i : i + self.CHUNK]), len(y[i : i + self.CHUNK]))
+            for i in range(0, len(y), self.CHUNK)
+        ]
         return sum(v * n for v, n in parts) / len(y)
 
     def batch_loss(self, out: Tensor, y: Tensor) -> Tensor:
@@ -107,6 +111,7 @@ def check_mining(mining: str) -> str:
 
 class TripletLoss(EmbeddingLoss):
     """Torch's ``TripletMarginLoss``, max(0, d(a, p) - d(a, n) + margin), on triplets mined in the batch."""
+
     def __init__(self, dim: int, margin: float = 0.2, mining: str = "semi_hard", seed: int = 0):
         super().__init__(dim)
         self.mining = check_mining(mining)
@@ -124,6 +129,7 @@ class TripletLoss(EmbeddingLoss):
 class MarginRankingLoss(EmbeddingLoss):
     """Torch's ``MarginRankingLoss`` on the distances of a negative and a positive pair of each
     mined triplet: max(0, -(d(a, n) - d(a, p)) + margin), the negative ranked farther."""
+
     def __init__(self, dim: int, margin: float = 0.2, mining: str = "batch_hard", seed: int = 0):
         super().__init__(dim)
         self.mining = check_mining(mining)
@@ -141,6 +147,7 @@ class MarginRankingLoss(EmbeddingLoss):
 
 class ContrastiveLoss(EmbeddingLoss):
     """``contrastive_loss`` over every pair (i < j) of the batch, y = 1 where the labels differ."""
+
     def __init__(self, dim: int, margin: float = 1.0):
         super().__init__(dim)
         self.margin = float(margin)
@@ -153,10 +160,10 @@ class ContrastiveLoss(EmbeddingLoss):
 
 class HeadCrossEntropy(EmbeddingLoss):
     """The baseline: cross-entropy on the logits of the linear head over the embedding (its last columns)."""
+
     def __init__(self, dim: int, label_smoothing: float = 0.0):
         super().__init__(dim)
         self.loss = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
 
     def batch_loss(self, out: Tensor, y: Tensor) -> Tensor:
-        return self.loss(out[:, self.dim:], y)
-
+        return self.loss(out[:, self.dim :], y)

@@ -3,6 +3,7 @@
 Each function returns 0-dim tensors; the training loop reads all of an epoch's metrics to the host
 in one transfer. They match scikit-learn's definitions (tests check that).
 """
+
 from __future__ import annotations
 
 import torch
@@ -15,15 +16,15 @@ def regression_metrics(pred: Tensor, y: Tensor) -> dict[str, Tensor]:
     err = pred - y
     ss_tot = ((y - y.mean()) ** 2).sum()
     return {
-        "mse": (err ** 2).mean(),
+        "mse": (err**2).mean(),
         "mae": err.abs().mean(),
-        "r2": 1.0 - (err ** 2).sum() / ss_tot.clamp_min(torch.finfo(ss_tot.dtype).tiny),
+        "r2": 1.0 - (err**2).sum() / ss_tot.clamp_min(torch.finfo(ss_tot.dtype).tiny),
     }
 
 
 def confusion_matrix(y: Tensor, pred: Tensor, num_classes: int) -> Tensor:
     """Rows: true class, columns: predicted class."""
-    return torch.bincount(y.long() * num_classes + pred.long(), minlength=num_classes ** 2).reshape(num_classes, num_classes)
+    return torch.bincount(y.long() * num_classes + pred.long(), minlength=num_classes**2).reshape(num_classes, num_classes)
 
 
 def average_precision(scores: Tensor, positive: Tensor) -> Tensor:
@@ -84,7 +85,7 @@ def retrieval_metrics(emb: Tensor, y: Tensor) -> dict[str, Tensor]:
     (1/R) sum_{k <= R} precision@k x [the k-th nearest is of its class])."""
     emb, y = emb[:RETRIEVAL_LIMIT].float(), y[:RETRIEVAL_LIMIT]
     n = len(y)
-    counts = torch.bincount(y)[y] - 1                      # R per query
+    counts = torch.bincount(y)[y] - 1  # R per query
     r_max = int(counts.max()) if n else 0
     hits, ap = torch.zeros((), device=emb.device), torch.zeros((), device=emb.device)
     valid = (counts > 0).sum().clamp_min(1)
@@ -92,7 +93,7 @@ def retrieval_metrics(emb: Tensor, y: Tensor) -> dict[str, Tensor]:
         d = torch.cdist(emb[s], emb)
         d[torch.arange(s.stop - s.start, device=emb.device), torch.arange(s.start, s.stop, device=emb.device)] = float("inf")
         order = d.topk(max(1, r_max), dim=1, largest=False).indices
-        rel = (y[order] == y[s].unsqueeze(1)).float()       # [q, r_max]
+        rel = (y[order] == y[s].unsqueeze(1)).float()  # [q, r_max]
         hits += rel[:, 0].sum()
         k = torch.arange(1, rel.shape[1] + 1, device=emb.device)
         within = (k.unsqueeze(0) <= counts[s].unsqueeze(1)).float()

@@ -12,6 +12,7 @@
   before training (``optimizer.train()``); the training loop calls this for every optimizer, and
   it does nothing for those without modes.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -31,8 +32,17 @@ def _groups(params: Iterable) -> list[dict[str, Any]]:
 class MuonAdamW(Optimizer):
     """Muon for 2-D weights, AdamW for the rest; one set of hyperparameters, one ``lr``."""
 
-    def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.01, momentum: float = 0.95, nesterov: bool = True,
-                 ns_steps: int = 5, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        momentum: float = 0.95,
+        nesterov: bool = True,
+        ns_steps: int = 5,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ):
         muon_groups, adamw_groups = [], []
         for g in _groups(params):
             extra = {k: v for k, v in g.items() if k != "params"}
@@ -44,10 +54,20 @@ class MuonAdamW(Optimizer):
                 adamw_groups.append({**extra, "params": others})
         if not muon_groups:
             raise ValueError("muon needs at least one 2-D weight matrix among the parameters")
-        self.muon = torch.optim.Muon(muon_groups, lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
-                                     ns_steps=ns_steps, adjust_lr_fn="match_rms_adamw")
-        self.adamw = torch.optim.AdamW(adamw_groups, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay) \
-            if adamw_groups else None
+        self.muon = torch.optim.Muon(
+            muon_groups,
+            lr=lr,
+            weight_decay=weight_decay,
+            momentum=momentum,
+            nesterov=nesterov,
+            ns_steps=ns_steps,
+            adjust_lr_fn="match_rms_adamw",
+        )
+        self.adamw = (
+            torch.optim.AdamW(adamw_groups, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+            if adamw_groups
+            else None
+        )
         # the schedules and the loop see one optimizer: its param_groups are the halves' own dicts, so a
         # scheduler setting a group's lr sets it where the step reads it
         self.defaults = dict(self.muon.defaults)

@@ -8,6 +8,7 @@ signal at any other moment unwinds through the ``except`` that closes it. ``RunR
 record of one run; the stacked launcher (``harness.bundles``) gives one to each member of a bundle,
 so that a member's record cannot be told from a solo run's.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,11 +28,19 @@ from harness.sweep import DIED, experiment_name, job_context, record_job, show_p
 from harness.tracking import MlflowTracker, NullTracker, flatten, open_store, process_alive, runs_link
 from harness.train import Result, train
 
-NOT_IN_HASH = ("tracking", "threads", "data_dir", "progress", "eval_batch_size", "resume", "study")  # knobs that do not change results
+NOT_IN_HASH = (
+    "tracking",
+    "threads",
+    "data_dir",
+    "progress",
+    "eval_batch_size",
+    "resume",
+    "study",
+)  # knobs that do not change results
 NOT_IN_RUN_NAME = ("tracking.", "progress", "hydra", "experiment=", "smoke=", "resume", "data_dir", "threads")
 LR_POINTS_PER_RUN = 100  # per-step LR is logged as `lr_step`, thinned to at most about this many points per run
-KILLED: list[str] = []   # ids of the runs this process closed as KILLED (for the stop message)
-SKIPS_SHOWN = 3          # a resumed sweep names this many skipped jobs per process, then one line for the rest
+KILLED: list[str] = []  # ids of the runs this process closed as KILLED (for the stop message)
+SKIPS_SHOWN = 3  # a resumed sweep names this many skipped jobs per process, then one line for the rest
 SKIPPED: list[str] = []  # ids of the finished runs this process skipped (resume)
 
 
@@ -49,10 +58,12 @@ def config_hash(cfg: DictConfig) -> str:
 
 # ---------------------------------------------------------------- what a job is
 
+
 @dataclass
 class Spec:
     """One job as composed: its config, the group options chosen, its command-line overrides and,
     in a sweep, its place there (number, sweep folder, the sweep's experiment and parent run)."""
+
     cfg: DictConfig
     names: dict[str, str]
     overrides: list[str]
@@ -72,13 +83,19 @@ class Spec:
     def journal(self, outcome: str, **info) -> None:
         """This job's line in the sweep's journal (nothing for a single run)."""
         if self.ctx:
-            record_job(self.ctx["dir"], self.ctx["num"], {"num": self.ctx["num"], "overrides": self.ctx["overrides"],
-                                                          "outcome": outcome, **info})
+            record_job(
+                self.ctx["dir"],
+                self.ctx["num"],
+                {"num": self.ctx["num"], "overrides": self.ctx["overrides"], "outcome": outcome, **info},
+            )
 
 
 def names_of(cfg: DictConfig, choices: dict[str, str]) -> dict[str, str]:
-    names = {g: choices.get(g) or str(cfg[g].get("_target_", g)).rsplit(".", 1)[-1]
-             for g in ("task", "loss", "optimizer", "schedule") if isinstance(cfg.get(g), DictConfig)}
+    names = {
+        g: choices.get(g) or str(cfg[g].get("_target_", g)).rsplit(".", 1)[-1]
+        for g in ("task", "loss", "optimizer", "schedule")
+        if isinstance(cfg.get(g), DictConfig)
+    }
     names.setdefault("loss", "none")
     return names
 
@@ -110,6 +127,7 @@ def compose(*overrides: str) -> DictConfig:
 
 
 # ---------------------------------------------------------------- before a run opens
+
 
 def open_tracker(spec: Spec):
     t = spec.cfg.tracking
@@ -144,7 +162,16 @@ def close_dead_runs(tracker: MlflowTracker, chash: str):
 
 # ---------------------------------------------------------------- the record of one run
 
-INTERNAL_PARAMS = ("progress", "resume", "data_dir", "eval_batch_size", "threads", "task.data_dir", "task.download", "loss.targets")
+INTERNAL_PARAMS = (
+    "progress",
+    "resume",
+    "data_dir",
+    "eval_batch_size",
+    "threads",
+    "task.data_dir",
+    "task.download",
+    "loss.targets",
+)
 INTERNAL_PREFIXES = ("tracking.", "study.")
 
 
@@ -175,13 +202,25 @@ class RunRecord:
 
     def start(self, task, device, threads: int, batch_size: int, total_steps: int, extra_tags: dict | None = None) -> None:
         cfg, names = self.spec.cfg, self.spec.names
-        tags = {"task": names["task"], "loss": names["loss"], "optimizer": names["optimizer"], "schedule": names["schedule"],
-                "batch_size": str(cfg.batch_size), "seed": str(cfg.seed), "device": str(device),
-                "device_name": device_name(device), "threads": str(threads),
-                "config_hash": self.spec.hash, "harness_version": __version__, "primary_metric": task.primary_metric,
-                "primary_mode": task.mode, "outcome": "running", "harness.overrides": ",".join(self.spec.overrides)[:5000],
-                "harness.overrides_json": json.dumps(self.spec.overrides)[:5000],  # exact, for --rerun
-                **(extra_tags or {})}
+        tags = {
+            "task": names["task"],
+            "loss": names["loss"],
+            "optimizer": names["optimizer"],
+            "schedule": names["schedule"],
+            "batch_size": str(cfg.batch_size),
+            "seed": str(cfg.seed),
+            "device": str(device),
+            "device_name": device_name(device),
+            "threads": str(threads),
+            "config_hash": self.spec.hash,
+            "harness_version": __version__,
+            "primary_metric": task.primary_metric,
+            "primary_mode": task.mode,
+            "outcome": "running",
+            "harness.overrides": ",".join(self.spec.overrides)[:5000],
+            "harness.overrides_json": json.dumps(self.spec.overrides)[:5000],  # exact, for --rerun
+            **(extra_tags or {}),
+        }
         if commit := git_commit():
             tags["git_commit"] = commit
         sweep = (self.spec.ctx or {}).get("sweep") or {}
@@ -233,6 +272,7 @@ class RunRecord:
 
 # ---------------------------------------------------------------- a run
 
+
 def print_epoch(epoch: int, epochs: int, m: dict[str, float], primary: str) -> None:
     shown = ["train/loss", "val/loss", primary] + [k for k in ("test/r2", "test/balanced_accuracy") if k in m and k != primary]
     parts = "  ".join(f"{k} {m[k]:.4f}" for k in shown if k in m)
@@ -247,8 +287,10 @@ def skip(spec: Spec, done) -> Result:
     if not spec.ctx or len(SKIPPED) <= SKIPS_SHOWN:
         print(f"skipped: run {run_id} in {spec.experiment!r} already finished this config (resume=false reruns it)", flush=True)
     elif len(SKIPPED) == SKIPS_SHOWN + 1:
-        print("skipped: more jobs whose config already finished; not listed one by one (the sweep's summary counts them)",
-              flush=True)
+        print(
+            "skipped: more jobs whose config already finished; not listed one by one (the sweep's summary counts them)",
+            flush=True,
+        )
     spec.journal("skipped", run_id=run_id)
     return Result("skipped", 0, final=dict(done.data.metrics))
 
@@ -288,10 +330,12 @@ def run_spec(spec: Spec, cfg: DictConfig) -> Result:
     except HarnessError as e:
         return refuse(spec, e)
     if cfg.progress:
-        print(f"{spec.run_name}: {spec.names['task']} x {spec.names['loss']} x {spec.names['optimizer']} x "
-              f"{spec.names['schedule']}, batch {job.batch_size}, {len(job.data.train)} train samples, {job.device} "
-              f"({job.threads} threads)" + (f", MLflow run {record.run_id} in {spec.experiment!r}" if record.run_id else ""),
-              flush=True)
+        print(
+            f"{spec.run_name}: {spec.names['task']} x {spec.names['loss']} x {spec.names['optimizer']} x "
+            f"{spec.names['schedule']}, batch {job.batch_size}, {len(job.data.train)} train samples, {job.device} "
+            f"({job.threads} threads)" + (f", MLflow run {record.run_id} in {spec.experiment!r}" if record.run_id else ""),
+            flush=True,
+        )
 
     def on_epoch(epoch: int, metrics: dict[str, float], lrs: list[float]) -> None:
         record.epoch(epoch, metrics, lrs)
@@ -300,9 +344,20 @@ def run_spec(spec: Spec, cfg: DictConfig) -> Result:
 
     primary = job.task.primary_metric
     try:
-        result: Result = train(job.model, job.task, job.data, job.loss, job.targets, job.optimizer, job.scheduler,
-                               epochs=cfg.epochs, batch_size=job.batch_size, generator=torch.Generator().manual_seed(cfg.seed),
-                               on_epoch=on_epoch, eval_batch_size=cfg.eval_batch_size)
+        result: Result = train(
+            job.model,
+            job.task,
+            job.data,
+            job.loss,
+            job.targets,
+            job.optimizer,
+            job.scheduler,
+            epochs=cfg.epochs,
+            batch_size=job.batch_size,
+            generator=torch.Generator().manual_seed(cfg.seed),
+            on_epoch=on_epoch,
+            eval_batch_size=cfg.eval_batch_size,
+        )
         record.end(result.outcome, result, metric=primary)
     except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP (harness.signals.Stopped)
         record.end("killed", metric=primary)
@@ -317,9 +372,13 @@ def run_spec(spec: Spec, cfg: DictConfig) -> Result:
         traceback.print_exc()  # a failed job does not stop the sweep; the summary counts it
         return Result("failed", 0)
     if cfg.progress:
-        print(f"{result.outcome}" + (f" at epoch {result.diverged_epoch} (NaN/inf loss)" if result.diverged_epoch else "")
-              + f": {primary} {result.final.get(primary, float('nan')):.4f} after {result.epochs} epochs, "
-              f"{time.perf_counter() - record.t0:.1f}s", flush=True)
+        print(
+            f"{result.outcome}"
+            + (f" at epoch {result.diverged_epoch} (NaN/inf loss)" if result.diverged_epoch else "")
+            + f": {primary} {result.final.get(primary, float('nan')):.4f} after {result.epochs} epochs, "
+            f"{time.perf_counter() - record.t0:.1f}s",
+            flush=True,
+        )
         if record.run_id and not spec.ctx:
             print(f"run in the MLflow UI: {runs_link(record.tracker.store.uri, record.tracker.experiment_id)}", flush=True)
     show_progress(spec.ctx)

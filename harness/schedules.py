@@ -6,6 +6,7 @@ optimizer steps that depend on the batch size. ``build`` also accepts any torch 
 through ``_target_`` (e.g. ``torch.optim.lr_scheduler.StepLR`` with ``step_size`` in steps): it
 passes only the run-length arguments that the callable accepts.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -32,15 +33,20 @@ def cosine(optimizer: Optimizer, total_steps: int, min_lr: float = 0.0, **_) -> 
     return S.CosineAnnealingLR(optimizer, T_max=max(1, total_steps), eta_min=min_lr)
 
 
-def warmup_cosine(optimizer: Optimizer, total_steps: int, warmup_fraction: float = 0.1,
-                  start_factor: float = 0.01, min_lr: float = 0.0, **_) -> S.LRScheduler:
+def warmup_cosine(
+    optimizer: Optimizer, total_steps: int, warmup_fraction: float = 0.1, start_factor: float = 0.01, min_lr: float = 0.0, **_
+) -> S.LRScheduler:
     warmup = max(1, math.ceil(warmup_fraction * total_steps))
     if warmup >= total_steps:
         return S.LinearLR(optimizer, start_factor=start_factor, total_iters=max(1, total_steps))
-    return S.SequentialLR(optimizer, milestones=[warmup], schedulers=[
-        S.LinearLR(optimizer, start_factor=start_factor, end_factor=1.0, total_iters=warmup),
-        S.CosineAnnealingLR(optimizer, T_max=total_steps - warmup, eta_min=min_lr),
-    ])
+    return S.SequentialLR(
+        optimizer,
+        milestones=[warmup],
+        schedulers=[
+            S.LinearLR(optimizer, start_factor=start_factor, end_factor=1.0, total_iters=warmup),
+            S.CosineAnnealingLR(optimizer, T_max=total_steps - warmup, eta_min=min_lr),
+        ],
+    )
 
 
 def warmup_constant(optimizer: Optimizer, steps_per_epoch: int, warmup_epochs: int = 2, **_) -> S.LRScheduler:
@@ -49,12 +55,19 @@ def warmup_constant(optimizer: Optimizer, steps_per_epoch: int, warmup_epochs: i
     return S.LambdaLR(optimizer, lambda s: min(1.0, (s // steps_per_epoch + 1) / w))
 
 
-def onecycle(optimizer: Optimizer, total_steps: int, max_lr_factor: float = 1.0, pct_start: float = 0.3,
-             div_factor: float = 25.0, **_) -> S.LRScheduler:
+def onecycle(
+    optimizer: Optimizer, total_steps: int, max_lr_factor: float = 1.0, pct_start: float = 0.3, div_factor: float = 25.0, **_
+) -> S.LRScheduler:
     max_lr = [g["lr"] * max_lr_factor for g in optimizer.param_groups]
     # cycle_momentum=False: cycling would silently turn plain SGD into momentum SGD.
-    return S.OneCycleLR(optimizer, max_lr=max_lr, total_steps=max(2, total_steps), pct_start=pct_start,
-                        div_factor=div_factor, cycle_momentum=False)
+    return S.OneCycleLR(
+        optimizer,
+        max_lr=max_lr,
+        total_steps=max(2, total_steps),
+        pct_start=pct_start,
+        div_factor=div_factor,
+        cycle_momentum=False,
+    )
 
 
 def build(factory, optimizer: Optimizer, total_steps: int, steps_per_epoch: int) -> S.LRScheduler:
@@ -66,4 +79,12 @@ def build(factory, optimizer: Optimizer, total_steps: int, steps_per_epoch: int)
     return factory(optimizer, **kwargs)
 
 
-FACTORIES = (constant, step, exponential, cosine, warmup_cosine, warmup_constant, onecycle)  # what schedule._target_ may name besides torch's classes
+FACTORIES = (
+    constant,
+    step,
+    exponential,
+    cosine,
+    warmup_cosine,
+    warmup_constant,
+    onecycle,
+)  # what schedule._target_ may name besides torch's classes

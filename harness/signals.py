@@ -6,6 +6,7 @@ MLflow runs. Inside ``deferred()`` (creating a run, writing its first records, c
 is only noted, and raised when the block ends: a run is never left half-created or half-closed,
 whenever the signal lands.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -16,7 +17,7 @@ import time
 
 SIGNALS = tuple(s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGHUP")) if s is not None)
 
-_depth = 0                  # nesting of deferred() blocks
+_depth = 0  # nesting of deferred() blocks
 _pending: int | None = None  # a signal that arrived inside one
 
 

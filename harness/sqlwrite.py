@@ -7,6 +7,7 @@ MLflow's own table definitions and keeps ``latest_metrics`` as MLflow does (the 
 timestamp, value), all in one transaction with the run's tags. Anything else (an MLflow server,
 a schema this module does not recognise, a duplicate row) goes through ``log_batch`` as before.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -24,7 +25,9 @@ def sql_store(client) -> Any | None:
         return None
     wanted = {"key", "value", "timestamp", "step", "is_nan", "run_uuid"}
     tables = (SqlMetric.__table__, SqlLatestMetric.__table__)
-    if not all(wanted <= set(t.columns.keys()) for t in tables) or not {"key", "value", "run_uuid"} <= set(SqlTag.__table__.columns.keys()):
+    if not all(wanted <= set(t.columns.keys()) for t in tables) or not {"key", "value", "run_uuid"} <= set(
+        SqlTag.__table__.columns.keys()
+    ):
         return None
     return store
 
@@ -69,8 +72,12 @@ def insert(session, rows: list[dict], newest: dict[tuple[str, str], dict], tags:
     if rows:
         session.execute(sa.insert(SqlMetric.__table__), rows)
         runs, keys = {r for r, _ in newest}, {k for _, k in newest}
-        known = {(r.run_uuid, r.key): r for r in session.query(SqlLatestMetric).filter(
-            SqlLatestMetric.run_uuid.in_(list(runs)), SqlLatestMetric.key.in_(list(keys)))}
+        known = {
+            (r.run_uuid, r.key): r
+            for r in session.query(SqlLatestMetric).filter(
+                SqlLatestMetric.run_uuid.in_(list(runs)), SqlLatestMetric.key.in_(list(keys))
+            )
+        }
         for run_key, row in newest.items():
             old = known.get(run_key)
             if old is None:

@@ -16,6 +16,7 @@ member keeps what makes it itself:
   group, when the group's shared step raised).
 Metrics stay on the device during an epoch and are read to the host once, at its end, for all members.
 """
+
 from __future__ import annotations
 
 import copy
@@ -35,8 +36,19 @@ from harness.train import DIVERGENCE_CHECK_STEPS, Result, metric_extras
 # a loss without a vmap batching rule (kl_div, multi_margin_loss) still vectorises, through torch's slower fallback
 warnings.filterwarnings("ignore", message="There is a performance drop because we have not yet implemented the batching rule")
 
-ELEMENTWISE = {torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.Adamax, torch.optim.NAdam, torch.optim.RAdam,
-               torch.optim.RMSprop, torch.optim.Adagrad, torch.optim.Adadelta, torch.optim.Rprop, torch.optim.ASGD}
+ELEMENTWISE = {
+    torch.optim.SGD,
+    torch.optim.Adam,
+    torch.optim.AdamW,
+    torch.optim.Adamax,
+    torch.optim.NAdam,
+    torch.optim.RAdam,
+    torch.optim.RMSprop,
+    torch.optim.Adagrad,
+    torch.optim.Adadelta,
+    torch.optim.Rprop,
+    torch.optim.ASGD,
+}
 ELEMENTWISE_NAMES = {"pytorch_optimizer.optimizer.lion.Lion"}  # by name: importing pytorch_optimizer costs ~2 s
 
 
@@ -49,8 +61,12 @@ def elementwise(cls) -> bool:
     return cls in ELEMENTWISE or qualified_name(cls) in ELEMENTWISE_NAMES
 
 
-ACTIVATIONS = {nn.ReLU: torch.relu, nn.Tanh: torch.tanh, nn.Sigmoid: torch.sigmoid,
-               nn.GELU: lambda h: nn.functional.gelu(h)}  # GELU's default (exact) form only: see batched_mlp
+ACTIVATIONS = {
+    nn.ReLU: torch.relu,
+    nn.Tanh: torch.tanh,
+    nn.Sigmoid: torch.sigmoid,
+    nn.GELU: lambda h: nn.functional.gelu(h),
+}  # GELU's default (exact) form only: see batched_mlp
 
 
 class StackedModel:
@@ -66,7 +82,7 @@ class StackedModel:
         def one(p, b, x):
             return functional_call(base, (p, b), (x,))
 
-        self.per_member = vmap(one, in_dims=(0, 0, 0))    # each member its own batch [M, B, ...]
+        self.per_member = vmap(one, in_dims=(0, 0, 0))  # each member its own batch [M, B, ...]
         self.shared_input = vmap(one, in_dims=(0, 0, None))  # every member on the same inputs [N, ...]
 
     def __call__(self, x: Tensor, shared: bool = False, members: slice | Tensor | None = None) -> Tensor:
@@ -87,8 +103,11 @@ class StackedModel:
         for kind, a, b in self.layers:
             if kind == "linear":
                 w, bias = params[a], params[b]
-                h = torch.baddbmm(bias.unsqueeze(1), h, w.transpose(1, 2)) if h.dim() == 3 else \
-                    torch.matmul(h, w.transpose(1, 2)) + bias.unsqueeze(1)
+                h = (
+                    torch.baddbmm(bias.unsqueeze(1), h, w.transpose(1, 2))
+                    if h.dim() == 3
+                    else torch.matmul(h, w.transpose(1, 2)) + bias.unsqueeze(1)
+                )
             else:
                 h = a(h)
         return h
@@ -138,18 +157,19 @@ def stackable(model: nn.Module, sample: Tensor) -> str | None:
 @dataclass
 class Member:
     """One run inside a bundle: its model, loss, targets, seed and optimizer recipe, and where its epochs go."""
+
     model: nn.Module
     loss: nn.Module
-    targets: str                     # "index", "onehot" or "real"
+    targets: str  # "index", "onehot" or "real"
     seed: int
     on_epoch: Callable[[int, dict[str, float], list[float]], None]
-    optimizer_class: type            # the torch.optim class make_optimizer builds
-    make_optimizer: Callable         # list of parameters -> optimizer
-    make_scheduler: Callable         # optimizer -> scheduler
-    opt_key: str                     # members with equal keys have equal optimizer and schedule configs
-    loss_key: str = ""               # members with equal keys have equal loss configs
-    data: int = 0                    # which of the bundle's data sets it trains on
-    done: str | None = None          # None while training; "diverged" or "failed" once frozen
+    optimizer_class: type  # the torch.optim class make_optimizer builds
+    make_optimizer: Callable  # list of parameters -> optimizer
+    make_scheduler: Callable  # optimizer -> scheduler
+    opt_key: str  # members with equal keys have equal optimizer and schedule configs
+    loss_key: str = ""  # members with equal keys have equal loss configs
+    data: int = 0  # which of the bundle's data sets it trains on
+    done: str | None = None  # None while training; "diverged" or "failed" once frozen
     error: str | None = None
     history: list = field(default_factory=list)
 
@@ -157,6 +177,7 @@ class Member:
 @dataclass
 class OptGroup:
     """One torch optimizer and its scheduler over members start..stop-1."""
+
     start: int
     stop: int
     optimizer: torch.optim.Optimizer
@@ -186,8 +207,20 @@ def batched_loss(loss: nn.Module) -> Callable[[Tensor, Tensor], Tensor] | None:
     None for any other loss (Dice's mean is over the batch as a set), which runs member by member."""
     from harness import losses
 
-    kinds = (nn.MSELoss, nn.L1Loss, nn.HuberLoss, nn.SmoothL1Loss, nn.BCEWithLogitsLoss, nn.MultiMarginLoss,
-             nn.CrossEntropyLoss, losses.FocalLoss, losses.LogCoshLoss, losses.MSEProbLoss, losses.MAEProbLoss, losses.KLLoss)
+    kinds = (
+        nn.MSELoss,
+        nn.L1Loss,
+        nn.HuberLoss,
+        nn.SmoothL1Loss,
+        nn.BCEWithLogitsLoss,
+        nn.MultiMarginLoss,
+        nn.CrossEntropyLoss,
+        losses.FocalLoss,
+        losses.LogCoshLoss,
+        losses.MSEProbLoss,
+        losses.MAEProbLoss,
+        losses.KLLoss,
+    )
     if type(loss) not in kinds or getattr(loss, "reduction", None) != "mean":
         return None
     if isinstance(loss, nn.CrossEntropyLoss) and loss.ignore_index >= 0:
@@ -202,6 +235,7 @@ def batched_loss(loss: nn.Module) -> Callable[[Tensor, Tensor], Tensor] | None:
         if weight is not None:  # torch's weighted mean: sum of w_y * loss over the sum of w_y
             return values.sum(dim=(1, 2)) / weight[y].reshape(g, b).sum(dim=1)
         return values.mean(dim=(1, 2))
+
     return batched
 
 
@@ -221,8 +255,15 @@ def members_index(ks: list[int]) -> slice | list[int]:
     return slice(ks[0], ks[-1] + 1) if ks == list(range(ks[0], ks[-1] + 1)) else ks
 
 
-def train_stacked(datasets: list[tuple[Task, Data]], members: list[Member], *, epochs: int, batch_size: int,
-                  eval_batch_size: int = 4096, on_bundle_epoch: Callable | None = None) -> list[Result]:
+def train_stacked(
+    datasets: list[tuple[Task, Data]],
+    members: list[Member],
+    *,
+    epochs: int,
+    batch_size: int,
+    eval_batch_size: int = 4096,
+    on_bundle_epoch: Callable | None = None,
+) -> list[Result]:
     """Train every member for ``epochs`` epochs on its data set (``member.data`` indexes
     ``datasets``, whose splits all have the same shapes); each member's ``on_epoch(epoch, metrics,
     lrs)`` gets its own metrics and LRs, as ``train.train`` gives them for its solo run.
@@ -231,8 +272,14 @@ def train_stacked(datasets: list[tuple[Task, Data]], members: list[Member], *, e
 
 
 class Bundle:
-    def __init__(self, datasets: list[tuple[Task, Data]], members: list[Member], batch_size: int, eval_batch_size: int,
-                 on_bundle_epoch: Callable | None = None):
+    def __init__(
+        self,
+        datasets: list[tuple[Task, Data]],
+        members: list[Member],
+        batch_size: int,
+        eval_batch_size: int,
+        on_bundle_epoch: Callable | None = None,
+    ):
         self.tasks, self.datas = [t for t, _ in datasets], [d for _, d in datasets]
         self.members, self.on_bundle_epoch = members, on_bundle_epoch
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
@@ -259,8 +306,10 @@ class Bundle:
             self.epoch(epoch)
             if all(r is not None for r in self.results):
                 break
-        return [r if r is not None else Result("finished", epochs, None, m.history[-1], m.history)
-                for r, m in zip(self.results, self.members)]
+        return [
+            r if r is not None else Result("finished", epochs, None, m.history[-1], m.history)
+            for r, m in zip(self.results, self.members)
+        ]
 
     def epoch(self, epoch: int) -> None:
         members, model, n = self.members, self.model, self.n
@@ -271,7 +320,7 @@ class Bundle:
         lrs: list[list[float]] = [[] for _ in self.groups]
         outputs, seen, active = [], [n] * len(members), list(in_epoch)
         for start in range(0, n, self.batch_size):
-            idx = orders[:, start:start + self.batch_size]
+            idx = orders[:, start : start + self.batch_size]
             out = model(self.x[self.data_of, idx])
             active, stacked = self.losses(out, idx, active)
             for k in in_epoch:
@@ -284,7 +333,7 @@ class Bundle:
             for i, g in enumerate(self.groups):
                 if any(g.start <= k < g.stop for k in active):
                     for view, p in zip(g.views, model.params.values()):
-                        view.grad = p.grad[g.start:g.stop]
+                        view.grad = p.grad[g.start : g.stop]
                     lrs[i].append(g.optimizer.param_groups[0]["lr"])
                     try:
                         g.optimizer.step()
@@ -351,8 +400,9 @@ class Bundle:
             task, part = self.tasks[d], getattr(data, split)
             chunk = max(1, self.eval_batch_size // len(mine))  # stacked activations of a chunk as large as a solo run's
             at = members_index(mine) if len(mine) < self.model.size else None
-            pred = torch.cat([self.model(part.x[i:i + chunk], shared=True, members=at)
-                              for i in range(0, len(part), chunk)], dim=1)
+            pred = torch.cat(
+                [self.model(part.x[i : i + chunk], shared=True, members=at) for i in range(0, len(part), chunk)], dim=1
+            )
             ys = target_tensors(part.y, {self.members[k].targets for k in mine}, task.num_classes)
             for j, k in enumerate(mine):
                 m = self.members[k]
@@ -399,8 +449,13 @@ class Bundle:
             steps = -(-seen[k] // self.batch_size)  # the steps this member took (fewer if it stopped mid-epoch)
             member_lrs = lrs[self.group_of[k]][:steps]
             v = values[k]
-            v.update({"lr": member_lrs[-1] if member_lrs else float("nan"), "epoch_seconds": elapsed,
-                      "samples_per_second": seen[k] / train_seconds})
+            v.update(
+                {
+                    "lr": member_lrs[-1] if member_lrs else float("nan"),
+                    "epoch_seconds": elapsed,
+                    "samples_per_second": seen[k] / train_seconds,
+                }
+            )
             m.history.append(v)
             m.on_epoch(epoch, v, member_lrs)
             if m.done == "failed":

@@ -14,6 +14,7 @@ exits 1 only if a job failed (diverged is an outcome, not a failure). A stopped 
 SIGTERM, SIGHUP: ``abort``) stops its worker processes, cancels the SLURM jobs it submitted, closes
 every run still open as KILLED and the parent as KILLED with the counts.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -105,8 +106,9 @@ def check_sweep(config: DictConfig) -> None:
             options = loader.repository.get_group_options(o.key_or_group)
             for value in o.sweep_string_iterator():
                 if value not in options and value != "null":
-                    raise HarnessError(f"{o.key_or_group}={value} is not an option (in {o.input_line}); "
-                                       f"available: {', '.join(sorted(options))}")
+                    raise HarnessError(
+                        f"{o.key_or_group}={value} is not an option (in {o.input_line}); available: {', '.join(sorted(options))}"
+                    )
     composed, first = set(), None
     for job in jobs:
         choices = tuple(item for item in job if item.split("=", 1)[0] in groups)
@@ -141,8 +143,10 @@ def check_objective(objective: str, cfg: DictConfig) -> None:
     except HarnessError:
         return  # the job itself is refused as it runs, with its own line
     if objective not in logged:
-        raise HarnessError(f"hydra.sweeper.objective={objective} is not a metric these runs log; they log "
-                           f"{', '.join(m for m in logged if not m.startswith('train/'))} (and train/ of each)")
+        raise HarnessError(
+            f"hydra.sweeper.objective={objective} is not a metric these runs log; they log "
+            f"{', '.join(m for m in logged if not m.startswith('train/'))} (and train/ of each)"
+        )
 
 
 def check_plugins(config: DictConfig) -> None:
@@ -230,8 +234,13 @@ _last_progress = [0.0]
 
 def duration(seconds: float) -> str:
     seconds = int(round(seconds))
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
-        f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+    return (
+        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+        if seconds >= 3600
+        else f"{seconds // 60}m{seconds % 60:02d}s"
+        if seconds >= 60
+        else f"{seconds}s"
+    )
 
 
 def progress_line(directory: Path, info: dict[str, Any], force: bool = False) -> str | None:
@@ -271,8 +280,16 @@ def summary_table(outcomes: list[dict[str, Any]]) -> str:
     for o in sorted(outcomes, key=lambda o: o["num"]):
         o = {**o, "overrides": ",".join(x for x in o.get("overrides", "").split(",") if x not in common)}
         value = o.get("value")
-        rows.append((str(o["num"]), o["outcome"], o.get("metric") or "", "" if value is None else f"{value:.4f}",
-                     "" if o.get("seconds") is None else f"{o['seconds']:.1f}", o.get("overrides", "")))
+        rows.append(
+            (
+                str(o["num"]),
+                o["outcome"],
+                o.get("metric") or "",
+                "" if value is None else f"{value:.4f}",
+                "" if o.get("seconds") is None else f"{o['seconds']:.1f}",
+                o.get("overrides", ""),
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + "  " + r[5] for r in rows)
 
@@ -300,8 +317,10 @@ def claim(directory: Path, info: dict[str, Any]) -> None:
         old = read_sweep(directory)
         if old is not None:
             if not old.get("finished") and process_alive({"process": old.get("process", "")}):
-                raise HarnessError(f"the sweep folder {directory} is in use by the running sweep {old.get('sweep_id')}; "
-                                   "let it finish or choose another hydra.sweep.dir")
+                raise HarnessError(
+                    f"the sweep folder {directory} is in use by the running sweep {old.get('sweep_id')}; "
+                    "let it finish or choose another hydra.sweep.dir"
+                )
             with contextlib.suppress(OSError):
                 (directory / JOBS_DIR).rename(directory / f"{JOBS_DIR}.{old.get('sweep_id', 'previous')}")
         write_atomic(directory / SWEEP_FILE, info)
@@ -336,8 +355,13 @@ def cancel_cluster_jobs(directory: Path, since: float) -> list[str]:
     folder, scancel = directory / ".submitit", shutil.which("scancel")
     if scancel is None or not folder.is_dir():
         return []
-    ids = sorted({p.name.split("_")[0] for p in folder.iterdir()
-                  if p.is_dir() and p.name.split("_")[0].isdigit() and p.stat().st_mtime >= since - 1})
+    ids = sorted(
+        {
+            p.name.split("_")[0]
+            for p in folder.iterdir()
+            if p.is_dir() and p.name.split("_")[0].isdigit() and p.stat().st_mtime >= since - 1
+        }
+    )
     if ids:
         try:
             subprocess.run([scancel, *ids], capture_output=True, timeout=30)
@@ -379,8 +403,11 @@ def close_dead_sweeps(store, experiment_id: str) -> int:
                     outcome = "failed"
                 outcomes.append(outcome)
             counts = {f"jobs_{k}": str(sum(o == k for o in outcomes)) for k in OUTCOMES}
-            store.close_run(p.info.run_id, "KILLED", {"outcome": "killed", **counts,
-                                                       "error": "found RUNNING by a later sweep: its process died"})
+            store.close_run(
+                p.info.run_id,
+                "KILLED",
+                {"outcome": "killed", **counts, "error": "found RUNNING by a later sweep: its process died"},
+            )
         closed += 1
     return closed
 
@@ -424,9 +451,16 @@ class SweepCallback(Callback):
         experiment = experiment_name(config, hc.runtime.choices.get("task", "task"), "task" in swept_groups(overrides))
         sweep_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         varies = swept_keys(hc)
-        self.info = {"sweep_id": sweep_id, "experiment": experiment, "parent_run_id": None, "jobs": count_jobs(hc), "varies": varies,
-                     "tracking_uri": str(config.tracking.uri) if config.tracking.enabled else None, "process": process_tag(),
-                     "started": time.time()}
+        self.info = {
+            "sweep_id": sweep_id,
+            "experiment": experiment,
+            "parent_run_id": None,
+            "jobs": count_jobs(hc),
+            "varies": varies,
+            "tracking_uri": str(config.tracking.uri) if config.tracking.enabled else None,
+            "process": process_tag(),
+            "started": time.time(),
+        }
         self.started = self.info["started"]
         if config.tracking.enabled:  # a store that cannot be used stops the sweep before it leaves a folder
             self.store = open_store(config.tracking.uri, config.tracking.lock_timeout)  # creates the store once, here
@@ -437,20 +471,37 @@ class SweepCallback(Callback):
                 print(f"closed {closed} sweep(s) in {experiment!r} whose process had died (marked KILLED)", flush=True)
             with signals.deferred():
                 name = f"sweep: {' x '.join(varies) or 'one job'} ({self.info['jobs'] or '?'} jobs)"
-                run = self.store.call(self.store.client.create_run, experiment_id, run_name=name, tags={
-                    "harness.role": "sweep", "sweep_id": sweep_id, "overrides": " ".join(overrides)[:5000],
-                    "launcher": str(hc.launcher._target_).rsplit(".", 1)[-1], "outcome": "running", "process": process_tag(),
-                    **study_tags(config)})
+                run = self.store.call(
+                    self.store.client.create_run,
+                    experiment_id,
+                    run_name=name,
+                    tags={
+                        "harness.role": "sweep",
+                        "sweep_id": sweep_id,
+                        "overrides": " ".join(overrides)[:5000],
+                        "launcher": str(hc.launcher._target_).rsplit(".", 1)[-1],
+                        "outcome": "running",
+                        "process": process_tag(),
+                        **study_tags(config),
+                    },
+                )
                 self.parent_run_id = self.info["parent_run_id"] = run.info.run_id
                 write_atomic(directory / SWEEP_FILE, self.info)
         ACTIVE = self
         atexit.register(self._at_exit)
         suffix = config.tracking.get("experiment_suffix") or ""
-        print(f"sweep {sweep_id}: {self.info['jobs'] or 'unknown number of'} jobs, experiment {experiment!r}"
-              + (f" (with tracking.experiment_suffix={suffix}, which smoke=on sets to keep a wiring test apart "
-                 "from the full study's runs)"
-                 if suffix and experiment.endswith(suffix) else "")
-              + (f", parent run {self.parent_run_id}" if self.parent_run_id else "") + f", outputs in {directory}", flush=True)
+        print(
+            f"sweep {sweep_id}: {self.info['jobs'] or 'unknown number of'} jobs, experiment {experiment!r}"
+            + (
+                f" (with tracking.experiment_suffix={suffix}, which smoke=on sets to keep a wiring test apart "
+                "from the full study's runs)"
+                if suffix and experiment.endswith(suffix)
+                else ""
+            )
+            + (f", parent run {self.parent_run_id}" if self.parent_run_id else "")
+            + f", outputs in {directory}",
+            flush=True,
+        )
 
     # ---------------------------------------------------------------- the end, normal or not
 
@@ -482,8 +533,15 @@ class SweepCallback(Callback):
         if outcomes:
             print("\n" + summary_table(outcomes), flush=True)
         missing = (self.info.get("jobs") or 0) - len(outcomes)
-        print("sweep " + ("stopped" if status == "KILLED" else "done") + ": " + ", ".join(f"{v} {k}" for k, v in counts.items())
-              + (f", {missing} not run" if missing > 0 else "") + f" in {time.time() - self.started:.1f}s", flush=True)
+        print(
+            "sweep "
+            + ("stopped" if status == "KILLED" else "done")
+            + ": "
+            + ", ".join(f"{v} {k}" for k, v in counts.items())
+            + (f", {missing} not run" if missing > 0 else "")
+            + f" in {time.time() - self.started:.1f}s",
+            flush=True,
+        )
         failed = counts["failed"] + counts["killed"]
         status = status or ("FAILED" if failed else "FINISHED")
         if self.store is not None and self.parent_run_id:
@@ -492,9 +550,12 @@ class SweepCallback(Callback):
             now = int(time.time() * 1000)
             outcome = {"KILLED": "killed", "FAILED": "failed"}.get(status, "finished")
             with signals.deferred():
-                self.store.call(self.store.client.log_batch, self.parent_run_id,
-                                metrics=[Metric(f"jobs_{k}", v, now, 0) for k, v in counts.items()],
-                                tags=[RunTag("outcome", outcome)] + [RunTag(f"jobs_{k}", str(v)) for k, v in counts.items()])
+                self.store.call(
+                    self.store.client.log_batch,
+                    self.parent_run_id,
+                    metrics=[Metric(f"jobs_{k}", v, now, 0) for k, v in counts.items()],
+                    tags=[RunTag("outcome", outcome)] + [RunTag(f"jobs_{k}", str(v)) for k, v in counts.items()],
+                )
                 reused = sorted({o["run_id"] for o in outcomes if o["outcome"] == "skipped" and o.get("run_id")})
                 if reused:  # resume: the finished runs of earlier sweeps that stand for this sweep's jobs (the report reads them)
                     self.store.call(self.store.client.log_dict, self.parent_run_id, {"runs": reused}, REUSED_FILE)
@@ -530,9 +591,13 @@ class SweepCallback(Callback):
             cancelled = cancel_cluster_jobs(self.directory, self.started)
             outcomes = self.settle("killed", f"stopped with its sweep ({why})")
             self.finish(outcomes, "KILLED")
-        print(f"interrupted ({why}): the sweep's open runs and its parent run are marked KILLED"
-              + (f"; {stopped} worker process(es) stopped" if stopped else "")
-              + (f"; SLURM job(s) {', '.join(cancelled)} cancelled" if cancelled else ""), file=sys.stderr, flush=True)
+        print(
+            f"interrupted ({why}): the sweep's open runs and its parent run are marked KILLED"
+            + (f"; {stopped} worker process(es) stopped" if stopped else "")
+            + (f"; SLURM job(s) {', '.join(cancelled)} cancelled" if cancelled else ""),
+            file=sys.stderr,
+            flush=True,
+        )
 
     def _at_exit(self) -> None:
         """Last resort (the process exits some other way): never leave the parent RUNNING."""
@@ -559,14 +624,20 @@ def job_context(hc=None) -> dict[str, Any] | None:
         return None
     directory = sweep_dir(hc)
     sweep = read_sweep(directory) or {}
-    return {"num": int(hc.job.num), "overrides": ",".join(hc.overrides.task), "dir": directory, "sweep": sweep,
-            "launcher": hc.launcher, "parallel": parallel_jobs(hc.launcher, sweep.get("jobs"))}
+    return {
+        "num": int(hc.job.num),
+        "overrides": ",".join(hc.overrides.task),
+        "dir": directory,
+        "sweep": sweep,
+        "launcher": hc.launcher,
+        "parallel": parallel_jobs(hc.launcher, sweep.get("jobs")),
+    }
 
 
 def parallel_jobs(launcher, total_jobs: int | None) -> int:
     """How many jobs of a sweep run at once on this machine, from the launcher config."""
     target = str(launcher.get("_target_", ""))
-    total = total_jobs or 10 ** 6
+    total = total_jobs or 10**6
     if "Joblib" in target:
         n = int(launcher.get("n_jobs") or -1)
         cores = os.cpu_count() or 1

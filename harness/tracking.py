@@ -14,6 +14,7 @@ in MLflow's schema migration. A store locked by another writer is waited for, up
 ``lock_timeout`` seconds, then one line; a flush that meets a lock mid-training keeps its metrics
 and tries again at the next flush.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,9 +32,9 @@ from typing import Any, Callable
 
 from harness import HarnessError, fresh_store, sqlwrite
 
-PARAM_VALUE_LIMIT = 6000   # MLflow's cap on a param value
-PARAMS_PER_BATCH = 100     # MLflow's cap on params per log_batch
-METRICS_PER_BATCH = 1000   # MLflow's cap on metrics per log_batch
+PARAM_VALUE_LIMIT = 6000  # MLflow's cap on a param value
+PARAMS_PER_BATCH = 100  # MLflow's cap on params per log_batch
+METRICS_PER_BATCH = 1000  # MLflow's cap on metrics per log_batch
 SQLITE_HEADER = b"SQLite format 3\x00"
 KNOWN_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks", "file", "")
 
@@ -53,6 +54,7 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, str]:
 
 # ---------------------------------------------------------------- checking a store before use
 
+
 def quiet_mlflow() -> None:
     import logging
 
@@ -63,7 +65,7 @@ def quiet_mlflow() -> None:
 
 def sqlite_path(uri: str) -> Path | None:
     """The file of a sqlite:/// URI (None for an in-memory database); a query (?timeout=30) is SQLAlchemy's, not the name's."""
-    rest = uri[len("sqlite://"):].split("?", 1)[0]
+    rest = uri[len("sqlite://") :].split("?", 1)[0]
     if rest in ("", "/", "/:memory:"):
         return None
     return Path(rest[1:] if rest.startswith("/") else rest).expanduser()
@@ -93,19 +95,27 @@ def check_sqlite(uri: str) -> None:
         except OSError as e:
             raise HarnessError(f"{where} cannot be read ({e.strerror})") from None
         if head and head != SQLITE_HEADER:
-            raise HarnessError(f"{where} is not an SQLite database (corrupt, or another kind of file); "
-                               "move it aside or point tracking.uri at another file")
+            raise HarnessError(
+                f"{where} is not an SQLite database (corrupt, or another kind of file); "
+                "move it aside or point tracking.uri at another file"
+            )
         if not os.access(path, os.W_OK):
-            raise HarnessError(f"{where} is read-only (no write permission, or a read-only file system); "
-                               "make it writable or point tracking.uri at another file")
+            raise HarnessError(
+                f"{where} is read-only (no write permission, or a read-only file system); "
+                "make it writable or point tracking.uri at another file"
+            )
         if not os.access(folder, os.W_OK | os.X_OK):
-            raise HarnessError(f"{where} is in a read-only folder ({folder}), where sqlite cannot write its journal; "
-                               "point tracking.uri at a file in a writable folder")
+            raise HarnessError(
+                f"{where} is in a read-only folder ({folder}), where sqlite cannot write its journal; "
+                "point tracking.uri at a file in a writable folder"
+            )
     elif not folder.is_dir():
         raise HarnessError(f"{where} cannot be created: the folder {folder} does not exist")
     elif not os.access(folder, os.W_OK | os.X_OK):
-        raise HarnessError(f"{where} cannot be created: the folder {folder.resolve()} is read-only; "
-                           "run from a writable folder or point tracking.uri at one (sqlite:////abs/path/mlflow.db)")
+        raise HarnessError(
+            f"{where} cannot be created: the folder {folder.resolve()} is read-only; "
+            "run from a writable folder or point tracking.uri at one (sqlite:////abs/path/mlflow.db)"
+        )
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:
@@ -116,8 +126,10 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).read()
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", e)
-        raise HarnessError(f"the MLflow tracking server {uri} is not reachable ({reason}); start it "
-                           f"(mlflow server --host 127.0.0.1 --port PORT) or point at another tracking URI") from None
+        raise HarnessError(
+            f"the MLflow tracking server {uri} is not reachable ({reason}); start it "
+            f"(mlflow server --host 127.0.0.1 --port PORT) or point at another tracking URI"
+        ) from None
 
 
 def known_schemes() -> set[str]:
@@ -132,17 +144,23 @@ def known_schemes() -> set[str]:
 def check_uri(uri: str) -> None:
     """One line for a URI that cannot work, before MLflow is asked (it retries for minutes on some)."""
     if uri != uri.strip():
-        raise HarnessError(f"tracking.uri={uri!r} begins or ends with white space, which would name another store "
-                           "(a file 'mlflow.db ' beside mlflow.db); remove it")
+        raise HarnessError(
+            f"tracking.uri={uri!r} begins or ends with white space, which would name another store "
+            "(a file 'mlflow.db ' beside mlflow.db); remove it"
+        )
     scheme = uri.split("://", 1)[0].split("+", 1)[0] if "://" in uri else ""
     allowed = known_schemes()
     if scheme not in allowed:
-        raise HarnessError(f"tracking.uri={uri} has an unknown scheme {scheme!r}; allowed: "
-                           f"{', '.join(sorted(s for s in allowed if s))} (e.g. sqlite:///mlflow.db or http://host:5000)")
+        raise HarnessError(
+            f"tracking.uri={uri} has an unknown scheme {scheme!r}; allowed: "
+            f"{', '.join(sorted(s for s in allowed if s))} (e.g. sqlite:///mlflow.db or http://host:5000)"
+        )
     if scheme == "sqlite":
         if sqlite_path(uri) is None:
-            raise HarnessError(f"tracking.uri={uri} is an in-memory database: every run would be lost when the process "
-                               "ends; use a file, e.g. sqlite:///mlflow.db")
+            raise HarnessError(
+                f"tracking.uri={uri} is an in-memory database: every run would be lost when the process "
+                "ends; use a file, e.g. sqlite:///mlflow.db"
+            )
         check_sqlite(uri)
     check_reachable(uri)
 
@@ -174,6 +192,7 @@ def creation_lock(uri: str):
 
 
 # ---------------------------------------------------------------- the store: one per URI per process
+
 
 def forget_engine(uri: str) -> None:
     """MLflow keeps one database engine per URI for the process; after the file under it was replaced, a
@@ -223,7 +242,7 @@ class Store:
             return
         extra = [RunTag(k, str(v)) for k, v in tags.items()]
         for i in range(0, max(1, len(metrics)), METRICS_PER_BATCH):
-            self.call(self.client.log_batch, run_id, metrics=metrics[i:i + METRICS_PER_BATCH], tags=extra if i == 0 else [])
+            self.call(self.client.log_batch, run_id, metrics=metrics[i : i + METRICS_PER_BATCH], tags=extra if i == 0 else [])
 
     def log_many(self, items: list[tuple[str, list, dict[str, str]]]) -> None:
         """``log`` for several runs, ``(run_id, metrics, tags)`` each: one transaction on a database store."""
@@ -247,8 +266,10 @@ class Store:
                         raise HarnessError(f"the MLflow store {self.uri} refused a write: {first_line(e)}") from None
                     raise
                 if time.monotonic() >= deadline:
-                    raise HarnessError(f"the MLflow store {self.uri} stayed locked by another writer for "
-                                       f"{self.lock_timeout:g} s (tracking.lock_timeout); try again when it is free") from None
+                    raise HarnessError(
+                        f"the MLflow store {self.uri} stayed locked by another writer for "
+                        f"{self.lock_timeout:g} s (tracking.lock_timeout); try again when it is free"
+                    ) from None
                 time.sleep(pause)
                 pause = min(1.0, pause * 2)
 
@@ -270,8 +291,9 @@ class Store:
                 except HarnessError as e:
                     found = self.call(self.client.get_experiment_by_name, name)  # created meanwhile by a parallel job?
                     if found is None:
-                        raise HarnessError(f"MLflow refused the experiment name {name!r}: "
-                                           f"{str(e).split('refused a write: ', 1)[-1]}") from None
+                        raise HarnessError(
+                            f"MLflow refused the experiment name {name!r}: {str(e).split('refused a write: ', 1)[-1]}"
+                        ) from None
                 except MlflowException as e:
                     raise HarnessError(f"MLflow refused the experiment name {name!r}: {first_line(e)}") from None
                 found = self.call(self.client.get_experiment_by_name, name)
@@ -286,12 +308,14 @@ def check_artifact_location(location: str, experiment: str) -> None:
     """A local artifact folder must be writable: config.yaml goes there right after a run opens."""
     if not location or "://" in location and not location.startswith("file://"):
         return
-    path = Path(location[len("file://"):] if location.startswith("file://") else location)
+    path = Path(location[len("file://") :] if location.startswith("file://") else location)
     while not path.exists() and path.parent != path:
         path = path.parent
     if not os.access(path, os.W_OK | os.X_OK):
-        raise HarnessError(f"the artifact folder of experiment {experiment!r} ({location}) is not writable; "
-                           "run from a writable folder or choose another tracking.experiment")
+        raise HarnessError(
+            f"the artifact folder of experiment {experiment!r} ({location}) is not writable; "
+            "run from a writable folder or choose another tracking.experiment"
+        )
 
 
 @functools.lru_cache(maxsize=8)
@@ -313,6 +337,7 @@ def open_store(uri: str, lock_timeout: float = 60.0) -> Store:
 
 
 # ---------------------------------------------------------------- which process a run belongs to
+
 
 @functools.lru_cache(maxsize=1)
 def process_tag() -> str:
@@ -345,8 +370,10 @@ def process_alive(tags: dict[str, str]) -> bool:
 
 # ---------------------------------------------------------------- one run
 
+
 class NullTracker:
     """Tracking off (tracking.enabled=false): the same interface, nothing written."""
+
     run_id = None
 
     def start(self, run_name: str, tags: dict[str, str], params: dict[str, str], config_yaml: str) -> None:
@@ -424,12 +451,13 @@ class MlflowTracker:
         try:
             items = [Param(k, v) for k, v in params.items()]
             for i in range(0, max(1, len(items)), PARAMS_PER_BATCH):
-                self.store.call(self.client.log_batch, self.run_id, params=items[i:i + PARAMS_PER_BATCH])
+                self.store.call(self.client.log_batch, self.run_id, params=items[i : i + PARAMS_PER_BATCH])
             self.store.call(self.client.log_text, self.run_id, config_yaml, "config.yaml")
         except BaseException as e:
             with contextlib.suppress(Exception):
-                self.store.call(self.client.log_batch, self.run_id, tags=[RunTag("outcome", "failed"),
-                                                                          RunTag("error", first_line(e))])
+                self.store.call(
+                    self.client.log_batch, self.run_id, tags=[RunTag("outcome", "failed"), RunTag("error", first_line(e))]
+                )
                 self.store.call(self.client.set_terminated, self.run_id, status="FAILED")
             raise
 
@@ -464,5 +492,7 @@ class MlflowTracker:
 
     def save_unwritten(self) -> Path:
         path = Path(f"harness-unwritten-{self.run_id}.json").resolve()
-        path.write_text(json.dumps([{"key": m.key, "value": m.value, "timestamp": m.timestamp, "step": m.step} for m in self.buffer]))
+        path.write_text(
+            json.dumps([{"key": m.key, "value": m.value, "timestamp": m.timestamp, "step": m.step} for m in self.buffer])
+        )
         return path

@@ -5,6 +5,7 @@ stay on the device during an epoch and are read to the host once, at its end. ``
 covers the training steps and the evaluation of the validation and test splits;
 ``samples_per_second`` the training steps alone.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,8 +24,8 @@ DIVERGENCE_CHECK_STEPS = 200  # how often (in steps) a NaN/inf training loss is 
 
 @dataclass
 class Result:
-    outcome: str                      # "finished" or "diverged"
-    epochs: int                       # epochs completed (a diverged epoch counts)
+    outcome: str  # "finished" or "diverged"
+    epochs: int  # epochs completed (a diverged epoch counts)
     diverged_epoch: int | None = None
     final: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)  # each epoch's metrics
@@ -33,19 +34,21 @@ class Result:
 @torch.no_grad()
 def outputs_of(model: nn.Module, split: Split, batch_size: int) -> Tensor:
     model.eval()
-    return torch.cat([model(split.x[i:i + batch_size]) for i in range(0, len(split), batch_size)])
+    return torch.cat([model(split.x[i : i + batch_size]) for i in range(0, len(split), batch_size)])
 
 
-def evaluate(model: nn.Module, task: Task, split: Split, loss_fn: nn.Module, targets: Callable[[Tensor], Tensor],
-             batch_size: int, **extra) -> dict[str, Tensor]:
+def evaluate(
+    model: nn.Module, task: Task, split: Split, loss_fn: nn.Module, targets: Callable[[Tensor], Tensor], batch_size: int, **extra
+) -> dict[str, Tensor]:
     """The split's loss and the task's metrics (``extra``: what the task ``needs`` besides, see ``metric_extras``)."""
     out = outputs_of(model, split, batch_size)
     with torch.no_grad():
         return {"loss": loss_fn(out, targets(split.y)), **task.metrics(out, split.y, **extra)}
 
 
-def metric_extras(task: Task, loss_fn: nn.Module, model: nn.Module | None = None, data: Data | None = None,
-                  batch_size: int = 4096) -> dict:
+def metric_extras(
+    task: Task, loss_fn: nn.Module, model: nn.Module | None = None, data: Data | None = None, batch_size: int = 4096
+) -> dict:
     """What ``task.metrics`` takes beyond (output, y), as ``task.needs`` lists it: the loss's decoder;
     with a model and data, the training set's outputs and labels as the gallery of an evaluation."""
     extra = {}
@@ -56,9 +59,21 @@ def metric_extras(task: Task, loss_fn: nn.Module, model: nn.Module | None = None
     return extra
 
 
-def train(model: nn.Module, task: Task, data: Data, loss_fn: nn.Module, targets: Callable[[Tensor], Tensor],
-          optimizer: torch.optim.Optimizer, scheduler, *, epochs: int, batch_size: int, generator: torch.Generator,
-          on_epoch: Callable[[int, dict[str, float], list[float]], None], eval_batch_size: int = 4096) -> Result:
+def train(
+    model: nn.Module,
+    task: Task,
+    data: Data,
+    loss_fn: nn.Module,
+    targets: Callable[[Tensor], Tensor],
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    *,
+    epochs: int,
+    batch_size: int,
+    generator: torch.Generator,
+    on_epoch: Callable[[int, dict[str, float], list[float]], None],
+    eval_batch_size: int = 4096,
+) -> Result:
     """Train for ``epochs`` epochs; ``on_epoch(epoch, metrics, lrs)`` gets the epoch's metrics and
     the LR used at every optimizer step of it. Stops early, as diverged, on a NaN/inf loss."""
     x, y = data.train.x, targets(data.train.y)
@@ -71,7 +86,7 @@ def train(model: nn.Module, task: Task, data: Data, loss_fn: nn.Module, targets:
         order = torch.randperm(n, generator=generator).to(x.device)
         total, lrs, outputs, diverged = torch.zeros((), device=x.device), [], [], False
         for start in range(0, n, batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             lrs.append(optimizer.param_groups[0]["lr"])
             loss, out = task.step(model, loss_fn, x[idx], y[idx], optimizer)
             scheduler.step()

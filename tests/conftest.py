@@ -28,7 +28,7 @@ def write_idx_mnist(root: Path, n_train: int = 300, n_test: int = 100, seed: int
         labels = (np.arange(n) % 10).astype(np.uint8)
         images = rng.integers(0, 60, size=(n, 28, 28), dtype=np.uint8)
         for i, c in enumerate(labels):
-            images[i, 2 + 2 * c: 4 + 2 * c, :] = 255
+            images[i, 2 + 2 * c : 4 + 2 * c, :] = 255
         (raw / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 2051, n, 28, 28) + images.tobytes())
         (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 2049, n) + labels.tobytes())
     return root
@@ -44,8 +44,15 @@ def run_cli(*args: str, cwd: Path, timeout: float = 300, env: dict | None = None
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     full_env.pop("MLFLOW_TRACKING_URI", None)
     flags = [a for a in args if a.startswith("--")]  # --multirun goes before the overrides
-    cmd = [sys.executable, "-m", "harness", *flags, f"tracking.uri=sqlite:///{cwd}/mlflow.db", "progress=false",
-           *(a for a in args if not a.startswith("--"))]
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness",
+        *flags,
+        f"tracking.uri=sqlite:///{cwd}/mlflow.db",
+        "progress=false",
+        *(a for a in args if not a.startswith("--")),
+    ]
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env)
 
 

@@ -1,4 +1,5 @@
 """Importable by `python -m harness loss._target_=tests.helpers.X` in end-to-end tests."""
+
 import torch
 
 

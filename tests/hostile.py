@@ -1,5 +1,6 @@
 """Helpers of the hostile suites (tests/test_hostile_*.py): run the CLI as a user would, read the
 store afterwards with plain sqlite, and check that an error is one line."""
+
 import os
 import sqlite3
 import sys
@@ -17,7 +18,14 @@ def env_with(*paths: Path) -> dict:
 
 
 def harness_cmd(tmp_path: Path, *args: str, multirun: bool = False) -> list[str]:
-    return [sys.executable, "-m", "harness", *(["--multirun"] if multirun else []), f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", *args]
+    return [
+        sys.executable,
+        "-m",
+        "harness",
+        *(["--multirun"] if multirun else []),
+        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+        *args,
+    ]
 
 
 def one_error_line(err: str, *needles: str) -> str:
@@ -51,7 +59,8 @@ def running_children(tmp_path: Path, experiment: str) -> int:
             return con.execute(
                 "select count(*) from runs r join experiments e on r.experiment_id = e.experiment_id "
                 "where e.name = ? and r.status = 'RUNNING' and r.run_uuid not in "
-                "(select run_uuid from tags where key = 'harness.role' and value = 'sweep')", (experiment,)).fetchone()[0]
+                "(select run_uuid from tags where key = 'harness.role' and value = 'sweep')",
+                (experiment,),
+            ).fetchone()[0]
     except sqlite3.Error:
         return 0
-

@@ -1,4 +1,5 @@
 """The benchmark suite's --quick mode completes and writes its files (a smoke test: targets are not asserted)."""
+
 import json
 import os
 import subprocess
@@ -11,17 +12,40 @@ from tests.conftest import ROOT, SHARED_DATA, write_idx_mnist
 
 @pytest.mark.slow
 @pytest.mark.extended  # minutes each: CI runs them after the default suite (pytest -m extended)
-@pytest.mark.parametrize("part, keys", [
-    ("loop", ["loop", "tracking", "data_path", "threads", "sweep_regression", "startup", "memory", "quality"]),
-    ("sweeps", ["sweep_overhead", "stacked_study", "stacked_mnist", "whole_process", "fresh_store", "stacked_conv"])])  # two tests: pytest -n 2 runs them side by side
+@pytest.mark.parametrize(
+    "part, keys",
+    [
+        ("loop", ["loop", "tracking", "data_path", "threads", "sweep_regression", "startup", "memory", "quality"]),
+        ("sweeps", ["sweep_overhead", "stacked_study", "stacked_mnist", "whole_process", "fresh_store", "stacked_conv"]),
+    ],
+)  # two tests: pytest -n 2 runs them side by side
 def test_bench_quick_writes_its_table(tmp_path, part, keys):
-    data = SHARED_DATA if (SHARED_DATA / "MNIST" / "raw" / "train-images-idx3-ubyte").exists() \
+    data = (
+        SHARED_DATA
+        if (SHARED_DATA / "MNIST" / "raw" / "train-images-idx3-ubyte").exists()
         else write_idx_mnist(tmp_path / "data", n_train=16000, n_test=1000)
+    )
     scratch = tmp_path / "tmp"  # where the bench makes its work folder (stores, sweep folders)
     scratch.mkdir()
-    out = subprocess.run([sys.executable, "-m", "harness.bench", "--quick", "--only", part, "--data-dir", str(data),
-                          "--out", str(tmp_path / "bench")], capture_output=True, text=True, timeout=900, cwd=tmp_path,
-                         env={**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(scratch)})
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness.bench",
+            "--quick",
+            "--only",
+            part,
+            "--data-dir",
+            str(data),
+            "--out",
+            str(tmp_path / "bench"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(scratch)},
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert not [p.name for p in scratch.iterdir() if p.name.startswith("harness-bench-")]  # its work folder is removed
     report = json.loads((tmp_path / "bench" / "bench.json").read_text())
@@ -37,30 +61,52 @@ def test_bench_quick_writes_its_table(tmp_path, part, keys):
 
 @pytest.mark.slow
 def test_bench_refuses_a_missing_data_dir(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "harness.bench", "--quick", "--data-dir", str(tmp_path / "none")],
-                         capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    out = subprocess.run(
+        [sys.executable, "-m", "harness.bench", "--quick", "--data-dir", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert out.returncode == 2 and out.stderr.startswith("error: MNIST is not in")
 
 
 @pytest.mark.slow
 def test_bench_only_names_its_parts_and_refuses_others(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "harness.bench", "--only", "loop,bogus"],
-                         capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    out = subprocess.run(
+        [sys.executable, "-m", "harness.bench", "--only", "loop,bogus"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert out.returncode == 2
-    assert out.stderr.strip() == ("error: --only 'loop,bogus': allowed parts are loop, sweeps, overhead, outliers, mnist12, "
-                                  "whole, fresh, conv, grid, scaling")
+    assert out.stderr.strip() == (
+        "error: --only 'loop,bogus': allowed parts are loop, sweeps, overhead, outliers, mnist12, "
+        "whole, fresh, conv, grid, scaling"
+    )
 
 
 def test_scaling_table_renders_members_per_second():
     from harness.bench import markdown
     from harness.bench_sweeps import scaling_markdown
 
-    lines = [{"members": 1, "runs": 1, "epochs": 2, "train_s": 2.0, "wall_s": 9.0, "member_epochs_per_s": 1.0, "speedup_vs_1": 1.0},
-             {"members": 8, "runs": 8, "epochs": 2, "train_s": 4.0, "wall_s": 11.0, "member_epochs_per_s": 4.0, "speedup_vs_1": 4.0}]
+    lines = [
+        {"members": 1, "runs": 1, "epochs": 2, "train_s": 2.0, "wall_s": 9.0, "member_epochs_per_s": 1.0, "speedup_vs_1": 1.0},
+        {"members": 8, "runs": 8, "epochs": 2, "train_s": 4.0, "wall_s": 11.0, "member_epochs_per_s": 4.0, "speedup_vs_1": 4.0},
+    ]
     table = scaling_markdown(lines)
     assert table.splitlines()[2] == "| 1 | 1 | 1 | 2 | 9 |" and table.splitlines()[3] == "| 8 | 4 | 4 | 4 | 11 |"
-    report = {"machine": {"cpu": "x", "cores": "2", "torch": "t", "device": "cuda", "gpu": "G"}, "quick": False, "reps": 1,
-              "epochs": 6, "threads_auto": 2, "rows": [], "scaling": lines, "date": "d"}
+    report = {
+        "machine": {"cpu": "x", "cores": "2", "torch": "t", "device": "cuda", "gpu": "G"},
+        "quick": False,
+        "reps": 1,
+        "epochs": 6,
+        "threads_auto": 2,
+        "rows": [],
+        "scaling": lines,
+        "date": "d",
+    }
     md = markdown(report)
     assert "(G)" in md and "| measure |" not in md and table in md  # no empty rows table when only the scaling ran
     assert "Incomplete" not in md

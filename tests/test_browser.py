@@ -2,6 +2,7 @@
 headless Chromium, loads all its figures and fits the page width (no horizontal scrolling at a
 1280-pixel window). Skips with the reason where Chromium is not installed (`.ci/run` installs
 Debian's `chromium` where apt can)."""
+
 import json
 import re
 import shutil
@@ -38,9 +39,21 @@ def test_a_showcase_report_renders_whole_in_a_real_browser(tmp_path, report):
     shutil.copytree(report.parent, page)  # the figures beside it, as in reports/
     html = (page / "report.html").read_text()
     (page / "probe.html").write_text(html.replace("</body>", PROBE + "</body>") if "</body>" in html else html + PROBE)
-    out = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1280,900",
-                          "--virtual-time-budget=10000", "--dump-dom", (page / "probe.html").as_uri()],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--window-size=1280,900",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            (page / "probe.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     found = re.search(r'<pre id="harness-probe">([^<]*)</pre>', out.stdout)
     assert found, out.stderr[-2000:]
     probe = json.loads(found.group(1).replace("&quot;", '"'))

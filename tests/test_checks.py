@@ -1,5 +1,6 @@
 """Issue 8, classes 4 and 5, in-process: every knob is checked before anything is built, with a
 message that says what is allowed; `_target_` must name the kind of object its group needs."""
+
 import os
 
 import pytest
@@ -52,7 +53,10 @@ BAD_KNOBS = [
     (["optimizer=nesterov", "optimizer.nesterov=3"], "optimizer.nesterov must be true or false"),
     (["task=regression", "task.outlier_fraction=1.0"], "task.outlier_fraction must be a number in [0, 1)"),
     (["task.imbalance_ratio=0.5"], "task.imbalance_ratio must be a finite number >= 1"),
-    (["task=mnist", "loss=mse"], "losses that fit mnist: bce, ce, ce_weighted, dice, focal, focal_a25, focal_g1, focal_g5, hinge, kl, mae_prob, mse_prob"),
+    (
+        ["task=mnist", "loss=mse"],
+        "losses that fit mnist: bce, ce, ce_weighted, dice, focal, focal_a25, focal_g1, focal_g5, hinge, kl, mae_prob, mse_prob",
+    ),
     (["device=tpu"], "device='tpu' is unknown"),
     (["threads=0"], "threads must be 'auto' or a positive integer"),
 ]
@@ -77,8 +81,14 @@ def test_bad_cnn_channels_and_idx_files_are_refused(tmp_path):
         check("task=mnist", f"data_dir={broken}", "task.download=false", "task.val_size=10")
 
 
-@pytest.mark.parametrize("overrides, message", [(["experiment=nosuch"], "experiment/nosuch"), (["task=nope"], "task/nope"),
-                                                (["task.foo=3"], "Could not override 'task.foo'")])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["experiment=nosuch"], "experiment/nosuch"),
+        (["task=nope"], "task/nope"),
+        (["task.foo=3"], "Could not override 'task.foo'"),
+    ],
+)
 def test_unknown_options_and_keys_are_refused_by_composition(overrides, message):
     with pytest.raises(Exception, match=message):
         compose(*overrides)
@@ -118,5 +128,6 @@ def test_a_launcher_knob_of_the_wrong_type_says_why_in_one_line():
         except ValueError as cause:
             raise ConfigCompositionException("Error merging override hydra.launcher.vmap_on_cpu=maybe") from cause
     except ConfigCompositionException as e:
-        assert one_line(e) == ("Error merging override hydra.launcher.vmap_on_cpu=maybe: "
-                               "Value 'maybe' is not a valid bool (type str)")
+        assert one_line(e) == (
+            "Error merging override hydra.launcher.vmap_on_cpu=maybe: Value 'maybe' is not a valid bool (type str)"
+        )

@@ -1,4 +1,5 @@
 """End-to-end: `python -m harness ...` in a subprocess, then the MLflow store read back."""
+
 import signal
 import subprocess
 import sys
@@ -20,29 +21,61 @@ def only_run(cwd, experiment):
 
 def test_default_run_lands_in_mlflow_db_in_the_working_directory(tmp_path):
     env = {"PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-m", "harness", "epochs=2"], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=300, env={**__import__("os").environ, **env})
+    out = subprocess.run(
+        [sys.executable, "-m", "harness", "epochs=2"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, **env},
+    )
     assert out.returncode == 0, out.stderr
     assert "epoch 2/2" in out.stdout and "finished: test/macro_f1" in out.stdout  # progress on a terminal
     assert (tmp_path / "mlflow.db").exists()
     client, run = only_run(tmp_path, "imbalanced")
     assert run.info.status == "FINISHED" and run.info.run_name == "epochs=2"
     tags = run.data.tags
-    for key, value in {"task": "imbalanced", "loss": "ce", "optimizer": "adam", "schedule": "constant", "batch_size": "128",
-                       "seed": "0", "device": "cuda" if torch.cuda.is_available() else "cpu", "outcome": "finished", "harness_version": "0.1.0",
-                       "primary_metric": "test/macro_f1"}.items():
+    for key, value in {
+        "task": "imbalanced",
+        "loss": "ce",
+        "optimizer": "adam",
+        "schedule": "constant",
+        "batch_size": "128",
+        "seed": "0",
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "outcome": "finished",
+        "harness_version": "0.1.0",
+        "primary_metric": "test/macro_f1",
+    }.items():
         assert tags[key] == value, key
     assert len(tags["config_hash"]) == 16
     params = run.data.params
     assert params["optimizer"] == "adam" and params["loss"] == "ce" and params["optimizer.lr"] == "0.001"
     assert params["task.imbalance_ratio"] == "100" and params["epochs"] == "2"
     # internal keys stay in config.yaml only: class paths, logging and tracking knobs
-    assert not [k for k in params if k.endswith(("_target_", "_partial_")) or k.startswith(("tracking.", "study."))
-                or k in ("progress", "resume", "data_dir", "eval_batch_size", "loss.targets")]
+    assert not [
+        k
+        for k in params
+        if k.endswith(("_target_", "_partial_"))
+        or k.startswith(("tracking.", "study."))
+        or k in ("progress", "resume", "data_dir", "eval_batch_size", "loss.targets")
+    ]
     history = client.get_metric_history(run.info.run_id, "train/loss")
     assert [m.step for m in history] == [1, 2]
-    for key in ("val/loss", "test/loss", "test/accuracy", "test/macro_f1", "test/balanced_accuracy", "test/minority_recall",
-                "test/average_precision", "train/accuracy", "lr", "epoch_seconds", "samples_per_second", "lr_step"):
+    for key in (
+        "val/loss",
+        "test/loss",
+        "test/accuracy",
+        "test/macro_f1",
+        "test/balanced_accuracy",
+        "test/minority_recall",
+        "test/average_precision",
+        "train/accuracy",
+        "lr",
+        "epoch_seconds",
+        "samples_per_second",
+        "lr_step",
+    ):
         assert key in run.data.metrics, key
     config = client.download_artifacts(run.info.run_id, "config.yaml", str(tmp_path))
     assert "imbalance_ratio: 100" in open(config).read()
@@ -66,8 +99,20 @@ def test_regression_with_outliers_and_huber(tmp_path):
 
 
 def test_mnist_cnn_with_sgd_cosine_on_tiny_idx_files(tmp_path, tiny_mnist):
-    out = run_cli("task=mnist", f"data_dir={tiny_mnist}", "task.val_size=50", "task.model=cnn", "loss=ce", "optimizer=sgd",
-                  "optimizer.lr=0.05", "batch_size=64", "schedule=cosine", "epochs=3", "seed=1", cwd=tmp_path)
+    out = run_cli(
+        "task=mnist",
+        f"data_dir={tiny_mnist}",
+        "task.val_size=50",
+        "task.model=cnn",
+        "loss=ce",
+        "optimizer=sgd",
+        "optimizer.lr=0.05",
+        "batch_size=64",
+        "schedule=cosine",
+        "epochs=3",
+        "seed=1",
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     client, run = only_run(tmp_path, "mnist")
     assert {"test/accuracy", "test/macro_f1", "test/loss"} <= set(run.data.metrics)
@@ -76,8 +121,15 @@ def test_mnist_cnn_with_sgd_cosine_on_tiny_idx_files(tmp_path, tiny_mnist):
 
 
 def test_long_tailed_mnist_on_tiny_idx_files(tmp_path, tiny_mnist):
-    out = run_cli("task=imbalanced", "task.dataset=mnist_lt", "task.imbalance_ratio=10", f"data_dir={tiny_mnist}",
-                  "task.val_size=50", "epochs=2", cwd=tmp_path)
+    out = run_cli(
+        "task=imbalanced",
+        "task.dataset=mnist_lt",
+        "task.imbalance_ratio=10",
+        f"data_dir={tiny_mnist}",
+        "task.val_size=50",
+        "epochs=2",
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     _, run = only_run(tmp_path, "imbalanced")
     assert "test/minority_recall" in run.data.metrics and "test/average_precision" not in run.data.metrics
@@ -111,10 +163,24 @@ def test_a_crash_marks_the_run_failed(tmp_path):
 
 @pytest.mark.parametrize("sig, status", [(signal.SIGINT, "KILLED"), (signal.SIGTERM, "KILLED")])
 def test_interrupt_marks_the_run_killed(tmp_path, sig, status):
-    cmd = [sys.executable, "-m", "harness", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", "epochs=100000",
-           "task.n_train=4000", "batch_size=8", "tracking.flush_seconds=0"]  # epochs of 500 steps: the signal lands in epoch 2
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness",
+        f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+        "epochs=100000",
+        "task.n_train=4000",
+        "batch_size=8",
+        "tracking.flush_seconds=0",
+    ]  # epochs of 500 steps: the signal lands in epoch 2
+    proc = subprocess.Popen(
+        cmd,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
+    )
     try:
         for line in proc.stdout:  # wait for training to be under way
             if line.startswith("epoch "):  # "epoch 1/100000 ...", not the "epochs=..." header
@@ -153,20 +219,29 @@ def test_bad_input_one_line_nonzero_exit_no_run_left(tmp_path, args, message):
 
 def test_device_cuda_without_a_gpu_is_one_clear_line(tmp_path):
     import torch
+
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     out = run_cli("device=cuda", cwd=tmp_path)
     assert out.returncode == 2 and out.stderr.strip() == (
-        "error: device=cuda but no CUDA GPU is visible to torch here; use device=cpu or device=auto")
+        "error: device=cuda but no CUDA GPU is visible to torch here; use device=cpu or device=auto"
+    )
 
 
 def test_unreachable_tracking_server_fails_fast(tmp_path):
     import socket
+
     with socket.socket() as s:  # a free loopback port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     t0 = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", "harness", f"tracking.uri=http://127.0.0.1:{port}"], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=120, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    out = subprocess.run(
+        [sys.executable, "-m", "harness", f"tracking.uri=http://127.0.0.1:{port}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
+    )
     assert out.returncode == 2 and time.monotonic() - t0 < 60
     assert out.stderr.strip().startswith(f"error: the MLflow tracking server http://127.0.0.1:{port} is not reachable")

@@ -1,4 +1,5 @@
 """ComposeOnce (harness.compose): a job derived from an already composed one equals the job Hydra composes in full."""
+
 import pytest
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -10,15 +11,15 @@ from harness.compose import ComposeOnce
 
 JOBS = [
     ["task=regression", "loss=mse", "seed=0"],
-    ["task=regression", "loss=mse", "seed=7"],                      # derived: a plain value
-    ["task=regression", "loss=huber", "seed=7"],                    # a group choice: composed in full
+    ["task=regression", "loss=mse", "seed=7"],  # derived: a plain value
+    ["task=regression", "loss=huber", "seed=7"],  # a group choice: composed in full
     ["task=regression", "loss=huber", "seed=2", "optimizer.lr=0.5"],
     ["task=regression", "loss=huber", "seed=3", "optimizer.lr=0.01"],  # derived from the one above
     ["task=regression", "loss=huber", "seed=3", "task.outlier_fraction=0.2"],
     ["task=regression", "loss=huber", "seed=4", "task.outlier_fraction=0.05"],
     ["task=imbalanced", "loss=focal", "seed=1", "loss.gamma=1.0"],
     ["task=imbalanced", "loss=focal", "seed=2", "loss.gamma=5.0"],
-    ["task=imbalanced", "loss=focal", "seed=2", "tracking.experiment=x"],   # null before: composed in full
+    ["task=imbalanced", "loss=focal", "seed=2", "tracking.experiment=x"],  # null before: composed in full
     ["task=imbalanced", "loss=focal", "seed=2", "tracking.experiment=y"],
 ]
 

@@ -1,4 +1,5 @@
 """Config composition for every group option, and one short in-process run per loss and optimizer."""
+
 import math
 
 import pytest
@@ -11,8 +12,20 @@ from harness.run import compose, run as run_result
 
 OPTIONS = {g: sorted(p.stem for p in (CONF_DIR / g).glob("*.yaml")) for g in ("task", "loss", "optimizer", "schedule")}
 SMALL = ["tracking.enabled=false", "progress=false", "epochs=2", "task.n_train=300", "task.n_val=100", "task.n_test=200"]
-CLASSIFICATION_LOSSES = ["bce", "ce", "ce_weighted", "dice", "focal", "focal_a25", "focal_g1", "focal_g5", "hinge", "kl", "mae_prob",
-                         "mse_prob"]
+CLASSIFICATION_LOSSES = [
+    "bce",
+    "ce",
+    "ce_weighted",
+    "dice",
+    "focal",
+    "focal_a25",
+    "focal_g1",
+    "focal_g5",
+    "hinge",
+    "kl",
+    "mae_prob",
+    "mse_prob",
+]
 REGRESSION_LOSSES = ["huber", "log_cosh", "mae", "mse", "smooth_l1"]
 GAN_LOSSES = ["gan_hinge", "gan_least_squares", "gan_minimax", "gan_nonsat", "gan_wasserstein"]
 SEQUENCE_LOSSES = ["ctc", "position_ce"]
@@ -32,16 +45,63 @@ def names_of(cfg):
 
 
 def test_every_axis_has_the_options_the_issue_names():
-    assert set(OPTIONS["loss"]) == set(CLASSIFICATION_LOSSES + REGRESSION_LOSSES + COUNT_LOSSES + EMBEDDING_LOSSES + SEQUENCE_LOSSES + GAN_LOSSES)
-    assert set(OPTIONS["optimizer"]) == {"sgd", "momentum", "nesterov", "rmsprop", "adagrad", "adam", "adamw", "nadam", "radam",
-                                         "muon", "adafactor", "lbfgs", "lion", "schedulefree_adamw", "prodigy", "soap"}
-    assert set(OPTIONS["schedule"]) == {"constant", "step", "exponential", "cosine", "warmup_cosine", "warmup_constant",
-                                          "onecycle"}
-    assert set(OPTIONS["task"]) == {"regression", "mnist", "imbalanced", "counts", "embedding", "sequence", "gan", "tabular",
-                                    "tabular_regression"}
+    assert set(OPTIONS["loss"]) == set(
+        CLASSIFICATION_LOSSES + REGRESSION_LOSSES + COUNT_LOSSES + EMBEDDING_LOSSES + SEQUENCE_LOSSES + GAN_LOSSES
+    )
+    assert set(OPTIONS["optimizer"]) == {
+        "sgd",
+        "momentum",
+        "nesterov",
+        "rmsprop",
+        "adagrad",
+        "adam",
+        "adamw",
+        "nadam",
+        "radam",
+        "muon",
+        "adafactor",
+        "lbfgs",
+        "lion",
+        "schedulefree_adamw",
+        "prodigy",
+        "soap",
+    }
+    assert set(OPTIONS["schedule"]) == {
+        "constant",
+        "step",
+        "exponential",
+        "cosine",
+        "warmup_cosine",
+        "warmup_constant",
+        "onecycle",
+    }
+    assert set(OPTIONS["task"]) == {
+        "regression",
+        "mnist",
+        "imbalanced",
+        "counts",
+        "embedding",
+        "sequence",
+        "gan",
+        "tabular",
+        "tabular_regression",
+    }
 
 
-@pytest.mark.parametrize("task, natural", [("imbalanced", "ce"), ("mnist", "ce"), ("regression", "mse"), ("counts", "poisson_nll"), ("embedding", "triplet"), ("sequence", "ctc"), ("gan", "gan_nonsat"), ("tabular", "ce"), ("tabular_regression", "mse")])
+@pytest.mark.parametrize(
+    "task, natural",
+    [
+        ("imbalanced", "ce"),
+        ("mnist", "ce"),
+        ("regression", "mse"),
+        ("counts", "poisson_nll"),
+        ("embedding", "triplet"),
+        ("sequence", "ctc"),
+        ("gan", "gan_nonsat"),
+        ("tabular", "ce"),
+        ("tabular_regression", "mse"),
+    ],
+)
 def test_a_task_without_a_loss_gets_its_natural_loss(task, natural):
     cfg = compose_cfg(f"task={task}")
     assert HydraConfig.get().runtime.choices["loss"] == natural
@@ -63,9 +123,16 @@ def test_default_run_needs_no_download():
 def test_losses_that_fit_each_task(task, tmp_path):
     cfg = compose_cfg(f"task={task}", f"data_dir={tmp_path}")
     from hydra.utils import instantiate
+
     fits = losses_for(instantiate(cfg.task))
-    assert fits == {"regression": REGRESSION_LOSSES, "tabular_regression": REGRESSION_LOSSES, "counts": COUNT_LOSSES, "embedding": EMBEDDING_LOSSES,
-            "sequence": SEQUENCE_LOSSES, "gan": GAN_LOSSES}.get(task, CLASSIFICATION_LOSSES)
+    assert fits == {
+        "regression": REGRESSION_LOSSES,
+        "tabular_regression": REGRESSION_LOSSES,
+        "counts": COUNT_LOSSES,
+        "embedding": EMBEDDING_LOSSES,
+        "sequence": SEQUENCE_LOSSES,
+        "gan": GAN_LOSSES,
+    }.get(task, CLASSIFICATION_LOSSES)
 
 
 @pytest.mark.parametrize("loss", CLASSIFICATION_LOSSES)
@@ -103,7 +170,9 @@ def test_any_torch_optimizer_through_target():
 def test_full_batch_and_per_sample_batch_sizes():
     cfg = compose_cfg("task=regression", "batch_size=full", *SMALL)
     assert build(cfg, names_of(cfg)).batch_size == 300
-    cfg = compose_cfg("task=regression", "batch_size=1", "epochs=1", *SMALL[:2], "task.n_train=50", "task.n_val=10", "task.n_test=10")
+    cfg = compose_cfg(
+        "task=regression", "batch_size=1", "epochs=1", *SMALL[:2], "task.n_train=50", "task.n_val=10", "task.n_test=10"
+    )
     assert math.isfinite(run(cfg)["test/mse"])
 
 

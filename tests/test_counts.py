@@ -1,4 +1,5 @@
 """Count data: the task's data and metrics, the count losses, and runs through the CLI."""
+
 import numpy as np
 import pytest
 import torch
@@ -18,7 +19,7 @@ def test_poisson_deviance_matches_scikit_learn():
 
 
 def test_calibration_is_the_mean_gap_per_decile():
-    mu = torch.arange(1.0, 21.0)            # 10 bins of 2
+    mu = torch.arange(1.0, 21.0)  # 10 bins of 2
     y = mu + torch.tensor([1.0, -1.0] * 10)  # each bin's mean matches
     assert calibration_error(mu, y).item() == pytest.approx(0.0)
     assert calibration_error(mu, mu + 2).item() == pytest.approx(2.0)

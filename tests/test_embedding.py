@@ -1,13 +1,21 @@
 """Metric learning: the losses torch lacks (contrastive, the mining), the retrieval metrics, the
 embedding task, and runs of it through the CLI."""
+
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.losses_metric import (ContrastiveLoss, HeadCrossEntropy, MarginRankingLoss, TripletLoss, contrastive_loss,
-                                   distances, mine)
+from harness.losses_metric import (
+    ContrastiveLoss,
+    HeadCrossEntropy,
+    MarginRankingLoss,
+    TripletLoss,
+    contrastive_loss,
+    distances,
+    mine,
+)
 from harness.metrics import nearest_label_accuracy, retrieval_metrics
 from harness.tasks.embedding import Embedding
 from tests.conftest import mlflow_runs, run_cli
@@ -25,7 +33,7 @@ def test_contrastive_module_uses_every_pair_of_the_batch():
     y = torch.tensor([0, 0, 1])
     # pairs: (0,1) similar d=0.3; (0,2) dissimilar d=0.5; (1,2) dissimilar d=sqrt(0.34)
     d12 = math.sqrt(0.34)
-    expected = (0.3 ** 2 / 2 + (1 - 0.5) ** 2 / 2 + (1 - d12) ** 2 / 2) / 3
+    expected = (0.3**2 / 2 + (1 - 0.5) ** 2 / 2 + (1 - d12) ** 2 / 2) / 3
     assert ContrastiveLoss(dim=2)(torch.cat([e, torch.zeros(3, 10)], 1), y).item() == pytest.approx(expected, rel=1e-5)
 
 
@@ -89,7 +97,7 @@ def test_a_whole_split_is_scored_in_chunks():
     out, y = torch.randn(300, 4), torch.randint(0, 3, (300,))
     loss = ContrastiveLoss(dim=4)
     loss.CHUNK = 100
-    chunks = sum(ContrastiveLoss(dim=4)(out[i:i + 100], y[i:i + 100]).item() for i in range(0, 300, 100)) / 3
+    chunks = sum(ContrastiveLoss(dim=4)(out[i : i + 100], y[i : i + 100]).item() for i in range(0, 300, 100)) / 3
     assert loss(out, y).item() == pytest.approx(chunks, rel=1e-5)
 
 
@@ -146,7 +154,10 @@ def test_each_metric_loss_trains_an_embedding_that_beats_chance(loss):
 def test_a_classification_loss_on_the_embedding_task_is_refused_with_the_losses_that_fit(tmp_path):
     proc = run_cli("task=embedding", "loss=ce", cwd=tmp_path)
     assert proc.returncode == 2
-    assert "losses that fit embedding: ce_head, contrastive, margin_ranking, triplet, triplet_batch_hard, triplet_random" in proc.stderr
+    assert (
+        "losses that fit embedding: ce_head, contrastive, margin_ranking, triplet, triplet_batch_hard, triplet_random"
+        in proc.stderr
+    )
     assert not (tmp_path / "mlflow.db").exists() or not mlflow_runs(tmp_path, "embedding")[1]
 
 

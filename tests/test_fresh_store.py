@@ -1,4 +1,5 @@
 """A new sqlite store is copied from a cached, fully migrated empty one (harness/fresh_store.py)."""
+
 import sqlite3
 
 from harness import fresh_store

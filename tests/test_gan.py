@@ -1,4 +1,5 @@
 """Adversarial training: the objectives against their formulas, the two-player step, the metrics, and runs."""
+
 import math
 
 import pytest
@@ -12,15 +13,24 @@ from tests.conftest import mlflow_runs, run_cli
 REAL, FAKE = torch.tensor([2.0, -1.0]), torch.tensor([0.5, -3.0])
 
 
-@pytest.mark.parametrize("objective, d, g", [
-    ("nonsat", lambda r, f: -(torch.sigmoid(r).log().mean() + (1 - torch.sigmoid(f)).log().mean()),
-     lambda f: -torch.sigmoid(f).log().mean()),
-    ("minimax", lambda r, f: -(torch.sigmoid(r).log().mean() + (1 - torch.sigmoid(f)).log().mean()),
-     lambda f: (1 - torch.sigmoid(f)).log().mean()),
-    ("hinge", lambda r, f: F.relu(1 - r).mean() + F.relu(1 + f).mean(), lambda f: -f.mean()),
-    ("least_squares", lambda r, f: ((r - 1) ** 2).mean() / 2 + (f ** 2).mean() / 2, lambda f: ((f - 1) ** 2).mean() / 2),
-    ("wasserstein", lambda r, f: f.mean() - r.mean(), lambda f: -f.mean()),
-])
+@pytest.mark.parametrize(
+    "objective, d, g",
+    [
+        (
+            "nonsat",
+            lambda r, f: -(torch.sigmoid(r).log().mean() + (1 - torch.sigmoid(f)).log().mean()),
+            lambda f: -torch.sigmoid(f).log().mean(),
+        ),
+        (
+            "minimax",
+            lambda r, f: -(torch.sigmoid(r).log().mean() + (1 - torch.sigmoid(f)).log().mean()),
+            lambda f: (1 - torch.sigmoid(f)).log().mean(),
+        ),
+        ("hinge", lambda r, f: F.relu(1 - r).mean() + F.relu(1 + f).mean(), lambda f: -f.mean()),
+        ("least_squares", lambda r, f: ((r - 1) ** 2).mean() / 2 + (f**2).mean() / 2, lambda f: ((f - 1) ** 2).mean() / 2),
+        ("wasserstein", lambda r, f: f.mean() - r.mean(), lambda f: -f.mean()),
+    ],
+)
 def test_objectives_match_their_formulas(objective, d, g):
     loss = GANLoss(objective)
     assert loss.d_loss(REAL, FAKE).item() == pytest.approx(d(REAL, FAKE).item(), rel=1e-5)
@@ -78,4 +88,7 @@ def test_a_gan_run_lands_in_mlflow_and_a_stacked_sweep_runs_it_alone(tmp_path):
     assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
     assert all({"test/energy", "test/modes", "val/high_quality", "train/loss"} <= set(r.data.metrics) for r in runs)
     proc = run_cli("task=gan", "loss=mse", cwd=tmp_path)
-    assert proc.returncode == 2 and "losses that fit gan: gan_hinge, gan_least_squares, gan_minimax, gan_nonsat, gan_wasserstein" in proc.stderr
+    assert (
+        proc.returncode == 2
+        and "losses that fit gan: gan_hinge, gan_least_squares, gan_minimax, gan_nonsat, gan_wasserstein" in proc.stderr
+    )

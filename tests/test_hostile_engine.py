@@ -1,5 +1,6 @@
 """A hostile user against the training engine (issue 26): a member's failure stays the member's,
 closure optimizers train, and knobs torch would only refuse mid-run are one line before any run."""
+
 import sys
 import textwrap
 
@@ -87,8 +88,15 @@ def test_a_member_whose_metrics_raise_fails_alone(monkeypatch):
 def test_a_sweep_with_one_broken_member_finishes_the_others(flaky, tmp_path):
     """The issue's case end to end: the stacked launcher (the default) keeps the others' runs."""
     env = {"PYTHONPATH": f"{flaky}:{__import__('tests.conftest', fromlist=['ROOT']).ROOT}"}
-    out = run_cli("--multirun", "task=regression", "epochs=2", "optimizer._target_=flaky_opt.Flaky",
-                  "optimizer.lr=0.01,-1,0.9,0.02", cwd=tmp_path, env=env)
+    out = run_cli(
+        "--multirun",
+        "task=regression",
+        "epochs=2",
+        "optimizer._target_=flaky_opt.Flaky",
+        "optimizer.lr=0.01,-1,0.9,0.02",
+        cwd=tmp_path,
+        env=env,
+    )
     assert out.returncode == 1, out.stderr[-2000:]  # a job failed
     assert "error: optimizer.lr must be a finite number > 0, got -1" in out.stderr
     assert "bundle" in out.stdout and "2 finished, 0 diverged, 1 failed" in out.stdout
@@ -99,10 +107,13 @@ def test_a_sweep_with_one_broken_member_finishes_the_others(flaky, tmp_path):
     assert "report: python -m harness.report regression\n" in out.stdout  # what to do next
 
 
-@pytest.mark.parametrize("lr, needle", [
-    ("1e308", "optimizer.lr must be at most 3.4e38 in size"),
-    ("1e38", "fails on its first step"),
-])
+@pytest.mark.parametrize(
+    "lr, needle",
+    [
+        ("1e308", "optimizer.lr must be at most 3.4e38 in size"),
+        ("1e38", "fails on its first step"),
+    ],
+)
 def test_a_learning_rate_that_overflows_float32_is_refused_before_the_run(lr, needle):
     cfg = config(f"optimizer.lr={lr}")
     names = spec_from_hydra(cfg).names
@@ -111,15 +122,18 @@ def test_a_learning_rate_that_overflows_float32_is_refused_before_the_run(lr, ne
         build(cfg, names)
 
 
-@pytest.mark.parametrize("overrides, needle", [
-    (["optimizer=prodigy", "optimizer.d_coef=-1"], "optimizer.d_coef must be a finite number > 0"),
-    (["optimizer=prodigy", "optimizer.d_coef=0"], "optimizer.d_coef must be a finite number > 0"),
-    (["optimizer=muon", "optimizer.ns_steps=-1"], "optimizer.ns_steps must be a positive integer"),
-    (["optimizer=lbfgs", "optimizer.max_iter=0"], "optimizer.max_iter must be a positive integer"),
-    (["optimizer=lbfgs", "optimizer.line_search_fn=wolfe"], "optimizer.line_search_fn must be null or 'strong_wolfe'"),
-    (["task=gan", "+task.generator.lr=-1"], "task.generator.lr must be a finite number >= 0"),
-    (["task=gan", "+task.discriminator.betas=[0.5,1.5]"], "task.discriminator.betas must be two numbers in [0, 1)"),
-])
+@pytest.mark.parametrize(
+    "overrides, needle",
+    [
+        (["optimizer=prodigy", "optimizer.d_coef=-1"], "optimizer.d_coef must be a finite number > 0"),
+        (["optimizer=prodigy", "optimizer.d_coef=0"], "optimizer.d_coef must be a finite number > 0"),
+        (["optimizer=muon", "optimizer.ns_steps=-1"], "optimizer.ns_steps must be a positive integer"),
+        (["optimizer=lbfgs", "optimizer.max_iter=0"], "optimizer.max_iter must be a positive integer"),
+        (["optimizer=lbfgs", "optimizer.line_search_fn=wolfe"], "optimizer.line_search_fn must be null or 'strong_wolfe'"),
+        (["task=gan", "+task.generator.lr=-1"], "task.generator.lr must be a finite number >= 0"),
+        (["task=gan", "+task.discriminator.betas=[0.5,1.5]"], "task.discriminator.betas must be two numbers in [0, 1)"),
+    ],
+)
 def test_knobs_that_were_accepted_silently_are_refused(overrides, needle):
     cfg = config(*overrides)
     names = spec_from_hydra(cfg).names
@@ -135,8 +149,19 @@ def test_lbfgs_trains_a_full_batch_regression():
     spec = spec_from_hydra(cfg)
     check_config(cfg, spec.names)
     job = build(cfg, spec.names)
-    result = train(job.model, job.task, job.data, job.loss, job.targets, job.optimizer, job.scheduler, epochs=3,
-                   batch_size=job.batch_size, generator=torch.Generator().manual_seed(0), on_epoch=lambda *a: None)
+    result = train(
+        job.model,
+        job.task,
+        job.data,
+        job.loss,
+        job.targets,
+        job.optimizer,
+        job.scheduler,
+        epochs=3,
+        batch_size=job.batch_size,
+        generator=torch.Generator().manual_seed(0),
+        on_epoch=lambda *a: None,
+    )
     assert result.outcome == "finished"
     losses = [h["train/loss"] for h in result.history]
     assert losses[-1] < losses[0] / 2, losses
@@ -152,8 +177,15 @@ def test_a_closure_optimizer_with_a_two_player_task_is_refused():
 
 @pytest.mark.slow
 def test_lbfgs_runs_alone_and_in_a_sweep_from_the_command_line(tmp_path):
-    out = run_cli("task=regression", "epochs=1", "optimizer=sgd", "~optimizer.weight_decay",
-                  "optimizer._target_=torch.optim.LBFGS", "batch_size=full", cwd=tmp_path)
+    out = run_cli(
+        "task=regression",
+        "epochs=1",
+        "optimizer=sgd",
+        "~optimizer.weight_decay",
+        "optimizer._target_=torch.optim.LBFGS",
+        "batch_size=full",
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     out = run_cli("--multirun", "task=regression", "epochs=1", "optimizer=lbfgs", "seed=0,1", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -204,8 +236,10 @@ def test_a_failed_mnist_download_says_why_and_leaves_no_empty_folders(tmp_path, 
 
     monkeypatch.setattr(torchvision.datasets, "MNIST", refuse)
     (tmp_path / "keep").mkdir()
-    with pytest.raises(HarnessError, match="the download failed: Error downloading train-images-idx3-ubyte.gz: Tried "
-                                           "https://x/, got: <urlopen error offline>"):
+    with pytest.raises(
+        HarnessError,
+        match="the download failed: Error downloading train-images-idx3-ubyte.gz: Tried https://x/, got: <urlopen error offline>",
+    ):
         load_mnist(tmp_path / "data")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep"]
 
@@ -214,7 +248,11 @@ def test_old_comma_joined_overrides_split_where_overrides_end():
     from harness.__main__ import split_overrides
 
     assert split_overrides("task=regression,optimizer.betas=[0.5,0.999],+task.generator={lr: 1, b: 2},seed=3") == [
-        "task=regression", "optimizer.betas=[0.5,0.999]", "+task.generator={lr: 1, b: 2}", "seed=3"]
+        "task=regression",
+        "optimizer.betas=[0.5,0.999]",
+        "+task.generator={lr: 1, b: 2}",
+        "seed=3",
+    ]
     assert split_overrides("loss.weight='a,b',epochs=2") == ["loss.weight='a,b'", "epochs=2"]
 
 

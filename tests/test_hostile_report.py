@@ -1,6 +1,7 @@
 """A hostile user against the report command (issue 26): it never deletes or overwrites what it did
 not write, never writes outside its folder, and says in one line what is wrong with a folder, a
 flag or a locked store."""
+
 import sqlite3
 import threading
 import time
@@ -165,8 +166,12 @@ def test_a_locked_store_is_waited_for_then_one_line(store, capsys, monkeypatch):
 def test_untestable_verdicts_are_named_once_not_once_per_method():
     from harness.report.protocol import join_verdicts
 
-    items = ["sgd: too few seeds for a test (n = 1)", "adam: too few seeds for a test (n = 1)", "lion is worse",
-             "nadam: too few seeds for a test (n = 1)"]
+    items = [
+        "sgd: too few seeds for a test (n = 1)",
+        "adam: too few seeds for a test (n = 1)",
+        "lion is worse",
+        "nadam: too few seeds for a test (n = 1)",
+    ]
     assert join_verdicts(items) == "sgd, adam, nadam: too few seeds for a test (n = 1); lion is worse"
 
 
@@ -194,12 +199,18 @@ def two_sweeps(tmp, declared: bool = False):
     client = MlflowClient(uri)
     exp = client.create_experiment("two")
     study = {"harness.compare": '["optimizer"]', "harness.tune": "[]"} if declared else {}
-    old = client.create_run(exp, run_name="sweep: old", tags={"harness.role": "sweep", "sweep_id": "old-sweep", **study}).info.run_id
-    kept = [add_run(client, exp, "mnist", opt, "0.1", seed, v, parent=old)
-            for opt, seed, v in (("sgd", 0, 0.90), ("sgd", 1, 0.91), ("adam", 0, 0.95))]
+    old = client.create_run(
+        exp, run_name="sweep: old", tags={"harness.role": "sweep", "sweep_id": "old-sweep", **study}
+    ).info.run_id
+    kept = [
+        add_run(client, exp, "mnist", opt, "0.1", seed, v, parent=old)
+        for opt, seed, v in (("sgd", 0, 0.90), ("sgd", 1, 0.91), ("adam", 0, 0.95))
+    ]
     client.set_terminated(old, "FINISHED")
     time.sleep(0.01)
-    new = client.create_run(exp, run_name="sweep: new", tags={"harness.role": "sweep", "sweep_id": "new-sweep", **study}).info.run_id
+    new = client.create_run(
+        exp, run_name="sweep: new", tags={"harness.role": "sweep", "sweep_id": "new-sweep", **study}
+    ).info.run_id
     for opt, seed, v in (("adam", 1, 0.96), ("lion", 0, 0.80)):
         add_run(client, exp, "mnist", opt, "0.1", seed, v, parent=new)
     from harness.report.load import REUSED_FILE

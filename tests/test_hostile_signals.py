@@ -1,6 +1,7 @@
 """Hostile suite, 1: stop signals wherever they land (inside the run-creation window, mid-training,
 a stopped sweep with each launcher). Every case asserts the exit code, the single line and the store
 afterwards (no RUNNING run, the right counts)."""
+
 import os
 import signal
 import subprocess
@@ -39,9 +40,14 @@ def test_a_signal_while_the_run_is_being_created_leaves_it_killed(tmp_path, sig)
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(SLOW_CREATE)
     mark = tmp_path / "created"
-    proc = subprocess.Popen(harness_cmd(tmp_path, "epochs=2", "progress=false"), cwd=tmp_path, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**env_with(hook), "HARNESS_TEST_MARK": str(mark)})
+    proc = subprocess.Popen(
+        harness_cmd(tmp_path, "epochs=2", "progress=false"),
+        cwd=tmp_path,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**env_with(hook), "HARNESS_TEST_MARK": str(mark)},
+    )
     try:
         wait_for(mark.exists, what="the run's creation")
         proc.send_signal(sig)
@@ -56,8 +62,14 @@ def test_a_signal_while_the_run_is_being_created_leaves_it_killed(tmp_path, sig)
 
 
 def test_sighup_during_training_marks_the_run_killed(tmp_path):
-    proc = subprocess.Popen(harness_cmd(tmp_path, "epochs=100000", "batch_size=8", "tracking.flush_seconds=0"),
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env_with())
+    proc = subprocess.Popen(
+        harness_cmd(tmp_path, "epochs=100000", "batch_size=8", "tracking.flush_seconds=0"),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env_with(),
+    )
     try:
         for line in proc.stdout:
             if line.startswith("epoch "):
@@ -72,9 +84,15 @@ def test_sighup_during_training_marks_the_run_killed(tmp_path):
 
 def sweep_process(tmp_path: Path, *args: str) -> subprocess.Popen:
     """A sweep in its own process group, as a terminal runs it (Ctrl-C reaches the whole group)."""
-    return subprocess.Popen(harness_cmd(tmp_path, "progress=false", *args, multirun=True), cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env_with(),
-                            start_new_session=True)
+    return subprocess.Popen(
+        harness_cmd(tmp_path, "progress=false", *args, multirun=True),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env_with(),
+        start_new_session=True,
+    )
 
 
 def session_members(sid: int) -> list[int]:
@@ -94,11 +112,22 @@ def session_members(sid: int) -> list[int]:
 LONG_JOBS = ("task=regression", "epochs=100000", "batch_size=1", "tracking.flush_seconds=0", "seed=0,1,2,3")
 
 
-@pytest.mark.parametrize("launcher, how", [("joblib", "group SIGINT"), ("joblib", "SIGTERM"), ("basic", "SIGTERM"),
-                                           ("stacked", "group SIGINT"), ("stacked workers", "SIGTERM"),
-                                           ("stacked workers", "group SIGINT")])
+@pytest.mark.parametrize(
+    "launcher, how",
+    [
+        ("joblib", "group SIGINT"),
+        ("joblib", "SIGTERM"),
+        ("basic", "SIGTERM"),
+        ("stacked", "group SIGINT"),
+        ("stacked workers", "SIGTERM"),
+        ("stacked workers", "group SIGINT"),
+    ],
+)
 def test_a_stopped_sweep_closes_every_run_and_its_parent_and_leaves_no_worker(tmp_path, launcher, how):
-    extra = {"joblib": ["hydra.launcher.n_jobs=2"], "stacked workers": ["hydra.launcher.workers=2", "hydra.launcher.max_members=2"]}.get(launcher, [])
+    extra = {
+        "joblib": ["hydra.launcher.n_jobs=2"],
+        "stacked workers": ["hydra.launcher.workers=2", "hydra.launcher.max_members=2"],
+    }.get(launcher, [])
     proc = sweep_process(tmp_path, f"hydra/launcher={launcher.split()[0]}", *extra, *LONG_JOBS)
     in_flight = 2 if launcher == "joblib" else (4 if launcher.startswith("stacked") else 1)
     try:
@@ -136,8 +165,10 @@ def test_a_stopped_sweep_closes_every_run_and_its_parent_and_leaves_no_worker(tm
 def test_workers_of_a_sweep_killed_outright_stop_and_close_their_runs(tmp_path, launcher):
     """kill -9 of the sweep's own process (no handler runs there): its workers notice their parent is
     gone, close their runs as KILLED and exit, instead of training on as orphans (issue 26)."""
-    extra = {"joblib": ["hydra.launcher.n_jobs=2"],
-             "stacked workers": ["hydra.launcher.workers=2", "hydra.launcher.max_members=2"]}[launcher]
+    extra = {
+        "joblib": ["hydra.launcher.n_jobs=2"],
+        "stacked workers": ["hydra.launcher.workers=2", "hydra.launcher.max_members=2"],
+    }[launcher]
     proc = sweep_process(tmp_path, f"hydra/launcher={launcher.split()[0]}", *extra, *LONG_JOBS)
     in_flight = 2 if launcher == "joblib" else 4
     try:
@@ -158,8 +189,14 @@ def test_workers_of_a_sweep_killed_outright_stop_and_close_their_runs(tmp_path, 
 
 def test_a_stop_while_the_harness_starts_up_is_one_line(tmp_path):
     """SIGINT while torch, MLflow and Hydra are still importing: one line, exit 130, nothing written."""
-    proc = subprocess.Popen(harness_cmd(tmp_path, "task=regression"), cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env_with())
+    proc = subprocess.Popen(
+        harness_cmd(tmp_path, "task=regression"),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env_with(),
+    )
     time.sleep(0.5)  # python has started and installed the handler; the heavy imports take seconds more
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)

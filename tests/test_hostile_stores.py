@@ -1,5 +1,6 @@
 """Hostile suite, 2 and 3: concurrent use of one store (two sweeps in one second, fresh stores
 opened at once, locks) and stores that cannot be used (corrupt, missing, read-only, unknown scheme)."""
+
 import os
 import sqlite3
 import subprocess
@@ -19,11 +20,28 @@ pytestmark = pytest.mark.slow
 
 # ---------------------------------------------------------------- 2. concurrent use
 
+
 def test_two_sweeps_started_in_the_same_second_keep_their_own_jobs(tmp_path):
-    procs = {loss: subprocess.Popen(harness_cmd(tmp_path, "progress=false", "hydra/launcher=basic", "task=regression",
-                                                "epochs=1", f"loss={loss}", "seed=0,1", multirun=True),
-                                    cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env_with())
-             for loss in ("mse", "mae")}
+    procs = {
+        loss: subprocess.Popen(
+            harness_cmd(
+                tmp_path,
+                "progress=false",
+                "hydra/launcher=basic",
+                "task=regression",
+                "epochs=1",
+                f"loss={loss}",
+                "seed=0,1",
+                multirun=True,
+            ),
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env_with(),
+        )
+        for loss in ("mse", "mae")
+    }
     outs = {loss: p.communicate(timeout=300) for loss, p in procs.items()}
     for loss, p in procs.items():
         assert p.returncode == 0, outs[loss][1][-3000:]
@@ -55,8 +73,17 @@ def test_processes_that_open_a_fresh_store_at_once_all_land(tmp_path, n):
     script = tmp_path / "open_store.py"
     script.write_text(OPEN_STORE)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    procs = [subprocess.Popen([sys.executable, str(script), uri, str(i)], cwd=tmp_path, env=env_with(),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(n)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), uri, str(i)],
+            cwd=tmp_path,
+            env=env_with(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(n)
+    ]
     errs = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [0] * n, "\n".join(e[-1500:] for e in errs)
     _, runs = mlflow_runs(tmp_path, "fresh")
@@ -65,8 +92,17 @@ def test_processes_that_open_a_fresh_store_at_once_all_land(tmp_path, n):
 
 
 def test_two_single_runs_in_an_empty_folder_both_land(tmp_path):
-    procs = [subprocess.Popen(harness_cmd(tmp_path, "epochs=1", "progress=false", f"seed={i}"), cwd=tmp_path,
-                              env=env_with(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (0, 1)]
+    procs = [
+        subprocess.Popen(
+            harness_cmd(tmp_path, "epochs=1", "progress=false", f"seed={i}"),
+            cwd=tmp_path,
+            env=env_with(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in (0, 1)
+    ]
     errs = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errs
     assert statuses(tmp_path, "imbalanced") == ["FINISHED", "FINISHED"]
@@ -105,9 +141,14 @@ def test_a_store_locked_for_longer_than_lock_timeout_is_one_line(tmp_path):
 
 def test_a_lock_taken_mid_training_is_waited_for_and_loses_nothing(tmp_path):
     assert run_cli("epochs=1", cwd=tmp_path).returncode == 0
-    proc = subprocess.Popen(harness_cmd(tmp_path, "epochs=6", "seed=1", "batch_size=16", "tracking.flush_seconds=0",
-                                        "tracking.lock_timeout=60"),
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env_with())
+    proc = subprocess.Popen(
+        harness_cmd(tmp_path, "epochs=6", "seed=1", "batch_size=16", "tracking.flush_seconds=0", "tracking.lock_timeout=60"),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env_with(),
+    )
     started = threading.Event()
     for line in proc.stdout:
         if line.startswith("epoch 2/"):
@@ -123,32 +164,65 @@ def test_a_lock_taken_mid_training_is_waited_for_and_loses_nothing(tmp_path):
 
 # ---------------------------------------------------------------- 3. a store that cannot be used
 
+
 def test_a_corrupt_store_is_one_line_for_runs_sweeps_and_reports(tmp_path):
     (tmp_path / "mlflow.db").write_bytes(os.urandom(4096))
     for multirun in (False, True):
-        out = subprocess.run(harness_cmd(tmp_path, "epochs=1", "seed=0,1" if multirun else "seed=0", multirun=multirun),
-                             cwd=tmp_path, capture_output=True, text=True, env=env_with(), timeout=120)
+        out = subprocess.run(
+            harness_cmd(tmp_path, "epochs=1", "seed=0,1" if multirun else "seed=0", multirun=multirun),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env=env_with(),
+            timeout=120,
+        )
         assert out.returncode == 2
         one_error_line(out.stderr, "is not an SQLite database")
-    rep = subprocess.run([sys.executable, "-m", "harness.report", "imbalanced", "--tracking-uri",
-                          f"sqlite:///{tmp_path}/mlflow.db", "--out", str(tmp_path / "rep")],
-                         cwd=tmp_path, capture_output=True, text=True, env=env_with(), timeout=120)
+    rep = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness.report",
+            "imbalanced",
+            "--tracking-uri",
+            f"sqlite:///{tmp_path}/mlflow.db",
+            "--out",
+            str(tmp_path / "rep"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env_with(),
+        timeout=120,
+    )
     assert rep.returncode == 2 and not (tmp_path / "rep").exists()
     one_error_line(rep.stderr, "is not an SQLite database")
     assert not (tmp_path / "multirun").exists()
 
 
 def test_a_report_on_a_folder_without_a_store_says_so_and_creates_nothing(tmp_path):
-    rep = subprocess.run([sys.executable, "-m", "harness.report", "imbalanced", "--out", str(tmp_path / "rep")],
-                         cwd=tmp_path, capture_output=True, text=True, env=env_with(), timeout=120)
+    rep = subprocess.run(
+        [sys.executable, "-m", "harness.report", "imbalanced", "--out", str(tmp_path / "rep")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env_with(),
+        timeout=120,
+    )
     assert rep.returncode == 2
     one_error_line(rep.stderr, "there is no MLflow store at")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_unknown_scheme_and_refused_experiment_name(tmp_path):
-    out = subprocess.run(harness_cmd(tmp_path, "epochs=1")[:-2] + ["tracking.uri=foo://bar", "epochs=1"], cwd=tmp_path,
-                         capture_output=True, text=True, env=env_with(), timeout=120)
+    out = subprocess.run(
+        harness_cmd(tmp_path, "epochs=1")[:-2] + ["tracking.uri=foo://bar", "epochs=1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env_with(),
+        timeout=120,
+    )
     assert out.returncode == 2
     one_error_line(out.stderr, "unknown scheme 'foo'", "sqlite")
     out = run_cli("epochs=1", "tracking.experiment=" + "x" * 600, cwd=tmp_path)
@@ -169,8 +243,9 @@ def read_only(folder: Path, *cmd: str) -> subprocess.CompletedProcess:
     if subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode != 0:
         pytest.skip("running as root where user namespaces are off: no way to make a folder read-only for root")
     script = f'mount --bind -o ro "{folder}" "{folder}" && cd "{folder}" && exec "$@"'
-    return subprocess.run(["unshare", "-rm", "sh", "-c", script, "sh", *cmd], capture_output=True, text=True,
-                          env=env_with(), timeout=180)
+    return subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script, "sh", *cmd], capture_output=True, text=True, env=env_with(), timeout=180
+    )
 
 
 def test_a_read_only_working_folder_is_one_fast_line(tmp_path):

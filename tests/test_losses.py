@@ -1,12 +1,25 @@
 """Every loss: values against hand-computed numbers or torch references, gradients by gradcheck."""
+
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.losses import (DiceLoss, FocalLoss, KLLoss, LogCoshLoss, MAEProbLoss, MSEProbLoss, dice_loss, focal_loss, kl_loss,
-                            log_cosh_loss, mae_prob_loss, mse_prob_loss)
+from harness.losses import (
+    DiceLoss,
+    FocalLoss,
+    KLLoss,
+    LogCoshLoss,
+    MAEProbLoss,
+    MSEProbLoss,
+    dice_loss,
+    focal_loss,
+    kl_loss,
+    log_cosh_loss,
+    mae_prob_loss,
+    mse_prob_loss,
+)
 
 LOGITS = torch.tensor([[2.0, 0.0, -1.0], [0.5, 0.5, 0.0]])
 Y = torch.tensor([0, 2])
@@ -20,7 +33,7 @@ def softmax_rows():
 def test_focal_matches_hand_computed_value():
     p = softmax_rows()
     pt = [p[0][0], p[1][2]]
-    expected = sum(-(1 - q) ** 2 * math.log(q) for q in pt) / 2
+    expected = sum(-((1 - q) ** 2) * math.log(q) for q in pt) / 2
     assert focal_loss(LOGITS, Y, gamma=2.0).item() == pytest.approx(expected, rel=1e-6)
 
 
@@ -82,21 +95,26 @@ def test_kl_without_smoothing_is_cross_entropy_and_with_smoothing_matches_label_
 def test_dice_hand_computed_and_perfect_prediction():
     p = torch.tensor(softmax_rows())
     smooth = 1.0
-    per_class = [1 - (2 * (p[:, c] * ONEHOT[:, c]).sum() + smooth) / (p[:, c].sum() + ONEHOT[:, c].sum() + smooth) for c in range(3)]
+    per_class = [
+        1 - (2 * (p[:, c] * ONEHOT[:, c]).sum() + smooth) / (p[:, c].sum() + ONEHOT[:, c].sum() + smooth) for c in range(3)
+    ]
     assert dice_loss(LOGITS, ONEHOT).item() == pytest.approx(float(sum(per_class) / 3), rel=1e-6)
     confident = 50 * ONEHOT
     assert DiceLoss(smooth=0.0)(confident, ONEHOT).item() < 1e-6 + 1 / 3  # class 1 is absent: its dice is 0/0 -> counts as loss 1
     assert DiceLoss(reduction="none")(LOGITS, ONEHOT).shape == (3,)
 
 
-@pytest.mark.parametrize("fn, target", [
-    (lambda x, t: focal_loss(x, t, gamma=2.0, alpha=[0.2, 0.3, 0.5]), Y),
-    (lambda x, t: mse_prob_loss(x, t), ONEHOT.double()),
-    (lambda x, t: mae_prob_loss(x, t), ONEHOT.double()),
-    (lambda x, t: kl_loss(x, t, smoothing=0.1), ONEHOT.double()),
-    (lambda x, t: dice_loss(x, t), ONEHOT.double()),
-    (lambda x, t: log_cosh_loss(x, t), torch.zeros(2, 3, dtype=torch.double)),
-])
+@pytest.mark.parametrize(
+    "fn, target",
+    [
+        (lambda x, t: focal_loss(x, t, gamma=2.0, alpha=[0.2, 0.3, 0.5]), Y),
+        (lambda x, t: mse_prob_loss(x, t), ONEHOT.double()),
+        (lambda x, t: mae_prob_loss(x, t), ONEHOT.double()),
+        (lambda x, t: kl_loss(x, t, smoothing=0.1), ONEHOT.double()),
+        (lambda x, t: dice_loss(x, t), ONEHOT.double()),
+        (lambda x, t: log_cosh_loss(x, t), torch.zeros(2, 3, dtype=torch.double)),
+    ],
+)
 def test_gradients_match_finite_differences(fn, target):
     x = LOGITS.double().clone().requires_grad_(True)
     assert torch.autograd.gradcheck(lambda z: fn(z, target), (x,))

@@ -1,4 +1,5 @@
 """The torch metrics agree with scikit-learn's definitions."""
+
 import pytest
 import torch
 from sklearn import metrics as skm
@@ -26,7 +27,9 @@ def test_classification_metrics_match_sklearn(num_classes):
     assert m["accuracy"].item() == pytest.approx(skm.accuracy_score(y, pred))
     assert m["macro_f1"].item() == pytest.approx(skm.f1_score(y, pred, average="macro", labels=labels, zero_division=0), rel=1e-6)
     assert m["balanced_accuracy"].item() == pytest.approx(skm.balanced_accuracy_score(y, pred), rel=1e-6)
-    assert m["minority_recall"].item() == pytest.approx(skm.recall_score(y, pred, labels=[num_classes - 1], average="macro"), rel=1e-6)
+    assert m["minority_recall"].item() == pytest.approx(
+        skm.recall_score(y, pred, labels=[num_classes - 1], average="macro"), rel=1e-6
+    )
     assert ("average_precision" in m) == (num_classes == 2)
     if num_classes == 2:
         score = logits.softmax(1)[:, 1]

@@ -2,6 +2,7 @@
 prodigy, soap from pytorch-optimizer: each trains, the composite behaves as one optimizer under
 an LR schedule, schedule-free runs are evaluated on their averaged weights, and the stacked
 launcher stacks those it can and runs the others alone with the reason."""
+
 import pytest
 import torch
 
@@ -58,19 +59,33 @@ def test_a_schedule_free_run_is_evaluated_and_left_on_its_averaged_weights():
     modes = []
     step = job.optimizer.step
     job.optimizer.step = lambda *a, **k: (modes.append(job.optimizer.param_groups[0]["train_mode"]), step(*a, **k))[1]
-    train(job.model, job.task, job.data, job.loss, job.targets, job.optimizer, job.scheduler, epochs=2,
-          batch_size=job.batch_size, generator=torch.Generator().manual_seed(0), on_epoch=lambda *a: None)
+    train(
+        job.model,
+        job.task,
+        job.data,
+        job.loss,
+        job.targets,
+        job.optimizer,
+        job.scheduler,
+        epochs=2,
+        batch_size=job.batch_size,
+        generator=torch.Generator().manual_seed(0),
+        on_epoch=lambda *a: None,
+    )
     assert modes and all(modes)  # every step in train mode
     assert job.optimizer.param_groups[0]["train_mode"] is False  # evaluated and left on the average
 
 
 def test_lion_and_prodigy_members_train_as_alone():
-    check_equivalent([
-        ["seed=0", "optimizer=lion", "optimizer.lr=0.0003"],
-        ["seed=1", "optimizer=lion", "optimizer.lr=0.001"],
-        ["seed=2", "optimizer=prodigy"],
-        ["seed=3", "optimizer=prodigy", "optimizer.lr=0.5"],
-    ], common=["task=regression"])
+    check_equivalent(
+        [
+            ["seed=0", "optimizer=lion", "optimizer.lr=0.0003"],
+            ["seed=1", "optimizer=lion", "optimizer.lr=0.001"],
+            ["seed=2", "optimizer=prodigy"],
+            ["seed=3", "optimizer=prodigy", "optimizer.lr=0.5"],
+        ],
+        common=["task=regression"],
+    )
 
 
 def test_shape_aware_and_schedule_free_optimizers_run_alone_with_the_reason():

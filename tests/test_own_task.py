@@ -1,6 +1,7 @@
 """Bring your own task (issue 11): the example under examples/own_task, copied to a folder outside
 the repository, runs through `hydra.searchpath` as a user would run it: one run, a study of its own
 (smoke mode), its own bad-input message; without the search path the error says what to add."""
+
 import os
 import shutil
 import subprocess
@@ -52,8 +53,14 @@ def test_a_users_study_sweeps_and_declares_its_protocol(tmp_path):
     assert len(parents) == 1 and parents[0].data.tags["harness.compare"] == '["optimizer"]'
     assert sorted(r.data.params["optimizer"] for r in jobs) == ["adam", "momentum", "sgd"]
     # the report goes beside the user's store, into their folder's reports/, not into the harness checkout
-    rep = subprocess.run([sys.executable, "-m", "harness.report", "spirals_optimizers_smoke", "--no-log"], cwd=folder,
-                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    rep = subprocess.run(
+        [sys.executable, "-m", "harness.report", "spirals_optimizers_smoke", "--no-log"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=300,
+    )
     assert rep.returncode == 0, rep.stderr[-2000:]
     assert (folder / "reports" / "spirals_optimizers_smoke" / "report.md").exists()
     assert not (ROOT / "reports" / "spirals_optimizers_smoke").exists()

@@ -1,5 +1,6 @@
 """The evidence protocol: selection on validation, bootstrap intervals, tests, Holm, pairing by seed,
 the declaration's trip through MLflow, and the figures it makes."""
+
 import json
 import math
 import os
@@ -19,8 +20,17 @@ from tests.conftest import ROOT
 
 
 def add(client, exp, method, lr, seed, val, test, task="mnist", metric="accuracy", mode="max", extra=None):
-    tags = {"task": task, "loss": "ce", "optimizer": method, "schedule": "constant", "seed": str(seed), "outcome": "finished",
-            "primary_metric": f"test/{metric}", "primary_mode": mode, "train_seconds": "1"}
+    tags = {
+        "task": task,
+        "loss": "ce",
+        "optimizer": method,
+        "schedule": "constant",
+        "seed": str(seed),
+        "outcome": "finished",
+        "primary_metric": f"test/{metric}",
+        "primary_mode": mode,
+        "train_seconds": "1",
+    }
     parents = client.search_runs([exp], "tags.`harness.role` = 'sweep'", order_by=["attributes.start_time DESC"], max_results=1)
     if parents:  # a job of the experiment's (newest) sweep, as a sweep's runs are
         tags["mlflow.parentRunId"] = parents[0].info.run_id
@@ -70,10 +80,23 @@ def test_a_setting_with_a_diverged_seed_is_not_selected_while_a_clean_one_exists
         add(client, exp, "adam", 0.01, seed, val=0.90, test=0.90)
         add(client, exp, "adam", 0.1, seed, val=0.99, test=0.99)
     parent = client.search_runs([exp], "tags.`harness.role` = 'sweep'")[0].info.run_id
-    rid = client.create_run(exp, tags={"task": "mnist", "loss": "ce", "optimizer": "adam", "schedule": "constant", "seed": "2",
-                                       "outcome": "diverged", "primary_metric": "test/accuracy", "primary_mode": "max",
-                                       "mlflow.parentRunId": parent}).info.run_id
-    client.log_batch(rid, params=[Param("seed", "2"), Param("optimizer.lr", "0.1"), Param("optimizer._target_", "adam"), Param("epochs", "2")])
+    rid = client.create_run(
+        exp,
+        tags={
+            "task": "mnist",
+            "loss": "ce",
+            "optimizer": "adam",
+            "schedule": "constant",
+            "seed": "2",
+            "outcome": "diverged",
+            "primary_metric": "test/accuracy",
+            "primary_mode": "max",
+            "mlflow.parentRunId": parent,
+        },
+    ).info.run_id
+    client.log_batch(
+        rid, params=[Param("seed", "2"), Param("optimizer.lr", "0.1"), Param("optimizer._target_", "adam"), Param("epochs", "2")]
+    )
     client.set_terminated(rid, "FINISHED")
     assert main(["study", "--tracking-uri", uri, "--out", str(tmp_path / "r"), "--no-log"]) == 0
     assert pd.read_csv(tmp_path / "r" / "tuned.csv").iloc[0]["setting"] == "optimizer.lr=0.01"
@@ -131,14 +154,18 @@ def test_the_paired_test_pairs_by_seed_not_by_position():
 
 
 def test_seeds_needed_grows_as_the_effect_shrinks():
-    assert stats.seeds_needed(0.5, 0.1, paired=True) < stats.seeds_needed(0.05, 0.1, paired=True) < stats.seeds_needed(0.01, 0.1, paired=True)
+    assert (
+        stats.seeds_needed(0.5, 0.1, paired=True)
+        < stats.seeds_needed(0.05, 0.1, paired=True)
+        < stats.seeds_needed(0.01, 0.1, paired=True)
+    )
     assert stats.seeds_needed(0.0, 0.1, paired=True) == math.inf
 
 
 def test_expected_best_of_k_trials():
     v = [0.1, 0.5, 0.9]
     e = stats.expected_best(v, "max")
-    assert e[0] == pytest.approx(np.mean(v))           # one trial: the grid's mean
+    assert e[0] == pytest.approx(np.mean(v))  # one trial: the grid's mean
     assert e[1] == pytest.approx((0.1 * 1 + 0.5 * 3 + 0.9 * 5) / 9)  # max of two draws of three
     assert np.all(np.diff(e) >= 0) and e[-1] < 0.9
     assert stats.expected_best(v, "min")[1] == pytest.approx((0.9 * 1 + 0.5 * 3 + 0.1 * 5) / 9)
@@ -163,11 +190,19 @@ def test_five_problems_get_mean_ranks_and_a_critical_difference_diagram(tmp_path
 
 def test_a_bad_declaration_is_one_line(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    for bad, message in ((["study.compare=[bogus]"], "study.compare names 'bogus'"),
-                         (["study.compare=[optimizer]", "study.tune=[optimizer]"], "both in compare and in tune"),
-                         (["study.compare=optimizer"], "study.compare must be a list")):
-        r = subprocess.run([sys.executable, "-m", "harness", "task=regression", "epochs=1", *bad], cwd=tmp_path,
-                           capture_output=True, text=True, env=env, timeout=300)
+    for bad, message in (
+        (["study.compare=[bogus]"], "study.compare names 'bogus'"),
+        (["study.compare=[optimizer]", "study.tune=[optimizer]"], "both in compare and in tune"),
+        (["study.compare=optimizer"], "study.compare must be a list"),
+    ):
+        r = subprocess.run(
+            [sys.executable, "-m", "harness", "task=regression", "epochs=1", *bad],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
         assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert not (tmp_path / "mlflow.db").exists() or "RUNNING" not in r.stdout
 
@@ -176,10 +211,32 @@ def test_a_bad_declaration_is_one_line(tmp_path):
 def test_a_declared_sweep_round_trips_through_mlflow_and_a_one_factor_sweep_gets_its_forest_plot(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    common = [sys.executable, "-m", "harness", "--multirun", "task=regression", "epochs=2", "progress=false", f"tracking.uri={uri}"]
-    sweep = subprocess.run(common + ["tracking.experiment=declared", "loss=mse,mae", "optimizer.lr=0.003,0.03", "seed=0,1",
-                                     "study.compare=[loss]", "study.tune=[optimizer.lr]"],
-                           cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+    common = [
+        sys.executable,
+        "-m",
+        "harness",
+        "--multirun",
+        "task=regression",
+        "epochs=2",
+        "progress=false",
+        f"tracking.uri={uri}",
+    ]
+    sweep = subprocess.run(
+        common
+        + [
+            "tracking.experiment=declared",
+            "loss=mse,mae",
+            "optimizer.lr=0.003,0.03",
+            "seed=0,1",
+            "study.compare=[loss]",
+            "study.tune=[optimizer.lr]",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert sweep.returncode == 0, sweep.stderr[-2000:]
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("declared").experiment_id
@@ -231,14 +288,17 @@ def test_claims_come_from_the_reports_and_the_map(tmp_path):
         "C15:\n  claim: adam reaches 0.95 +- 0.01\n  study: study\n  checks:\n"
         "    - {a: optimizer=adam, where: imbalance_ratio=10, expect: near, value: 0.95, tolerance: 0.01}\n"
         "C16:\n  claim: a check in a second study\n  study: study\n  checks:\n"
-        "    - {a: optimizer=adam, b: optimizer=sgd, where: imbalance_ratio=10, expect: better, study: other_study}\n")
+        "    - {a: optimizer=adam, b: optimizer=sgd, where: imbalance_ratio=10, expect: better, study: other_study}\n"
+    )
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- claims:start -->\nold\n<!-- claims:end -->\nrest\n")
     assert claims.main(["--reports", str(reports), "--readme", str(readme)]) == 0
     table = (reports / "claims.md").read_text()
     row = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| C")}
-    assert "| supported " in row["C7"] and "= 0.04996 [0.04992, 0.05]" in row["C7"]  # a 0.05 gap less 0.0001 on odd seeds, paired by seed
-    assert "| inconclusive " in row["C8"]                                       # no difference at 1:100
+    assert (
+        "| supported " in row["C7"] and "= 0.04996 [0.04992, 0.05]" in row["C7"]
+    )  # a 0.05 gap less 0.0001 on odd seeds, paired by seed
+    assert "| inconclusive " in row["C8"]  # no difference at 1:100
     assert "| contradicted " in row["C9"]
     assert "not run with the protocol yet" in row["C11"]
     assert "| supported " in row["C10"] and "selects optimizer.lr=0.01 on validation (inside" in row["C10"]
@@ -268,9 +328,20 @@ def test_two_tuned_studies_compare_side_by_side_paired_by_seed(tmp_path):
 
     def tuned(setting, by_seed):
         values = list(by_seed.values())
-        return pd.DataFrame([{"problem": "p", "method": "optimizer=adam", "metric": "test/accuracy", "setting": setting,
-                              "test_mean": sum(values) / len(values), "ci95_low": min(values), "ci95_high": max(values),
-                              "test_by_seed": _json.dumps(by_seed)}])
+        return pd.DataFrame(
+            [
+                {
+                    "problem": "p",
+                    "method": "optimizer=adam",
+                    "metric": "test/accuracy",
+                    "setting": setting,
+                    "test_mean": sum(values) / len(values),
+                    "ci95_low": min(values),
+                    "ci95_high": max(values),
+                    "test_by_seed": _json.dumps(by_seed),
+                }
+            ]
+        )
 
     grid = tuned("optimizer.lr=0.001", {"0": 0.90, "1": 0.92, "2": 0.94})
     search = tuned("optimizer.lr=0.002", {"0": 0.91, "1": 0.93, "2": 0.95, "3": 0.99})  # seed 3 has no pair
@@ -285,7 +356,10 @@ def test_a_tables_verdict_is_short_and_the_findings_keep_the_sentence():
     top, r = pd.Series({"method": "optimizer=adam", "rank": 1, "n": 5}), pd.Series({"method": "optimizer=sgd", "rank": 2, "n": 5})
     worse = Difference(0.01, 0.005, 0.015, 0.001, "paired t-test by seed", 5, 4.0)
     tie = Difference(0.001, -0.002, 0.004, 0.4, "paired t-test by seed", 5, 37.0)
-    assert verdict(top, r, worse, 0.002) == "optimizer=adam beats optimizer=sgd by 0.01 [0.005, 0.015], p = 0.002 (Holm; paired t-test by seed, n = 5)"
+    assert (
+        verdict(top, r, worse, 0.002)
+        == "optimizer=adam beats optimizer=sgd by 0.01 [0.005, 0.015], p = 0.002 (Holm; paired t-test by seed, n = 5)"
+    )
     assert verdict(top, r, worse, 0.002, short=True) == "worse by 0.01 [0.005, 0.015], p = 0.002 (Holm, n = 5)"
     assert verdict(top, r, tie, 0.4, short=True) == "tie with the best, p = 0.4 (Holm, n = 5); about 37 seeds to tell apart"
     assert verdict(top, r, tie, 0.4).startswith("optimizer=sgd is not distinguishable from optimizer=adam with 5 seeds")
@@ -301,9 +375,20 @@ def test_compare_pairs_two_studies_by_seed_with_the_reports_bootstrap(tmp_path):
     assert (low, high) == bootstrap_ci([search[s] - grid[s] for s in ("0", "1", "2")])
     for name, scores in (("grid", grid), ("search", search)):
         (tmp_path / name).mkdir()
-        pd.DataFrame([{"problem": "mnist", "method": "optimizer=adam", "setting": "optimizer.lr=0.001", "metric": "test/accuracy",
-                       "test_mean": 0.9, "ci95_low": 0.89, "ci95_high": 0.91, "test_by_seed": json.dumps(scores)}]).to_csv(
-            tmp_path / name / "tuned.csv", index=False)
+        pd.DataFrame(
+            [
+                {
+                    "problem": "mnist",
+                    "method": "optimizer=adam",
+                    "setting": "optimizer.lr=0.001",
+                    "metric": "test/accuracy",
+                    "test_mean": 0.9,
+                    "ci95_low": 0.89,
+                    "ci95_high": 0.91,
+                    "test_by_seed": json.dumps(scores),
+                }
+            ]
+        ).to_csv(tmp_path / name / "tuned.csv", index=False)
     assert main([str(tmp_path / "grid"), str(tmp_path / "search"), "--out", str(tmp_path / "c.md")]) == 0
     assert f"{diff:+.4f} [{low:+.4f}, {high:+.4f}], n = 3" in (tmp_path / "c.md").read_text()
 
@@ -322,10 +407,27 @@ def test_runs_trained_on_corrupted_targets_show_no_train_test_gap():
     assert not corrupted_training(pd.DataFrame({"param:optimizer.lr": ["0.1"]}))
 
     def selected(train, corrupted):
-        return pd.DataFrame({"problem": ["p"], "rank": [1], "method": ["loss=mae"], "setting": ["lr=0.01"], "val_mean": [0.05],
-                             "test_mean": [0.05], "ci95_low": [0.04], "ci95_high": [0.06], "n": [5], "grid": [5],
-                             "train_mean": [train], "gap": [train - 0.05], "metric": ["test/mse"], "verdict": ["best"],
-                             "at_edge": [""], "train_corrupted": [corrupted]})
+        return pd.DataFrame(
+            {
+                "problem": ["p"],
+                "rank": [1],
+                "method": ["loss=mae"],
+                "setting": ["lr=0.01"],
+                "val_mean": [0.05],
+                "test_mean": [0.05],
+                "ci95_low": [0.04],
+                "ci95_high": [0.06],
+                "n": [5],
+                "grid": [5],
+                "train_mean": [train],
+                "gap": [train - 0.05],
+                "metric": ["test/mse"],
+                "verdict": ["best"],
+                "at_edge": [""],
+                "train_corrupted": [corrupted],
+            }
+        )
+
     decl = Declaration(["loss"], ["optimizer.lr"])
     caption, table = tuned_sections(selected(float("nan"), True), decl, 0.02)["Tuned comparison: p"]
     assert "train - test gap" not in table.columns and "trained on corrupted targets" in caption
@@ -345,11 +447,25 @@ def test_a_claims_check_where_names_every_part_it_needs():
 def test_a_selection_at_the_grid_edge_is_flagged_unless_the_grid_is_flat():
     def settings(vals):
         lrs = [0.001, 0.01, 0.1]
-        return pd.DataFrame({"problem": "p", "method": "m", "mode": "max", "metric": "test/accuracy", "task": "t",
-                             "n": 3, "clean": True, "val_mean": vals, "test_mean": vals, "train_mean": vals,
-                             "setting": [f"optimizer.lr={v}" for v in lrs], "param:optimizer.lr": lrs,
-                             "test_by_seed": [{0: v, 1: v, 2: v} for v in vals], "run_ids": [["r"]] * 3})
+        return pd.DataFrame(
+            {
+                "problem": "p",
+                "method": "m",
+                "mode": "max",
+                "metric": "test/accuracy",
+                "task": "t",
+                "n": 3,
+                "clean": True,
+                "val_mean": vals,
+                "test_mean": vals,
+                "train_mean": vals,
+                "setting": [f"optimizer.lr={v}" for v in lrs],
+                "param:optimizer.lr": lrs,
+                "test_by_seed": [{0: v, 1: v, 2: v} for v in vals],
+                "run_ids": [["r"]] * 3,
+            }
+        )
 
     assert protocol.select(settings([0.5, 0.7, 0.9]), 0.02)["at_edge"].iloc[0] == "optimizer.lr"  # best at the top
-    assert protocol.select(settings([0.5, 0.9, 0.7]), 0.02)["at_edge"].iloc[0] == ""              # best inside
-    assert protocol.select(settings([0.5, 0.5, 0.5]), 0.02)["at_edge"].iloc[0] == ""              # flat: the tie decides
+    assert protocol.select(settings([0.5, 0.9, 0.7]), 0.02)["at_edge"].iloc[0] == ""  # best inside
+    assert protocol.select(settings([0.5, 0.5, 0.5]), 0.02)["at_edge"].iloc[0] == ""  # flat: the tie decides

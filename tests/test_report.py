@@ -1,4 +1,5 @@
 """Reports from a small MLflow store with known values: aggregates, ranking, figures, robustness."""
+
 import math
 import os
 import statistics
@@ -14,20 +15,56 @@ from harness.report.__main__ import main
 from tests.conftest import ROOT
 
 # final test/accuracy per (optimizer, lr) over seeds 0, 1, 2
-FINAL = {("sgd", "0.01"): [0.90, 0.92, 0.91], ("sgd", "0.1"): [0.95, 0.96, 0.97],
-         ("adam", "0.01"): [0.97, 0.975, 0.98], ("adam", "0.1"): [0.93, 0.91, 0.95]}
+FINAL = {
+    ("sgd", "0.01"): [0.90, 0.92, 0.91],
+    ("sgd", "0.1"): [0.95, 0.96, 0.97],
+    ("adam", "0.01"): [0.97, 0.975, 0.98],
+    ("adam", "0.1"): [0.93, 0.91, 0.95],
+}
 
 
-def add_run(client, exp_id, task, optimizer, lr, seed, final, outcome="finished", status="FINISHED", metric="test/accuracy",
-            mode="max", epochs=3, parent=None):
-    tags = {"task": task, "loss": "ce", "optimizer": optimizer, "schedule": "constant", "seed": str(seed), "primary_metric": metric,
-            "primary_mode": mode, "outcome": outcome, "harness_version": "0.1.0", "train_seconds": "3.0"}
+def add_run(
+    client,
+    exp_id,
+    task,
+    optimizer,
+    lr,
+    seed,
+    final,
+    outcome="finished",
+    status="FINISHED",
+    metric="test/accuracy",
+    mode="max",
+    epochs=3,
+    parent=None,
+):
+    tags = {
+        "task": task,
+        "loss": "ce",
+        "optimizer": optimizer,
+        "schedule": "constant",
+        "seed": str(seed),
+        "primary_metric": metric,
+        "primary_mode": mode,
+        "outcome": outcome,
+        "harness_version": "0.1.0",
+        "train_seconds": "3.0",
+    }
     if parent:
         tags["mlflow.parentRunId"] = parent
     run = client.create_run(exp_id, run_name=f"optimizer={optimizer},optimizer.lr={lr},seed={seed}", tags=tags)
     rid = run.info.run_id
-    params = {"seed": str(seed), "optimizer.lr": lr, "optimizer._target_": f"torch.optim.{optimizer}", "loss._target_": "ce",
-              "task._target_": task, "epochs": str(epochs), "batch_size": "128", "tracking.uri": "x", "data_dir": "d"}
+    params = {
+        "seed": str(seed),
+        "optimizer.lr": lr,
+        "optimizer._target_": f"torch.optim.{optimizer}",
+        "loss._target_": "ce",
+        "task._target_": task,
+        "epochs": str(epochs),
+        "batch_size": "128",
+        "tracking.uri": "x",
+        "data_dir": "d",
+    }
     metrics = []
     for step in range(1, epochs + 1):
         if final is not None:
@@ -113,11 +150,31 @@ def test_a_report_on_a_slice_of_the_store(store, capsys):
     assert sorted(summary["optimizer"]) == ["adam", "sgd"] and "optimizer.lr" not in summary  # lr 0.1 only: not a factor
     md = (out / "report.md").read_text()
     assert "best is optimizer=sgd" in md and "- **slice**: only the runs with optimizer.lr=0.10" in md
-    assert "report/report.md" not in [a.path for a in client.list_artifacts(parent, "report")]  # a slice is not the study's report
+    assert "report/report.md" not in [
+        a.path for a in client.list_artifacts(parent, "report")
+    ]  # a slice is not the study's report
     # another slice into the same folder replaces the first only when asked (it was made from other runs)
-    assert main(["study", "--tracking-uri", uri, "--out", str(out), "--where", "optimizer=adam", "--where", "optimizer.lr=0.01"]) == 2
-    assert main(["study", "--tracking-uri", uri, "--out", str(out), "--where", "optimizer=adam", "--where", "optimizer.lr=0.01",
-                 "--force"]) == 0
+    assert (
+        main(["study", "--tracking-uri", uri, "--out", str(out), "--where", "optimizer=adam", "--where", "optimizer.lr=0.01"])
+        == 2
+    )
+    assert (
+        main(
+            [
+                "study",
+                "--tracking-uri",
+                uri,
+                "--out",
+                str(out),
+                "--where",
+                "optimizer=adam",
+                "--where",
+                "optimizer.lr=0.01",
+                "--force",
+            ]
+        )
+        == 0
+    )
     assert len(pd.read_csv(out / "summary.csv")) == 1
     capsys.readouterr()
     assert main(["study", "--tracking-uri", uri, "--where", "optimizer.momentum=0.9"]) == 2
@@ -162,7 +219,10 @@ def test_several_tasks_get_performance_profiles(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     client = MlflowClient(uri)
     exp = client.create_experiment("multi")
-    for task, metric, mode, values in (("mnist", "test/accuracy", "max", (0.9, 0.95)), ("regression", "test/mse", "min", (0.3, 0.2))):
+    for task, metric, mode, values in (
+        ("mnist", "test/accuracy", "max", (0.9, 0.95)),
+        ("regression", "test/mse", "min", (0.3, 0.2)),
+    ):
         for opt, v in zip(("sgd", "adam"), values):
             for seed in (0, 1):
                 add_run(client, exp, task, opt, "0.1", seed, v + 0.001 * seed, metric=metric, mode=mode)
@@ -170,6 +230,7 @@ def test_several_tasks_get_performance_profiles(tmp_path):
     assert (tmp_path / "r" / "performance_profiles.png").stat().st_size > 1000
     from harness.report.aggregate import performance_profile, rank
     from harness.report.load import factors, histories, load_runs
+
     runs, _ = load_runs(client, "multi")
     table = rank(runs, histories(client, runs, ["epoch_seconds"]), factors(runs), {})
     profile = performance_profile(table, factors(runs), [1.0, 1.1, 2.0])
@@ -187,12 +248,43 @@ def test_gallery_plots_every_loss(tmp_path):
 def test_report_of_a_real_sweep(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    sweep = subprocess.run([sys.executable, "-m", "harness", "--multirun", "experiment=imbalanced_losses", "smoke=on",
-                            "hydra/launcher=basic", f"tracking.uri={uri}", "progress=false", "seed=0,1"],
-                           cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+    sweep = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness",
+            "--multirun",
+            "experiment=imbalanced_losses",
+            "smoke=on",
+            "hydra/launcher=basic",
+            f"tracking.uri={uri}",
+            "progress=false",
+            "seed=0,1",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert sweep.returncode == 0, sweep.stderr[-2000:]
-    out = subprocess.run([sys.executable, "-m", "harness.report", "imbalanced_losses_smoke", "--tracking-uri", uri, "--out",
-                          str(tmp_path / "rep")], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness.report",
+            "imbalanced_losses_smoke",
+            "--tracking-uri",
+            uri,
+            "--out",
+            str(tmp_path / "rep"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     summary = pd.read_csv(tmp_path / "rep" / "summary.csv")
     assert len(summary) == 14 and set(summary["n"]) == {2}  # 7 losses x 2 ratios (one LR in smoke mode), 2 seeds each
@@ -200,6 +292,7 @@ def test_report_of_a_real_sweep(tmp_path):
     assert (tmp_path / "rep" / "imbalanced_heatmap.png").exists()
     from harness.build import device_name
     import torch
+
     # the header names where the runs trained (the device and its model, from each run's tags)
     md = (tmp_path / "rep" / "report.md").read_text()
     assert f"- **devices**: cpu ({device_name(torch.device('cpu'))})" in md
@@ -212,12 +305,14 @@ def test_runs_on_several_devices_are_counted_and_flagged():
     from harness.report.render import devices
 
     runs = pd.DataFrame({"device": ["cpu", "cpu", "cuda:0", None], "device_name": ["Xeon", "Xeon", "NVIDIA H100", None]})
-    assert devices(runs) == ("cpu (Xeon): 2 runs, cuda (NVIDIA H100): 1 run, unknown: 1 run; "
-                             "times are comparable only between runs on one device")
+    assert devices(runs) == (
+        "cpu (Xeon): 2 runs, cuda (NVIDIA H100): 1 run, unknown: 1 run; times are comparable only between runs on one device"
+    )
     assert devices(runs.iloc[:2]) == "cpu (Xeon)"
     older = pd.DataFrame({"device": ["cpu", "cpu"], "device_name": ["Xeon", None]})  # a run logged before device_name existed
-    assert devices(older) == ("cpu (Xeon): 1 run, cpu (model not recorded): 1 run; "
-                              "times are comparable only between runs on one device")
+    assert devices(older) == (
+        "cpu (Xeon): 1 run, cpu (model not recorded): 1 run; times are comparable only between runs on one device"
+    )
 
 
 def test_a_method_keeps_its_colour_and_marker_across_figures():
@@ -242,10 +337,22 @@ def test_columns_the_same_in_every_row_move_to_the_caption():
 def test_a_store_spanning_the_params_change_gives_the_same_factors():
     from harness.report.load import factors
 
-    old = {"task": "regression", "loss": "mse", "optimizer": "adam", "schedule": "constant",
-           "param:loss._target_": "torch.nn.MSELoss", "param:optimizer.lr": "0.01"}
-    new = {"task": "regression", "loss": "mae", "optimizer": "adam", "schedule": "constant",
-           "param:loss": "mae", "param:optimizer.lr": "0.001"}
+    old = {
+        "task": "regression",
+        "loss": "mse",
+        "optimizer": "adam",
+        "schedule": "constant",
+        "param:loss._target_": "torch.nn.MSELoss",
+        "param:optimizer.lr": "0.01",
+    }
+    new = {
+        "task": "regression",
+        "loss": "mae",
+        "optimizer": "adam",
+        "schedule": "constant",
+        "param:loss": "mae",
+        "param:optimizer.lr": "0.001",
+    }
     runs = pd.DataFrame([old, new])
     assert factors(runs) == ["loss", "param:optimizer.lr"]
 
@@ -268,4 +375,6 @@ def test_curves_of_different_losses_plot_a_shared_metric_not_their_loss_values()
     groups = {"loss=mse": ["a"], "loss=mae": ["b"]}
     assert training_key(hist, groups, "test/mse", {"a": "mse", "b": "mae"}) == "train/mse"
     assert training_key(hist, groups, "test/mse", {"a": "mse", "b": "mse"}) == "train/loss"  # one loss: its values compare
-    assert training_key(hist[hist.key == "train/loss"], groups, "test/mse", {"a": "mse", "b": "mae"}) == "train/loss"  # not logged
+    assert (
+        training_key(hist[hist.key == "train/loss"], groups, "test/mse", {"a": "mse", "b": "mae"}) == "train/loss"
+    )  # not logged

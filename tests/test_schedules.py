@@ -1,4 +1,5 @@
 """Each schedule's LR curve, stepped once per optimizer step."""
+
 import math
 
 import pytest
@@ -29,12 +30,16 @@ def test_step_decays_every_step_epochs():
 
 def test_exponential_is_gamma_per_epoch():
     lrs = curve(schedules.exponential, gamma=0.5)
-    assert lrs[10] == pytest.approx(0.5) and lrs[20] == pytest.approx(0.25) and lrs[5] == pytest.approx(0.5 ** 0.5)
+    assert lrs[10] == pytest.approx(0.5) and lrs[20] == pytest.approx(0.25) and lrs[5] == pytest.approx(0.5**0.5)
 
 
 def test_cosine_goes_from_lr_to_min_lr():
     lrs = curve(schedules.cosine, min_lr=0.1)
-    assert lrs[0] == 1.0 and lrs[50] == pytest.approx(0.55) and lrs[-1] == pytest.approx(0.1 + 0.9 * (1 + math.cos(math.pi * 99 / 100)) / 2)
+    assert (
+        lrs[0] == 1.0
+        and lrs[50] == pytest.approx(0.55)
+        and lrs[-1] == pytest.approx(0.1 + 0.9 * (1 + math.cos(math.pi * 99 / 100)) / 2)
+    )
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
 
 
@@ -61,5 +66,6 @@ def test_onecycle_peaks_at_the_optimizer_lr():
 def test_build_passes_only_the_run_length_a_torch_scheduler_accepts():
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     from functools import partial
+
     sched = schedules.build(partial(torch.optim.lr_scheduler.StepLR, step_size=5), opt, total_steps=100, steps_per_epoch=10)
     assert isinstance(sched, torch.optim.lr_scheduler.StepLR)

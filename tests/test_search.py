@@ -1,13 +1,24 @@
 """hydra/sweeper=search (issue 11): Optuna proposes settings per method, seeds repeat each trial,
 the trials are child runs of the sweep's parent, resume retraces them, bad ranges are one line."""
+
 import statistics
 
 from hydra_plugins.harness_search_sweeper.search_sweeper import SearchSweeper, method_labels, parse_space
 from tests.conftest import mlflow_runs, run_cli
 
-SEARCH = ["--multirun", "hydra/sweeper=search", "hydra.sweeper.sampler=random", "hydra.sweeper.n_trials=5",
-          "+hydra.sweeper.space={optimizer.lr: 'loguniform(1e-3, 0.3)'}", "task=regression", "optimizer=adam,sgd",
-          "seed=0,1", "epochs=3", "+study.compare=[optimizer]", "+study.tune=[optimizer.lr]"]
+SEARCH = [
+    "--multirun",
+    "hydra/sweeper=search",
+    "hydra.sweeper.sampler=random",
+    "hydra.sweeper.n_trials=5",
+    "+hydra.sweeper.space={optimizer.lr: 'loguniform(1e-3, 0.3)'}",
+    "task=regression",
+    "optimizer=adam,sgd",
+    "seed=0,1",
+    "epochs=3",
+    "+study.compare=[optimizer]",
+    "+study.tune=[optimizer.lr]",
+]
 
 
 def test_a_random_search_runs_every_trial_on_every_seed_and_resumes(tmp_path):
@@ -36,14 +47,27 @@ def test_a_random_search_runs_every_trial_on_every_seed_and_resumes(tmp_path):
 
 
 def test_bad_search_settings_are_one_line_and_write_nothing(tmp_path):
-    out = run_cli("--multirun", "hydra/sweeper=search", "+hydra.sweeper.space={optimizer.lr: 'between(1, 2)'}",
-                  "task=regression", cwd=tmp_path)
+    out = run_cli(
+        "--multirun",
+        "hydra/sweeper=search",
+        "+hydra.sweeper.space={optimizer.lr: 'between(1, 2)'}",
+        "task=regression",
+        cwd=tmp_path,
+    )
     assert out.returncode == 2
-    assert out.stderr.strip().splitlines()[-1] == ("error: hydra.sweeper.space.optimizer.lr='between(1, 2)' is not a search range; "
-                                                   "allowed: loguniform(a, b), uniform(a, b), int(a, b), logint(a, b) or choice(x, y, ...)")
+    assert out.stderr.strip().splitlines()[-1] == (
+        "error: hydra.sweeper.space.optimizer.lr='between(1, 2)' is not a search range; "
+        "allowed: loguniform(a, b), uniform(a, b), int(a, b), logint(a, b) or choice(x, y, ...)"
+    )
     assert not (tmp_path / "mlflow.db").exists()  # refused before the sweep's parent run is made (issue 26)
-    out = run_cli("--multirun", "hydra/sweeper=search", "+hydra.sweeper.space={optimizer.lr: 'loguniform(1e-3, 1)'}",
-                  "optimizer.lr=0.1,0.01", "task=regression", cwd=tmp_path)
+    out = run_cli(
+        "--multirun",
+        "hydra/sweeper=search",
+        "+hydra.sweeper.space={optimizer.lr: 'loguniform(1e-3, 1)'}",
+        "optimizer.lr=0.1,0.01",
+        "task=regression",
+        cwd=tmp_path,
+    )
     assert out.returncode == 2 and "optimizer.lr is both searched (hydra.sweeper.space) and swept on the grid" in out.stderr
 
 
@@ -64,6 +88,7 @@ def test_spaces_labels_and_scores():
             return self.value
 
     from harness.train import Result
+
     assert SearchSweeper.score(Job(Result("finished", 3, final={"val/mse": 0.5})), "val/mse") == 0.5
     assert SearchSweeper.score(Job(Result("skipped", 0, final={"val/mse": 0.25})), "val/mse") == 0.25  # resume
     assert SearchSweeper.score(Job(Result("diverged", 1, 1, final={"val/mse": float("nan")})), "val/mse") is None

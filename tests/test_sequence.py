@@ -1,4 +1,5 @@
 """Sequences: the data, CTC and per-position cross-entropy with their decoders, the metrics, and a run."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -8,8 +9,17 @@ from harness.tasks.sequence import PAD, Sequence, edit_distance, sequence_metric
 from tests.conftest import mlflow_runs, run_cli
 
 
-@pytest.mark.parametrize("a, b, d", [([], [], 0), ([1, 2, 3], [1, 2, 3], 0), ([1, 2, 3], [1, 3], 1), ([1, 2], [2, 1], 2),
-                                     ([], [4, 4], 2), ([7, 1, 7], [1, 7, 1, 7], 1)])
+@pytest.mark.parametrize(
+    "a, b, d",
+    [
+        ([], [], 0),
+        ([1, 2, 3], [1, 2, 3], 0),
+        ([1, 2, 3], [1, 3], 1),
+        ([1, 2], [2, 1], 2),
+        ([], [4, 4], 2),
+        ([7, 1, 7], [1, 7, 1, 7], 1),
+    ],
+)
 def test_edit_distance(a, b, d):
     assert edit_distance(a, b) == d
 
@@ -29,8 +39,14 @@ def test_ctc_loss_is_torchs_on_padded_labels():
     torch.manual_seed(0)
     logits = torch.randn(3, 12, 11)
     target = torch.tensor([[1, 2, PAD, PAD], [4, 4, 4, PAD], [7, 8, 9, 0]])
-    expected = F.ctc_loss(logits.log_softmax(-1).transpose(0, 1), torch.tensor([1, 2, 4, 4, 4, 7, 8, 9, 0]),
-                          torch.full((3,), 12), torch.tensor([2, 3, 4]), blank=10, zero_infinity=True)
+    expected = F.ctc_loss(
+        logits.log_softmax(-1).transpose(0, 1),
+        torch.tensor([1, 2, 4, 4, 4, 7, 8, 9, 0]),
+        torch.full((3,), 12),
+        torch.tensor([2, 3, 4]),
+        blank=10,
+        zero_infinity=True,
+    )
     assert CTCLoss()(logits, target).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
@@ -58,7 +74,7 @@ def test_sequences_are_built_from_disjoint_pools_and_aligned_without_jitter():
     assert lengths.min() >= 1 and lengths.max() <= 3
     # jitter 0: digit k fills columns 8k..8k+7, nothing beyond the sequence's length
     for x, n in zip(data.train.x[:, 0], lengths):
-        assert x[:, 8 * int(n):].abs().sum() == 0 and x[:, 8 * int(n) - 8:8 * int(n)].abs().sum() > 0
+        assert x[:, 8 * int(n) :].abs().sum() == 0 and x[:, 8 * int(n) - 8 : 8 * int(n)].abs().sum() > 0
     pools = task.pools()
     assert sum(len(p[1]) for p in pools) == 1797  # all the bundled digits, split three ways
     assert task.model()(data.train.x[:2]).shape == (2, 24, 11)
@@ -66,8 +82,16 @@ def test_sequences_are_built_from_disjoint_pools_and_aligned_without_jitter():
 
 @pytest.mark.parametrize("loss", ["ctc", "position_ce"])
 def test_both_losses_run_and_land_in_mlflow(tmp_path, loss):
-    proc = run_cli("task=sequence", f"loss={loss}", "epochs=2", "task.n_train=300", "task.n_val=100", "task.n_test=100",
-                   "optimizer.lr=0.01", cwd=tmp_path)
+    proc = run_cli(
+        "task=sequence",
+        f"loss={loss}",
+        "epochs=2",
+        "task.n_train=300",
+        "task.n_val=100",
+        "task.n_test=100",
+        "optimizer.lr=0.01",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     (r,) = mlflow_runs(tmp_path, "sequence")[1]
     assert r.info.status == "FINISHED"

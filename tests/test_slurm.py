@@ -8,6 +8,7 @@ Without Slurm accounting (slurmdbd), submitit cannot read a cancelled job's stat
 keeps waiting for it, so the cancelled-job test then stops the sweep itself (SIGTERM), as a user
 would, and checks that the stop cancels the sweep's other SLURM jobs (running or queued) and closes
 the parent too."""
+
 import os
 import shutil
 import signal
@@ -82,9 +83,20 @@ PartitionName=test Nodes={host} Default=YES MaxTime=INFINITE State=UP
     else:
         subprocess.run([daemon("mungekey"), "--create", f"--keyfile={munge_key}"], check=True, capture_output=True)
     os.chmod(munge_key, 0o600)
-    subprocess.run([daemon("munged"), "--force", f"--key-file={munge_key}", f"--socket={home}/munge/munge.socket",
-                    f"--pid-file={home}/munge/munged.pid", f"--log-file={home}/munge/munged.log",
-                    f"--seed-file={home}/munge/seed"], check=True, capture_output=True, env=env)
+    subprocess.run(
+        [
+            daemon("munged"),
+            "--force",
+            f"--key-file={munge_key}",
+            f"--socket={home}/munge/munge.socket",
+            f"--pid-file={home}/munge/munged.pid",
+            f"--log-file={home}/munge/munged.log",
+            f"--seed-file={home}/munge/seed",
+        ],
+        check=True,
+        capture_output=True,
+        env=env,
+    )
     try:
         subprocess.run([daemon("slurmctld")], check=True, capture_output=True, env=env)
         subprocess.run([daemon("slurmd")], check=True, capture_output=True, env=env)
@@ -97,8 +109,10 @@ PartitionName=test Nodes={host} Default=YES MaxTime=INFINITE State=UP
     finally:
         # let cancelled jobs' steps report back before the daemons go, then shut the cluster down
         deadline = time.monotonic() + 60
-        while subprocess.run([daemon("squeue"), "-h"], capture_output=True, text=True, env=env).stdout.strip() \
-                and time.monotonic() < deadline:
+        while (
+            subprocess.run([daemon("squeue"), "-h"], capture_output=True, text=True, env=env).stdout.strip()
+            and time.monotonic() < deadline
+        ):
             time.sleep(1)
         subprocess.run([daemon("scontrol") or "scontrol", "shutdown"], capture_output=True, env=env)
         time.sleep(2)
@@ -110,9 +124,20 @@ PartitionName=test Nodes={host} Default=YES MaxTime=INFINITE State=UP
 
 
 def slurm_sweep(env, cwd, *args, log=None, **popen):
-    cmd = [sys.executable, "-m", "harness", "--multirun", "hydra/launcher=slurm", "hydra.launcher.partition=test",
-           "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1", f"tracking.uri=sqlite:///{cwd}/mlflow.db",
-           "progress=false", "task=regression", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness",
+        "--multirun",
+        "hydra/launcher=slurm",
+        "hydra.launcher.partition=test",
+        "hydra.launcher.cpus_per_task=1",
+        "hydra.launcher.mem_gb=1",
+        f"tracking.uri=sqlite:///{cwd}/mlflow.db",
+        "progress=false",
+        "task=regression",
+        *args,
+    ]
     env = {**env, "PYTHONPATH": str(ROOT)}
     env.pop("MLFLOW_TRACKING_URI", None)
     return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log or subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
@@ -136,7 +161,9 @@ def test_scancel_of_a_running_job_marks_its_run_killed(cluster, tmp_path):
     proc = slurm_sweep(cluster, tmp_path, "epochs=100000", "seed=0,1,2", log=log, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
-        while "parent run" not in (tmp_path / "sweep.log").read_text():  # the store exists (reading it earlier races its creation)
+        while (
+            "parent run" not in (tmp_path / "sweep.log").read_text()
+        ):  # the store exists (reading it earlier races its creation)
             assert time.monotonic() < deadline and proc.poll() is None, (tmp_path / "sweep.log").read_text()[-2000:]
             time.sleep(0.5)
         deadline = time.monotonic() + 180
@@ -168,8 +195,13 @@ def test_scancel_of_a_running_job_marks_its_run_killed(cluster, tmp_path):
             time.sleep(1)
         assert "SLURM job(s)" in (tmp_path / "sweep.log").read_text()
     finally:
-        subprocess.run(["scancel", *subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True,
-                                                   env=cluster).stdout.split()], env=cluster)
+        subprocess.run(
+            [
+                "scancel",
+                *subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, env=cluster).stdout.split(),
+            ],
+            env=cluster,
+        )
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)

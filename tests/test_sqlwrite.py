@@ -1,4 +1,5 @@
 """The bulk metric writer: what MLflow reads back is what log_batch would have left."""
+
 import math
 
 import pytest
@@ -52,7 +53,7 @@ def test_a_row_already_there_falls_back_to_log_batch_and_loses_nothing(two_runs)
     batch = metrics(2)
     assert sqlwrite.write(store.sql, fast, batch, {})
     assert not sqlwrite.write(store.sql, fast, batch + metrics(3)[4:], {})  # a duplicate: nothing written
-    store.log(fast, batch + metrics(3)[4:], {"outcome": "finished"})       # the store's own path drops the duplicate
+    store.log(fast, batch + metrics(3)[4:], {"outcome": "finished"})  # the store's own path drops the duplicate
     _, history, tags = read(store, fast)
     assert [s for s, _, _ in sorted(history["train/loss"])] == [0, 1, 2]
     assert tags["outcome"] == "finished"
@@ -64,16 +65,20 @@ def test_several_runs_in_one_transaction_read_back_as_written_one_by_one(tmp_pat
     eid = store.experiment_id("sqlwrite")
     together, alone = ([store.client.create_run(eid).info.run_id for _ in range(3)] for _ in range(2))
     for t0 in (1000, 5000):  # two flushes, the second moves each run's latest values on
-        batches = [[Metric(m.key, m.value + r, m.timestamp, m.step + (t0 > 1000) * 3) for m in metrics(3, t0=t0)]
-                   for r in range(3)]
-        assert sqlwrite.write_many(store.sql, [(run, b, {"heartbeat": str(t0), "member": str(r)})
-                                               for r, (run, b) in enumerate(zip(together, batches))])
+        batches = [
+            [Metric(m.key, m.value + r, m.timestamp, m.step + (t0 > 1000) * 3) for m in metrics(3, t0=t0)] for r in range(3)
+        ]
+        assert sqlwrite.write_many(
+            store.sql, [(run, b, {"heartbeat": str(t0), "member": str(r)}) for r, (run, b) in enumerate(zip(together, batches))]
+        )
         for r, (run, b) in enumerate(zip(alone, batches)):
             assert sqlwrite.write(store.sql, run, b, {"heartbeat": str(t0), "member": str(r)})
     for a, b in zip(together, alone):
         (latest_a, history_a, tags_a), (latest_b, history_b, tags_b) = read(store, a), read(store, b)
         assert (latest_a, history_a) == (latest_b, history_b)
-        assert {k: v for k, v in tags_a.items() if k != "mlflow.runName"} == {k: v for k, v in tags_b.items() if k != "mlflow.runName"}
+        assert {k: v for k, v in tags_a.items() if k != "mlflow.runName"} == {
+            k: v for k, v in tags_b.items() if k != "mlflow.runName"
+        }
     assert read(store, together[2])[0]["train/loss"] == pytest.approx(2 + 1.0 / 3)
 
 

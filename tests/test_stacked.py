@@ -14,6 +14,7 @@ algorithms for the stacked (grouped) and the solo convolution, and by default ru
 of RMSprop. The tests turn TF32 off (full float32, as on a CPU) and allow RTOL_CUDA = 1e-3 there:
 still a decade below what a real difference moves.
 """
+
 import math
 
 import pytest
@@ -58,9 +59,20 @@ def solo(cfg):
     check_config(cfg, spec.names)
     job = build(cfg, spec.names)
     epochs = []
-    result = train(job.model, job.task, job.data, job.loss, job.targets, job.optimizer, job.scheduler, epochs=cfg.epochs,
-                   batch_size=job.batch_size, generator=torch.Generator().manual_seed(cfg.seed),
-                   on_epoch=lambda e, m, lrs: epochs.append((m, lrs)), eval_batch_size=cfg.eval_batch_size)
+    result = train(
+        job.model,
+        job.task,
+        job.data,
+        job.loss,
+        job.targets,
+        job.optimizer,
+        job.scheduler,
+        epochs=cfg.epochs,
+        batch_size=job.batch_size,
+        generator=torch.Generator().manual_seed(cfg.seed),
+        on_epoch=lambda e, m, lrs: epochs.append((m, lrs)),
+        eval_batch_size=cfg.eval_batch_size,
+    )
     return result, epochs, len(job.data.test)
 
 
@@ -79,8 +91,13 @@ def stacked(cfgs):
     steps = -(-len(head.parts["data"].train) // head.parts["batch_size"])
     logs = [[] for _ in entries]
     members = [member(e, (lambda log: lambda ep, m, lrs: log.append((m, lrs)))(log), steps) for e, log in zip(entries, logs)]
-    results = train_stacked([(head.parts["task"], head.parts["data"])], members, epochs=cfgs[0].epochs,
-                            batch_size=head.parts["batch_size"], eval_batch_size=cfgs[0].eval_batch_size)
+    results = train_stacked(
+        [(head.parts["task"], head.parts["data"])],
+        members,
+        epochs=cfgs[0].epochs,
+        batch_size=head.parts["batch_size"],
+        eval_batch_size=cfgs[0].eval_batch_size,
+    )
     return results, logs, members
 
 
@@ -110,50 +127,78 @@ def check_equivalent(variants, common=()):
 
 
 def test_regression_members_across_optimizers_losses_and_schedules():
-    check_equivalent([
-        ["loss=mse", "seed=0", "optimizer=adam"],
-        ["loss=huber", "seed=1", "optimizer=adam"],
-        ["loss=mae", "seed=2", "optimizer=momentum", "optimizer.lr=0.01", "schedule=onecycle"],
-        ["loss=mse", "seed=3", "optimizer=rmsprop", "schedule=cosine"],
-        ["loss=log_cosh", "seed=3", "optimizer=adamw", "optimizer.weight_decay=0.1", "schedule=step", "schedule.step_epochs=1"],
-    ], common=["task=regression"])
+    check_equivalent(
+        [
+            ["loss=mse", "seed=0", "optimizer=adam"],
+            ["loss=huber", "seed=1", "optimizer=adam"],
+            ["loss=mae", "seed=2", "optimizer=momentum", "optimizer.lr=0.01", "schedule=onecycle"],
+            ["loss=mse", "seed=3", "optimizer=rmsprop", "schedule=cosine"],
+            [
+                "loss=log_cosh",
+                "seed=3",
+                "optimizer=adamw",
+                "optimizer.weight_decay=0.1",
+                "schedule=step",
+                "schedule.step_epochs=1",
+            ],
+        ],
+        common=["task=regression"],
+    )
 
 
 def test_imbalanced_members_with_focal_weighted_ce_and_mse_on_probabilities():
-    check_equivalent([
-        ["loss=focal", "seed=0"],
-        ["loss=ce", "seed=1", "optimizer=momentum"],
-        ["loss=mse_prob", "seed=2", "optimizer=adamw", "optimizer.weight_decay=0.05"],
-        ["loss=ce_weighted", "seed=0", "optimizer=rmsprop", "schedule=cosine"],
-    ], common=["task=imbalanced", "task.n_train=1000"])
+    check_equivalent(
+        [
+            ["loss=focal", "seed=0"],
+            ["loss=ce", "seed=1", "optimizer=momentum"],
+            ["loss=mse_prob", "seed=2", "optimizer=adamw", "optimizer.weight_decay=0.05"],
+            ["loss=ce_weighted", "seed=0", "optimizer=rmsprop", "schedule=cosine"],
+        ],
+        common=["task=imbalanced", "task.n_train=1000"],
+    )
 
 
 def test_count_members_with_poisson_nll_and_losses_on_the_rate():
-    check_equivalent([
-        ["loss=poisson_nll", "seed=0"],
-        ["loss=mse_counts", "seed=1", "optimizer.lr=0.0003"],
-        ["loss=huber_counts", "seed=2", "optimizer=momentum", "optimizer.lr=0.001"],
-    ], common=["task=counts", "task.n_train=1000", "task.dispersion=2"])
+    check_equivalent(
+        [
+            ["loss=poisson_nll", "seed=0"],
+            ["loss=mse_counts", "seed=1", "optimizer.lr=0.0003"],
+            ["loss=huber_counts", "seed=2", "optimizer=momentum", "optimizer.lr=0.001"],
+        ],
+        common=["task=counts", "task.n_train=1000", "task.dispersion=2"],
+    )
 
 
 def test_sequence_members_decode_with_their_own_loss():
     # CTC and per-position CE decode differently: each member's metrics use its own loss's decoder
-    check_equivalent([
-        ["loss=ctc", "seed=0"],
-        ["loss=position_ce", "seed=1"],
-        ["loss=ctc", "seed=2", "optimizer=momentum", "optimizer.lr=0.05"],
-    ], common=["task=sequence", "task.n_train=200", "task.n_val=60", "task.n_test=60", "task.max_length=3", "batch_size=32"])
+    check_equivalent(
+        [
+            ["loss=ctc", "seed=0"],
+            ["loss=position_ce", "seed=1"],
+            ["loss=ctc", "seed=2", "optimizer=momentum", "optimizer.lr=0.05"],
+        ],
+        common=["task=sequence", "task.n_train=200", "task.n_val=60", "task.n_test=60", "task.max_length=3", "batch_size=32"],
+    )
 
 
 @pytest.mark.parametrize("model", ["mlp", "cnn"])
 def test_mnist_members_on_tiny_idx_files(tmp_path, model):
     root = write_idx_mnist(tmp_path / "data", n_train=300, n_test=100)
-    check_equivalent([
-        ["seed=0", "optimizer=adam"],
-        ["seed=1", "optimizer=momentum", "optimizer.lr=0.05", "schedule=onecycle"],
-        ["seed=2", "loss=focal", "optimizer=rmsprop", "optimizer.lr=0.001"],
-    ], common=["task=mnist", f"data_dir={root}", "task.download=false", "task.val_size=50", f"task.model={model}",
-               "batch_size=32"])
+    check_equivalent(
+        [
+            ["seed=0", "optimizer=adam"],
+            ["seed=1", "optimizer=momentum", "optimizer.lr=0.05", "schedule=onecycle"],
+            ["seed=2", "loss=focal", "optimizer=rmsprop", "optimizer.lr=0.001"],
+        ],
+        common=[
+            "task=mnist",
+            f"data_dir={root}",
+            "task.download=false",
+            "task.val_size=50",
+            f"task.model={model}",
+            "batch_size=32",
+        ],
+    )
 
 
 def test_a_diverging_member_is_frozen_and_the_others_finish_as_alone():
@@ -215,7 +260,7 @@ def test_bundles_are_bounded_by_max_members_and_memory(monkeypatch):
     head = entries[0].parts
     x = head["data"].train.x
     per_member = member_bytes(head["model"], x, head["batch_size"], len(x), entries[0].spec.cfg.eval_batch_size)
-    two = 2.5 * per_member / 2 ** 30
+    two = 2.5 * per_member / 2**30
     parts = split(list(entries), max_members=64, memory_gb=two)
     assert [len(b) for b in parts] == [2, 2, 2, 1]
     assert "left it alone" in parts[-1][0].solo  # a bundle of one runs as an ordinary job

@@ -1,4 +1,5 @@
 """--multirun end to end: parent runs, parallel logging, resume, fault isolation, submitit, a real MLflow server."""
+
 import os
 import signal
 import socket
@@ -20,8 +21,15 @@ STUDIES = sorted(p.stem for p in (ROOT / "experiments").glob("*.yaml"))
 def sweep(*args, cwd: Path, uri: str | None = None, timeout: float = 600):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("MLFLOW_TRACKING_URI", None)
-    cmd = [sys.executable, "-m", "harness", "--multirun", f"tracking.uri={uri or f'sqlite:///{cwd}/mlflow.db'}",
-           "progress=false", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness",
+        "--multirun",
+        f"tracking.uri={uri or f'sqlite:///{cwd}/mlflow.db'}",
+        "progress=false",
+        *args,
+    ]
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -45,7 +53,8 @@ def test_sweep_groups_jobs_under_a_parent_and_isolates_faults(tmp_path):
     assert {r.info.run_name for r in jobs} == {"optimizer.lr=0.01,loss=mse", "optimizer.lr=1000000.0,loss=mse"}
     assert {r.data.tags["harness.overrides"].split(",progress=False,")[1] for r in jobs} == {
         "task=regression,optimizer=sgd,optimizer.lr=0.01,loss=mse,epochs=2",
-        "task=regression,optimizer=sgd,optimizer.lr=1000000.0,loss=mse,epochs=2"}
+        "task=regression,optimizer=sgd,optimizer.lr=1000000.0,loss=mse,epochs=2",
+    }
     assert parent.info.run_name == "sweep: optimizer.lr x loss (4 jobs)"
     assert parent.info.status == "FAILED"
     assert parent.data.metrics["jobs_finished"] == 1 and parent.data.metrics["jobs_diverged"] == 1
@@ -68,8 +77,15 @@ def test_the_same_job_twice_in_a_sweep_is_two_jobs(tmp_path, launcher):
     journal = sorted((p.name for p in tmp_path.glob("multirun/*/*/harness_jobs/*.json")))
     assert journal == ["0.json", "1.json"]
     # one after another, the second finds the first finished and is skipped (resume); in one bundle both train
-    assert "sweep done: " + ("1 finished, 0 diverged, 0 failed, 0 killed, 1 skipped" if launcher == "basic"
-                             else "2 finished, 0 diverged, 0 failed, 0 killed, 0 skipped") in out.stdout
+    assert (
+        "sweep done: "
+        + (
+            "1 finished, 0 diverged, 0 failed, 0 killed, 1 skipped"
+            if launcher == "basic"
+            else "2 finished, 0 diverged, 0 failed, 0 killed, 0 skipped"
+        )
+        in out.stdout
+    )
 
 
 def test_diverged_jobs_are_an_outcome_and_the_sweep_exits_zero(tmp_path):
@@ -99,9 +115,14 @@ def test_kill_then_rerun_marks_the_dead_runs_failed(tmp_path, launcher, running)
     and trains only what did not finish."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     args = [f"hydra/launcher={launcher}", "task=imbalanced", "epochs=2", "task.n_train=3000", "batch_size=4", "seed=0,1"]
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "--multirun", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
-                             "progress=true", *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", "--multirun", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", "progress=true", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         for line in proc.stdout:
             if "epoch 1/2" in line:  # "epoch 1/2 ..." alone, "bundle ... epoch 1/2 ..." stacked
@@ -127,8 +148,16 @@ def test_kill_then_rerun_marks_the_dead_runs_failed(tmp_path, launcher, running)
 
 def test_eight_parallel_jobs_into_a_fresh_sqlite_store_lose_nothing(tmp_path):
     # 8 joblib workers on the sweep's path (16 processes racing to create one store: tests/test_hostile_stores.py)
-    out = sweep("hydra/launcher=joblib", "hydra.launcher.n_jobs=8", "task=regression", "task.n_train=200", "epochs=3",
-                "seed=range(8)", cwd=tmp_path, timeout=900)
+    out = sweep(
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=8",
+        "task=regression",
+        "task.n_train=200",
+        "epochs=3",
+        "seed=range(8)",
+        cwd=tmp_path,
+        timeout=900,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "8 finished, 0 diverged, 0 failed" in out.stdout
     client, runs = mlflow_runs(tmp_path, "regression")
@@ -159,10 +188,28 @@ def free_port() -> int:
 @pytest.mark.extended  # a real daemon (mlflow server), as the PostgreSQL test: CI runs it after the default suite
 def test_sweep_logs_to_a_real_mlflow_server(tmp_path):
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                               "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-                               "--artifacts-destination", str(tmp_path / "artifacts"), "--workers", "1"],
-                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path}/server.db",
+            "--artifacts-destination",
+            str(tmp_path / "artifacts"),
+            "--workers",
+            "1",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     uri = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -176,9 +223,14 @@ def test_sweep_logs_to_a_real_mlflow_server(tmp_path):
         out = sweep("task=regression", "epochs=2", "loss=mse,huber", cwd=tmp_path, uri=uri)
         assert out.returncode == 0, out.stderr[-3000:]
         import json
+
         exp = json.load(urllib.request.urlopen(f"{uri}/api/2.0/mlflow/experiments/get-by-name?experiment_name=regression"))
-        req = urllib.request.Request(f"{uri}/api/2.0/mlflow/runs/search", method="POST", headers={"Content-Type": "application/json"},
-                                     data=json.dumps({"experiment_ids": [exp["experiment"]["experiment_id"]]}).encode())
+        req = urllib.request.Request(
+            f"{uri}/api/2.0/mlflow/runs/search",
+            method="POST",
+            headers={"Content-Type": "application/json"},
+            data=json.dumps({"experiment_ids": [exp["experiment"]["experiment_id"]]}).encode(),
+        )
         runs = json.load(urllib.request.urlopen(req))["runs"]
         jobs = [r for r in runs if {"key": "harness.role", "value": "sweep"} not in r["data"].get("tags", [])]
         assert len(jobs) == 2 and len(runs) == 3
@@ -216,9 +268,12 @@ def test_stacked_members_read_like_solo_jobs_and_resume(tmp_path):
     out = sweep("hydra/launcher=stacked", *args, cwd=tmp_path / "stacked")
     assert out.returncode == 0 and "4 of 4 jobs in 1 bundle(s)" in out.stdout, out.stdout + out.stderr
     # two bundles of two, trained side by side in two worker processes
-    out = sweep("hydra/launcher=stacked", "hydra.launcher.workers=2", "hydra.launcher.max_members=2", *args, cwd=tmp_path / "workers")
-    assert out.returncode == 0 and "4 of 4 jobs in 2 bundle(s) (2 at a time, each in its own process)" in out.stdout, \
+    out = sweep(
+        "hydra/launcher=stacked", "hydra.launcher.workers=2", "hydra.launcher.max_members=2", *args, cwd=tmp_path / "workers"
+    )
+    assert out.returncode == 0 and "4 of 4 jobs in 2 bundle(s) (2 at a time, each in its own process)" in out.stdout, (
         out.stdout + out.stderr
+    )
     by_hash = {}
     for name in ("basic", "stacked", "workers"):
         client, runs = mlflow_runs(tmp_path / name, "regression")
@@ -226,8 +281,16 @@ def test_stacked_members_read_like_solo_jobs_and_resume(tmp_path):
         by_hash[name] = {r.data.tags["config_hash"]: (client, r) for r in jobs}
     assert len(by_hash["basic"]) == 4 and set(by_hash["basic"]) == set(by_hash["stacked"]) == set(by_hash["workers"])
     assert len({r.data.tags["process"] for _, r in by_hash["workers"].values()}) == 2  # each bundle's own process
-    volatile = {"mlflow.parentRunId", "sweep_id", "train_seconds", "process", "heartbeat", "mlflow.runName", "harness.overrides",
-                "harness.overrides_json"}
+    volatile = {
+        "mlflow.parentRunId",
+        "sweep_id",
+        "train_seconds",
+        "process",
+        "heartbeat",
+        "mlflow.runName",
+        "harness.overrides",
+        "harness.overrides_json",
+    }
     for chash, (c0, solo) in by_hash["basic"].items():
         for name, size in (("stacked", "4"), ("workers", "2")):
             c1, member = by_hash[name][chash]
@@ -236,8 +299,9 @@ def test_stacked_members_read_like_solo_jobs_and_resume(tmp_path):
             assert set(member.data.tags) - set(solo.data.tags) == {"bundle", "bundle_size"}
             assert member.data.tags["bundle_size"] == size
             skip = volatile | ({"threads"} if name == "workers" else set())  # a worker's bundle gets its share of the cores
-            assert {k: v for k, v in member.data.tags.items() if k in solo.data.tags and k not in skip} == \
-                {k: v for k, v in solo.data.tags.items() if k not in skip}
+            assert {k: v for k, v in member.data.tags.items() if k in solo.data.tags and k not in skip} == {
+                k: v for k, v in solo.data.tags.items() if k not in skip
+            }
             assert member.info.status == solo.info.status == "FINISHED"
             assert set(member.data.metrics) == set(solo.data.metrics)
             for key in ("test/mse", "train/loss", "lr_step"):

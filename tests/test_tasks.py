@@ -1,4 +1,5 @@
 """Each task's data shapes, splits, corruption and metrics."""
+
 import pytest
 import torch
 
@@ -34,10 +35,16 @@ def test_diabetes_ships_with_sklearn_and_is_standardised():
     assert task.model()(data.test.x).shape == (len(data.test), 1)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"outlier_fraction": 1.0}, "outlier_fraction"), ({"outlier_fraction": -0.1}, "outlier_fraction"),
-    ({"dataset": "boston"}, "allowed: synthetic, diabetes"), ({"n_train": 0}, "n_train"), ({"noise": -1}, "noise"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"outlier_fraction": 1.0}, "outlier_fraction"),
+        ({"outlier_fraction": -0.1}, "outlier_fraction"),
+        ({"dataset": "boston"}, "allowed: synthetic, diabetes"),
+        ({"n_train": 0}, "n_train"),
+        ({"noise": -1}, "noise"),
+    ],
+)
 def test_regression_refuses_bad_knobs(kwargs, message):
     with pytest.raises(HarnessError, match=message):
         Regression(**kwargs)
@@ -68,7 +75,9 @@ def test_imbalance_ratio_below_one_is_refused(ratio):
 def test_mnist_reads_idx_files_through_torchvision(tiny_mnist):
     task = MNIST(data_dir=str(tiny_mnist), download=False, val_size=50)
     data = task.load()
-    assert data.train.x.shape == (250, 1, 28, 28) and data.val.x.shape == (50, 1, 28, 28) and data.test.x.shape == (100, 1, 28, 28)
+    assert (
+        data.train.x.shape == (250, 1, 28, 28) and data.val.x.shape == (50, 1, 28, 28) and data.test.x.shape == (100, 1, 28, 28)
+    )
     assert data.train.x.dtype == torch.float32 and data.train.y.dtype == torch.int64
     assert task.model()(data.test.x).shape == (100, 10)
     assert MNIST(data_dir=str(tiny_mnist), model="cnn", val_size=50).model()(data.test.x).shape == (100, 10)
@@ -79,7 +88,7 @@ def test_mnist_reads_idx_files_through_torchvision(tiny_mnist):
 def test_label_noise_flips_that_share_of_training_labels_only(tiny_mnist):
     clean = MNIST(data_dir=str(tiny_mnist), download=False, val_size=50).load()
     noisy = MNIST(data_dir=str(tiny_mnist), download=False, val_size=50, label_noise=0.4).load()
-    flipped = (clean.train.y != noisy.train.y)
+    flipped = clean.train.y != noisy.train.y
     assert flipped.sum().item() == round(0.4 * 250)  # every chosen label moves to another class
     assert torch.equal(clean.train.x, noisy.train.x)
     assert torch.equal(clean.val.y, noisy.val.y) and torch.equal(clean.test.y, noisy.test.y)

@@ -1,4 +1,5 @@
 """Tracking URIs that would lose records, and a bad cached empty store (issue 26): one line, or healed."""
+
 import sqlite3
 
 import pytest
@@ -7,12 +8,15 @@ from harness import HarnessError
 from harness.tracking import check_uri
 
 
-@pytest.mark.parametrize("uri, needle", [
-    ("sqlite://", "is an in-memory database: every run would be lost"),
-    ("sqlite:///:memory:", "is an in-memory database"),
-    ("sqlite:///mlflow.db ", "begins or ends with white space"),
-    (" sqlite:///mlflow.db", "begins or ends with white space"),
-])
+@pytest.mark.parametrize(
+    "uri, needle",
+    [
+        ("sqlite://", "is an in-memory database: every run would be lost"),
+        ("sqlite:///:memory:", "is an in-memory database"),
+        ("sqlite:///mlflow.db ", "begins or ends with white space"),
+        (" sqlite:///mlflow.db", "begins or ends with white space"),
+    ],
+)
 def test_uris_that_would_lose_records_are_refused(tmp_path, monkeypatch, uri, needle):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(HarnessError, match=needle):

@@ -11,6 +11,7 @@ Its constructor takes the keys of its YAML (conf/task/spirals.yaml); check them 
 ``HarnessError`` with one clear line for bad values. ``smoke=on`` (a study in seconds) sets
 ``task.n_train=400``: take an ``n_train`` cap if your studies should run with it.
 """
+
 import math
 
 import torch
@@ -27,8 +28,15 @@ class Spirals(ClassificationTask):
     mode = "max"
     num_classes = 2
 
-    def __init__(self, n_per_class: int = 500, turns: float = 1.0, noise: float = 0.1, hidden=(64, 64), data_seed: int = 0,
-                 n_train: int | None = None):
+    def __init__(
+        self,
+        n_per_class: int = 500,
+        turns: float = 1.0,
+        noise: float = 0.1,
+        hidden=(64, 64),
+        data_seed: int = 0,
+        n_train: int | None = None,
+    ):
         if not isinstance(n_per_class, int) or n_per_class < 10:
             raise HarnessError(f"task.n_per_class must be an integer >= 10, got {n_per_class!r}")
         if not 0 <= noise < 1:

@@ -1,5 +1,6 @@
 """python -m harness.report EXPERIMENT [--tracking-uri URI] [--out DIR] [--target TASK=VALUE ...]
 python -m harness.report --gallery [--out DIR]"""
+
 from __future__ import annotations
 
 import argparse
@@ -21,20 +22,38 @@ from harness.report import ReportError
 from harness.report import figures as fig
 from harness.report import protocol, stats
 from harness.report.aggregate import DEFAULT_TARGETS, config_name, methods, performance_profile, rank
-from harness.report.load import (client_for, declaration, factors, histories, label, load_runs, parse_where, select_unit,
-                                 slice_runs, training_seconds)
+from harness.report.load import (
+    client_for,
+    declaration,
+    factors,
+    histories,
+    label,
+    load_runs,
+    parse_where,
+    select_unit,
+    slice_runs,
+    training_seconds,
+)
 from harness.report.protocol import Declaration
-from harness.report.render import (collapses, findings, flat_sections, header, html_page, markdown, names_table, tuned_findings,
-                                   tuned_sections)
+from harness.report.render import (
+    collapses,
+    findings,
+    flat_sections,
+    header,
+    html_page,
+    markdown,
+    names_table,
+    tuned_findings,
+    tuned_sections,
+)
 
-MAX_FOREST = 25     # a forest plot shows the best 25 rows of a problem
-TOLERANCE = 0.02    # a grid setting within 2% of the method's best validation score is in its good region
+MAX_FOREST = 25  # a forest plot shows the best 25 rows of a problem
+TOLERANCE = 0.02  # a grid setting within 2% of the method's best validation score is in its good region
 REPORTS = Path("reports")  # beside the store (sqlite:///mlflow.db): the folder the command runs in
 T = TypeVar("T")
 SWEEPS_LISTED = 5  # sweeps listed per experiment by --list (newest first)
 LOCK_WAIT = 30.0  # seconds a report waits for a store another process holds locked, as a run does (tracking.lock_timeout)
 RECORD = ".harness-report.json"  # in a report's folder: what it was made from and the files it wrote (nothing else is removed)
-
 
 
 def choice_classes(client, runs: pd.DataFrame, config_cols: list[str]) -> dict:
@@ -57,9 +76,18 @@ def choice_classes(client, runs: pd.DataFrame, config_cols: list[str]) -> dict:
     return out
 
 
-def build_report(experiment: str, uri: str, out: Path, targets: dict[str, float], log_to_parent: bool = True,
-                 tolerance: float = TOLERANCE, where: dict[str, str] | None = None, force: bool = False,
-                 sweep: str | None = None, all_sweeps: bool = False) -> Path:
+def build_report(
+    experiment: str,
+    uri: str,
+    out: Path,
+    targets: dict[str, float],
+    log_to_parent: bool = True,
+    tolerance: float = TOLERANCE,
+    where: dict[str, str] | None = None,
+    force: bool = False,
+    sweep: str | None = None,
+    all_sweeps: bool = False,
+) -> Path:
     fig.reset_styles()
     client = client_for(uri)
     runs, experiment_id = load_runs(client, experiment)
@@ -67,20 +95,33 @@ def build_report(experiment: str, uri: str, out: Path, targets: dict[str, float]
     runs = unit.runs
     if where:
         runs = slice_runs(runs, where).reset_index(drop=True)
-    decl = (Declaration.from_tags(unit.parents[0].data.tags, unit.parents[0].info.run_id)
-            if unit.parents and not all_sweeps else declaration(client, experiment_id))
+    decl = (
+        Declaration.from_tags(unit.parents[0].data.tags, unit.parents[0].info.run_id)
+        if unit.parents and not all_sweeps
+        else declaration(client, experiment_id)
+    )
     config_cols = factors(runs)
-    keys = sorted({"train/loss", "epoch_seconds", *runs["primary_metric"].dropna(),
-                   *("val/" + m.split("/", 1)[-1] for m in runs["primary_metric"].dropna())}
-                  | ({"lr_step"} if "schedule" in config_cols else set())
-                  | ({"train/" + m.split("/", 1)[-1] for m in runs["primary_metric"].dropna()} if "loss" in config_cols else set()))
+    keys = sorted(
+        {
+            "train/loss",
+            "epoch_seconds",
+            *runs["primary_metric"].dropna(),
+            *("val/" + m.split("/", 1)[-1] for m in runs["primary_metric"].dropna()),
+        }
+        | ({"lr_step"} if "schedule" in config_cols else set())
+        | ({"train/" + m.split("/", 1)[-1] for m in runs["primary_metric"].dropna()} if "loss" in config_cols else set())
+    )
     hist = histories(client, runs[runs.outcome.isin(["finished", "diverged"])], keys)
     table = rank(runs, hist, config_cols, {**DEFAULT_TARGETS, **targets})
     earlier = claim_folder(out, experiment, where or {}, list(runs["run_id"]), force)
 
     if decl is None:  # a plain sweep: every configuration is a method of its own, nothing is tuned
         compared = [label(c) for c in methods(config_cols)]
-        selected = protocol.select(protocol.settings_table(runs, config_cols, protocol.Declaration(compared))[0], tolerance) if compared else None
+        selected = (
+            protocol.select(protocol.settings_table(runs, config_cols, protocol.Declaration(compared))[0], tolerance)
+            if compared
+            else None
+        )
     else:
         selected = protocol.select(protocol.settings_table(runs, config_cols, decl)[0], tolerance)
 
@@ -91,30 +132,66 @@ def build_report(experiment: str, uri: str, out: Path, targets: dict[str, float]
         stem = re.sub(r"[^A-Za-z0-9.]+", "_", problem.replace("task.", ""))
         part = selected[selected.problem == problem] if selected is not None else None
         if part is not None and len(part) > 1:
-            rows = part.head(MAX_FOREST).assign(name=part["method"] + ("" if decl is None else " (" + part["setting"] + ")"),
-                                                mean=part["test_mean"], low=part["ci95_low"], high=part["ci95_high"],
-                                                winner=part["rank"] == 1)
-            note = (f"shaded: not distinguishable from the best (Holm-corrected tests, alpha 0.05)"
-                    + (f"; best {MAX_FOREST} of {len(part)} shown" if len(part) > MAX_FOREST else ""))
-            made.append((f"{problem}: forest plot", fig.forest(rows, part["metric"].iloc[0], problem, out / f"{stem}_forest.png", note)))
+            rows = part.head(MAX_FOREST).assign(
+                name=part["method"] + ("" if decl is None else " (" + part["setting"] + ")"),
+                mean=part["test_mean"],
+                low=part["ci95_low"],
+                high=part["ci95_high"],
+                winner=part["rank"] == 1,
+            )
+            note = f"shaded: not distinguishable from the best (Holm-corrected tests, alpha 0.05)" + (
+                f"; best {MAX_FOREST} of {len(part)} shown" if len(part) > MAX_FOREST else ""
+            )
+            made.append(
+                (f"{problem}: forest plot", fig.forest(rows, part["metric"].iloc[0], problem, out / f"{stem}_forest.png", note))
+            )
         if decl is not None and part is not None and len(part):
             groups = {f"{r['method']} ({r['setting']})": r["run_ids"] for _, r in part.head(fig.MAX_CURVES).iterrows() if r["n"]}
-            made.append((f"{problem}: learning curves of the tuned methods",
-                         fig.curves(hist, groups, part["metric"].iloc[0], problem, "each method at its selected setting", out / f"{stem}_curves.png",
-                                    dict(zip(runs["run_id"], runs["loss"])))))
+            made.append(
+                (
+                    f"{problem}: learning curves of the tuned methods",
+                    fig.curves(
+                        hist,
+                        groups,
+                        part["metric"].iloc[0],
+                        problem,
+                        "each method at its selected setting",
+                        out / f"{stem}_curves.png",
+                        dict(zip(runs["run_id"], runs["loss"])),
+                    ),
+                )
+            )
             if part["grid"].max() > 1:
                 lines = {r["method"]: stats.expected_best(r["grid_val"], r["mode"]) for _, r in part.iterrows() if r["n"]}
-                made.append((f"{problem}: expected best validation score vs tuning budget",
-                             fig.expected_best(lines, "val/" + part["metric"].iloc[0].split("/", 1)[-1], problem, out / f"{stem}_tuning_budget.png")))
+                made.append(
+                    (
+                        f"{problem}: expected best validation score vs tuning budget",
+                        fig.expected_best(
+                            lines, "val/" + part["metric"].iloc[0].split("/", 1)[-1], problem, out / f"{stem}_tuning_budget.png"
+                        ),
+                    )
+                )
         else:
-            made.append((f"{problem}: learning curves", fig.learning_curves(runs, hist, table, config_cols, problem, out / f"{stem}_curves.png")))
+            made.append(
+                (
+                    f"{problem}: learning curves",
+                    fig.learning_curves(runs, hist, table, config_cols, problem, out / f"{stem}_curves.png"),
+                )
+            )
     for task in sorted(table["task"].unique()):
         if table[table.task == task]["n"].sum() == 0:
             continue
         axes = fig.heatmap_axes(config_cols)
         if axes:
-            others = tuple(c for c in config_cols if c not in ("task", *axes) and table[table.task == task][label(c)].nunique() > 1)
-            made.append((f"{task}: {label(axes[0])} x {label(axes[1])}", fig.heatmap(table, *axes, task, out / f"{task}_heatmap.png", others)))
+            others = tuple(
+                c for c in config_cols if c not in ("task", *axes) and table[table.task == task][label(c)].nunique() > 1
+            )
+            made.append(
+                (
+                    f"{task}: {label(axes[0])} x {label(axes[1])}",
+                    fig.heatmap(table, *axes, task, out / f"{task}_heatmap.png", others),
+                )
+            )
         if "param:optimizer.lr" in config_cols:
             made.append((f"{task}: LR sensitivity", fig.lr_sensitivity(runs, table, task, out / f"{task}_lr_sensitivity.png")))
         if "param:batch_size" in config_cols:
@@ -125,50 +202,86 @@ def build_report(experiment: str, uri: str, out: Path, targets: dict[str, float]
     head = header(experiment, runs, table, time.strftime("%Y-%m-%d %H:%M"))
     head["read"] = unit.text
     if where:
-        head["slice"] = "only the runs with " + ", ".join(f"{k}={v}" for k, v in where.items()) + " (python -m harness.report --where)"
+        head["slice"] = (
+            "only the runs with " + ", ".join(f"{k}={v}" for k, v in where.items()) + " (python -m harness.report --where)"
+        )
     if decl is not None:
         ranks, cd, cd_text = protocol.mean_ranks(selected)
-        head["protocol"] = (f"{decl.text()}; selected on the validation metric, test metric reported; "
-                            f"declared by sweep run {decl.run_id}" + (f" ({decl.overrides})" if decl.overrides else ""))
-        notes = tuned_findings(selected) + findings(table, runs, config_cols)[table["problem"].nunique():]
+        head["protocol"] = (
+            f"{decl.text()}; selected on the validation metric, test metric reported; "
+            f"declared by sweep run {decl.run_id}" + (f" ({decl.overrides})" if decl.overrides else "")
+        )
+        notes = tuned_findings(selected) + findings(table, runs, config_cols)[table["problem"].nunique() :]
         sections = tuned_sections(selected, decl, tolerance)
         if len(ranks):
-            notes.append(f"Across {selected['problem'].nunique()} problems, mean rank (1 is best): "
-                         + ", ".join(f"{m} {r:.2f}" for m, r in ranks["mean rank"].items()) + f". {cd_text}.")
+            notes.append(
+                f"Across {selected['problem'].nunique()} problems, mean rank (1 is best): "
+                + ", ".join(f"{m} {r:.2f}" for m, r in ranks["mean rank"].items())
+                + f". {cd_text}."
+            )
             if cd is not None:
                 made.append(("critical-difference diagram", fig.critical_difference(cd, out / "critical_difference.png")))
             tuned = selected.assign(**{"param:method": selected["method"]})
-            profile = performance_profile(tuned.rename(columns={"test_mean": "mean"}), ["param:method"], np.linspace(1.0, 2.0, 101))
-            made.append(("performance profiles of the tuned methods", fig.performance_profiles(profile, out / "performance_profiles.png")))
+            profile = performance_profile(
+                tuned.rename(columns={"test_mean": "mean"}), ["param:method"], np.linspace(1.0, 2.0, 101)
+            )
+            made.append(
+                ("performance profiles of the tuned methods", fig.performance_profiles(profile, out / "performance_profiles.png"))
+            )
         selected.drop(columns=["run_ids", "grid_val"]).assign(test_by_seed=selected["test_by_seed"].map(json.dumps)).to_csv(
-            out / "tuned.csv", index=False)
+            out / "tuned.csv", index=False
+        )
         epochs = sorted({int(float(e)) for e in runs.get("param:epochs", pd.Series(dtype=str)).dropna()})
-        (out / "protocol.json").write_text(json.dumps({
-            "experiment": experiment, "where": where or {}, "compare": decl.compare, "tune": decl.tune, "overrides": decl.overrides, "runs": len(runs),
-            "finished": int((runs.outcome == "finished").sum()), "epochs": epochs,
-            "seeds": sorted(selected["n"].unique().tolist()), "train_seconds": training_seconds(runs),
-            "generated": time.strftime("%Y-%m-%d %H:%M")}, indent=1))
+        (out / "protocol.json").write_text(
+            json.dumps(
+                {
+                    "experiment": experiment,
+                    "where": where or {},
+                    "compare": decl.compare,
+                    "tune": decl.tune,
+                    "overrides": decl.overrides,
+                    "runs": len(runs),
+                    "finished": int((runs.outcome == "finished").sum()),
+                    "epochs": epochs,
+                    "seeds": sorted(selected["n"].unique().tolist()),
+                    "train_seconds": training_seconds(runs),
+                    "generated": time.strftime("%Y-%m-%d %H:%M"),
+                },
+                indent=1,
+            )
+        )
     else:
         head["protocol"] = "none declared (study.compare): a flat ranking of every configuration by its test metric"
         notes = findings(table, runs, config_cols)
         if selected is not None:
-            notes += [f"**{p}**: " + protocol.join_verdicts([r["verdict"] for _, r in part.iloc[1:4].iterrows()]) + "."
-                      for p, part in selected.groupby("problem", sort=True) if len(part) > 1]
+            notes += [
+                f"**{p}**: " + protocol.join_verdicts([r["verdict"] for _, r in part.iloc[1:4].iterrows()]) + "."
+                for p, part in selected.groupby("problem", sort=True)
+                if len(part) > 1
+            ]
         sections = flat_sections(table, config_cols)
         if table["problem"].nunique() > 1:
             profile = performance_profile(table, config_cols, np.linspace(1.0, 2.0, 101))
             made.append(("performance profiles", fig.performance_profiles(profile, out / "performance_profiles.png")))
     notes += collapses(runs, config_cols)
-    if names := names_table(runs, config_cols, tuple(decl.tune) if decl is not None else (), choice_classes(client, runs, config_cols)):
+    if names := names_table(
+        runs, config_cols, tuple(decl.tune) if decl is not None else (), choice_classes(client, runs, config_cols)
+    ):
         sections["What the names mean"] = names
     summary = table.assign(configuration=table.apply(lambda r: config_name(r, config_cols), axis=1))
-    lead = [c for c in ("configuration", "problem", "metric", "mean", "ci95_low", "ci95_high", "std", "n", "rank", "winner")
-            if c in summary]  # the numbers first; the factors and the bookkeeping after
+    lead = [
+        c
+        for c in ("configuration", "problem", "metric", "mean", "ci95_low", "ci95_high", "std", "n", "rank", "winner")
+        if c in summary
+    ]  # the numbers first; the factors and the bookkeeping after
     summary[lead + [c for c in summary.columns if c not in lead]].to_csv(out / "summary.csv", index=False)
     (out / "report.md").write_text(markdown(head, notes, sections, made))
     (out / "report.html").write_text(html_page(head, notes, sections, made))
-    written = ["report.md", "report.html", "summary.csv"] + [n for n in ("tuned.csv", "protocol.json") if decl is not None] \
+    written = (
+        ["report.md", "report.html", "summary.csv"]
+        + [n for n in ("tuned.csv", "protocol.json") if decl is not None]
         + sorted({Path(path).name for _, path in made})
+    )
     record_folder(out, experiment, where or {}, list(runs["run_id"]), written, earlier)
     if log_to_parent:
         if unit.parents and not all_sweeps:  # the newest sweep whose runs it read, never one it did not
@@ -212,13 +325,17 @@ def claim_folder(out: Path, experiment: str, where: dict, run_ids: list[str], fo
     record = read_record(out)
     if (out / "report.md").exists() and not force:
         if record is None:
-            raise ReportError(f"{out} already holds a report.md this command did not record writing; pass --force to "
-                              "replace it (files it did not write are kept), or --out another folder")
+            raise ReportError(
+                f"{out} already holds a report.md this command did not record writing; pass --force to "
+                "replace it (files it did not write are kept), or --out another folder"
+            )
         same = record.get("experiment") == experiment and record.get("where", {}) == where
         if not same or not set(record.get("runs", [])) <= set(run_ids):
-            raise ReportError(f"{out} holds a report made from other runs ({len(record.get('runs', []))} runs of "
-                              f"{record.get('experiment')!r}, generated {record.get('generated')}); pass --force to "
-                              "replace it, or --out another folder")
+            raise ReportError(
+                f"{out} holds a report made from other runs ({len(record.get('runs', []))} runs of "
+                f"{record.get('experiment')!r}, generated {record.get('generated')}); pass --force to "
+                "replace it, or --out another folder"
+            )
     return [f for f in (record or {}).get("files", []) if isinstance(f, str) and f == Path(f).name]
 
 
@@ -228,8 +345,18 @@ def record_folder(out: Path, experiment: str, where: dict, run_ids: list[str], w
     for name in sorted(set(earlier) - set(written) - {RECORD}):
         with contextlib.suppress(FileNotFoundError):
             (out / name).unlink()
-    (out / RECORD).write_text(json.dumps({"experiment": experiment, "where": where, "runs": sorted(run_ids),
-                                          "files": written, "generated": time.strftime("%Y-%m-%d %H:%M")}, indent=1))
+    (out / RECORD).write_text(
+        json.dumps(
+            {
+                "experiment": experiment,
+                "where": where,
+                "runs": sorted(run_ids),
+                "files": written,
+                "generated": time.strftime("%Y-%m-%d %H:%M"),
+            },
+            indent=1,
+        )
+    )
 
 
 def safe_name(name: str) -> str:
@@ -242,8 +369,10 @@ def parent_note(experiment_id: str, run_id: str, notes: list[str]) -> str:
     """The sweep parent's description (MLflow shows ``mlflow.note.content`` as markdown on the run's
     page): the headline finding and where the report is among the run's artifacts."""
     headline = notes[0] if notes else "no finding (nothing finished)"
-    return (f"{headline}\n\n**Report**: [report/report.html](#/experiments/{experiment_id}/runs/{run_id}/artifacts) "
-            "among this run's artifacts (also report.md, the figures, summary.csv).")
+    return (
+        f"{headline}\n\n**Report**: [report/report.html](#/experiments/{experiment_id}/runs/{run_id}/artifacts) "
+        "among this run's artifacts (also report.md, the figures, summary.csv)."
+    )
 
 
 def check_store(uri: str) -> None:
@@ -258,8 +387,10 @@ def check_store(uri: str) -> None:
         raise ReportError(str(e)) from None
     path = sqlite_path(uri) if uri.startswith("sqlite:") else None
     if path is not None and not path.exists():
-        raise ReportError(f"there is no MLflow store at {path.resolve()} (run a sweep there first, or pass "
-                          f"--tracking-uri to where the runs are)")
+        raise ReportError(
+            f"there is no MLflow store at {path.resolve()} (run a sweep there first, or pass "
+            f"--tracking-uri to where the runs are)"
+        )
 
 
 def waiting_out_locks(make: Callable[[], T], uri: str, wait: float = LOCK_WAIT) -> T:
@@ -275,8 +406,10 @@ def waiting_out_locks(make: Callable[[], T], uri: str, wait: float = LOCK_WAIT) 
             if not is_locked(e):
                 raise
             if time.monotonic() >= deadline:
-                raise ReportError(f"the MLflow store {uri} stayed locked by another process for {wait:g} s (a sweep "
-                                  "writing to it?); try again when it is free") from None
+                raise ReportError(
+                    f"the MLflow store {uri} stayed locked by another process for {wait:g} s (a sweep "
+                    "writing to it?); try again when it is free"
+                ) from None
             time.sleep(pause)
 
 
@@ -302,11 +435,16 @@ def listing(uri: str) -> str:
         lines.append(f"  {exp.name}: {jobs} run(s), {len(sweeps)} sweep(s)")
         for r in sweeps[:SWEEPS_LISTED]:
             t = r.data.tags
-            counts = ", ".join(f"{t[f'jobs_{k}']} {k}" for k in ("finished", "diverged", "failed", "killed", "skipped")
-                               if t.get(f"jobs_{k}", "0") != "0")
+            counts = ", ".join(
+                f"{t[f'jobs_{k}']} {k}"
+                for k in ("finished", "diverged", "failed", "killed", "skipped")
+                if t.get(f"jobs_{k}", "0") != "0"
+            )
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.info.start_time / 1000))
-            lines.append(f"    sweep {t.get('sweep_id', r.info.run_id)}  {when}  {r.info.run_name}  "
-                         f"{t.get('outcome', r.info.status.lower())}" + (f" ({counts})" if counts else ""))
+            lines.append(
+                f"    sweep {t.get('sweep_id', r.info.run_id)}  {when}  {r.info.run_name}  "
+                f"{t.get('outcome', r.info.status.lower())}" + (f" ({counts})" if counts else "")
+            )
         if len(sweeps) > SWEEPS_LISTED:
             lines.append(f"    ... and {len(sweeps) - SWEEPS_LISTED} older sweep(s)")
     if len(lines) == 1:
@@ -328,25 +466,50 @@ def parse_targets(items: list[str]) -> dict[str, float]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m harness.report", description="Tables and figures from an MLflow experiment.")
     p.add_argument("experiment", nargs="?", help="MLflow experiment name (a study's name, or a task's)")
-    p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"),
-                   help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    p.add_argument(
+        "--tracking-uri",
+        default=os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"),
+        help="MLflow store (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)",
+    )
     p.add_argument("--out", help="output folder (default: reports/EXPERIMENT, or reports/gallery, in the current folder)")
-    p.add_argument("--target", action="append", default=[], metavar="TASK=VALUE",
-                   help=f"time-to-target threshold of a task's primary metric (defaults: {DEFAULT_TARGETS})")
+    p.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="TASK=VALUE",
+        help=f"time-to-target threshold of a task's primary metric (defaults: {DEFAULT_TARGETS})",
+    )
     p.add_argument("--gallery", action="store_true", help="plot the loss functions and their gradients instead")
-    p.add_argument("--list", action="store_true",
-                   help="list the store's experiments and their sweeps (also what no EXPERIMENT does)")
-    p.add_argument("--tolerance", type=float, default=TOLERANCE,
-                   help=f"good region: grid settings within this fraction of a method's best validation score (default {TOLERANCE})")
+    p.add_argument(
+        "--list", action="store_true", help="list the store's experiments and their sweeps (also what no EXPERIMENT does)"
+    )
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=TOLERANCE,
+        help=f"good region: grid settings within this fraction of a method's best validation score (default {TOLERANCE})",
+    )
     p.add_argument("--no-log", action="store_true", help="do not log the report to the sweep's parent run")
-    p.add_argument("--sweep", metavar="ID", help="report on this sweep (its id or its parent run's id) instead of the default "
-                   "unit: the newest sweep with the runs it reused, or all the sweeps of a declared study")
+    p.add_argument(
+        "--sweep",
+        metavar="ID",
+        help="report on this sweep (its id or its parent run's id) instead of the default "
+        "unit: the newest sweep with the runs it reused, or all the sweeps of a declared study",
+    )
     p.add_argument("--all-sweeps", action="store_true", help="report on every run of the experiment, whatever sweep made it")
-    p.add_argument("--force", action="store_true",
-                   help="replace a report in the output folder that was made from other runs (files it did not write are kept)")
-    p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
-                   help="report on a slice: only the runs whose param KEY equals VALUE (repeatable); "
-                        "default output reports/EXPERIMENT-KEY-VALUE, not logged to the parent run")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace a report in the output folder that was made from other runs (files it did not write are kept)",
+    )
+    p.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="report on a slice: only the runs whose param KEY equals VALUE (repeatable); "
+        "default output reports/EXPERIMENT-KEY-VALUE, not logged to the parent run",
+    )
     args = p.parse_args(argv)
     try:
         if not math.isfinite(args.tolerance) or not 0 <= args.tolerance < 1:
@@ -370,9 +533,21 @@ def main(argv=None) -> int:
             raise ReportError("--sweep ID and --all-sweeps exclude each other")
         check_store(args.tracking_uri)
         name = args.experiment + "".join(f"-{k}-{v}" for k, v in where.items())
-        out = waiting_out_locks(lambda: build_report(
-            args.experiment, args.tracking_uri, Path(args.out or REPORTS / safe_name(name)), parse_targets(args.target),
-            not args.no_log and not where, args.tolerance, where, args.force, args.sweep, args.all_sweeps), args.tracking_uri)
+        out = waiting_out_locks(
+            lambda: build_report(
+                args.experiment,
+                args.tracking_uri,
+                Path(args.out or REPORTS / safe_name(name)),
+                parse_targets(args.target),
+                not args.no_log and not where,
+                args.tolerance,
+                where,
+                args.force,
+                args.sweep,
+                args.all_sweeps,
+            ),
+            args.tracking_uri,
+        )
         figures = [f for f in (read_record(out) or {}).get("files", []) if f.endswith(".png")]
         print(f"wrote {out / 'report.md'}, {out / 'report.html'}, {out / 'summary.csv'} and {len(figures)} figures")
         return 0

@@ -1,5 +1,6 @@
 """Runs -> one row per configuration: mean, std and 95% bootstrap interval over seeds, best epoch,
 time to a target (AlgoPerf-style), outcome counts; sorted best first."""
+
 from __future__ import annotations
 
 import math
@@ -54,21 +55,35 @@ def rank(runs: pd.DataFrame, hist: pd.DataFrame, config_cols: list[str], targets
         task = group["task"].iloc[0]
         metric, mode = group["primary_metric"].iloc[0], group["primary_mode"].iloc[0]
         finished = group[group.outcome == "finished"]
-        values = pd.to_numeric(finished.get(f"final:{metric}"), errors="coerce").dropna() if len(finished) else pd.Series(dtype=float)
+        values = (
+            pd.to_numeric(finished.get(f"final:{metric}"), errors="coerce").dropna() if len(finished) else pd.Series(dtype=float)
+        )
         n = len(values)
         mean = values.mean() if n else math.nan
         std = values.std(ddof=1) if n > 1 else math.nan
         low, high = bootstrap_ci(values.to_numpy())
         row = dict(zip(keys, key))
         row["problem"] = ", ".join([str(task)] + [f"{label(c)}={row[c]}" for c in conditions(config_cols)])
-        row.update({"metric": metric, "mode": mode, "mean": mean, "std": std, "ci95_low": low, "ci95_high": high,
-                    "n": n, "runs": len(group), "diverged": int((group.outcome == "diverged").sum()),
-                    "failed": int(group.outcome.isin(["failed", "killed"]).sum()), "running": int((group.outcome == "running").sum())})
+        row.update(
+            {
+                "metric": metric,
+                "mode": mode,
+                "mean": mean,
+                "std": std,
+                "ci95_low": low,
+                "ci95_high": high,
+                "n": n,
+                "runs": len(group),
+                "diverged": int((group.outcome == "diverged").sum()),
+                "failed": int(group.outcome.isin(["failed", "killed"]).sum()),
+                "running": int((group.outcome == "running").sum()),
+            }
+        )
         # best epoch: where the seed-mean of the validation version of the primary metric is best
         h = hist[hist.run_id.isin(finished.run_id)]
         val_metric = "val/" + metric.split("/", 1)[-1]
         curve = h[h.key == (val_metric if (h.key == val_metric).any() else metric)].groupby("step")["value"].mean()
-        row["best_epoch"] = (int(curve.idxmax() if mode == "max" else curve.idxmin()) if len(curve) else None)
+        row["best_epoch"] = int(curve.idxmax() if mode == "max" else curve.idxmin()) if len(curve) else None
         target = targets.get(task)
         if target is not None and n:
             times = time_to_target(h, metric, target, mode)

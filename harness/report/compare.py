@@ -4,6 +4,7 @@ Two tuned studies of the same methods side by side (for example a grid and a sea
 budget): each method's selected setting and test metric in both, and B - A, paired by seed where
 both ran the same seeds, with a 95% percentile bootstrap interval. Reads the reports' tuned.csv.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,10 +41,17 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, name_a: str, name_b: str) -> str:
             continue
         rb = match.iloc[0]
         diff, low, high, n = paired_difference(json.loads(ra.test_by_seed), json.loads(rb.test_by_seed))
-        rows.append({"problem": ra.problem, "method": ra.method,
-                     f"{name_a}: selected": ra.setting, f"{name_a}: {ra.metric}": f"{ra.test_mean:.4f} [{ra.ci95_low:.4f}, {ra.ci95_high:.4f}]",
-                     f"{name_b}: selected": rb.setting, f"{name_b}: {rb.metric}": f"{rb.test_mean:.4f} [{rb.ci95_low:.4f}, {rb.ci95_high:.4f}]",
-                     f"{name_b} - {name_a} (paired by seed)": f"{diff:+.4f} [{low:+.4f}, {high:+.4f}], n = {n}"})
+        rows.append(
+            {
+                "problem": ra.problem,
+                "method": ra.method,
+                f"{name_a}: selected": ra.setting,
+                f"{name_a}: {ra.metric}": f"{ra.test_mean:.4f} [{ra.ci95_low:.4f}, {ra.ci95_high:.4f}]",
+                f"{name_b}: selected": rb.setting,
+                f"{name_b}: {rb.metric}": f"{rb.test_mean:.4f} [{rb.ci95_low:.4f}, {rb.ci95_high:.4f}]",
+                f"{name_b} - {name_a} (paired by seed)": f"{diff:+.4f} [{low:+.4f}, {high:+.4f}], n = {n}",
+            }
+        )
     if not rows:
         raise SystemExit(f"error: {name_a} and {name_b} share no (problem, method)")
     return pd.DataFrame(rows).to_markdown(index=False)
@@ -58,9 +66,11 @@ def main(argv=None) -> int:
     table = compare(load(args.a), load(args.b), args.a.name, args.b.name)
     print(table)
     if args.out:
-        args.out.write_text(f"# {args.b.name} against {args.a.name}\n\n`python -m harness.report.compare {args.a} {args.b}`\n\n"
-                            f"Test metric at each study's selected setting (selected on validation), mean and 95% bootstrap "
-                            f"interval over seeds; the difference is paired by seed.\n\n{table}\n")
+        args.out.write_text(
+            f"# {args.b.name} against {args.a.name}\n\n`python -m harness.report.compare {args.a} {args.b}`\n\n"
+            f"Test metric at each study's selected setting (selected on validation), mean and 95% bootstrap "
+            f"interval over seeds; the difference is paired by seed.\n\n{table}\n"
+        )
         print(f"wrote {args.out}")
     return 0
 

@@ -1,5 +1,6 @@
 """The report's figures. Each takes pandas tables and a path, and writes one PNG with a title,
 labelled axes (with units) and a legend. matplotlib is imported here only, with the Agg backend."""
+
 from __future__ import annotations
 
 import math
@@ -24,8 +25,11 @@ def style(name: str) -> dict:
     if name not in _styles:
         i = len(_styles)
         colors = plt().get_cmap("tab10").colors
-        _styles[name] = {"color": colors[i % len(colors)], "marker": MARKERS[i % len(MARKERS)],
-                         "linestyle": ("-", "--", ":")[(i // len(colors)) % 3]}
+        _styles[name] = {
+            "color": colors[i % len(colors)],
+            "marker": MARKERS[i % len(MARKERS)],
+            "linestyle": ("-", "--", ":")[(i // len(colors)) % 3],
+        }
     return _styles[name]
 
 
@@ -49,7 +53,9 @@ def pretty(metric: str) -> str:
     return metric.replace("/", " ").replace("_", " ")
 
 
-def learning_curves(runs: pd.DataFrame, hist: pd.DataFrame, table: pd.DataFrame, config_cols: list[str], problem: str, path) -> str:
+def learning_curves(
+    runs: pd.DataFrame, hist: pd.DataFrame, table: pd.DataFrame, config_cols: list[str], problem: str, path
+) -> str:
     """The flat ranking's best configurations of a problem: train loss and the primary metric per epoch."""
     from harness.report.aggregate import config_name
 
@@ -61,9 +67,18 @@ def learning_curves(runs: pd.DataFrame, hist: pd.DataFrame, table: pd.DataFrame,
         mask = pd.Series(True, index=runs.index)
         for raw in raw_cols:
             mask &= runs[raw].astype(str) == str(row[label(raw)])
-        groups[config_name(row, config_cols)] = runs[mask & (runs.task == task) & runs.outcome.isin(["finished", "diverged"])]["run_id"]
-    return curves(hist, groups, metric, problem, f"best {len(part)} of {len(table[table.problem == problem])} configurations", path,
-                  dict(zip(runs["run_id"], runs["loss"])))
+        groups[config_name(row, config_cols)] = runs[mask & (runs.task == task) & runs.outcome.isin(["finished", "diverged"])][
+            "run_id"
+        ]
+    return curves(
+        hist,
+        groups,
+        metric,
+        problem,
+        f"best {len(part)} of {len(table[table.problem == problem])} configurations",
+        path,
+        dict(zip(runs["run_id"], runs["loss"])),
+    )
 
 
 def training_key(hist: pd.DataFrame, groups: dict, metric: str, loss_of: dict | None) -> str:
@@ -77,31 +92,41 @@ def training_key(hist: pd.DataFrame, groups: dict, metric: str, loss_of: dict | 
     return "train/loss"
 
 
-def curves(hist: pd.DataFrame, groups: dict, metric: str, problem: str, legend_title: str, path,
-           loss_of: dict | None = None) -> str:
+def curves(
+    hist: pd.DataFrame, groups: dict, metric: str, problem: str, legend_title: str, path, loss_of: dict | None = None
+) -> str:
     """The training loss (or, when the groups train different losses, the metric on the training data)
     and ``metric`` per epoch for each named group of runs: seed mean with a +-1 std band (DeepOBS-style)."""
     fig, axes = plt().subplots(1, 2, figsize=(12, 4.5))
     left = training_key(hist, groups, metric, loss_of)
     for name, ids in groups.items():
         for ax, key in zip(axes, [left, metric]):
-            wide = hist[hist.run_id.isin(list(ids)) & (hist.key == key)].pivot_table(index="step", columns="run_id", values="value")
+            wide = hist[hist.run_id.isin(list(ids)) & (hist.key == key)].pivot_table(
+                index="step", columns="run_id", values="value"
+            )
             if wide.empty:
                 continue
             mean, std = wide.mean(axis=1), wide.std(axis=1).fillna(0)
-            line, = ax.plot(mean.index, mean.values, ms=3, label=name, **style(name.split(" (", 1)[0]))  # "method (setting)": by method
+            (line,) = ax.plot(
+                mean.index, mean.values, ms=3, label=name, **style(name.split(" (", 1)[0])
+            )  # "method (setting)": by method
             ax.fill_between(mean.index, mean - std, mean + std, color=line.get_color(), alpha=0.2)
     from matplotlib.ticker import MaxNLocator
 
     for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if left == "train/loss":
-        axes[0].set(title=f"{problem}: training loss (mean +- std over seeds)", xlabel="epoch", ylabel="train loss (running mean)")
+        axes[0].set(
+            title=f"{problem}: training loss (mean +- std over seeds)", xlabel="epoch", ylabel="train loss (running mean)"
+        )
         if (hist[hist.key == "train/loss"]["value"] > 0).all():
             axes[0].set_yscale("log")
     else:  # different loss functions: their values are not one scale
-        axes[0].set(title=f"{problem}: {pretty(left)}\n(the methods train different losses: their values are not one scale)", xlabel="epoch",
-                    ylabel=f"{pretty(left)} (running mean)")
+        axes[0].set(
+            title=f"{problem}: {pretty(left)}\n(the methods train different losses: their values are not one scale)",
+            xlabel="epoch",
+            ylabel=f"{pretty(left)} (running mean)",
+        )
     axes[1].set(title=f"{pretty(metric)} (mean +- std over seeds)", xlabel="epoch", ylabel=pretty(metric))
     axes[1].legend(fontsize=7, title=legend_title, title_fontsize=7)
     return save(fig, path)
@@ -136,8 +161,11 @@ def expected_best(lines: dict, metric: str, problem: str, path) -> str:
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set(title=f"{problem}: expected best {pretty(metric)} after k tuning trials", xlabel="k (settings tried, drawn from the grid)",
-           ylabel=f"expected best {pretty(metric)}")
+    ax.set(
+        title=f"{problem}: expected best {pretty(metric)} after k tuning trials",
+        xlabel="k (settings tried, drawn from the grid)",
+        ylabel=f"expected best {pretty(metric)}",
+    )
     ax.legend(fontsize=7)
     return save(fig, path)
 
@@ -173,18 +201,35 @@ def heatmap(table: pd.DataFrame, rows: str, cols: str, task: str, path, others: 
             r, g, b, _ = im.cmap(im.norm(v)) if not missing else (1, 1, 1, 1)
             dark = 0.299 * r + 0.587 * g + 0.114 * b < 0.5  # white text on dark cells, black on light
             top = best is not None and (i, j) == best
-            ax.text(j, i, "no finished run" if missing else f"{v:.3f}" + (" (best)" if top else ""), ha="center", va="center",
-                    color="white" if dark else "black", fontsize=8, fontweight="bold" if top else "normal")
+            ax.text(
+                j,
+                i,
+                "no finished run" if missing else f"{v:.3f}" + (" (best)" if top else ""),
+                ha="center",
+                va="center",
+                color="white" if dark else "black",
+                fontsize=8,
+                fontweight="bold" if top else "normal",
+            )
             if top:
                 ax.add_patch(plt().Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2.5))
     clipped = finite.size and ((finite < vmin).any() if mode == "max" else (finite > vmax).any())
-    notes = ([f"each cell: the best over {', '.join(label(o) for o in others)}"] if others else []) \
-        + (["colours span the better half; worse cells share the end colour"] if clipped else [])
+    notes = ([f"each cell: the best over {', '.join(label(o) for o in others)}"] if others else []) + (
+        ["colours span the better half; worse cells share the end colour"] if clipped else []
+    )
     ax.set(xlabel=label(cols), ylabel=label(rows))
     ax.set_title(f"{task}: final {pretty(metric)} ({'higher' if mode == 'max' else 'lower'} is better)", pad=16 if notes else 6)
     if notes:  # under the title, small: as a colour bar label it ran off a short figure
-        ax.annotate("; ".join(notes), xy=(0.5, 1), xycoords="axes fraction",
-                    xytext=(0, 3), textcoords="offset points", ha="center", va="bottom", fontsize=7)
+        ax.annotate(
+            "; ".join(notes),
+            xy=(0.5, 1),
+            xycoords="axes fraction",
+            xytext=(0, 3),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=7,
+        )
     fig.colorbar(im, ax=ax, label=pretty(metric))
     return save(fig, path)
 
@@ -213,7 +258,7 @@ def lr_sensitivity(runs: pd.DataFrame, table: pd.DataFrame, task: str, path) -> 
     for opt, g in part.groupby("optimizer"):
         ok = g[g.outcome == "finished"]
         means = ok.groupby("lr")["value"].mean()
-        line, = ax.plot(means.index, means.values, label=opt, **style(f"optimizer={opt}"))
+        (line,) = ax.plot(means.index, means.values, label=opt, **style(f"optimizer={opt}"))
         ax.scatter(ok["lr"], ok["value"], color=line.get_color(), s=12, alpha=0.5)
         bad = g[g.outcome == "diverged"]
         if len(bad):
@@ -223,8 +268,11 @@ def lr_sensitivity(runs: pd.DataFrame, table: pd.DataFrame, task: str, path) -> 
     ax.set_xscale("log")
     varies = [c for c in ("seed", "loss", "schedule", "param:batch_size") if c in part and part[c].nunique() > 1]
     dots = "seeds" if varies == ["seed"] else "runs (" + ", ".join(label(c) for c in varies) + ")" if varies else "runs"
-    ax.set(title=f"{task}: LR sensitivity (final {pretty(metric)}; line: mean, dots: {dots})", xlabel="learning rate (log scale)",
-           ylabel=pretty(metric))
+    ax.set(
+        title=f"{task}: LR sensitivity (final {pretty(metric)}; line: mean, dots: {dots})",
+        xlabel="learning rate (log scale)",
+        ylabel=pretty(metric),
+    )
     ax.legend(fontsize=8)
     return save(fig, path)
 
@@ -239,7 +287,7 @@ def batch_size_effect(runs: pd.DataFrame, config_cols: list[str], task: str, pat
     part["value"] = pd.to_numeric(part.get(f"final:{metric}"), errors="coerce")
     others = [c for c in config_cols if c not in ("task", "param:batch_size")]
     fig, axes = plt().subplots(1, 2, figsize=(12, 4.5))
-    for key, g in (part.groupby(others) if others else [("all", part)]):
+    for key, g in part.groupby(others) if others else [("all", part)]:
         name = ", ".join(f"{label(c)}={k}" for c, k in zip(others, key if isinstance(key, tuple) else (key,))) or "all runs"
         ok = g[g.outcome == "finished"].groupby("x")
         axes[0].plot(ok["value"].mean().index, ok["value"].mean().values, label=name, **style(name))
@@ -270,8 +318,12 @@ def performance_profiles(profile: pd.DataFrame, path) -> str:
     fig, ax = plt().subplots(figsize=(8, 5))
     for config in profile.columns:
         ax.step(profile.index, profile[config].values, where="post", label=config)
-    ax.set(title="Performance profiles across tasks", xlabel="tau (score ratio to the best configuration on a task)",
-           ylabel="fraction of tasks within tau of the best", ylim=(-0.02, 1.02))
+    ax.set(
+        title="Performance profiles across tasks",
+        xlabel="tau (score ratio to the best configuration on a task)",
+        ylabel="fraction of tasks within tau of the best",
+        ylim=(-0.02, 1.02),
+    )
     ax.legend(fontsize=7)
     return save(fig, path)
 
@@ -294,12 +346,14 @@ def loss_gallery(path_regression, path_classification) -> tuple[str, str]:
     fig, axes = plt().subplots(1, 2, figsize=(12, 4.5))
     for name, fn in curves.items():
         loss = fn(e)
-        grad, = torch.autograd.grad(loss.sum(), e)
+        (grad,) = torch.autograd.grad(loss.sum(), e)
         style = "--" if name.startswith("smooth") else "-"  # it lies exactly on Huber with delta=1
         axes[0].plot(e.detach(), loss.detach(), style, label=name)
         axes[1].plot(e.detach(), grad, style, label=name)
     axes[0].set(title="Regression losses", xlabel="error (prediction - target)", ylabel="loss", ylim=(0, 4.5))
-    axes[1].set(title="Their gradients: how hard an error pulls", xlabel="error (prediction - target)", ylabel="d loss / d prediction")
+    axes[1].set(
+        title="Their gradients: how hard an error pulls", xlabel="error (prediction - target)", ylabel="d loss / d prediction"
+    )
     axes[0].legend(fontsize=8)
     first = save(fig, path_regression)
 
@@ -317,12 +371,15 @@ def loss_gallery(path_regression, path_classification) -> tuple[str, str]:
     fig, axes = plt().subplots(1, 2, figsize=(12, 4.5))
     for name, fn in cls.items():
         loss = fn(logits)
-        grad, = torch.autograd.grad(loss.sum(), margin)
+        (grad,) = torch.autograd.grad(loss.sum(), margin)
         axes[0].plot(p, loss.detach(), label=name)
         axes[1].plot(p, -grad, label=name)
     axes[0].set(title="Classification losses (two classes)", xlabel="probability of the true class", ylabel="loss", ylim=(0, 5))
-    axes[1].set(title="Their gradients: push on the true-class logit", xlabel="probability of the true class",
-                ylabel="- d loss / d logit of the true class")
+    axes[1].set(
+        title="Their gradients: push on the true-class logit",
+        xlabel="probability of the true class",
+        ylabel="- d loss / d logit of the true class",
+    )
     axes[0].legend(fontsize=8)
     return first, save(fig, path_classification)
 
@@ -333,4 +390,3 @@ def heatmap_axes(config_cols: list[str]) -> tuple[str, str] | None:
     if "loss" in cols and "optimizer" in cols:
         return "loss", "optimizer"
     return (cols[0], cols[1]) if len(cols) >= 2 else None
-

@@ -1,4 +1,5 @@
 """MLflow -> pandas: one row per run, and the per-epoch histories of the metrics a report plots."""
+
 from __future__ import annotations
 
 import math
@@ -32,12 +33,16 @@ def load_runs(client, experiment: str) -> tuple[pd.DataFrame, str]:
     try:
         exp = client.get_experiment_by_name(experiment)
         if exp is not None and exp.lifecycle_stage == "deleted":
-            raise ReportError(f"experiment {experiment!r} in {client.tracking_uri} is deleted (in MLflow's trash); restore "
-                              f"it first: mlflow experiments restore --experiment-id {exp.experiment_id}")
+            raise ReportError(
+                f"experiment {experiment!r} in {client.tracking_uri} is deleted (in MLflow's trash); restore "
+                f"it first: mlflow experiments restore --experiment-id {exp.experiment_id}"
+            )
         if exp is None:
             names = sorted(e.name for e in client.search_experiments())
-            raise ReportError(f"no experiment {experiment!r} in {client.tracking_uri}; experiments there: "
-                              f"{', '.join(names) if names else 'none'}")
+            raise ReportError(
+                f"no experiment {experiment!r} in {client.tracking_uri}; experiments there: "
+                f"{', '.join(names) if names else 'none'}"
+            )
         runs, token = [], None
         while True:
             page = client.search_runs([exp.experiment_id], max_results=1000, page_token=token)
@@ -52,13 +57,24 @@ def load_runs(client, experiment: str) -> tuple[pd.DataFrame, str]:
         tags = r.data.tags
         if tags.get("harness.role") == "sweep":
             continue
-        row = {"run_id": r.info.run_id, "run_name": r.info.run_name, "status": r.info.status,
-               "outcome": tags.get("outcome", r.info.status.lower()), "start": r.info.start_time, "end": r.info.end_time,
-               "primary_metric": tags.get("primary_metric"), "primary_mode": tags.get("primary_mode", "max"),
-               "harness_version": tags.get("harness_version"), "train_seconds": _float(tags.get("train_seconds")),
-               "bundle": tags.get("bundle"), "device": tags.get("device"), "device_name": tags.get("device_name"),
-               "seed": tags.get("seed", r.data.params.get("seed")), "parent_run_id": tags.get("mlflow.parentRunId"),
-               "sweep_id": tags.get("sweep_id")}
+        row = {
+            "run_id": r.info.run_id,
+            "run_name": r.info.run_name,
+            "status": r.info.status,
+            "outcome": tags.get("outcome", r.info.status.lower()),
+            "start": r.info.start_time,
+            "end": r.info.end_time,
+            "primary_metric": tags.get("primary_metric"),
+            "primary_mode": tags.get("primary_mode", "max"),
+            "harness_version": tags.get("harness_version"),
+            "train_seconds": _float(tags.get("train_seconds")),
+            "bundle": tags.get("bundle"),
+            "device": tags.get("device"),
+            "device_name": tags.get("device_name"),
+            "seed": tags.get("seed", r.data.params.get("seed")),
+            "parent_run_id": tags.get("mlflow.parentRunId"),
+            "sweep_id": tags.get("sweep_id"),
+        }
         for g in GROUPS:
             row[g] = tags.get(g)
         if row["status"] == "RUNNING":
@@ -73,12 +89,15 @@ def load_runs(client, experiment: str) -> tuple[pd.DataFrame, str]:
     return pd.DataFrame(rows), exp.experiment_id
 
 
-REUSED_FILE = "harness_reused_runs.json"  # written by harness.sweep on a parent whose sweep resumed (the report reads only the store)
+REUSED_FILE = (
+    "harness_reused_runs.json"  # written by harness.sweep on a parent whose sweep resumed (the report reads only the store)
+)
 
 
 @dataclass
 class Unit:
     """The runs a report reads: the sweeps (parent runs) they come from, and a sentence saying which."""
+
     runs: pd.DataFrame
     parents: list  # the parent runs read, newest first (the report attaches to the first)
     text: str
@@ -88,8 +107,13 @@ def sweep_parents(client, experiment_id: str) -> list:
     """The experiment's sweep parent runs, newest first."""
     out, token = [], None
     while True:
-        page = client.search_runs([experiment_id], "tags.`harness.role` = 'sweep'", order_by=["attributes.start_time DESC"],
-                                  max_results=1000, page_token=token)
+        page = client.search_runs(
+            [experiment_id],
+            "tags.`harness.role` = 'sweep'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1000,
+            page_token=token,
+        )
         out += list(page)
         token = page.token
         if not token:
@@ -123,30 +147,48 @@ def select_unit(client, experiment_id: str, runs: pd.DataFrame, sweep: str | Non
         chosen = [p for p in parents if sweep in (p.info.run_id, p.data.tags.get("sweep_id"))]
         if not chosen:
             listed = ", ".join(p.data.tags.get("sweep_id", p.info.run_id) for p in parents[:5])
-            raise ReportError(f"no sweep {sweep!r} in this experiment; its sweeps, newest first: {listed}"
-                              + (" ..." if len(parents) > 5 else ""))
+            raise ReportError(
+                f"no sweep {sweep!r} in this experiment; its sweeps, newest first: {listed}"
+                + (" ..." if len(parents) > 5 else "")
+            )
     else:
         newest = parents[0]
         decl = Declaration.from_tags(newest.data.tags, newest.info.run_id)
         if decl is not None:
             key = (decl.compare, decl.tune)
-            chosen = [p for p in parents if (d := Declaration.from_tags(p.data.tags, p.info.run_id)) is not None
-                      and (d.compare, d.tune) == key]
+            chosen = [
+                p
+                for p in parents
+                if (d := Declaration.from_tags(p.data.tags, p.info.run_id)) is not None and (d.compare, d.tune) == key
+            ]
         else:
             chosen = [newest]
     ids = {p.info.run_id for p in chosen}
     reused = {r for p in chosen for r in reused_runs(client, p)}
     part = runs[runs["parent_run_id"].isin(ids) | runs["run_id"].isin(reused)].reset_index(drop=True)
     if part.empty:
-        raise ReportError(f"the sweep(s) {', '.join(p.data.tags.get('sweep_id', p.info.run_id) for p in chosen)} have no runs "
-                          "yet (--all-sweeps reads every run of the experiment)")
+        raise ReportError(
+            f"the sweep(s) {', '.join(p.data.tags.get('sweep_id', p.info.run_id) for p in chosen)} have no runs "
+            "yet (--all-sweeps reads every run of the experiment)"
+        )
     names = ", ".join(p.data.tags.get("sweep_id", p.info.run_id) for p in chosen)
     declared = Declaration.from_tags(parents[0].data.tags) is not None
-    why = "the sweep asked for" if sweep is not None else "the sweeps of the study's declaration" if declared else "the newest sweep"
-    text = (f"{len(part)} runs from {why}: {names}" + (f" ({len(reused & set(part['run_id']))} of them reused on resume)"
-                                                         if reused else "")
-            + (f"; {len(runs) - len(part)} other runs of the experiment left out (--sweep ID or --all-sweeps)"
-               if len(runs) > len(part) else ""))
+    why = (
+        "the sweep asked for"
+        if sweep is not None
+        else "the sweeps of the study's declaration"
+        if declared
+        else "the newest sweep"
+    )
+    text = (
+        f"{len(part)} runs from {why}: {names}"
+        + (f" ({len(reused & set(part['run_id']))} of them reused on resume)" if reused else "")
+        + (
+            f"; {len(runs) - len(part)} other runs of the experiment left out (--sweep ID or --all-sweeps)"
+            if len(runs) > len(part)
+            else ""
+        )
+    )
     return Unit(part, chosen, text)
 
 
@@ -154,8 +196,9 @@ def declaration(client, experiment_id: str):
     """The newest study declaration among the experiment's sweep parent runs (None: a plain sweep)."""
     from harness.report.protocol import Declaration
 
-    parents = client.search_runs([experiment_id], "tags.`harness.role` = 'sweep'", order_by=["attributes.start_time DESC"],
-                                 max_results=200)
+    parents = client.search_runs(
+        [experiment_id], "tags.`harness.role` = 'sweep'", order_by=["attributes.start_time DESC"], max_results=200
+    )
     for parent in parents:
         found = Declaration.from_tags(parent.data.tags, parent.info.run_id)
         if found is not None:
@@ -176,7 +219,7 @@ def factors(runs: pd.DataFrame) -> list[str]:
     out = [g for g in GROUPS if runs[g].nunique(dropna=False) > 1]
     params = [c for c in runs.columns if c.startswith("param:")]
     for col in sorted(params):
-        key = col[len("param:"):]
+        key = col[len("param:") :]
         if key in NOT_FACTORS or key.startswith(NOT_FACTOR_PREFIXES) or key.split(".")[0] in ("hydra",):
             continue
         if key in GROUPS or key.endswith(("_target_", "_partial_")):
@@ -200,7 +243,7 @@ def training_seconds(runs: pd.DataFrame) -> float:
 
 
 def label(factor: str) -> str:
-    return factor[len("param:"):] if factor.startswith("param:") else factor
+    return factor[len("param:") :] if factor.startswith("param:") else factor
 
 
 def histories(client, runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:

@@ -15,6 +15,7 @@ varies) and each method:
 Sensitivity (the share of a method's grid within ``tolerance`` of its best validation score) and
 the expected best validation score after k tuning trials come from the same settings table.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,13 +35,16 @@ class Declaration:
     compare: list[str]
     tune: list[str] = field(default_factory=list)
     run_id: str | None = None  # the sweep parent that declared it
-    overrides: str = ""        # that sweep's command-line overrides (a cut budget shows here)
+    overrides: str = ""  # that sweep's command-line overrides (a cut budget shows here)
 
     @classmethod
     def from_tags(cls, tags: dict[str, str], run_id: str | None = None) -> "Declaration | None":
         compare = json.loads(tags.get("harness.compare") or "[]")
-        return (cls(list(compare), list(json.loads(tags.get("harness.tune") or "[]")), run_id, tags.get("overrides", ""))
-                if compare else None)
+        return (
+            cls(list(compare), list(json.loads(tags.get("harness.tune") or "[]")), run_id, tags.get("overrides", ""))
+            if compare
+            else None
+        )
 
     def tags(self) -> dict[str, str]:
         return {"harness.compare": json.dumps(self.compare), "harness.tune": json.dumps(self.tune)}
@@ -54,8 +58,10 @@ def column(runs: pd.DataFrame, name: str) -> str:
     """The runs' column of a declared name: a config group (``optimizer``) or a key (``optimizer.lr``)."""
     col = name if name in GROUPS else f"param:{name}"
     if col not in runs.columns:
-        raise ReportError(f"the study declares {name!r}, which none of its runs has (groups: {', '.join(GROUPS)}; "
-                          f"keys: {', '.join(sorted(c[6:] for c in runs.columns if c.startswith('param:'))[:12])}, ...)")
+        raise ReportError(
+            f"the study declares {name!r}, which none of its runs has (groups: {', '.join(GROUPS)}; "
+            f"keys: {', '.join(sorted(c[6:] for c in runs.columns if c.startswith('param:'))[:12])}, ...)"
+        )
     return col
 
 
@@ -81,7 +87,9 @@ def corrupted_training(group: pd.DataFrame) -> bool:
     return False
 
 
-def settings_table(runs: pd.DataFrame, config_cols: list[str], decl: Declaration) -> tuple[pd.DataFrame, list[str], list[str], list[str]]:
+def settings_table(
+    runs: pd.DataFrame, config_cols: list[str], decl: Declaration
+) -> tuple[pd.DataFrame, list[str], list[str], list[str]]:
     """One row per (problem, method, tuned setting): validation and test means over seeds, the
     per-seed test and validation scores, eligibility. Returns (table, problem, method, tuned columns)."""
     method_cols = [column(runs, c) for c in decl.compare]
@@ -97,23 +105,37 @@ def settings_table(runs: pd.DataFrame, config_cols: list[str], decl: Declaration
         finished = group[group.outcome == "finished"]
         test = pd.to_numeric(finished.get(f"final:{metric}"), errors="coerce")
         val = pd.to_numeric(finished.get(f"final:{val_metric(metric)}"), errors="coerce")
-        train = pd.to_numeric(finished.get(f"final:{train_metric(metric)}", pd.Series(math.nan, index=finished.index)), errors="coerce")
+        train = pd.to_numeric(
+            finished.get(f"final:{train_metric(metric)}", pd.Series(math.nan, index=finished.index)), errors="coerce"
+        )
         ok = test.notna() & val.notna()
         seeds = finished["seed"].astype(str)
         row = dict(zip(problem_cols + method_cols + tuned_cols, key))
         corrupted = corrupted_training(group)
-        row.update({"metric": metric, "val_metric": val_metric(metric), "mode": mode,
-                    "val_mean": float(val[ok].mean()) if ok.any() else math.nan,
-                    "test_mean": float(test[ok].mean()) if ok.any() else math.nan, "n": int(ok.sum()),
-                    "train_mean": float(train[ok].mean()) if ok.any() and not corrupted else math.nan,
-                    "train_corrupted": corrupted,
-                    "runs": len(group), "clean": bool(ok.sum() == len(group)),
-                    "test_by_seed": dict(zip(seeds[ok], test[ok].astype(float))),
-                    "val_by_seed": dict(zip(seeds[ok], val[ok].astype(float))),
-                    "run_ids": list(finished.loc[ok, "run_id"])})
+        row.update(
+            {
+                "metric": metric,
+                "val_metric": val_metric(metric),
+                "mode": mode,
+                "val_mean": float(val[ok].mean()) if ok.any() else math.nan,
+                "test_mean": float(test[ok].mean()) if ok.any() else math.nan,
+                "n": int(ok.sum()),
+                "train_mean": float(train[ok].mean()) if ok.any() and not corrupted else math.nan,
+                "train_corrupted": corrupted,
+                "runs": len(group),
+                "clean": bool(ok.sum() == len(group)),
+                "test_by_seed": dict(zip(seeds[ok], test[ok].astype(float))),
+                "val_by_seed": dict(zip(seeds[ok], val[ok].astype(float))),
+                "run_ids": list(finished.loc[ok, "run_id"]),
+            }
+        )
         rows.append(row)
     table = pd.DataFrame(rows)
-    table.insert(0, "problem", table.apply(lambda r: ", ".join([str(r["task"])] + [f"{label(c)}={r[c]}" for c in problem_cols[1:]]), axis=1))
+    table.insert(
+        0,
+        "problem",
+        table.apply(lambda r: ", ".join([str(r["task"])] + [f"{label(c)}={r[c]}" for c in problem_cols[1:]]), axis=1),
+    )
     table.insert(1, "method", table.apply(lambda r: ", ".join(f"{label(c)}={r[c]}" for c in method_cols), axis=1))
     table["setting"] = table.apply(lambda r: ", ".join(f"{label(c)}={r[c]}" for c in tuned_cols) or "(fixed)", axis=1)
     return table, problem_cols, method_cols, tuned_cols
@@ -132,24 +154,53 @@ def select(settings: pd.DataFrame, tolerance: float) -> pd.DataFrame:
         scored = part[part["n"] > 0]
         pool = scored[scored["clean"]] if scored["clean"].any() else scored
         if pool.empty:
-            rows.append({"problem": problem, "method": method, "mode": mode, "metric": part["metric"].iloc[0], "n": 0,
-                         "grid": len(part), "setting": "(nothing finished)", "test_mean": math.nan, "val_mean": math.nan})
+            rows.append(
+                {
+                    "problem": problem,
+                    "method": method,
+                    "mode": mode,
+                    "metric": part["metric"].iloc[0],
+                    "n": 0,
+                    "grid": len(part),
+                    "setting": "(nothing finished)",
+                    "test_mean": math.nan,
+                    "val_mean": math.nan,
+                }
+            )
             continue
         best = pool.loc[pool["val_mean"].idxmax() if mode == "max" else pool["val_mean"].idxmin()]
         low, high = stats.bootstrap_ci(list(best["test_by_seed"].values()))
         vals = scored["val_mean"].to_numpy(float)
         margin = tolerance * abs(best["val_mean"])
         within = vals >= best["val_mean"] - margin if mode == "max" else vals <= best["val_mean"] + margin
-        at_edge = "" if within.all() else edge(part, best)  # a flat grid (all within tolerance): its edge is only where the tie fell
-        rows.append({"problem": problem, "task": best["task"], "method": method, "mode": mode, "metric": best["metric"],
-                     "setting": best["setting"], "val_mean": best["val_mean"], "test_mean": best["test_mean"],
-                     "train_mean": best["train_mean"], "gap": best["train_mean"] - best["test_mean"],
-                     "train_corrupted": bool(best.get("train_corrupted", False)),
-                     "test_std": float(np.std(list(best["test_by_seed"].values()), ddof=1)) if best["n"] > 1 else math.nan,
-                     "ci95_low": low, "ci95_high": high, "n": best["n"], "grid": len(part),
-                     "good_share": float(within.sum() / len(part)), "at_edge": at_edge,
-                     "test_by_seed": best["test_by_seed"], "run_ids": best["run_ids"],
-                     "grid_val": vals.tolist()})
+        at_edge = (
+            "" if within.all() else edge(part, best)
+        )  # a flat grid (all within tolerance): its edge is only where the tie fell
+        rows.append(
+            {
+                "problem": problem,
+                "task": best["task"],
+                "method": method,
+                "mode": mode,
+                "metric": best["metric"],
+                "setting": best["setting"],
+                "val_mean": best["val_mean"],
+                "test_mean": best["test_mean"],
+                "train_mean": best["train_mean"],
+                "gap": best["train_mean"] - best["test_mean"],
+                "train_corrupted": bool(best.get("train_corrupted", False)),
+                "test_std": float(np.std(list(best["test_by_seed"].values()), ddof=1)) if best["n"] > 1 else math.nan,
+                "ci95_low": low,
+                "ci95_high": high,
+                "n": best["n"],
+                "grid": len(part),
+                "good_share": float(within.sum() / len(part)),
+                "at_edge": at_edge,
+                "test_by_seed": best["test_by_seed"],
+                "run_ids": best["run_ids"],
+                "grid_val": vals.tolist(),
+            }
+        )
     table = pd.DataFrame(rows)
     return verdicts(table)
 
@@ -174,8 +225,10 @@ def verdicts(table: pd.DataFrame) -> pd.DataFrame:
         part = part.sort_values("test_mean", ascending=mode == "min", na_position="last").reset_index(drop=True)
         part.insert(0, "rank", range(1, len(part) + 1))
         top = part.iloc[0]
-        diffs = [stats.compare(top["test_by_seed"], r["test_by_seed"]) if i and r["n"] and top["n"] else None
-                 for i, r in part.iterrows()]
+        diffs = [
+            stats.compare(top["test_by_seed"], r["test_by_seed"]) if i and r["n"] and top["n"] else None
+            for i, r in part.iterrows()
+        ]
         adjusted = stats.holm([d.p if d else math.nan for d in diffs])
         part["diff"] = [d.diff if d else math.nan for d in diffs]
         part["diff_low"] = [d.low if d else math.nan for d in diffs]
@@ -209,8 +262,13 @@ def verdict(top: pd.Series, r: pd.Series, d: stats.Difference | None, p_holm: fl
             return f"worse by {size}, p = {p_holm:.2g} (Holm, n = {d.n})"
         return f"{top['method']} beats {r['method']} by {size}, p = {p_holm:.2g} (Holm; {d.test}, n = {d.n})"
     if short:
-        need = ("no difference in these seeds" if not math.isfinite(d.seeds_needed) else
-                "over 1,000 seeds to tell apart" if d.seeds_needed > 1000 else f"about {int(d.seeds_needed)} seeds to tell apart")
+        need = (
+            "no difference in these seeds"
+            if not math.isfinite(d.seeds_needed)
+            else "over 1,000 seeds to tell apart"
+            if d.seeds_needed > 1000
+            else f"about {int(d.seeds_needed)} seeds to tell apart"
+        )
         return f"tie with the best, p = {p_holm:.2g} (Holm, n = {d.n}); {need}"
     if not math.isfinite(d.seeds_needed):
         need = "no difference at all in these seeds"
@@ -247,8 +305,11 @@ def mean_ranks(selected: pd.DataFrame) -> tuple[pd.DataFrame, object | None, str
     mode = selected["mode"].iloc[0]
     ranks = wide.rank(axis=1, ascending=mode == "min").mean().sort_values().rename("mean rank").to_frame()
     if wide.shape[0] < 5:
-        return ranks, None, (f"{wide.shape[0]} problems: a Friedman test with a critical-difference diagram needs five or more; "
-                             "mean ranks only")
+        return (
+            ranks,
+            None,
+            (f"{wide.shape[0]} problems: a Friedman test with a critical-difference diagram needs five or more; mean ranks only"),
+        )
     import warnings
 
     from autorank import autorank

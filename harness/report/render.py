@@ -1,4 +1,5 @@
 """Findings written from the numbers, and the report files: report.md, report.html, summary.csv."""
+
 from __future__ import annotations
 
 import base64
@@ -32,7 +33,11 @@ def findings(table: pd.DataFrame, runs: pd.DataFrame, config_cols: list[str]) ->
         best, metric, mode = part.iloc[0], part["metric"].iloc[0], part["mode"].iloc[0]
         better = "higher" if mode == "max" else "lower"
         text = f"**{task}**: best is {name(best)} with {metric} {fmt(best['mean'])}"
-        text += f" +- {fmt(best['std'])} (std) over {best['n']} seeds" if best["n"] > 1 else " from a single seed (no spread to compare with)"
+        text += (
+            f" +- {fmt(best['std'])} (std) over {best['n']} seeds"
+            if best["n"] > 1
+            else " from a single seed (no spread to compare with)"
+        )
         if len(part) > 1:
             second = part.iloc[1]
             text += f"; runner-up {name(second)} at {fmt(second['mean'])} ({better} is better)"
@@ -43,14 +48,20 @@ def findings(table: pd.DataFrame, runs: pd.DataFrame, config_cols: list[str]) ->
     diverged = runs[runs.outcome == "diverged"]
     if len(diverged):
         by = diverged.groupby([c for c in config_cols] or ["task"], dropna=False).size()
-        items = [f"{', '.join(f'{label(c)}={k}' for c, k in zip(config_cols or ['task'], key if isinstance(key, tuple) else (key,)))} ({n})"
-                 for key, n in by.items()]
+        items = [
+            f"{', '.join(f'{label(c)}={k}' for c, k in zip(config_cols or ['task'], key if isinstance(key, tuple) else (key,)))} ({n})"
+            for key, n in by.items()
+        ]
         out.append(f"{len(diverged)} run(s) diverged (NaN/inf loss) and are left out of the means: " + "; ".join(items) + ".")
     finished = runs[runs.outcome == "finished"]
     lacking = sum(pd.isna(r.get(f"final:{r['primary_metric']}")) for _, r in finished.iterrows())
     if lacking:
         out.append(f"{lacking} finished run(s) logged no value of their primary metric and are left out of the means.")
-    for outcome, what in (("failed", "failed"), ("killed", "were killed"), ("running", "are still RUNNING (left out; rerun the report when they end)")):
+    for outcome, what in (
+        ("failed", "failed"),
+        ("killed", "were killed"),
+        ("running", "are still RUNNING (left out; rerun the report when they end)"),
+    ):
         k = int((runs.outcome == outcome).sum())
         if k:
             out.append(f"{k} run(s) {what}.")
@@ -66,17 +77,28 @@ def collapses(runs: pd.DataFrame, config_cols: list[str], shown: int = 6) -> lis
     for task, part in done.groupby("task", sort=True):
         checks = []
         if "final:test/minority_recall" in part and part["final:test/minority_recall"].notna().any():
-            checks.append(("never predict the minority class (test recall of that class 0 in every seed)",
-                           lambda g: (pd.to_numeric(g["final:test/minority_recall"], errors="coerce") <= 0).all()))
+            checks.append(
+                (
+                    "never predict the minority class (test recall of that class 0 in every seed)",
+                    lambda g: (pd.to_numeric(g["final:test/minority_recall"], errors="coerce") <= 0).all(),
+                )
+            )
         classes = pd.to_numeric(part.get("param:task.num_classes", pd.Series(dtype=float)), errors="coerce").dropna()
         k = int(classes.iloc[0]) if len(classes) else (10 if task == "mnist" else 0)
         if k > 1 and "final:test/accuracy" in part and part["final:test/accuracy"].notna().any():
-            checks.append((f"stay at chance (test accuracy within 0.02 of 1/{k} in every seed)",
-                           lambda g, k=k: (pd.to_numeric(g["final:test/accuracy"], errors="coerce") <= 1 / k + 0.02).all()))
+            checks.append(
+                (
+                    f"stay at chance (test accuracy within 0.02 of 1/{k} in every seed)",
+                    lambda g, k=k: (pd.to_numeric(g["final:test/accuracy"], errors="coerce") <= 1 / k + 0.02).all(),
+                )
+            )
         groups = list(part.groupby(cols, sort=True, dropna=False)) if cols else [((task,), part)]
         for what, test in checks:
-            hits = [", ".join(f"{label(c)}={v}" for c, v in zip(cols, key if isinstance(key, tuple) else (key,))) or task
-                    for key, g in groups if test(g)]
+            hits = [
+                ", ".join(f"{label(c)}={v}" for c, v in zip(cols, key if isinstance(key, tuple) else (key,))) or task
+                for key, g in groups
+                if test(g)
+            ]
             if hits:
                 more = f" and {len(hits) - shown} more" if len(hits) > shown else ""
                 out.append(f"**{task}**: {len(hits)} of {len(groups)} configurations {what}: {'; '.join(hits[:shown])}{more}.")
@@ -86,26 +108,48 @@ def collapses(runs: pd.DataFrame, config_cols: list[str], shown: int = 6) -> lis
 def tuned_sections(selected: pd.DataFrame, decl, tolerance: float) -> dict[str, tuple[str, pd.DataFrame]]:
     """One table per problem: each method's selected setting, its validation and test scores, its
     training score (running over the last epoch's steps) with the train - test gap, the verdict."""
-    caption = (f"The study {decl.text()}. Each method's setting is selected by the mean over seeds of the validation metric "
-               f"(never the test metric); the test metric of that setting is reported over its seeds, with a 95% percentile "
-               f"bootstrap interval. Verdicts compare each method with the best (paired by seed when the seeds pair), Holm-corrected. "
-               f"Good region: the share of the method's grid whose validation score is within {tolerance:.0%} of its best.")
+    caption = (
+        f"The study {decl.text()}. Each method's setting is selected by the mean over seeds of the validation metric "
+        f"(never the test metric); the test metric of that setting is reported over its seeds, with a 95% percentile "
+        f"bootstrap interval. Verdicts compare each method with the best (paired by seed when the seeds pair), Holm-corrected. "
+        f"Good region: the share of the method's grid whose validation score is within {tolerance:.0%} of its best."
+    )
     out = {}
     for problem, part in selected.groupby("problem", sort=True):
-        show = pd.DataFrame({
-            "rank": part["rank"], "method": part["method"], "selected": part["setting"],
-            "val (selection)": part["val_mean"].map(fmt),
-            f"{part['metric'].iloc[0]} mean": part["test_mean"].map(fmt),
-            "95% CI": [f"[{fmt(lo)}, {fmt(hi)}]" if not math.isnan(lo) else "n/a" for lo, hi in zip(part["ci95_low"], part["ci95_high"])],
-            "n": part["n"], "grid": part["grid"],
-            **({"train (last epoch)": part["train_mean"].map(fmt), "train - test gap": part["gap"].map(fmt)}
-               if part.get("train_mean", pd.Series(dtype=float)).notna().any() else {}),
-            "good region": [f"{g:.0%}" if isinstance(g, float) and not math.isnan(g) else "n/a" for g in part.get("good_share", [math.nan] * len(part))],
-            "at grid edge": part.get("at_edge", "").fillna(""), "verdict vs best": part.get("verdict_short", part["verdict"])})
-        show, same = constant_columns(show, {"n": "seeds per method", "grid": "settings in each method's grid"}, ("at grid edge",))
+        show = pd.DataFrame(
+            {
+                "rank": part["rank"],
+                "method": part["method"],
+                "selected": part["setting"],
+                "val (selection)": part["val_mean"].map(fmt),
+                f"{part['metric'].iloc[0]} mean": part["test_mean"].map(fmt),
+                "95% CI": [
+                    f"[{fmt(lo)}, {fmt(hi)}]" if not math.isnan(lo) else "n/a"
+                    for lo, hi in zip(part["ci95_low"], part["ci95_high"])
+                ],
+                "n": part["n"],
+                "grid": part["grid"],
+                **(
+                    {"train (last epoch)": part["train_mean"].map(fmt), "train - test gap": part["gap"].map(fmt)}
+                    if part.get("train_mean", pd.Series(dtype=float)).notna().any()
+                    else {}
+                ),
+                "good region": [
+                    f"{g:.0%}" if isinstance(g, float) and not math.isnan(g) else "n/a"
+                    for g in part.get("good_share", [math.nan] * len(part))
+                ],
+                "at grid edge": part.get("at_edge", "").fillna(""),
+                "verdict vs best": part.get("verdict_short", part["verdict"]),
+            }
+        )
+        show, same = constant_columns(
+            show, {"n": "seeds per method", "grid": "settings in each method's grid"}, ("at grid edge",)
+        )
         if part.get("train_corrupted", pd.Series(dtype=bool)).eq(True).any():
-            same.append("no training score or train - test gap: these runs trained on corrupted targets "
-                        "(outliers or flipped labels), so their training score measures the corruption, not the fit")
+            same.append(
+                "no training score or train - test gap: these runs trained on corrupted targets "
+                "(outliers or flipped labels), so their training score measures the corruption, not the fit"
+            )
         out[f"Tuned comparison: {problem}"] = (caption + (" " + "; ".join(same) + "." if same else ""), show)
     return out
 
@@ -130,14 +174,18 @@ def tuned_findings(selected: pd.DataFrame) -> list[str]:
         if not top["n"]:
             out.append(f"**{problem}**: no method finished.")
             continue
-        text = (f"**{problem}**: best is {top['method']} ({top['setting']}, selected on validation) with {top['metric']} "
-                f"{fmt(top['test_mean'])} [{fmt(top['ci95_low'])}, {fmt(top['ci95_high'])}] over {top['n']} seeds")
+        text = (
+            f"**{problem}**: best is {top['method']} ({top['setting']}, selected on validation) with {top['metric']} "
+            f"{fmt(top['test_mean'])} [{fmt(top['ci95_low'])}, {fmt(top['ci95_high'])}] over {top['n']} seeds"
+        )
         rest = [r["verdict"] for _, r in part.iloc[1:].iterrows()]
         out.append(text + (". Against it: " + join_verdicts(rest) if rest else "") + ".")
         edges = [f"{r['method']} ({r['at_edge']})" for _, r in part.iterrows() if r.get("at_edge")]
         if edges:
-            out.append(f"**{problem}**: the selected value lies at the edge of the grid for {', '.join(edges)}: "
-                       "the best may lie outside it; widen the grid.")
+            out.append(
+                f"**{problem}**: the selected value lies at the edge of the grid for {', '.join(edges)}: "
+                "the best may lie outside it; widen the grid."
+            )
     return out
 
 
@@ -146,11 +194,17 @@ def header(experiment: str, runs: pd.DataFrame, table: pd.DataFrame, date: str) 
     seeds = table["n"]
     compute = training_seconds(runs)
     versions = ", ".join(sorted(str(v) for v in runs["harness_version"].dropna().unique())) or "unknown"
-    return {"experiment": experiment, "runs": f"{len(runs)} (" + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + ")",
-            "configurations": str(len(table)), "seeds per configuration": f"{seeds.min()}" + (f"-{seeds.max()}" if seeds.max() != seeds.min() else ""),
-            "tasks": ", ".join(sorted(runs["task"].dropna().unique())), "generated": date, "harness version": versions,
-            "devices": devices(runs),
-            "total training time": f"{compute / 60:.1f} min ({compute:.0f} s; a stacked bundle counted once)"}
+    return {
+        "experiment": experiment,
+        "runs": f"{len(runs)} (" + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + ")",
+        "configurations": str(len(table)),
+        "seeds per configuration": f"{seeds.min()}" + (f"-{seeds.max()}" if seeds.max() != seeds.min() else ""),
+        "tasks": ", ".join(sorted(runs["task"].dropna().unique())),
+        "generated": date,
+        "harness version": versions,
+        "devices": devices(runs),
+        "total training time": f"{compute / 60:.1f} min ({compute:.0f} s; a stacked bundle counted once)",
+    }
 
 
 def devices(runs: pd.DataFrame) -> str:
@@ -160,7 +214,9 @@ def devices(runs: pd.DataFrame) -> str:
     kind = runs["device"].fillna("unknown").astype(str).str.split(":").str[0]
     named = runs["device_name"].fillna("") if "device_name" in runs else pd.Series("", index=runs.index)
     some_named = bool((named != "").any())  # runs logged before device_name was recorded say so beside named ones
-    where = [f"{k} ({n})" if n else f"{k} (model not recorded)" if some_named and k != "unknown" else k for k, n in zip(kind, named)]
+    where = [
+        f"{k} ({n})" if n else f"{k} (model not recorded)" if some_named and k != "unknown" else k for k, n in zip(kind, named)
+    ]
     counts = pd.Series(where).value_counts()
     text = ", ".join(f"{w}: {c} run{'s' if c != 1 else ''}" for w, c in counts.items()) if len(counts) > 1 else counts.index[0]
     return text + ("; times are comparable only between runs on one device" if len(counts) > 1 else "")
@@ -169,33 +225,47 @@ def devices(runs: pd.DataFrame) -> str:
 NOT_KNOBS = ("_target_", "_partial_", "targets", "data_dir", "download")
 
 
-def names_table(runs: pd.DataFrame, config_cols: list[str], tuned: tuple[str, ...] = (),
-                classes: dict | None = None) -> tuple[str, pd.DataFrame] | None:
+def names_table(
+    runs: pd.DataFrame, config_cols: list[str], tuned: tuple[str, ...] = (), classes: dict | None = None
+) -> tuple[str, pd.DataFrame] | None:
     """What each compared choice is (``focal_g5``: FocalLoss, gamma=5.0): its class and the knobs its
     runs logged, those the same in all its runs (the tuned ones and anything that varies are in the tables).
     classes: (group, name) -> class path, for runs that log no ``_target_`` param (read from their config.yaml)."""
     rows = []
     for group in [c for c in config_cols if c in ("loss", "optimizer", "schedule")]:
         prefix = f"param:{group}."
-        cols = [c for c in runs.columns if c.startswith(prefix) and c[len(prefix):] not in NOT_KNOBS and c[len(prefix):].split(".")[0] not in NOT_KNOBS
-                and f"{group}.{c[len(prefix):]}" not in tuned]
+        cols = [
+            c
+            for c in runs.columns
+            if c.startswith(prefix)
+            and c[len(prefix) :] not in NOT_KNOBS
+            and c[len(prefix) :].split(".")[0] not in NOT_KNOBS
+            and f"{group}.{c[len(prefix) :]}" not in tuned
+        ]
         for name, part in runs.groupby(group, sort=True):
             target = part.get(f"{prefix}_target_")
-            path = str(target.dropna().iloc[0]) if target is not None and target.notna().any() else (classes or {}).get((group, name), "")
+            path = (
+                str(target.dropna().iloc[0])
+                if target is not None and target.notna().any()
+                else (classes or {}).get((group, name), "")
+            )
             cls = str(path).rsplit(".", 1)[-1]
             knobs = []
             for c in cols:
                 values = part[c].dropna().astype(str).unique()
                 if len(values) == 1 and values[0] not in ("", "nan"):
-                    knobs.append(f"{c[len(prefix):]}={values[0]}")
+                    knobs.append(f"{c[len(prefix) :]}={values[0]}")
             rows.append({"group": group, "name": name, "class": cls, "knobs": ", ".join(knobs)})
     if not rows:
         return None
     table = pd.DataFrame(rows)
     if not table["class"].astype(bool).any():
         table = table.drop(columns=["class"])
-    return ("What each name in the tables is: its class and the knobs all its runs share, as the runs logged them "
-            "(tuned knobs and those that vary are in the tables above).", table)
+    return (
+        "What each name in the tables is: its class and the knobs all its runs share, as the runs logged them "
+        "(tuned knobs and those that vary are in the tables above).",
+        table,
+    )
 
 
 def table_for_display(table: pd.DataFrame, config_cols: list[str]) -> pd.DataFrame:
@@ -203,25 +273,36 @@ def table_for_display(table: pd.DataFrame, config_cols: list[str]) -> pd.DataFra
     show = table[["task"] + cols].copy()
     show["metric"] = table["metric"]
     show["mean +- std"] = [fmt(m) if math.isnan(s) else f"{fmt(m)} +- {fmt(s)}" for m, s in zip(table["mean"], table["std"])]
-    show["95% CI"] = [f"[{fmt(lo)}, {fmt(hi)}]" if not math.isnan(lo) else "n/a" for lo, hi in zip(table["ci95_low"], table["ci95_high"])]
+    show["95% CI"] = [
+        f"[{fmt(lo)}, {fmt(hi)}]" if not math.isnan(lo) else "n/a" for lo, hi in zip(table["ci95_low"], table["ci95_high"])
+    ]
     show["n"] = table["n"]
-    show["best epoch"] = table["best_epoch"].map(lambda v: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else str(int(v)))
+    show["best epoch"] = table["best_epoch"].map(
+        lambda v: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else str(int(v))
+    )
     if "time_to_target_s" in table:
-        show["time to target (s)"] = [f"{fmt(t, 1)} ({r}, target {fmt(g, 3)})" if isinstance(r, str) else "n/a"
-                                      for t, r, g in zip(table["time_to_target_s"], table.get("reached_target"), table.get("target"))]
+        show["time to target (s)"] = [
+            f"{fmt(t, 1)} ({r}, target {fmt(g, 3)})" if isinstance(r, str) else "n/a"
+            for t, r, g in zip(table["time_to_target_s"], table.get("reached_target"), table.get("target"))
+        ]
     show["diverged"] = table["diverged"]
     if table["failed"].sum():
         show["failed"] = table["failed"]
     return show
 
 
-FLAT = ("`*` marks the winner; mean and std over seeds of finished runs, 95% percentile bootstrap interval. "
-        "No study declaration (study.compare): this ranks every configuration by its test metric, so picking the top row "
-        "is selection on the test set; declare what is compared and tuned for a tuned comparison.")
+FLAT = (
+    "`*` marks the winner; mean and std over seeds of finished runs, 95% percentile bootstrap interval. "
+    "No study declaration (study.compare): this ranks every configuration by its test metric, so picking the top row "
+    "is selection on the test set; declare what is compared and tuned for a tuned comparison."
+)
 
 
 def flat_sections(table: pd.DataFrame, config_cols: list[str]) -> dict[str, tuple[str, pd.DataFrame]]:
-    return {f"Flat ranking: {problem}": (FLAT, table_for_display(part, config_cols)) for problem, part in table.groupby("problem", sort=True)}
+    return {
+        f"Flat ranking: {problem}": (FLAT, table_for_display(part, config_cols))
+        for problem, part in table.groupby("problem", sort=True)
+    }
 
 
 def markdown(head: dict, notes: list[str], tables: dict[str, tuple[str, pd.DataFrame]], figures: list[tuple[str, str]]) -> str:
@@ -244,14 +325,20 @@ def html_page(head: dict, notes: list[str], tables: dict[str, pd.DataFrame], fig
     def inline(text: str) -> str:
         return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", html.escape(text))
 
-    parts = ["<!doctype html><html><head><meta charset='utf-8'>", f"<title>Report: {html.escape(head['experiment'])}</title>",
-             "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}table{border-collapse:collapse;"
-             "font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}img{max-width:100%}</style></head><body>",
-             f"<h1>Report: {html.escape(head['experiment'])}</h1><ul>"]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>Report: {html.escape(head['experiment'])}</title>",
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}table{border-collapse:collapse;"
+        "font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}img{max-width:100%}</style></head><body>",
+        f"<h1>Report: {html.escape(head['experiment'])}</h1><ul>",
+    ]
     parts += [f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in head.items() if k != "experiment"]
     parts += ["</ul><h2>Findings</h2><ul>"] + [f"<li>{inline(n)}</li>" for n in notes] + ["</ul>"]
     for title, (caption, t) in tables.items():
-        parts += [f"<h2>{html.escape(title)}</h2><p>{inline(caption)}</p>", t.drop(columns=["task"], errors="ignore").to_html(index=False, border=0)]
+        parts += [
+            f"<h2>{html.escape(title)}</h2><p>{inline(caption)}</p>",
+            t.drop(columns=["task"], errors="ignore").to_html(index=False, border=0),
+        ]
     for title, path in figures:
         data = base64.b64encode(Path(path).read_bytes()).decode()
         parts += [f"<h3>{html.escape(title)}</h3><img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>"]

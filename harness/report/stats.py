@@ -5,6 +5,7 @@ scipy does the bootstrap and the t-tests, statsmodels the Holm correction and th
 what is written here is only the glue and the expected-maximum formula of Dodge et al. (2019).
 Every random draw is seeded, so a report is the same each time it is made from the same store.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,8 +36,9 @@ def bootstrap_ci(values, level: float = 0.95) -> tuple[float, float]:
         return float(x[0]), float(x[0])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ci = bootstrap((x,), np.mean, confidence_level=level, n_resamples=RESAMPLES, method="percentile",
-                       vectorized=True, rng=rng()).confidence_interval
+        ci = bootstrap(
+            (x,), np.mean, confidence_level=level, n_resamples=RESAMPLES, method="percentile", vectorized=True, rng=rng()
+        ).confidence_interval
     return float(ci.low), float(ci.high)
 
 
@@ -44,6 +46,7 @@ def bootstrap_ci(values, level: float = 0.95) -> tuple[float, float]:
 class Difference:
     """a - b over seeds: its mean, 95% bootstrap interval, the two-sided p-value of the test named in
     ``test``, n (pairs, or the smaller group), and the seeds per method that 80% power would need."""
+
     diff: float
     low: float
     high: float
@@ -68,8 +71,9 @@ def compare(a: dict, b: dict) -> Difference:
             warnings.simplefilter("ignore")
             p = float(ttest_rel(x, y).pvalue) if np.ptp(d) > 0 else (1.0 if d[0] == 0 else 0.0)
         sd = float(np.std(d, ddof=1))
-        return Difference(float(d.mean()), low, high, p, "paired t-test by seed", len(d),
-                          seeds_needed(abs(float(d.mean())), sd, paired=True))
+        return Difference(
+            float(d.mean()), low, high, p, "paired t-test by seed", len(d), seeds_needed(abs(float(d.mean())), sd, paired=True)
+        )
     x, y = np.array(list(a.values()), float), np.array(list(b.values()), float)
     diff = float(x.mean() - y.mean()) if len(x) and len(y) else math.nan
     if len(x) < 2 or len(y) < 2:
@@ -80,8 +84,14 @@ def compare(a: dict, b: dict) -> Difference:
             low = high = diff
             p = 1.0 if diff == 0 else 0.0
         else:
-            ci = bootstrap((x, y), lambda u, v, axis=-1: u.mean(axis=axis) - v.mean(axis=axis), n_resamples=RESAMPLES,
-                           method="percentile", vectorized=True, rng=rng()).confidence_interval
+            ci = bootstrap(
+                (x, y),
+                lambda u, v, axis=-1: u.mean(axis=axis) - v.mean(axis=axis),
+                n_resamples=RESAMPLES,
+                method="percentile",
+                vectorized=True,
+                rng=rng(),
+            ).confidence_interval
             low, high = float(ci.low), float(ci.high)
             p = float(ttest_ind(x, y, equal_var=False).pvalue)
     sd = math.sqrt((np.var(x, ddof=1) + np.var(y, ddof=1)) / 2)
@@ -101,8 +111,9 @@ def seeds_needed(effect: float, sd: float, paired: bool) -> float:
     with warnings.catch_warnings(record=True):  # statsmodels turns its ConvergenceWarning to "always"
         warnings.simplefilter("ignore")
         try:
-            n = (TTestPower() if paired else TTestIndPower()).solve_power(effect_size=size, alpha=ALPHA, power=POWER,
-                                                                         alternative="two-sided")
+            n = (TTestPower() if paired else TTestIndPower()).solve_power(
+                effect_size=size, alpha=ALPHA, power=POWER, alternative="two-sided"
+            )
             n = float(np.asarray(n).ravel()[0])
         except Exception:
             n = math.nan

@@ -3,6 +3,7 @@
 A task is built from ``conf/task/NAME.yaml`` with ``hydra.utils.instantiate``; the harness then
 calls ``load()`` once, moves the tensors to the device, and asks for ``model()`` and ``metrics()``.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,11 +38,11 @@ class Data:
 class Task:
     name: str = "task"
     targets: tuple[str, ...] = ()  # target kinds the task can feed a loss (see harness.losses)
-    primary_metric: str = ""       # e.g. "test/accuracy"
-    mode: str = "max"              # whether the primary metric is better high ("max") or low ("min")
+    primary_metric: str = ""  # e.g. "test/accuracy"
+    mode: str = "max"  # whether the primary metric is better high ("max") or low ("min")
     num_classes: int = 0
-    needs: tuple[str, ...] = ()    # more that metrics() takes: "gallery" (the training set's outputs and labels,
-                                   # at evaluation), "decode" (the loss's decoder of outputs into labels)
+    needs: tuple[str, ...] = ()  # more that metrics() takes: "gallery" (the training set's outputs and labels,
+    # at evaluation), "decode" (the loss's decoder of outputs into labels)
 
     def load(self) -> Data:
         raise NotImplementedError
@@ -157,9 +158,14 @@ def check_choice(name: str, value, allowed) -> str:
 
 def check_widths(name: str, value, count: int | None = None) -> list[int]:
     """A list of layer widths: positive integers (exactly ``count`` of them when given)."""
-    widths = list(value) if isinstance(value, (list, tuple)) or hasattr(value, "__iter__") and not isinstance(value, str) else None
-    if widths is None or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths) or (
-            count is not None and len(widths) != count):
+    widths = (
+        list(value) if isinstance(value, (list, tuple)) or hasattr(value, "__iter__") and not isinstance(value, str) else None
+    )
+    if (
+        widths is None
+        or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths)
+        or (count is not None and len(widths) != count)
+    ):
         shape = f"a list of {count} positive integers" if count else "a list of positive integers (e.g. [256] or [64, 64])"
         raise HarnessError(f"{name} must be {shape}, got {value!r}")
     return widths

@@ -8,6 +8,7 @@ regression losses on exp(log-rate), see ``harness.losses.OnRate``). Metrics on t
 mu = exp(output): mean Poisson deviance (primary), MAE, and calibration (the mean over deciles of
 predicted mu of |mean predicted - mean observed|).
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -51,8 +52,18 @@ class Counts(Task):
     primary_metric = "test/deviance"
     mode = "min"
 
-    def __init__(self, n_train: int = 5000, n_val: int = 1000, n_test: int = 5000, n_features: int = 8, bias: float = 1.0,
-                 dispersion: float = 0.0, hidden: Sequence[int] = (64, 64), activation: str = "relu", data_seed: int = 0):
+    def __init__(
+        self,
+        n_train: int = 5000,
+        n_val: int = 1000,
+        n_test: int = 5000,
+        n_features: int = 8,
+        bias: float = 1.0,
+        dispersion: float = 0.0,
+        hidden: Sequence[int] = (64, 64),
+        activation: str = "relu",
+        data_seed: int = 0,
+    ):
         self.sizes = [check_positive_int(f"task.{k}", v) for k, v in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test))]
         self.n_features = check_positive_int("task.n_features", n_features)
         if n_features < 5:
@@ -60,7 +71,9 @@ class Counts(Task):
         self.bias = check_number("task.bias", bias, low=-10.0, what="a number in [-10, 5]")
         if self.bias > 5:
             raise HarnessError(f"task.bias must be a number in [-10, 5] (the log of the typical count), got {bias!r}")
-        self.dispersion = check_number("task.dispersion", dispersion, what="a number >= 0 (0: Poisson; k > 0: variance mu + mu^2 / k)")
+        self.dispersion = check_number(
+            "task.dispersion", dispersion, what="a number >= 0 (0: Poisson; k > 0: variance mu + mu^2 / k)"
+        )
         self.hidden, _ = check_model("mlp", hidden, activation, (1, 1))
         self.activation, self.data_seed = activation, check_seed("task.data_seed", data_seed)
 

@@ -10,6 +10,7 @@ against the training set's (primary), and leave-one-out recall@1 and MAP@R withi
 Data: ``digits``, scikit-learn's bundled 8x8 digits (1,797 images; no download), or ``mnist``
 (the IDX files in ``data_dir``, as ``task=mnist`` reads them).
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -30,6 +31,7 @@ DATASETS = ("digits", "mnist")
 class EmbeddingNet(nn.Module):
     """encoder -> features; returns [embedding | logits]: the features L2-normalised (when asked) as the
     embedding, and a linear head's logits on the features themselves (a classifier's usual head)."""
+
     def __init__(self, encoder: nn.Module, dim: int, num_classes: int, l2_normalize: bool):
         super().__init__()
         self.encoder, self.head, self.l2_normalize = encoder, nn.Linear(dim, num_classes), l2_normalize
@@ -47,10 +49,21 @@ class Embedding(Task):
     num_classes = 10
     needs = ("gallery",)  # evaluation compares a split's embeddings with the training set's
 
-    def __init__(self, dataset: str = "digits", data_dir: str = "data", download: bool = False, dim: int = 32,
-                 model: str = "mlp", hidden: Sequence[int] = (256,), activation: str = "relu",
-                 channels: Sequence[int] = (16, 32), l2_normalize: bool = True, val_size: int | None = None,
-                 n_train: int | None = None, data_seed: int = 0):
+    def __init__(
+        self,
+        dataset: str = "digits",
+        data_dir: str = "data",
+        download: bool = False,
+        dim: int = 32,
+        model: str = "mlp",
+        hidden: Sequence[int] = (256,),
+        activation: str = "relu",
+        channels: Sequence[int] = (16, 32),
+        l2_normalize: bool = True,
+        val_size: int | None = None,
+        n_train: int | None = None,
+        data_seed: int = 0,
+    ):
         self.dataset = check_choice("task.dataset", dataset, DATASETS)
         self.hidden, self.channels = check_model(model, hidden, activation, channels)
         if model == "cnn" and dataset != "mnist":
@@ -82,8 +95,11 @@ class Embedding(Task):
         val = self.val_size or 5000
         n_train = check_split(len(ytr), self.n_train, val)
         tr, va = split_indices(len(ytr), [n_train, val], self.data_seed)
-        return Data(Split(to_inputs(xtr[tr], "standard"), ytr[tr]), Split(to_inputs(xtr[va], "standard"), ytr[va]),
-                    Split(to_inputs(xte, "standard"), yte))
+        return Data(
+            Split(to_inputs(xtr[tr], "standard"), ytr[tr]),
+            Split(to_inputs(xtr[va], "standard"), ytr[va]),
+            Split(to_inputs(xte, "standard"), yte),
+        )
 
     def model(self) -> nn.Module:
         if self.model_name == "cnn":
@@ -93,8 +109,8 @@ class Embedding(Task):
         return EmbeddingNet(encoder, self.dim, self.num_classes, self.l2_normalize)
 
     def metrics(self, output: Tensor, y: Tensor, gallery: tuple[Tensor, Tensor] | None = None) -> dict[str, Tensor]:
-        emb = output[:, :self.dim]
+        emb = output[:, : self.dim]
         out = retrieval_metrics(emb, y)
         if gallery is not None:
-            out["knn_accuracy"] = nearest_label_accuracy(emb, y, gallery[0][:, :self.dim], gallery[1])
+            out["knn_accuracy"] = nearest_label_accuracy(emb, y, gallery[0][:, : self.dim], gallery[1])
         return out

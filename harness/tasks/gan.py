@@ -13,6 +13,7 @@ Metrics on generated samples against a split's real ones: energy distance (prima
 covered (a mode counts when at least 1% of the samples are high-quality ones near it) and the
 share of high-quality samples (within 3 standard deviations of a mode).
 """
+
 from __future__ import annotations
 
 import math
@@ -67,9 +68,21 @@ class GAN(Task):
     mode = "min"
     own_step = True
 
-    def __init__(self, n_train: int = 10000, n_val: int = 2000, n_test: int = 2000, radius: float = 2.0, std: float = 0.02,
-                 latent: int = 2, hidden: Sequence[int] = (128, 128), activation: str = "relu", d_steps: int = 1,
-                 generator: dict | None = None, discriminator: dict | None = None, data_seed: int = 0):
+    def __init__(
+        self,
+        n_train: int = 10000,
+        n_val: int = 2000,
+        n_test: int = 2000,
+        radius: float = 2.0,
+        std: float = 0.02,
+        latent: int = 2,
+        hidden: Sequence[int] = (128, 128),
+        activation: str = "relu",
+        d_steps: int = 1,
+        generator: dict | None = None,
+        discriminator: dict | None = None,
+        data_seed: int = 0,
+    ):
         self.sizes = [check_positive_int(f"task.{k}", v) for k, v in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test))]
         self.radius = check_number("task.radius", radius, low=1e-6, what="a number > 0")
         self.std = check_number("task.std", std, low=1e-6, what="a number > 0")
@@ -78,8 +91,10 @@ class GAN(Task):
         self.activation, self.d_steps = activation, check_positive_int("task.d_steps", d_steps)
         from omegaconf import DictConfig, OmegaConf
 
-        self.players = {who: dict(OmegaConf.to_container(knobs) if isinstance(knobs, DictConfig) else knobs or {})
-                        for who, knobs in (("generator", generator), ("discriminator", discriminator))}
+        self.players = {
+            who: dict(OmegaConf.to_container(knobs) if isinstance(knobs, DictConfig) else knobs or {})
+            for who, knobs in (("generator", generator), ("discriminator", discriminator))
+        }
         for who, knobs in self.players.items():
             bad = [k for k in knobs if k == "params" or not isinstance(k, str)]
             if bad:
@@ -100,20 +115,24 @@ class GAN(Task):
         def split(n: int) -> Split:
             real = centers[torch.randint(0, MODES, (n,), generator=g)] + self.std * torch.randn(n, 2, generator=g)
             return Split(torch.randn(n, self.latent, generator=g), real)
+
         return Data(*(split(n) for n in self.sizes))
 
     def model(self) -> nn.Module:
         return Players(mlp(self.latent, 2, self.hidden, self.activation), mlp(2, 1, self.hidden, self.activation))
 
     def param_groups(self, model: Players):
-        return [{"params": list(model.generator.parameters()), **self.players["generator"]},
-                {"params": list(model.discriminator.parameters()), **self.players["discriminator"]}]
+        return [
+            {"params": list(model.generator.parameters()), **self.players["generator"]},
+            {"params": list(model.discriminator.parameters()), **self.players["discriminator"]},
+        ]
 
     def step(self, model: Players, loss_fn: nn.Module, z: Tensor, real: Tensor, optimizer) -> tuple[Tensor, Tensor]:
         fake = model.generator(z)
         for _ in range(self.d_steps):  # the discriminator's update(s): the generator has no gradient here
-            d_loss = (loss_fn.d_loss(model.discriminator(real), model.discriminator(fake.detach()))
-                      + loss_fn.penalty(model.discriminator, real, fake.detach()))
+            d_loss = loss_fn.d_loss(model.discriminator(real), model.discriminator(fake.detach())) + loss_fn.penalty(
+                model.discriminator, real, fake.detach()
+            )
             optimizer.zero_grad(set_to_none=True)
             d_loss.backward()
             optimizer.step()
@@ -128,4 +147,7 @@ class GAN(Task):
 
     def metrics(self, output: Tensor, y: Tensor) -> dict[str, Tensor]:
         samples = output[:, :2].float()
-        return {"energy": energy_distance(samples, y.float()), **mode_metrics(samples, ring_centers(self.radius).to(samples.device), self.std)}
+        return {
+            "energy": energy_distance(samples, y.float()),
+            **mode_metrics(samples, ring_centers(self.radius).to(samples.device), self.std),
+        }

@@ -11,6 +11,7 @@ Data sets (``task.dataset``):
 The rarest class is the *minority class*: its recall is reported, as are balanced accuracy,
 macro-F1 and (two classes) average precision.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,8 +21,7 @@ import torch
 from torch import nn
 
 from harness import HarnessError
-from harness.tasks import (ClassificationTask, Data, Split, check_bool, check_number, check_positive_int, check_seed,
-                           split_indices)
+from harness.tasks import ClassificationTask, Data, Split, check_bool, check_number, check_positive_int, check_seed, split_indices
 from harness.tasks.mnist import check_normalize, check_split, image_model, load_mnist, to_inputs
 from harness.tasks.models import check_model, mlp
 
@@ -43,7 +43,7 @@ def gaussian_clusters(n: int, n_features: int, shares: list[float], class_sep: f
     informative = min(n_features, max(2, num_classes))
     counts = [max(1, round(s * n)) for s in shares]
     counts[0] += n - sum(counts)
-    vertices = torch.randperm(2 ** informative, generator=g)[:num_classes]
+    vertices = torch.randperm(2**informative, generator=g)[:num_classes]
     bits = ((vertices.unsqueeze(1) >> torch.arange(informative)) & 1).float()
     centroids = (2 * bits - 1) * class_sep
     xs, ys = [], []
@@ -71,16 +71,32 @@ class Imbalanced(ClassificationTask):
     name = "imbalanced"
     primary_metric = "test/macro_f1"
 
-    def __init__(self, dataset: str = "synthetic", imbalance_ratio: float = 100.0, num_classes: int = 2,
-                 n_train: int = 5000, n_val: int = 2000, n_test: int = 5000, n_features: int = 20, class_sep: float = 1.0,
-                 data_dir: str = "data", download: bool = True, model: str = "mlp", hidden: Sequence[int] = (64, 64),
-                 activation: str = "relu", channels: Sequence[int] = (16, 32), normalize: str = "standard",
-                 val_size: int = 5000, data_seed: int = 0):
+    def __init__(
+        self,
+        dataset: str = "synthetic",
+        imbalance_ratio: float = 100.0,
+        num_classes: int = 2,
+        n_train: int = 5000,
+        n_val: int = 2000,
+        n_test: int = 5000,
+        n_features: int = 20,
+        class_sep: float = 1.0,
+        data_dir: str = "data",
+        download: bool = True,
+        model: str = "mlp",
+        hidden: Sequence[int] = (64, 64),
+        activation: str = "relu",
+        channels: Sequence[int] = (16, 32),
+        normalize: str = "standard",
+        val_size: int = 5000,
+        data_seed: int = 0,
+    ):
         if dataset not in DATASETS:
             raise HarnessError(f"task.dataset={dataset!r} is not an imbalanced data set; allowed: {', '.join(DATASETS)}")
         self.dataset = dataset
-        self.ratio = check_number("task.imbalance_ratio", imbalance_ratio, 1.0,
-                                  "a finite number >= 1 (largest class / smallest class)")
+        self.ratio = check_number(
+            "task.imbalance_ratio", imbalance_ratio, 1.0, "a finite number >= 1 (largest class / smallest class)"
+        )
         self.hidden, self.channels = check_model(model, hidden, activation, channels)
         self.num_classes = 10 if dataset == "mnist_lt" else check_positive_int("task.num_classes", num_classes)
         if self.num_classes < 2:
@@ -90,11 +106,15 @@ class Imbalanced(ClassificationTask):
         self.n_features = check_positive_int("task.n_features", n_features)
         if dataset == "synthetic":
             if 2 ** min(self.n_features, max(2, self.num_classes)) < self.num_classes:
-                raise HarnessError(f"task.n_features={n_features} is too few for {self.num_classes} classes: "
-                                   f"at least {math.ceil(math.log2(self.num_classes))} are needed")
+                raise HarnessError(
+                    f"task.n_features={n_features} is too few for {self.num_classes} classes: "
+                    f"at least {math.ceil(math.log2(self.num_classes))} are needed"
+                )
             if min(self.sizes) < self.num_classes:
-                raise HarnessError(f"task.n_train, n_val and n_test must each be at least task.num_classes ({self.num_classes}), "
-                                   f"got {self.sizes}")
+                raise HarnessError(
+                    f"task.n_train, n_val and n_test must each be at least task.num_classes ({self.num_classes}), "
+                    f"got {self.sizes}"
+                )
         self.class_sep = check_number("task.class_sep", class_sep)
         self.data_dir, self.download = data_dir, check_bool("task.download", download)
         self.model_name, self.normalize, self.activation = model, check_normalize(normalize), activation
@@ -105,8 +125,13 @@ class Imbalanced(ClassificationTask):
         if self.dataset == "mnist_lt":
             return self._load_mnist_lt()
         n = sum(self.sizes)
-        x, y = gaussian_clusters(n, self.n_features, class_shares(self.num_classes, self.ratio), self.class_sep,
-                                 torch.Generator().manual_seed(self.data_seed))
+        x, y = gaussian_clusters(
+            n,
+            self.n_features,
+            class_shares(self.num_classes, self.ratio),
+            self.class_sep,
+            torch.Generator().manual_seed(self.data_seed),
+        )
         tr, va, te = split_indices(n, self.sizes, self.data_seed)
         mean, std = x[tr].mean(0), x[tr].std(0)
         x = (x - mean) / std
@@ -118,8 +143,11 @@ class Imbalanced(ClassificationTask):
         n_train = check_split(len(ytr), None, self.val_size)
         tr, va = split_indices(len(ytr), [n_train, self.val_size], self.data_seed)
         tr, va = tr[long_tail(ytr[tr], 10, self.ratio, g)], va[long_tail(ytr[va], 10, self.ratio, g)]
-        return Data(Split(to_inputs(xtr[tr], self.normalize), ytr[tr]), Split(to_inputs(xtr[va], self.normalize), ytr[va]),
-                    Split(to_inputs(xte, self.normalize), yte))
+        return Data(
+            Split(to_inputs(xtr[tr], self.normalize), ytr[tr]),
+            Split(to_inputs(xtr[va], self.normalize), ytr[va]),
+            Split(to_inputs(xte, self.normalize), yte),
+        )
 
     def model(self) -> nn.Module:
         if self.dataset == "mnist_lt":

@@ -5,6 +5,7 @@ random bytes is one clear line, not a traceback); torchvision downloads them the
 missing and ``download`` is true. The validation split is drawn from the 60k training images; the
 test split is the official 10k.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -19,8 +20,18 @@ import torch
 from torch import nn
 
 from harness import HarnessError
-from harness.tasks import (ClassificationTask, Data, Split, check_bool, check_choice, check_fraction, check_positive_int,
-                           check_seed, flip_labels, split_indices)
+from harness.tasks import (
+    ClassificationTask,
+    Data,
+    Split,
+    check_bool,
+    check_choice,
+    check_fraction,
+    check_positive_int,
+    check_seed,
+    flip_labels,
+    split_indices,
+)
 from harness.tasks.models import check_model, mlp, small_cnn
 
 RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -89,8 +100,10 @@ def load_mnist(data_dir: str | Path, download: bool = True) -> tuple[torch.Tenso
     if not all((raw / f).is_file() for f in RAW_FILES):
         why = download_mnist(root) if download else "download=false"
         if why is not None or not all((raw / f).is_file() for f in RAW_FILES):
-            raise HarnessError(f"MNIST is not in {raw} and {why}. Put the four IDX files ({', '.join(RAW_FILES)}) "
-                               f"there, or set data_dir to the folder that holds MNIST/raw")
+            raise HarnessError(
+                f"MNIST is not in {raw} and {why}. Put the four IDX files ({', '.join(RAW_FILES)}) "
+                f"there, or set data_dir to the folder that holds MNIST/raw"
+            )
     try:
         out = []
         for images, labels in (RAW_FILES[:2], RAW_FILES[2:]):
@@ -135,9 +148,20 @@ class MNIST(ClassificationTask):
     num_classes = 10
     primary_metric = "test/accuracy"
 
-    def __init__(self, data_dir: str = "data", download: bool = True, model: str = "mlp", hidden: Sequence[int] = (256,),
-                 activation: str = "relu", channels: Sequence[int] = (16, 32), normalize: str = "standard",
-                 val_size: int = 5000, n_train: int | None = None, data_seed: int = 0, label_noise: float = 0.0):
+    def __init__(
+        self,
+        data_dir: str = "data",
+        download: bool = True,
+        model: str = "mlp",
+        hidden: Sequence[int] = (256,),
+        activation: str = "relu",
+        channels: Sequence[int] = (16, 32),
+        normalize: str = "standard",
+        val_size: int = 5000,
+        n_train: int | None = None,
+        data_seed: int = 0,
+        label_noise: float = 0.0,
+    ):
         self.hidden, self.channels = check_model(model, hidden, activation, channels)
         self.data_dir, self.download = data_dir, check_bool("task.download", download)
         self.model_name, self.normalize, self.activation = model, check_normalize(normalize), activation

@@ -1,4 +1,5 @@
 """The models tasks train: an MLP (any widths) and a small CNN for 28x28 images."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -35,7 +36,14 @@ def small_cnn(out_features: int, channels: Sequence[int] = (16, 32), hidden: int
     """Two 3x3 conv + ReLU + 2x2 max-pool blocks on 1x28x28 input, then a hidden Linear layer."""
     c1, c2 = (int(c) for c in channels)
     return nn.Sequential(
-        nn.Conv2d(1, c1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(c2 * 7 * 7, hidden), nn.ReLU(), nn.Linear(hidden, out_features),
+        nn.Conv2d(1, c1, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(c1, c2, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(c2 * 7 * 7, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, out_features),
     )

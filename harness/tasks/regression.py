@@ -9,6 +9,7 @@ Data sets (``task.dataset``):
 Outliers: a fraction ``outlier_fraction`` of the *training* targets get ``outlier_scale`` times the
 target's standard deviation times N(0, 1) added. Validation and test targets are never corrupted.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -17,8 +18,7 @@ import torch
 from torch import nn
 
 from harness import HarnessError
-from harness.tasks import (Data, RegressionTask, Split, check_fraction, check_number, check_positive_int, check_seed,
-                           split_indices)
+from harness.tasks import Data, RegressionTask, Split, check_fraction, check_number, check_positive_int, check_seed, split_indices
 from harness.tasks.models import check_model, mlp
 
 DATASETS = ("synthetic", "diabetes")
@@ -31,9 +31,20 @@ def synthetic_function(x: torch.Tensor) -> torch.Tensor:
 class Regression(RegressionTask):
     name = "regression"
 
-    def __init__(self, dataset: str = "synthetic", n_train: int = 2000, n_val: int = 500, n_test: int = 2000,
-                 n_features: int = 8, noise: float = 0.1, outlier_fraction: float = 0.0, outlier_scale: float = 10.0,
-                 hidden: Sequence[int] = (64, 64), activation: str = "relu", data_seed: int = 0):
+    def __init__(
+        self,
+        dataset: str = "synthetic",
+        n_train: int = 2000,
+        n_val: int = 500,
+        n_test: int = 2000,
+        n_features: int = 8,
+        noise: float = 0.1,
+        outlier_fraction: float = 0.0,
+        outlier_scale: float = 10.0,
+        hidden: Sequence[int] = (64, 64),
+        activation: str = "relu",
+        data_seed: int = 0,
+    ):
         if dataset not in DATASETS:
             raise HarnessError(f"task.dataset={dataset!r} is not a regression data set; allowed: {', '.join(DATASETS)}")
         self.dataset = dataset

@@ -14,6 +14,7 @@ the label at that index (it assumes the i-th digit lies in the i-th slot). Each 
 own way (``decode``); metrics: exact sequence accuracy (primary) and character error rate (edit
 distance over label length).
 """
+
 from __future__ import annotations
 
 import torch
@@ -62,7 +63,7 @@ def compose(images: Tensor, labels: Tensor, n: int, max_length: int, jitter: int
         col = 0
         for k in range(int(lengths[i])):
             col += int(gaps[i, k])
-            x[i, 0, :, col:col + w] = images[picks[i, k]]
+            x[i, 0, :, col : col + w] = images[picks[i, k]]
             y[i, k] = labels[picks[i, k]]
             col += w
     return Split(x, y)
@@ -70,17 +71,22 @@ def compose(images: Tensor, labels: Tensor, n: int, max_length: int, jitter: int
 
 class ColumnNet(nn.Module):
     """Convolutions over the image, height pooled away, then 1-D convolutions over the columns."""
+
     def __init__(self, height: int, channels: int, classes: int):
         super().__init__()
-        self.encoder = nn.Sequential(nn.Conv2d(1, channels, 3, padding=1), nn.ReLU(), nn.MaxPool2d((2, 1)),
-                                     nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU())
+        self.encoder = nn.Sequential(
+            nn.Conv2d(1, channels, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d((2, 1)),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.ReLU(),
+        )
         self.pool = nn.AvgPool2d((height // 2, 1))
-        self.head = nn.Sequential(nn.Conv1d(channels, 2 * channels, 5, padding=2), nn.ReLU(),
-                                  nn.Conv1d(2 * channels, classes, 1))
+        self.head = nn.Sequential(nn.Conv1d(channels, 2 * channels, 5, padding=2), nn.ReLU(), nn.Conv1d(2 * channels, classes, 1))
 
     def forward(self, x: Tensor) -> Tensor:
-        columns = self.pool(self.encoder(x)).squeeze(2)        # [N, C, W]
-        return self.head(columns).transpose(1, 2)               # [N, W, classes]: a frame per column
+        columns = self.pool(self.encoder(x)).squeeze(2)  # [N, C, W]
+        return self.head(columns).transpose(1, 2)  # [N, W, classes]: a frame per column
 
 
 class Sequence(Task):
@@ -90,9 +96,19 @@ class Sequence(Task):
     num_classes = 10
     needs = ("decode",)
 
-    def __init__(self, dataset: str = "digits", data_dir: str = "data", download: bool = True, max_length: int = 4,
-                 jitter: int = 4, channels: int = 16, n_train: int = 5000, n_val: int = 1000, n_test: int = 2000,
-                 data_seed: int = 0):
+    def __init__(
+        self,
+        dataset: str = "digits",
+        data_dir: str = "data",
+        download: bool = True,
+        max_length: int = 4,
+        jitter: int = 4,
+        channels: int = 16,
+        n_train: int = 5000,
+        n_val: int = 1000,
+        n_test: int = 2000,
+        data_seed: int = 0,
+    ):
         self.dataset = check_choice("task.dataset", dataset, DATASETS)
         self.data_dir, self.download = data_dir, download
         self.max_length = check_positive_int("task.max_length", max_length)
@@ -120,8 +136,9 @@ class Sequence(Task):
 
     def load(self) -> Data:
         g = torch.Generator().manual_seed(self.data_seed)
-        return Data(*(compose(imgs, labels, n, self.max_length, self.jitter, g)
-                      for (imgs, labels), n in zip(self.pools(), self.sizes)))
+        return Data(
+            *(compose(imgs, labels, n, self.max_length, self.jitter, g) for (imgs, labels), n in zip(self.pools(), self.sizes))
+        )
 
     def model(self) -> nn.Module:
         return ColumnNet(self.height, self.channels, self.num_classes + 1)

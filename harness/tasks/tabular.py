@@ -11,6 +11,7 @@ With no ``path``, a data set bundled with scikit-learn is written to ``data_dir/
 and read back through the same code: breast cancer (569 rows, 30 features, 2 classes) for
 classification, diabetes (442 rows, 10 features) for regression.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -62,10 +63,22 @@ def read_table(path: Path):
 class Tabular(Task):
     name = "tabular"
 
-    def __init__(self, path: str | None = None, target: str | None = None, features: Sequence[str] | None = None,
-                 kind: str = "classification", data_dir: str = "data", val_fraction: float = 0.2, test_fraction: float = 0.2,
-                 max_categories: int = 50, missing: str = "error", hidden: Sequence[int] = (64, 64), activation: str = "relu",
-                 n_train: int | None = None, data_seed: int = 0):
+    def __init__(
+        self,
+        path: str | None = None,
+        target: str | None = None,
+        features: Sequence[str] | None = None,
+        kind: str = "classification",
+        data_dir: str = "data",
+        val_fraction: float = 0.2,
+        test_fraction: float = 0.2,
+        max_categories: int = 50,
+        missing: str = "error",
+        hidden: Sequence[int] = (64, 64),
+        activation: str = "relu",
+        n_train: int | None = None,
+        data_seed: int = 0,
+    ):
         self.kind = check_choice("task.kind", kind, KINDS)
         self.missing = check_choice("task.missing", missing, ("error", "drop"))
         if path is None:
@@ -79,8 +92,9 @@ class Tabular(Task):
         self.val_fraction = check_fraction("task.val_fraction", val_fraction)
         self.test_fraction = check_fraction("task.test_fraction", test_fraction)
         if self.val_fraction + self.test_fraction >= 0.9:
-            raise HarnessError(f"task.val_fraction + task.test_fraction must leave at least 10% to train, got "
-                               f"{val_fraction} + {test_fraction}")
+            raise HarnessError(
+                f"task.val_fraction + task.test_fraction must leave at least 10% to train, got {val_fraction} + {test_fraction}"
+            )
         self.max_categories = check_positive_int("task.max_categories", max_categories)
         self.hidden, _ = check_model("mlp", hidden, activation, (1, 1))
         self.activation = activation
@@ -96,13 +110,17 @@ class Tabular(Task):
         columns = [str(c) for c in frame.columns]
         frame.columns = columns
         if self.target not in columns:
-            raise HarnessError(f"task.target={self.target!r} is not a column of {self.path.name}; columns: "
-                               f"{', '.join(columns[:30])}{' ...' if len(columns) > 30 else ''}")
+            raise HarnessError(
+                f"task.target={self.target!r} is not a column of {self.path.name}; columns: "
+                f"{', '.join(columns[:30])}{' ...' if len(columns) > 30 else ''}"
+            )
         features = self.features if self.features is not None else [c for c in columns if c != self.target]
         unknown = [c for c in features if c not in columns]
         if unknown:
-            raise HarnessError(f"task.features names {', '.join(map(repr, unknown))}, not columns of {self.path.name}; "
-                               f"columns: {', '.join(columns[:30])}")
+            raise HarnessError(
+                f"task.features names {', '.join(map(repr, unknown))}, not columns of {self.path.name}; "
+                f"columns: {', '.join(columns[:30])}"
+            )
         if self.target in features:
             raise HarnessError(f"task.features includes the target column {self.target!r}")
         if not features:
@@ -112,8 +130,10 @@ class Tabular(Task):
         holes = holes[holes > 0]
         if len(holes):
             if self.missing == "error":
-                raise HarnessError(f"{self.path.name} has missing values in {', '.join(f'{c} ({n})' for c, n in holes.items())}; "
-                                   "fill them, or task.missing=drop to drop those rows")
+                raise HarnessError(
+                    f"{self.path.name} has missing values in {', '.join(f'{c} ({n})' for c, n in holes.items())}; "
+                    "fill them, or task.missing=drop to drop those rows"
+                )
             frame = frame.dropna()
         if len(frame) < 10:
             raise HarnessError(f"{self.path.name} has {len(frame)} usable rows; at least 10 are needed to split it")
@@ -129,9 +149,11 @@ class Tabular(Task):
             if pd.api.types.is_bool_dtype(values) or not pd.api.types.is_numeric_dtype(values):
                 cats = sorted(values.iloc[train_rows].astype(str).unique())
                 if len(cats) > self.max_categories:
-                    raise HarnessError(f"feature column {col!r} is not numeric and has {len(cats)} distinct values in "
-                                       f"training, more than task.max_categories={self.max_categories} to one-hot encode; "
-                                       "drop it (task.features=[...]) or encode it yourself")
+                    raise HarnessError(
+                        f"feature column {col!r} is not numeric and has {len(cats)} distinct values in "
+                        f"training, more than task.max_categories={self.max_categories} to one-hot encode; "
+                        "drop it (task.features=[...]) or encode it yourself"
+                    )
                 as_text = values.astype(str)
                 for c in cats:
                     blocks.append(torch.tensor((as_text == c).to_numpy(), dtype=torch.float32))
@@ -140,8 +162,10 @@ class Tabular(Task):
                 x = torch.tensor(values.to_numpy(dtype="float64"), dtype=torch.float32)
                 if not bool(torch.isfinite(x).all()):
                     bad = int((~torch.isfinite(x)).sum())
-                    raise HarnessError(f"feature column {col!r} of {self.path.name} holds {bad} value(s) that are not finite "
-                                       "numbers in float32 (inf, or beyond +-3.4e38); fix or drop them")
+                    raise HarnessError(
+                        f"feature column {col!r} of {self.path.name} holds {bad} value(s) that are not finite "
+                        "numbers in float32 (inf, or beyond +-3.4e38); fix or drop them"
+                    )
                 mean, std = x[train_rows].mean(), x[train_rows].std()
                 blocks.append((x - mean) / (std if std > 0 else 1.0))
                 names.append(col)
@@ -154,18 +178,24 @@ class Tabular(Task):
         if self.kind == "classification":
             classes = sorted(y.astype(str).unique())
             if len(classes) < 2:
-                raise HarnessError(f"task.target={self.target!r} has one class ({classes[0]!r}); classification needs "
-                                   "at least two (or task.kind=regression for a number)")
+                raise HarnessError(
+                    f"task.target={self.target!r} has one class ({classes[0]!r}); classification needs "
+                    "at least two (or task.kind=regression for a number)"
+                )
             self.classes = classes
             index = {c: i for i, c in enumerate(classes)}
             return torch.tensor([index[v] for v in y.astype(str)], dtype=torch.long)
         if not pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y):
-            raise HarnessError(f"task.target={self.target!r} is not numeric, so it cannot be a regression target "
-                               "(task.kind=classification for labels)")
+            raise HarnessError(
+                f"task.target={self.target!r} is not numeric, so it cannot be a regression target "
+                "(task.kind=classification for labels)"
+            )
         t = torch.tensor(y.to_numpy(dtype="float64"), dtype=torch.float32)
         if not bool(torch.isfinite(t).all()):
-            raise HarnessError(f"task.target={self.target!r} holds {int((~torch.isfinite(t)).sum())} value(s) that are not "
-                               "finite numbers in float32 (inf, or beyond +-3.4e38); fix or drop them")
+            raise HarnessError(
+                f"task.target={self.target!r} holds {int((~torch.isfinite(t)).sum())} value(s) that are not "
+                "finite numbers in float32 (inf, or beyond +-3.4e38); fix or drop them"
+            )
         mean, std = t[train_rows].mean(), t[train_rows].std()
         return ((t - mean) / (std if std > 0 else 1.0)).unsqueeze(1)
 

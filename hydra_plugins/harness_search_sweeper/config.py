@@ -1,4 +1,5 @@
 """`hydra/sweeper=search` and its knobs (registered when Hydra scans the hydra_plugins package)."""
+
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 

@@ -10,6 +10,7 @@ Optuna as failed. Trials are asked in rounds (``batch``); each round's jobs of e
 together. Resume: a job whose config already finished is skipped and its recorded metrics are told
 again, so a seeded sampler retraces the same trials.
 """
+
 from __future__ import annotations
 
 import logging
@@ -75,9 +76,18 @@ def method_labels(methods: list[tuple[str, ...]]) -> list[str]:
 
 
 class SearchSweeper(Sweeper):
-    def __init__(self, sampler: str = "tpe", n_trials: int = 20, batch: int | None = None, seed: int = 0,
-                 objective: str | None = None, direction: str | None = None, space: dict | None = None,
-                 params: dict | None = None, startup: int | None = None) -> None:
+    def __init__(
+        self,
+        sampler: str = "tpe",
+        n_trials: int = 20,
+        batch: int | None = None,
+        seed: int = 0,
+        objective: str | None = None,
+        direction: str | None = None,
+        space: dict | None = None,
+        params: dict | None = None,
+        startup: int | None = None,
+    ) -> None:
         self.sampler, self.n_trials, self.batch, self.seed = sampler, n_trials, batch, seed
         self.startup = startup
         self.objective, self.direction = objective, direction
@@ -91,8 +101,9 @@ class SearchSweeper(Sweeper):
         from hydra.core.plugins import Plugins
 
         self.hydra_context, self.config = hydra_context, config
-        self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context, task_function=task_function,
-                                                                config=config)
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
 
     # ---------------------------------------------------------------- checks and the plan
 
@@ -109,17 +120,22 @@ class SearchSweeper(Sweeper):
         if self.startup is not None:
             check_positive_int("hydra.sweeper.startup", self.startup)
             if self.sampler != "tpe":
-                raise HarnessError(f"hydra.sweeper.startup applies to sampler=tpe only (sampler is {self.sampler}); "
-                                   "leave it null for random and qmc")
+                raise HarnessError(
+                    f"hydra.sweeper.startup applies to sampler=tpe only (sampler is {self.sampler}); "
+                    "leave it null for random and qmc"
+                )
         if self.direction not in (None, "maximize", "minimize"):
             raise HarnessError(f"hydra.sweeper.direction={self.direction!r}; allowed: maximize, minimize, null (the task's)")
         if not self.space:
-            raise HarnessError("hydra.sweeper.space is empty: name what to search, e.g. "
-                               "+hydra.sweeper.space.optimizer.lr='loguniform(1e-4, 1)'")
+            raise HarnessError(
+                "hydra.sweeper.space is empty: name what to search, e.g. +hydra.sweeper.space.optimizer.lr='loguniform(1e-4, 1)'"
+            )
         parse_space(self.space)
         if self.objective is not None and (not isinstance(self.objective, str) or "/" not in self.objective):
-            raise HarnessError(f"hydra.sweeper.objective must be null (the task's primary metric on validation) or a "
-                               f"logged metric such as val/accuracy, got {self.objective!r}")
+            raise HarnessError(
+                f"hydra.sweeper.objective must be null (the task's primary metric on validation) or a "
+                f"logged metric such as val/accuracy, got {self.objective!r}"
+            )
 
     def methods(self, arguments: list[str]) -> tuple[list[tuple[str, ...]], list[str | None]]:
         """The grid's combinations without the seed (methods), and the seeds (None: the config's)."""
@@ -135,8 +151,10 @@ class SearchSweeper(Sweeper):
         for o in overrides:  # one value given for a searched key (smoke=on, or by hand) pins it
             key = o.get_key_element().lstrip("+~")
             if key in self.space:
-                print(f"search: {key} is pinned to {o.get_value_element_as_str()} on the command line or grid: not searched",
-                      flush=True)
+                print(
+                    f"search: {key} is pinned to {o.get_value_element_as_str()} on the command line or grid: not searched",
+                    flush=True,
+                )
                 del self.space[key]
         jobs = BasicSweeper.split_arguments(overrides, None)[0]
         methods: list[tuple[str, ...]] = []
@@ -204,8 +222,11 @@ class SearchSweeper(Sweeper):
             default = inspect.signature(optuna.samplers.TPESampler).parameters["n_startup_trials"].default
             start = default if self.startup is None else self.startup
             name = f"tpe (its first {min(start, self.n_trials)} trials random)"
-        print(f"search: {name}, {self.n_trials} trials x {len(seeds)} seed(s) for each of {len(methods)} method(s), "
-              f"{direction} {metric} (mean over seeds), rounds of {batch} trials", flush=True)
+        print(
+            f"search: {name}, {self.n_trials} trials x {len(seeds)} seed(s) for each of {len(methods)} method(s), "
+            f"{direction} {metric} (mean over seeds), rounds of {batch} trials",
+            flush=True,
+        )
         asked, job_idx, returns = 0, 0, []
         while asked < self.n_trials:
             n = min(batch, self.n_trials - asked)

@@ -1,4 +1,5 @@
 """`hydra/launcher=stacked` and its knobs (registered when Hydra scans the hydra_plugins package)."""
+
 from dataclasses import dataclass
 from typing import Optional
 

@@ -6,6 +6,7 @@ compatible jobs into bundles that train as one stacked model and runs the rest a
 in this process, one after another; with ``workers`` > 1 (a GPU's default), bundles train side by
 side in worker processes.
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,8 +22,9 @@ log = logging.getLogger(__name__)
 
 
 class StackedLauncher(Launcher):
-    def __init__(self, max_members: int = 64, memory_gb: float | None = None, workers: int | None = None,
-                 vmap_on_cpu: bool = False) -> None:
+    def __init__(
+        self, max_members: int = 64, memory_gb: float | None = None, workers: int | None = None, vmap_on_cpu: bool = False
+    ) -> None:
         self.max_members, self.memory_gb, self.workers, self.vmap_on_cpu = max_members, memory_gb, workers, vmap_on_cpu
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
@@ -36,8 +38,13 @@ class StackedLauncher(Launcher):
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def run_solo(self, cfg: DictConfig) -> JobReturn:
-        return run_job(hydra_context=self.hydra_context, task_function=self.task_function, config=cfg,
-                       job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+        return run_job(
+            hydra_context=self.hydra_context,
+            task_function=self.task_function,
+            config=cfg,
+            job_dir_key="hydra.sweep.dir",
+            job_subdir_key="hydra.sweep.subdir",
+        )
 
     def check(self) -> None:
         """The launcher's knobs, one line for a bad one (``harness.sweep.check_sweep`` calls it before the
@@ -46,11 +53,14 @@ class StackedLauncher(Launcher):
         from harness.tasks import check_positive_int
 
         check_positive_int("hydra.launcher.max_members", self.max_members)
-        if self.memory_gb is not None and (isinstance(self.memory_gb, bool) or not isinstance(self.memory_gb, (int, float))
-                                           or not self.memory_gb > 0):
+        if self.memory_gb is not None and (
+            isinstance(self.memory_gb, bool) or not isinstance(self.memory_gb, (int, float)) or not self.memory_gb > 0
+        ):
             raise HarnessError(f"hydra.launcher.memory_gb must be null or a number > 0, got {self.memory_gb!r}")
         if self.workers is not None and (isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1):
-            raise HarnessError(f"hydra.launcher.workers must be null (1 on a CPU, 4 on a GPU) or a positive integer, got {self.workers!r}")
+            raise HarnessError(
+                f"hydra.launcher.workers must be null (1 on a CPU, 4 on a GPU) or a positive integer, got {self.workers!r}"
+            )
         if not isinstance(self.vmap_on_cpu, bool):
             raise HarnessError(f"hydra.launcher.vmap_on_cpu must be true or false, got {self.vmap_on_cpu!r}")
 
@@ -68,7 +78,17 @@ class StackedLauncher(Launcher):
                 cfg.hydra.job.id = cfg.hydra.job.num = initial_job_idx + i
             configs.append(cfg)
         results = launch(configs, self.run_solo, self.max_members, self.memory_gb, self.workers, self.vmap_on_cpu)
-        return [r if isinstance(r, JobReturn) else JobReturn(overrides=list(cfg.hydra.overrides.task), cfg=cfg,
-                                                             hydra_cfg=cfg, status=JobStatus.COMPLETED, _return_value=r,
-                                                             task_name=cfg.hydra.job.name, working_dir=str(Path.cwd()))
-                for cfg, r in zip(configs, results)]
+        return [
+            r
+            if isinstance(r, JobReturn)
+            else JobReturn(
+                overrides=list(cfg.hydra.overrides.task),
+                cfg=cfg,
+                hydra_cfg=cfg,
+                status=JobStatus.COMPLETED,
+                _return_value=r,
+                task_name=cfg.hydra.job.name,
+                working_dir=str(Path.cwd()),
+            )
+            for cfg, r in zip(configs, results)
+        ]
