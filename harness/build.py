@@ -67,7 +67,7 @@ def resolve_device(requested: str) -> torch.device:
     raise HarnessError(f"device={requested!r} is unknown; allowed: auto, cpu, cuda, cuda:N")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def device_name(device: torch.device) -> str:
     """What the device is, for the record: the GPU's name, or the CPU's model as the OS reports it."""
     if device.type == "cuda":

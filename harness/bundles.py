@@ -18,8 +18,8 @@ import json
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
@@ -41,8 +41,8 @@ from harness.optimizers import needs_closure
 from harness.run import RunRecord, Spec, admit, open_tracker, refuse, skip, spec_from_hydra
 from harness.stacked import Member, batched_mlp, qualified_name, stackable, train_stacked
 from harness.sweep import job_recorded, show_progress
-from harness.train import Result
 from harness.tracking import FlushGroup
+from harness.train import Result
 
 MEMBER_KEYS = ("seed", "loss", "optimizer", "schedule", "lr_scaling", "lr_reference_batch")
 MEMORY_SHARE = {"cuda": 0.5, "cpu": 0.25}  # share of free GPU / available RAM the bundles may use by default

@@ -19,16 +19,17 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from harness import HarnessError
+from harness.losses import TARGET_KINDS
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 GROUPS = ("task", "loss", "optimizer", "schedule")
-from harness.losses import TARGET_KINDS
 
 LR_SCALINGS = ("none", "linear", "sqrt")
 SEED_LIMIT = 2**32  # torch's CPU generator (mt19937) keeps 32 bits of a seed: 2**32 + 1 would alias 1
@@ -271,7 +272,7 @@ def check_group_knobs(cfg: DictConfig) -> None:
         raise HarnessError(f"loss.targets must be one of {', '.join(TARGET_KINDS)}, got {_show(cfg.loss.get('targets'))}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def shipped_defaults(group: str, name: str) -> dict:
     """conf/GROUP/NAME.yaml as written (unresolved: ${data_dir} stays text); {} for a choice not shipped."""
     path = CONF_DIR / group / f"{name}.yaml"

@@ -19,7 +19,6 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
-
 TABLES = {"alembic_version", "experiments", "runs", "metrics", "latest_metrics", "params", "tags", "experiment_tags"}
 
 

@@ -21,7 +21,7 @@ HuberLoss, SmoothL1Loss) are used straight from ``torch.nn`` through ``_target_`
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

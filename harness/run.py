@@ -112,7 +112,8 @@ def spec_from_hydra(cfg: DictConfig, hydra_cfg=None) -> Spec:
 def compose(*overrides: str) -> DictConfig:
     """The config `python -m harness OVERRIDES` hands to run(), with HydraConfig set as Hydra sets it
     (for in-process runs: tests, the benchmark)."""
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 

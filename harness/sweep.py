@@ -36,7 +36,7 @@ JOBS_DIR = "harness_jobs"
 REUSED_FILE = "harness_reused_runs.json"  # a sweep parent's artifact: the earlier runs its skipped jobs reused
 OUTCOMES = ("finished", "diverged", "failed", "killed", "skipped")
 DIED = "found RUNNING by a later sweep: its process died; rerun"
-ACTIVE: "SweepCallback | None" = None  # the sweep this process runs, for the stop handler in harness.__main__
+ACTIVE: SweepCallback | None = None  # the sweep this process runs, for the stop handler in harness.__main__
 
 
 def sweep_dir(hydra_cfg) -> Path:

@@ -6,7 +6,6 @@ import pytest
 from tests.conftest import run_cli
 from tests.hostile import one_error_line, statuses
 
-
 pytestmark = pytest.mark.slow
 
 # ---------------------------------------------------------------- 4./5. end to end (the rest in test_checks.py)

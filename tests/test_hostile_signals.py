@@ -14,7 +14,6 @@ import pytest
 from tests.conftest import mlflow_runs
 from tests.hostile import env_with, harness_cmd, running_children, statuses, wait_for
 
-
 pytestmark = pytest.mark.slow
 
 # ---------------------------------------------------------------- 1. signals

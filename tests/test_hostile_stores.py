@@ -15,7 +15,6 @@ import pytest
 from tests.conftest import mlflow_runs, run_cli
 from tests.hostile import env_with, harness_cmd, one_error_line, statuses
 
-
 pytestmark = pytest.mark.slow
 
 # ---------------------------------------------------------------- 2. concurrent use

@@ -290,8 +290,9 @@ def test_report_of_a_real_sweep(tmp_path):
     assert len(summary) == 14 and set(summary["n"]) == {2}  # 7 losses x 2 ratios (one LR in smoke mode), 2 seeds each
     assert (tmp_path / "rep" / "tuned.csv").exists()  # the study declares what it compares: a tuned report
     assert (tmp_path / "rep" / "imbalanced_heatmap.png").exists()
-    from harness.build import device_name
     import torch
+
+    from harness.build import device_name
 
     # the header names where the runs trained (the device and its model, from each run's tags)
     md = (tmp_path / "rep" / "report.md").read_text()

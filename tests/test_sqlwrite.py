@@ -99,7 +99,7 @@ def test_a_flush_group_writes_its_members_together_and_each_ends_alone(tmp_path,
     trackers[0].end("FINISHED", {"outcome": "finished"})  # leaves the group; the others still flush together
     trackers[1].log({"val/loss": 2.0}, step=1)
     assert calls == [3, 1, 2]  # the group's write, the ended member's own last write, the group (less it)
-    for i, t in enumerate(trackers[1:], 1):
+    for t in trackers[1:]:
         t.end("FINISHED", {"outcome": "finished"})
     runs = [store.client.get_run(t.run_id) for t in trackers]
     assert [r.info.status for r in runs] == ["FINISHED"] * 3

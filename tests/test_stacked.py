@@ -20,9 +20,9 @@ import math
 import pytest
 import torch
 
-from harness.build import build, batch_size_of
 from harness import bundles
-from harness.bundles import Entry, member, plan, prepare, split, member_bytes, task_config
+from harness.build import build
+from harness.bundles import Entry, member, member_bytes, plan, prepare, split
 from harness.checks import check_config
 from harness.run import compose, spec_from_hydra
 from harness.stacked import train_stacked
@@ -90,7 +90,7 @@ def stacked(cfgs):
     head = entries[0]
     steps = -(-len(head.parts["data"].train) // head.parts["batch_size"])
     logs = [[] for _ in entries]
-    members = [member(e, (lambda log: lambda ep, m, lrs: log.append((m, lrs)))(log), steps) for e, log in zip(entries, logs)]
+    members = [member(e, (lambda log: lambda ep, m, lrs: log.append((m, lrs)))(log), steps) for e, log in zip(entries, logs)]  # noqa: B023 (bound at once)
     results = train_stacked(
         [(head.parts["task"], head.parts["data"])],
         members,

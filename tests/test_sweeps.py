@@ -74,7 +74,7 @@ def test_a_glob_over_a_group_sweeps_its_matching_options(tmp_path):
 def test_the_same_job_twice_in_a_sweep_is_two_jobs(tmp_path, launcher):
     out = sweep(f"hydra/launcher={launcher}", "task=regression", "seed=0,0", "epochs=1", cwd=tmp_path)
     assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr[-3000:]
-    journal = sorted((p.name for p in tmp_path.glob("multirun/*/*/harness_jobs/*.json")))
+    journal = sorted(p.name for p in tmp_path.glob("multirun/*/*/harness_jobs/*.json"))
     assert journal == ["0.json", "1.json"]
     # one after another, the second finds the first finished and is skipped (resume); in one bundle both train
     assert (

@@ -12,15 +12,15 @@ import re
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
 
-from harness.report import ReportError
+from harness.report import ReportError, protocol, stats
 from harness.report import figures as fig
-from harness.report import protocol, stats
 from harness.report.aggregate import DEFAULT_TARGETS, config_name, methods, performance_profile, rank
 from harness.report.load import (
     client_for,
@@ -139,7 +139,7 @@ def build_report(
                 high=part["ci95_high"],
                 winner=part["rank"] == 1,
             )
-            note = f"shaded: not distinguishable from the best (Holm-corrected tests, alpha 0.05)" + (
+            note = "shaded: not distinguishable from the best (Holm-corrected tests, alpha 0.05)" + (
                 f"; best {MAX_FOREST} of {len(part)} shown" if len(part) > MAX_FOREST else ""
             )
             made.append(

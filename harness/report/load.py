@@ -283,7 +283,7 @@ def slice_runs(runs: pd.DataFrame, where: dict[str, str]) -> pd.DataFrame:
         if col not in runs:
             known = sorted(c.split(":", 1)[1] for c in runs.columns if c.startswith("param:"))
             raise ReportError(f"--where {key}={value}: no run logged {key}; its runs log: {', '.join(known)}")
-        keep = runs[col].map(lambda v: same_value(v, value))
+        keep = runs[col].map(lambda v, value=value: same_value(v, value))
         if not keep.any():
             seen = sorted({str(v) for v in runs[col].dropna()})
             raise ReportError(f"--where {key}={value}: no run has that value; values logged: {', '.join(seen)}")

@@ -25,8 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from harness.report import ReportError
-from harness.report import stats
+from harness.report import ReportError, stats
 from harness.report.load import GROUPS, label
 
 
@@ -38,7 +37,7 @@ class Declaration:
     overrides: str = ""  # that sweep's command-line overrides (a cut budget shows here)
 
     @classmethod
-    def from_tags(cls, tags: dict[str, str], run_id: str | None = None) -> "Declaration | None":
+    def from_tags(cls, tags: dict[str, str], run_id: str | None = None) -> Declaration | None:
         compare = json.loads(tags.get("harness.compare") or "[]")
         return (
             cls(list(compare), list(json.loads(tags.get("harness.tune") or "[]")), run_id, tags.get("overrides", ""))

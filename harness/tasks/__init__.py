@@ -31,7 +31,7 @@ class Data:
     val: Split
     test: Split
 
-    def to(self, device) -> "Data":
+    def to(self, device) -> Data:
         return Data(*(Split(s.x.to(device), s.y.to(device)) for s in (self.train, self.val, self.test)))
 
 

@@ -11,7 +11,7 @@ predicted mu of |mean predicted - mean observed|).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

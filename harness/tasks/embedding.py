@@ -13,7 +13,7 @@ Data: ``digits``, scikit-learn's bundled 8x8 digits (1,797 images; no download),
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

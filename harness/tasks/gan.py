@@ -17,7 +17,7 @@ share of high-quality samples (within 3 standard deviations of a mode).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn

@@ -15,7 +15,7 @@ macro-F1 and (two classes) average precision.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

@@ -12,7 +12,7 @@ target's standard deviation times N(0, 1) added. Validation and test targets are
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

@@ -14,8 +14,8 @@ classification, diabetes (442 rows, 10 features) for regression.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import nn
