@@ -61,7 +61,6 @@ def choice_classes(client, runs: pd.DataFrame, config_cols: list[str]) -> dict:
     ``_target_`` param); a choice whose config cannot be read is left out."""
     import yaml
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per choice read cluttered the output
     out = {}
     for group in [c for c in config_cols if c in ("loss", "optimizer", "schedule")]:
         if f"param:{group}._target_" in runs and runs[f"param:{group}._target_"].notna().all():
