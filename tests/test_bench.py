@@ -88,8 +88,8 @@ def test_bench_only_names_its_parts_and_refuses_others(tmp_path):
 
 
 def test_scaling_table_renders_members_per_second():
-    from harness.bench import markdown
-    from harness.bench_sweeps import scaling_markdown
+    from harness.bench.__main__ import markdown
+    from harness.bench.sweeps import scaling_markdown
 
     lines = [
         {"members": 1, "runs": 1, "epochs": 2, "train_s": 2.0, "wall_s": 9.0, "member_epochs_per_s": 1.0, "speedup_vs_1": 1.0},

@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness.bench import harness_env, run_sweep, stats
+from harness.bench.common import harness_env, run_sweep, stats
 
 REGRESSION_20 = ["task=regression", "loss=mse,mae,huber,log_cosh", "seed=0,1,2,3,4", "epochs=5"]
 MNIST_12 = ["task=mnist", "optimizer.lr=0.0003,0.001,0.003", "seed=0,1,2,3", "epochs=2"]
@@ -64,7 +64,7 @@ def whole_process(cmd: list[str], cwd: Path, **env: str) -> float:
 
 RAW_PROCESS = """
 import sys, torch
-from harness.bench import raw_loop
+from harness.bench.common import raw_loop
 from harness.build import resolve_threads
 from harness.tasks.mnist import MNIST
 device = torch.device(sys.argv[3])
