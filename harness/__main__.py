@@ -3,7 +3,7 @@
 import os
 import sys
 
-from harness import signals
+from harness.tracking import signals
 
 
 def stopped_line(e: KeyboardInterrupt, during: str = "") -> int:
@@ -41,7 +41,7 @@ def rerun_argv(argv: list[str]) -> list[str]:
     import json
 
     from harness import HarnessError
-    from harness.tracking import check_uri, first_line, quiet_mlflow
+    from harness.tracking.uris import check_uri, first_line, quiet_mlflow
 
     at = argv.index("--rerun")
     ids = [a for a in argv[at + 1 :] if "=" not in a and not a.startswith("-")]

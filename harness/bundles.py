@@ -41,7 +41,7 @@ from harness.optimizers import needs_closure
 from harness.run import RunRecord, Spec, admit, open_tracker, refuse, skip, spec_from_hydra
 from harness.stacked import Member, batched_mlp, qualified_name, stackable, train_stacked
 from harness.sweep import job_recorded, show_progress
-from harness.tracking import FlushGroup
+from harness.tracking.runs import FlushGroup
 from harness.train import Result
 
 MEMBER_KEYS = ("seed", "loss", "optimizer", "schedule", "lr_scaling", "lr_reference_batch")
@@ -477,7 +477,7 @@ def bundle_worker(cfgs: list[DictConfig], label: str, threads: int) -> list[Resu
     and looked up again here, as the launcher did), closed as run_bundle closes it."""
     from hydra.core.utils import setup_globals
 
-    from harness import signals
+    from harness.tracking import signals
 
     signals.install(once=True)  # the first stop closes the members as KILLED; the sweep's later ones find nothing left
     signals.watch_parent()  # the launcher killed outright (kill -9): close the members as KILLED rather than train on

@@ -3,7 +3,7 @@
 ``run(cfg)`` is what ``python -m harness`` calls for a single run and for each job of a sweep.
 Input is checked before any MLflow run opens (``harness.checks``), so bad input never leaves a
 record behind. From the moment a run is created it always ends FINISHED, FAILED or KILLED: its
-creation and its end are written with stopping signals deferred (``harness.signals``), and a
+creation and its end are written with stopping signals deferred (``harness.tracking.signals``), and a
 signal at any other moment unwinds through the ``except`` that closes it. ``RunRecord`` is the
 record of one run; the stacked launcher (``harness.bundles``) gives one to each member of a bundle,
 so that a member's record cannot be told from a solo run's.
@@ -21,11 +21,14 @@ from dataclasses import dataclass, field
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from harness import HarnessError, __version__, signals
+from harness import HarnessError, __version__
 from harness.build import build, device_name, git_commit
 from harness.checks import check_config
 from harness.sweep import DIED, experiment_name, job_context, record_job, show_progress
-from harness.tracking import MlflowTracker, NullTracker, flatten, open_store, process_alive, runs_link
+from harness.tracking import signals
+from harness.tracking.runs import MlflowTracker, NullTracker, flatten
+from harness.tracking.store import open_store, process_alive
+from harness.tracking.uris import runs_link
 from harness.train import Result, train
 
 NOT_IN_HASH = (
@@ -360,7 +363,7 @@ def run_spec(spec: Spec, cfg: DictConfig) -> Result:
             eval_batch_size=cfg.eval_batch_size,
         )
         record.end(result.outcome, result, metric=primary)
-    except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP (harness.signals.Stopped)
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP (harness.tracking.signals.Stopped)
         record.end("killed", metric=primary)
         raise
     except HarnessError as e:  # the store failed us mid-run (locked past tracking.lock_timeout, ...)

@@ -310,7 +310,7 @@ def claim(directory: Path, info: dict[str, Any]) -> None:
     """Make this sweep the owner of its folder: refused while another live sweep owns it; a folder
     left by a finished or dead sweep is taken over, its journal moved aside."""
     from harness import HarnessError
-    from harness.tracking import process_alive
+    from harness.tracking.store import process_alive
 
     directory.mkdir(parents=True, exist_ok=True)
     with folder_lock(directory):
@@ -384,8 +384,8 @@ def is_resource_tracker(process) -> bool:
 def close_dead_sweeps(store, experiment_id: str) -> int:
     """Close the parent runs (and their RUNNING children) of sweeps in this experiment whose process
     died (kill -9, a lost node): children FAILED, parent KILLED with the job counts."""
-    from harness import signals
-    from harness.tracking import process_alive
+    from harness.tracking import signals
+    from harness.tracking.store import process_alive
 
     client = store.client
     parents = store.call(client.search_runs, [experiment_id], "tags.`harness.role` = 'sweep' and attributes.status = 'RUNNING'")
@@ -424,7 +424,8 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Hydra turns a callback's exception into a warning and carries on; a sweep that cannot
         # reach its store must stop instead, so exit here (SystemExit passes through Hydra).
-        from harness import HarnessError, compose, signals
+        from harness import HarnessError, compose
+        from harness.tracking import signals
 
         signals.install()
         compose.install()  # each job composed once, for whatever launcher
@@ -439,9 +440,9 @@ class SweepCallback(Callback):
 
     def _start(self, config: DictConfig) -> None:
         global ACTIVE
-        from harness import signals
         from harness.checks import check_run_knobs
-        from harness.tracking import open_store, process_tag
+        from harness.tracking import signals
+        from harness.tracking.store import open_store, process_tag
 
         hc = config.hydra
         check_run_knobs(config)
@@ -527,7 +528,7 @@ class SweepCallback(Callback):
 
     def finish(self, outcomes: list[dict[str, Any]], status: str | None = None) -> dict[str, int]:
         """Print the table and the counts, close the parent run, mark the folder's sweep finished."""
-        from harness import signals
+        from harness.tracking import signals
 
         counts = {k: sum(o["outcome"] == k for o in outcomes) for k in OUTCOMES}
         if outcomes:
@@ -573,7 +574,7 @@ class SweepCallback(Callback):
         counts = self.finish(outcomes)
         ACTIVE = None
         if self.store is not None and self.experiment_id:
-            from harness.tracking import runs_link
+            from harness.tracking.uris import runs_link
 
             print(f"runs in the MLflow UI: {runs_link(self.store.uri, self.experiment_id)}", flush=True)
             print(f"report: {report_command(self.info.get('experiment'), self.store.uri)}", flush=True)
@@ -583,7 +584,7 @@ class SweepCallback(Callback):
     def abort(self, why: str) -> None:
         """The sweep was stopped (Ctrl-C, SIGTERM, SIGHUP): stop the workers, close what is open as KILLED."""
         global ACTIVE
-        from harness import signals
+        from harness.tracking import signals
 
         ACTIVE = None
         with signals.deferred():

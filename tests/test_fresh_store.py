@@ -1,9 +1,9 @@
-"""A new sqlite store is copied from a cached, fully migrated empty one (harness/fresh_store.py)."""
+"""A new sqlite store is copied from a cached, fully migrated empty one (harness/tracking/fresh_store.py)."""
 
 import sqlite3
 
-from harness import fresh_store
-from harness.tracking import Store
+from harness.tracking import fresh_store
+from harness.tracking.store import Store
 
 
 def experiments(db):

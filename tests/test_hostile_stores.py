@@ -59,7 +59,8 @@ def test_two_sweeps_started_in_the_same_second_keep_their_own_jobs(tmp_path):
 
 OPEN_STORE = textwrap.dedent("""
     import sys
-    from harness.tracking import MlflowTracker, open_store
+    from harness.tracking.runs import MlflowTracker
+    from harness.tracking.store import open_store
     t = MlflowTracker(open_store(sys.argv[1]), "fresh", 0)
     t.start("r" + sys.argv[2], {"config_hash": sys.argv[2]}, {"seed": sys.argv[2]}, "seed: 0\\n")
     t.end("FINISHED", {"outcome": "finished"})

@@ -186,7 +186,7 @@ def test_a_report_on_a_slice_of_the_store(store, capsys):
 
 
 def test_the_link_to_the_runs_opens_the_runs_table():
-    from harness.tracking import runs_link
+    from harness.tracking.uris import runs_link
 
     assert runs_link("http://host:5000/", "7") == "http://host:5000/#/experiments/7/runs?workflowType=machine_learning"
     assert runs_link("sqlite:///mlflow.db", "7").startswith("mlflow ui --backend-store-uri sqlite:///mlflow.db")

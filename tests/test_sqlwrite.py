@@ -5,8 +5,8 @@ import math
 import pytest
 from mlflow.entities import Metric, RunTag
 
-from harness import sqlwrite
-from harness.tracking import open_store
+from harness.tracking import sqlwrite
+from harness.tracking.store import open_store
 
 
 def metrics(epochs, keys=("train/loss", "val/acc"), t0=1000):
@@ -83,7 +83,7 @@ def test_several_runs_in_one_transaction_read_back_as_written_one_by_one(tmp_pat
 
 
 def test_a_flush_group_writes_its_members_together_and_each_ends_alone(tmp_path, monkeypatch):
-    from harness.tracking import FlushGroup, MlflowTracker
+    from harness.tracking.runs import FlushGroup, MlflowTracker
 
     store = open_store(f"sqlite:///{tmp_path}/mlflow.db")
     group, trackers = FlushGroup(), [MlflowTracker(store, "grouped", flush_seconds=0.0) for _ in range(3)]

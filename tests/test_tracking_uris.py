@@ -5,7 +5,7 @@ import sqlite3
 import pytest
 
 from harness import HarnessError
-from harness.tracking import check_uri
+from harness.tracking.uris import check_uri
 
 
 @pytest.mark.parametrize(
@@ -27,7 +27,8 @@ def test_uris_that_would_lose_records_are_refused(tmp_path, monkeypatch, uri, ne
 def test_a_bad_cached_template_is_dropped_and_the_store_made_by_mlflow(tmp_path, monkeypatch):
     """A template that passes the quick check (a whole sqlite file with MLflow's table names) but is not
     MLflow's schema: the copy made of it is removed, the template too, and MLflow creates the store."""
-    from harness import fresh_store, tracking
+    from harness.tracking import fresh_store
+    from harness.tracking import store as tracking
 
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
     template = fresh_store.template_path()

@@ -7,7 +7,7 @@ each timed side by side in one run of the bench.
 3. an MNIST bundle (12 configurations of the default MLP): basic wall / stacked wall;
 4. a whole 4-epoch MNIST process in a folder whose store exists: harness wall / raw-loop wall;
 4a. (``fresh``) the default job in a fresh folder: its store created by MLflow's migrations / copied
-   from the harness's cache of an empty one (harness/fresh_store.py), wall time;
+   from the harness's cache of an empty one (harness/tracking/fresh_store.py), wall time;
 4b. (``conv``) 8 sequence models (a CNN over image columns): the stacked bundle's training seconds
    (``hydra.launcher.vmap_on_cpu=true``) / the sum of their training seconds one after another; the
    measurement behind running such models alone on a CPU;

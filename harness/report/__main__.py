@@ -378,7 +378,7 @@ def check_store(uri: str) -> None:
     """One line, and nothing created, for a store a report cannot read: a sqlite file that is not
     there (MLflow would create an empty one), corrupt or unreadable, an unknown scheme, a dead server."""
     from harness import HarnessError
-    from harness.tracking import check_uri, sqlite_path
+    from harness.tracking.uris import check_uri, sqlite_path
 
     try:
         check_uri(uri)
@@ -394,7 +394,7 @@ def check_store(uri: str) -> None:
 
 def waiting_out_locks(make: Callable[[], T], uri: str, wait: float = LOCK_WAIT) -> T:
     """make(), again while another process holds the store locked (a sweep writing), for up to ``wait`` seconds."""
-    from harness.tracking import is_locked, quiet_mlflow
+    from harness.tracking.uris import is_locked, quiet_mlflow
 
     quiet_mlflow()
     deadline, pause = time.monotonic() + wait, 0.5
