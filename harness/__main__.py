@@ -41,7 +41,7 @@ def rerun_argv(argv: list[str]) -> list[str]:
     import json
 
     from harness import HarnessError
-    from harness.tracking.uris import check_uri, first_line, quiet_mlflow
+    from harness.tracking.uris import check_uri, first_line, quiet_mlflow, sqlite_path
 
     at = argv.index("--rerun")
     ids = [a for a in argv[at + 1 :] if "=" not in a and not a.startswith("-")]
@@ -56,6 +56,9 @@ def rerun_argv(argv: list[str]) -> list[str]:
         os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db"),
     )
     check_uri(uri)
+    path = sqlite_path(uri) if uri.startswith("sqlite:") else None
+    if path is not None and not path.exists():  # MLflow would create an empty store to look in
+        raise HarnessError(f"there is no MLflow store at {path}; pass tracking.uri=... to the store that has run {run_id}")
     quiet_mlflow()
     from mlflow.tracking import MlflowClient
 

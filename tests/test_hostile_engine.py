@@ -271,3 +271,8 @@ def test_a_run_is_rerun_from_its_record_and_gives_the_same_result(tmp_path):
     assert again.data.metrics["test/mse"] == first.data.metrics["test/mse"]  # the same config, seed and data: the same run
     out = run_cli("--rerun", "nosuchrun", cwd=tmp_path)
     assert out.returncode == 2 and out.stderr.startswith("error: no run nosuchrun in ") and "Traceback" not in out.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = run_cli("--rerun", first.info.run_id, cwd=empty)  # a folder without a store: one line, and no store made
+    assert out.returncode == 2 and out.stderr.startswith("error: there is no MLflow store at ") and "Traceback" not in out.stderr
+    assert not (empty / "mlflow.db").exists()
