@@ -94,9 +94,10 @@ def cli() -> None:
             from hydra.errors import HydraException, InstantiationException
             from omegaconf import DictConfig
 
-            from harness import HarnessError, sweep
+            from harness import HarnessError
             from harness.compose import one_line
             from harness.run import run
+            from harness.sweep import callback as sweep
     except KeyboardInterrupt as e:
         sys.exit(stopped_line(e, " while starting up: nothing was written"))
 

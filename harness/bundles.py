@@ -40,7 +40,7 @@ from harness.build import (
 from harness.optimizers import needs_closure
 from harness.run import RunRecord, Spec, admit, open_tracker, refuse, skip, spec_from_hydra
 from harness.stacked import Member, batched_mlp, qualified_name, stackable, train_stacked
-from harness.sweep import job_recorded, show_progress
+from harness.sweep.journal import job_recorded, show_progress
 from harness.tracking.runs import FlushGroup
 from harness.train import Result
 

@@ -24,7 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 from harness import HarnessError, __version__
 from harness.build import build, device_name, git_commit
 from harness.checks import check_config
-from harness.sweep import DIED, experiment_name, job_context, record_job, show_progress
+from harness.sweep.journal import DIED, job_context, record_job, show_progress
+from harness.sweep.plan import experiment_name
 from harness.tracking import signals
 from harness.tracking.runs import MlflowTracker, NullTracker, flatten
 from harness.tracking.store import open_store, process_alive

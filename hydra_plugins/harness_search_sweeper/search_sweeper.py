@@ -204,7 +204,7 @@ class SearchSweeper(Sweeper):
         space = parse_space(self.space)
         if not space:  # everything searched is pinned: one trial is the whole search
             self.n_trials = 1
-        from harness import sweep as sweep_state
+        from harness.sweep import callback as sweep_state
 
         if sweep_state.ACTIVE is not None:  # the sweep's count of jobs, for its summary
             sweep_state.ACTIVE.info["jobs"] = len(methods) * len(seeds) * self.n_trials

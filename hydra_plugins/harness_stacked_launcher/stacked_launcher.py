@@ -47,7 +47,7 @@ class StackedLauncher(Launcher):
         )
 
     def check(self) -> None:
-        """The launcher's knobs, one line for a bad one (``harness.sweep.check_sweep`` calls it before the
+        """The launcher's knobs, one line for a bad one (``harness.sweep.plan.check_sweep`` calls it before the
         sweep writes anything)."""
         from harness import HarnessError
         from harness.tasks import check_positive_int

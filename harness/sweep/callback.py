@@ -1,4 +1,4 @@
-"""Sweeps: one MLflow parent run per ``--multirun``, a journal of its jobs, a summary, resume.
+"""The sweep's Hydra callback: one MLflow parent run per ``--multirun``, its start, end and stop.
 
 ``SweepCallback`` is a Hydra callback (``hydra.callbacks`` in conf/config.yaml). Before any job
 starts it claims the sweep's folder (two sweeps never share one), creates the MLflow store, the
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import json
 import os
 import sys
 import time
@@ -31,299 +30,21 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-SWEEP_FILE = "harness_sweep.json"
-JOBS_DIR = "harness_jobs"
-REUSED_FILE = "harness_reused_runs.json"  # a sweep parent's artifact: the earlier runs its skipped jobs reused
-OUTCOMES = ("finished", "diverged", "failed", "killed", "skipped")
-DIED = "found RUNNING by a later sweep: its process died; rerun"
+from harness.sweep.journal import (
+    DIED,
+    OUTCOMES,
+    REUSED_FILE,
+    SWEEP_FILE,
+    claim,
+    read_journal,
+    record_job,
+    summary_table,
+    sweep_dir,
+    write_atomic,
+)
+from harness.sweep.plan import check_sweep, count_jobs, experiment_name, study_tags, swept_groups, swept_keys
+
 ACTIVE: SweepCallback | None = None  # the sweep this process runs, for the stop handler in harness.__main__
-
-
-def sweep_dir(hydra_cfg) -> Path:
-    path = Path(hydra_cfg.sweep.dir)
-    return path if path.is_absolute() else Path(hydra_cfg.runtime.cwd) / path
-
-
-def swept_groups(overrides: list[str]) -> set[str]:
-    """Config keys/groups that the command line sweeps over (task=a,b -> {'task'})."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    return {o.key_or_group for o in OverridesParser.create().parse_overrides(overrides) if o.is_sweep_override()}
-
-
-def sweep_overrides(hydra_cfg) -> list:
-    """The sweep's parsed overrides: the study's grid (hydra.sweeper.params), then the command line's.
-    Parsed with the running Hydra's config loader, as its sweeper does: ``task=glob(*)`` lists a group's options."""
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    loader = GlobalHydra.instance().hydra.config_loader if GlobalHydra.instance().is_initialized() else None
-    params = [f"{k}={v}" for k, v in (hydra_cfg.sweeper.get("params") or {}).items()]
-    return OverridesParser.create(config_loader=loader).parse_overrides(params + list(hydra_cfg.overrides.task))
-
-
-def count_jobs(hydra_cfg) -> int | None:
-    """How many jobs this sweep launches, computed as Hydra's basic sweeper will (None if unknown)."""
-    try:
-        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-
-        grid = len(BasicSweeper.split_arguments(sweep_overrides(hydra_cfg), None)[0])
-        trials = hydra_cfg.sweeper.get("n_trials")  # hydra/sweeper=search: each grid point once per trial
-        return grid * trials if isinstance(trials, int) and not isinstance(trials, bool) else grid
-    except Exception:  # another sweeper (optuna, ...): unknown
-        return None
-
-
-def check_sweep(config: DictConfig) -> None:
-    """What Hydra would refuse in a sweep's jobs is one line before the sweep writes anything: Hydra
-    composes the jobs only when it launches them, after the parent run is made. A swept option that
-    does not exist (``optimizer=adam,nosuch``) is named with the values it came from; then one job of
-    each combination of swept group choices is composed (the jobs differ in nothing else Hydra checks:
-    an unknown key, a bad value for a typed one), through the sweep's composer, which keeps them for
-    the sweeper."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException
-
-    from harness import HarnessError
-    from harness.compose import one_line
-
-    if not GlobalHydra.instance().is_initialized():
-        return
-    check_plugins(config)
-    loader = GlobalHydra.instance().hydra.config_loader
-    try:
-        parsed = sweep_overrides(config.hydra)
-        jobs = BasicSweeper.split_arguments(parsed, None)[0]
-    except Exception:  # another sweeper's syntax: Hydra checks its jobs as they come
-        return
-    groups = set()
-    for o in parsed:
-        if o.is_delete() or o.is_hydra_override() or o.package is not None or not loader.repository.group_exists(o.key_or_group):
-            continue
-        groups.add(o.key_or_group)
-        if o.is_discrete_sweep():
-            options = loader.repository.get_group_options(o.key_or_group)
-            for value in o.sweep_string_iterator():
-                if value not in options and value != "null":
-                    raise HarnessError(
-                        f"{o.key_or_group}={value} is not an option (in {o.input_line}); available: {', '.join(sorted(options))}"
-                    )
-    composed, first = set(), None
-    for job in jobs:
-        choices = tuple(item for item in job if item.split("=", 1)[0] in groups)
-        if choices not in composed:
-            composed.add(choices)
-            try:
-                cfg = loader.load_sweep_config(config, list(job))
-            except HydraException as e:
-                raise HarnessError(one_line(e)) from None
-            first = first if first is not None else cfg
-    objective = (config.hydra.get("sweeper") or {}).get("objective")
-    if objective and first is not None and str(config.hydra.sweeper.get("_target_", "")).startswith("hydra_plugins.harness_"):
-        check_objective(objective, first)
-
-
-def check_objective(objective: str, cfg: DictConfig) -> None:
-    """A search's objective must be a metric its runs log (``val/nosuch`` ran the whole search for nothing)."""
-    from omegaconf import open_dict
-
-    from harness import HarnessError
-    from harness.build import metric_names
-    from harness.checks import check_config
-
-    job = cfg.copy()
-    with open_dict(job):
-        choices = dict(job.hydra.runtime.choices)
-        del job["hydra"]
-    names = {g: choices.get(g) or "?" for g in ("task", "loss", "optimizer", "schedule")}
-    try:
-        check_config(job, names)
-        logged = metric_names(job, names)
-    except HarnessError:
-        return  # the job itself is refused as it runs, with its own line
-    if objective not in logged:
-        raise HarnessError(
-            f"hydra.sweeper.objective={objective} is not a metric these runs log; they log "
-            f"{', '.join(m for m in logged if not m.startswith('train/'))} (and train/ of each)"
-        )
-
-
-def check_plugins(config: DictConfig) -> None:
-    """The harness's own launcher and sweeper check their knobs (``max_members=0``, ``n_trials=0``, a
-    NaN search bound) here, before the parent run is made; other plugins check theirs as they start."""
-    from hydra.utils import instantiate
-
-    from harness import HarnessError
-
-    for part in ("launcher", "sweeper"):
-        node = config.hydra.get(part)
-        if node is None or not str(node.get("_target_", "")).startswith("hydra_plugins.harness_"):
-            continue
-        try:
-            plugin = instantiate(node, _convert_="all")
-        except Exception as e:
-            raise HarnessError(f"hydra.{part}: {str(e.__cause__ or e).splitlines()[0]}") from None
-        plugin.check()
-
-
-def swept_keys(hydra_cfg) -> list[str]:
-    """The keys a sweep varies (more than one value, from the command line or the study's grid), in order."""
-    try:
-        parsed = sweep_overrides(hydra_cfg)
-    except Exception:  # another sweeper's syntax: name runs by all their overrides
-        return []
-    keys = []
-    for o in parsed:
-        if not o.is_sweep_override() or (o.is_discrete_sweep() and len(list(o.sweep_string_iterator())) < 2):
-            continue
-        key = o.get_key_element().lstrip("+~")
-        if key not in keys:
-            keys.append(key)
-    return keys + [k for k in (hydra_cfg.sweeper.get("space") or {}) if k not in keys]  # hydra/sweeper=search
-
-
-def experiment_name(cfg: DictConfig, task_choice: str, task_is_swept: bool = False) -> str:
-    """tracking.experiment, else the task's name ("multitask" for a sweep over tasks), + the suffix."""
-    name = cfg.tracking.experiment or ("multitask" if task_is_swept else task_choice)
-    return f"{name}{cfg.tracking.get('experiment_suffix') or ''}"
-
-
-def study_tags(config: DictConfig) -> dict[str, str]:
-    """The study's declaration (what it compares, what it tunes per method) for the parent run, where the report reads it."""
-    study = config.get("study") or {}
-    compare, tune = list(study.get("compare") or []), list(study.get("tune") or [])
-    return {"harness.compare": json.dumps(compare), "harness.tune": json.dumps(tune)} if compare else {}
-
-
-def read_sweep(directory: Path) -> dict[str, Any] | None:
-    path = directory / SWEEP_FILE
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def write_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data))
-    tmp.replace(path)  # atomic: a reader never sees half a file
-
-
-def record_job(directory: Path, num: int, outcome: dict[str, Any]) -> None:
-    jobs = directory / JOBS_DIR
-    jobs.mkdir(parents=True, exist_ok=True)
-    write_atomic(jobs / f"{num}.json", outcome)
-
-
-def job_recorded(directory: Path, num: int) -> bool:
-    return (directory / JOBS_DIR / f"{num}.json").exists()
-
-
-def read_journal(directory: Path) -> list[dict[str, Any]]:
-    out = []
-    for p in sorted((directory / JOBS_DIR).glob("*.json")):
-        with contextlib.suppress(OSError, ValueError):
-            out.append(json.loads(p.read_text()))
-    return out
-
-
-PROGRESS_EVERY = 5.0  # seconds between two progress lines of a sweep from one process
-_last_progress = [0.0]
-
-
-def duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return (
-        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-        if seconds >= 3600
-        else f"{seconds // 60}m{seconds % 60:02d}s"
-        if seconds >= 60
-        else f"{seconds}s"
-    )
-
-
-def progress_line(directory: Path, info: dict[str, Any], force: bool = False) -> str | None:
-    """Jobs done out of the sweep's total and an estimate of the time left (from the pace so far),
-    read from the journal, which every process of the sweep writes; None while one was shown less
-    than PROGRESS_EVERY seconds ago (unless ``force``)."""
-    now = time.time()
-    if not force and now - _last_progress[0] < PROGRESS_EVERY:
-        return None
-    _last_progress[0] = now
-    journal = [o for o in read_journal(directory) if o.get("outcome") in OUTCOMES]
-    total, started = info.get("jobs"), info.get("started")
-    done = len(journal)
-    ran = [o for o in journal if o.get("outcome") != "skipped"]
-    counts = ", ".join(f"{n} {k}" for k in OUTCOMES if (n := sum(o["outcome"] == k for o in journal)))
-    line = f"sweep: {done}/{total or '?'} jobs done ({counts})"
-    if started:
-        elapsed = now - started
-        line += f", {duration(elapsed)} elapsed"
-        if total and ran and done < total:
-            line += f", about {duration(elapsed / len(ran) * (total - done))} left"
-    return line
-
-
-def show_progress(ctx: dict | None, force: bool = False) -> None:
-    """Print the sweep's progress line (a job of a sweep, after it ends; a bundle, after its members end)."""
-    if ctx and ctx.get("sweep"):
-        line = progress_line(ctx["dir"], ctx["sweep"], force)
-        if line:
-            print(line, flush=True)
-
-
-def summary_table(outcomes: list[dict[str, Any]]) -> str:
-    """One row per job; the overrides column leaves out those every job shares."""
-    common = set.intersection(*(set(o.get("overrides", "").split(",")) for o in outcomes)) if len(outcomes) > 1 else set()
-    rows = [("#", "outcome", "metric", "value", "seconds", "overrides")]
-    for o in sorted(outcomes, key=lambda o: o["num"]):
-        o = {**o, "overrides": ",".join(x for x in o.get("overrides", "").split(",") if x not in common)}
-        value = o.get("value")
-        rows.append(
-            (
-                str(o["num"]),
-                o["outcome"],
-                o.get("metric") or "",
-                "" if value is None else f"{value:.4f}",
-                "" if o.get("seconds") is None else f"{o['seconds']:.1f}",
-                o.get("overrides", ""),
-            )
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + "  " + r[5] for r in rows)
-
-
-@contextlib.contextmanager
-def folder_lock(directory: Path):
-    import fcntl
-
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-def claim(directory: Path, info: dict[str, Any]) -> None:
-    """Make this sweep the owner of its folder: refused while another live sweep owns it; a folder
-    left by a finished or dead sweep is taken over, its journal moved aside."""
-    from harness import HarnessError
-    from harness.tracking.store import process_alive
-
-    directory.mkdir(parents=True, exist_ok=True)
-    with folder_lock(directory):
-        old = read_sweep(directory)
-        if old is not None:
-            if not old.get("finished") and process_alive({"process": old.get("process", "")}):
-                raise HarnessError(
-                    f"the sweep folder {directory} is in use by the running sweep {old.get('sweep_id')}; "
-                    "let it finish or choose another hydra.sweep.dir"
-                )
-            with contextlib.suppress(OSError):
-                (directory / JOBS_DIR).rename(directory / f"{JOBS_DIR}.{old.get('sweep_id', 'previous')}")
-        write_atomic(directory / SWEEP_FILE, info)
 
 
 def terminate_children(timeout: float = 10.0) -> int:
@@ -614,35 +335,3 @@ def report_command(experiment: str | None, uri: str) -> str:
     default = os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
     where = "" if uri == default or uri == f"sqlite:///{Path('mlflow.db').resolve()}" else f" --tracking-uri {shlex.quote(uri)}"
     return f"python -m harness.report {shlex.quote(experiment or 'EXPERIMENT')}{where}"
-
-
-def job_context(hc=None) -> dict[str, Any] | None:
-    """For a job of a --multirun (hc: its hydra config node): its number, overrides, sweep folder
-    and the sweep's info; None for a single run."""
-    from hydra.types import RunMode
-
-    if hc is None or hc.mode != RunMode.MULTIRUN:
-        return None
-    directory = sweep_dir(hc)
-    sweep = read_sweep(directory) or {}
-    return {
-        "num": int(hc.job.num),
-        "overrides": ",".join(hc.overrides.task),
-        "dir": directory,
-        "sweep": sweep,
-        "launcher": hc.launcher,
-        "parallel": parallel_jobs(hc.launcher, sweep.get("jobs")),
-    }
-
-
-def parallel_jobs(launcher, total_jobs: int | None) -> int:
-    """How many jobs of a sweep run at once on this machine, from the launcher config."""
-    target = str(launcher.get("_target_", ""))
-    total = total_jobs or 10**6
-    if "Joblib" in target:
-        n = int(launcher.get("n_jobs") or -1)
-        cores = os.cpu_count() or 1
-        return min(total, n if n > 0 else max(1, cores + 1 + n))  # joblib: -1 is all cores, -2 all but one, ...
-    if target.endswith("LocalLauncher"):  # submitit_local starts every job at once (up to array_parallelism)
-        return min(total, int(launcher.get("array_parallelism") or 256))
-    return 1  # the basic and stacked launchers run one job at a time; on a cluster each job has its own allocation
