@@ -96,7 +96,7 @@ def cli() -> None:
 
             from harness import HarnessError
             from harness.compose import one_line
-            from harness.run import run
+            from harness.engine.run import run
             from harness.sweep import callback as sweep
     except KeyboardInterrupt as e:
         sys.exit(stopped_line(e, " while starting up: nothing was written"))
@@ -128,7 +128,7 @@ def cli() -> None:
             stopped = e if isinstance(e, signals.Stopped) else signals.Stopped()
             sweep.ACTIVE.abort(str(stopped))
             sys.exit(stopped.exit_code)
-        from harness.run import KILLED
+        from harness.engine.run import KILLED
 
         sys.exit(stopped_line(e, f": MLflow run {', '.join(KILLED)} is marked KILLED" if KILLED else ""))
 

@@ -7,9 +7,9 @@ import pytest
 from hydra.core.hydra_config import HydraConfig
 
 from harness import HarnessError
-from harness.build import build
 from harness.checks import check_config
-from harness.run import compose
+from harness.engine.build import build
+from harness.engine.run import compose
 from tests.conftest import write_idx_mnist
 
 

@@ -6,10 +6,10 @@ import pytest
 from hydra.core.hydra_config import HydraConfig
 
 from harness import HarnessError
-from harness.build import build, losses_for
 from harness.checks import CONF_DIR
-from harness.run import compose
-from harness.run import run as run_result
+from harness.engine.build import build, losses_for
+from harness.engine.run import compose
+from harness.engine.run import run as run_result
 
 OPTIONS = {g: sorted(p.stem for p in (CONF_DIR / g).glob("*.yaml")) for g in ("task", "loss", "optimizer", "schedule")}
 SMALL = ["tracking.enabled=false", "progress=false", "epochs=2", "task.n_train=300", "task.n_val=100", "task.n_test=200"]

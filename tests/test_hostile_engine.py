@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from harness import HarnessError
-from harness.build import build
-from harness.bundles import run_bundle
 from harness.checks import check_config
-from harness.run import compose, spec_from_hydra
+from harness.engine.build import build
+from harness.engine.bundles import run_bundle
+from harness.engine.run import compose, spec_from_hydra
 from tests.conftest import mlflow_runs, run_cli
 from tests.test_stacked import entry
 
@@ -143,7 +143,7 @@ def test_knobs_that_were_accepted_silently_are_refused(overrides, needle):
 
 
 def test_lbfgs_trains_a_full_batch_regression():
-    from harness.train import train
+    from harness.engine.train import train
 
     cfg = config("optimizer=lbfgs", "optimizer.lr=0.5", "batch_size=full", "epochs=3")
     spec = spec_from_hydra(cfg)
@@ -213,7 +213,7 @@ def test_bad_data_is_one_line_before_training_not_a_diverged_run(tmp_path):
 
 
 def test_loaded_data_that_is_not_finite_is_refused_for_any_task():
-    from harness.build import check_data
+    from harness.engine.build import check_data
     from harness.tasks import Data, Split
 
     good = Split(torch.zeros(4, 2), torch.zeros(4, 1))

@@ -6,7 +6,7 @@ launcher stacks those it can and runs the others alone with the reason."""
 import pytest
 import torch
 
-from harness.bundles import plan
+from harness.engine.bundles import plan
 from harness.optimizers import MuonAdamW
 from tests.test_stacked import check_equivalent, config, entries_for, solo
 
@@ -47,10 +47,10 @@ def test_muon_without_a_matrix_is_refused():
 
 
 def test_a_schedule_free_run_is_evaluated_and_left_on_its_averaged_weights():
-    from harness.build import build
     from harness.checks import check_config
-    from harness.run import spec_from_hydra
-    from harness.train import train
+    from harness.engine.build import build
+    from harness.engine.run import spec_from_hydra
+    from harness.engine.train import train
 
     cfg = config("task=regression", "optimizer=schedulefree_adamw", "epochs=2")
     spec = spec_from_hydra(cfg)

@@ -292,7 +292,7 @@ def test_report_of_a_real_sweep(tmp_path):
     assert (tmp_path / "rep" / "imbalanced_heatmap.png").exists()
     import torch
 
-    from harness.build import device_name
+    from harness.engine.build import device_name
 
     # the header names where the runs trained (the device and its model, from each run's tags)
     md = (tmp_path / "rep" / "report.md").read_text()

@@ -87,7 +87,7 @@ def test_spaces_labels_and_scores():
                 raise self.value
             return self.value
 
-    from harness.train import Result
+    from harness.engine.train import Result
 
     assert SearchSweeper.score(Job(Result("finished", 3, final={"val/mse": 0.5})), "val/mse") == 0.5
     assert SearchSweeper.score(Job(Result("skipped", 0, final={"val/mse": 0.25})), "val/mse") == 0.25  # resume

@@ -20,13 +20,13 @@ import math
 import pytest
 import torch
 
-from harness import bundles
-from harness.build import build
-from harness.bundles import Entry, member, member_bytes, plan, prepare, split
 from harness.checks import check_config
-from harness.run import compose, spec_from_hydra
-from harness.stacked import train_stacked
-from harness.train import train
+from harness.engine import bundles
+from harness.engine.build import build
+from harness.engine.bundles import Entry, member, member_bytes, plan, prepare, split
+from harness.engine.run import compose, spec_from_hydra
+from harness.engine.stacked import train_stacked
+from harness.engine.train import train
 from tests.conftest import write_idx_mnist
 
 RTOL = 1e-4

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from harness import HarnessError
-from harness.build import build
-from harness.run import compose, run
+from harness.engine.build import build
+from harness.engine.run import compose, run
 from tests.conftest import mlflow_runs, run_cli
 
 

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def cores() -> int:
-    from harness.build import usable_cores
+    from harness.engine.build import usable_cores
 
     return usable_cores()
 
@@ -143,7 +143,7 @@ def tensor_epoch(data, batch_size: int, threads: int, device: torch.device, max_
 
 
 def harness_run(data_dir: str, epochs: int, device: str, store: str, *extra: str):
-    from harness.run import compose, run
+    from harness.engine.run import compose, run
 
     cfg = compose(
         "task=mnist",

@@ -94,8 +94,8 @@ def check_objective(objective: str, cfg: DictConfig) -> None:
     from omegaconf import open_dict
 
     from harness import HarnessError
-    from harness.build import metric_names
     from harness.checks import check_config
+    from harness.engine.build import metric_names
 
     job = cfg.copy()
     with open_dict(job):

@@ -1,7 +1,7 @@
 """The stacked launcher: a Hydra launcher plugin, built as hydra-joblib-launcher is.
 
 Hydra hands it the sweep's jobs; it takes each job's config as the sweeper's validation composed it
-(``harness.compose.ComposeOnce``), then ``harness.bundles`` groups
+(``harness.compose.ComposeOnce``), then ``harness.engine.bundles`` groups
 compatible jobs into bundles that train as one stacked model and runs the rest as ordinary jobs,
 in this process, one after another; with ``workers`` > 1 (a GPU's default), bundles train side by
 side in worker processes.
@@ -65,7 +65,7 @@ class StackedLauncher(Launcher):
             raise HarnessError(f"hydra.launcher.vmap_on_cpu must be true or false, got {self.vmap_on_cpu!r}")
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from harness.bundles import launch
+        from harness.engine.bundles import launch
 
         self.check()
         setup_globals()

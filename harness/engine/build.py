@@ -343,7 +343,7 @@ def git_commit() -> str | None:
 def metric_names(cfg: DictConfig, names: dict[str, str]) -> list[str]:
     """The metrics a run of this config logs per split (``val/loss``, ``val/mse``, ...), found by evaluating
     its untrained model once on the validation split (for a search's objective, checked before it runs)."""
-    from harness.train import evaluate, metric_extras
+    from harness.engine.train import evaluate, metric_extras
 
     task, data, device, _ = setup(cfg, names)
     model = init_model(task, 0, device)

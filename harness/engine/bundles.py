@@ -1,11 +1,11 @@
 """The stacked launcher's work: group a sweep's jobs into bundles and run each bundle's members.
 
-A bundle is a set of jobs that train as one stacked model (``harness.stacked``). Its members may
+A bundle is a set of jobs that train as one stacked model (``harness.engine.stacked``). Its members may
 differ in ``MEMBER_KEYS`` (seed, loss, optimizer, schedule, LR scaling) and in the task's data
 knobs (outlier fraction, imbalance ratio, normalisation, ...) as long as their data have the same
 shapes; they share the model architecture, batch size, epochs, device, threads and tracking.
-Every member is checked and looked up for resume exactly as a solo job is (``harness.run.admit``)
-and gets its own MLflow run (``harness.run.RunRecord``), tagged with its bundle and the bundle's
+Every member is checked and looked up for resume exactly as a solo job is (``harness.engine.run.admit``)
+and gets its own MLflow run (``harness.engine.run.RunRecord``), tagged with its bundle and the bundle's
 size. A job that cannot join a bundle runs as an ordinary job of the same sweep, with one line
 saying why. Bundles are bounded by a member count and by memory.
 """
@@ -25,7 +25,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from harness import HarnessError
-from harness.build import (
+from harness.engine.build import (
     batch_size_of,
     build_loss,
     build_optimizer,
@@ -37,12 +37,12 @@ from harness.build import (
     task_key,
     try_step,
 )
+from harness.engine.run import RunRecord, Spec, admit, open_tracker, refuse, skip, spec_from_hydra
+from harness.engine.stacked import Member, batched_mlp, qualified_name, stackable, train_stacked
+from harness.engine.train import Result
 from harness.optimizers import needs_closure
-from harness.run import RunRecord, Spec, admit, open_tracker, refuse, skip, spec_from_hydra
-from harness.stacked import Member, batched_mlp, qualified_name, stackable, train_stacked
 from harness.sweep.journal import job_recorded, show_progress
 from harness.tracking.runs import FlushGroup
-from harness.train import Result
 
 MEMBER_KEYS = ("seed", "loss", "optimizer", "schedule", "lr_scaling", "lr_reference_batch")
 MEMORY_SHARE = {"cuda": 0.5, "cpu": 0.25}  # share of free GPU / available RAM the bundles may use by default

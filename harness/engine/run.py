@@ -5,7 +5,7 @@ Input is checked before any MLflow run opens (``harness.checks``), so bad input 
 record behind. From the moment a run is created it always ends FINISHED, FAILED or KILLED: its
 creation and its end are written with stopping signals deferred (``harness.tracking.signals``), and a
 signal at any other moment unwinds through the ``except`` that closes it. ``RunRecord`` is the
-record of one run; the stacked launcher (``harness.bundles``) gives one to each member of a bundle,
+record of one run; the stacked launcher (``harness.engine.bundles``) gives one to each member of a bundle,
 so that a member's record cannot be told from a solo run's.
 """
 
@@ -22,15 +22,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from harness import HarnessError, __version__
-from harness.build import build, device_name, git_commit
 from harness.checks import check_config
+from harness.engine.build import build, device_name, git_commit
+from harness.engine.train import Result, train
 from harness.sweep.journal import DIED, job_context, record_job, show_progress
 from harness.sweep.plan import experiment_name
 from harness.tracking import signals
 from harness.tracking.runs import MlflowTracker, NullTracker, flatten
 from harness.tracking.store import open_store, process_alive
 from harness.tracking.uris import runs_link
-from harness.train import Result, train
 
 NOT_IN_HASH = (
     "tracking",

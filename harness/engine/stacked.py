@@ -30,8 +30,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from harness.engine.train import DIVERGENCE_CHECK_STEPS, Result, metric_extras
 from harness.tasks import Data, Task
-from harness.train import DIVERGENCE_CHECK_STEPS, Result, metric_extras
 
 # a loss without a vmap batching rule (kl_div, multi_margin_loss) still vectorises, through torch's slower fallback
 warnings.filterwarnings("ignore", message="There is a performance drop because we have not yet implemented the batching rule")
