@@ -95,7 +95,7 @@ def cli() -> None:
             from omegaconf import DictConfig
 
             from harness import HarnessError
-            from harness.compose import one_line
+            from harness.config.compose import one_line
             from harness.engine.run import run
             from harness.sweep import callback as sweep
     except KeyboardInterrupt as e:

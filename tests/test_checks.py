@@ -7,7 +7,7 @@ import pytest
 from hydra.core.hydra_config import HydraConfig
 
 from harness import HarnessError
-from harness.checks import check_config
+from harness.config.checks import check_config
 from harness.engine.build import build
 from harness.engine.run import compose
 from tests.conftest import write_idx_mnist
@@ -120,7 +120,7 @@ def test_user_classes_of_the_right_kind_still_work():
 def test_a_launcher_knob_of_the_wrong_type_says_why_in_one_line():
     from hydra.errors import ConfigCompositionException
 
-    from harness.compose import one_line
+    from harness.config.compose import one_line
 
     try:
         try:

@@ -1,4 +1,4 @@
-"""ComposeOnce (harness.compose): a job derived from an already composed one equals the job Hydra composes in full."""
+"""ComposeOnce (harness.config.compose): a job derived from an already composed one equals the job Hydra composes in full."""
 
 import pytest
 from hydra import initialize_config_dir
@@ -6,8 +6,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.types import RunMode
 from omegaconf import OmegaConf, open_dict
 
-from harness.checks import CONF_DIR
-from harness.compose import ComposeOnce
+from harness.config.checks import CONF_DIR
+from harness.config.compose import ComposeOnce
 
 JOBS = [
     ["task=regression", "loss=mse", "seed=0"],
@@ -75,7 +75,7 @@ def test_a_batch_larger_than_the_memo_derives_each_job_at_most_twice(loader, mon
     """The sweeper validates the whole batch, then the launcher asks for each job in the same order:
     with a memo that evicted its oldest, every job of a batch larger than the memo was derived
     twice and handed out as a fresh copy; now the first MEMO_SIZE come from the memo."""
-    import harness.compose as compose
+    import harness.config.compose as compose
 
     monkeypatch.setattr(compose, "MEMO_SIZE", 4)
     master = loader.load_configuration("config", ["hydra/launcher=basic"], RunMode.MULTIRUN)

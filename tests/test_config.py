@@ -6,7 +6,7 @@ import pytest
 from hydra.core.hydra_config import HydraConfig
 
 from harness import HarnessError
-from harness.checks import CONF_DIR
+from harness.config.checks import CONF_DIR
 from harness.engine.build import build, losses_for
 from harness.engine.run import compose
 from harness.engine.run import run as run_result

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from harness import HarnessError
-from harness.checks import check_config
+from harness.config.checks import check_config
 from harness.engine.build import build
 from harness.engine.bundles import run_bundle
 from harness.engine.run import compose, spec_from_hydra

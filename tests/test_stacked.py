@@ -20,7 +20,7 @@ import math
 import pytest
 import torch
 
-from harness.checks import check_config
+from harness.config.checks import check_config
 from harness.engine import bundles
 from harness.engine.build import build
 from harness.engine.bundles import Entry, member, member_bytes, plan, prepare, split

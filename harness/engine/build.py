@@ -1,7 +1,7 @@
 """Building what a run needs from its checked config: task, data, model, loss, optimizer, schedule.
 
 Nothing here touches MLflow. Objects come from ``hydra.utils.instantiate`` after
-``harness.checks`` has looked at every knob and at what each ``_target_`` names; any failure to
+``harness.config.checks`` has looked at every knob and at what each ``_target_`` names; any failure to
 build is one ``HarnessError`` line. Within one process, a task's data is loaded once and reused by
 every job that asks for the same task config (a sweep over seeds or losses reads it once).
 """
@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from harness import HarnessError, schedules
-from harness.checks import CONF_DIR
+from harness.config.checks import CONF_DIR
 from harness.tasks import Data, Task
 
 DATA_CACHE_SIZE = 3  # task configs whose data a process keeps (a sweep over one task's knob reuses them)
@@ -302,7 +302,7 @@ def setup(
     cfg: DictConfig, names: dict[str, str], ctx: dict | None = None, cache: dict | None = None
 ) -> tuple[Task, Data, torch.device, int]:
     """The task, its data on the device, and the threads: what every member of a bundle shares.
-    The config must have passed ``harness.checks.check_config``."""
+    The config must have passed ``harness.config.checks.check_config``."""
     device = resolve_device(str(cfg.device))
     task, data = task_and_data(cfg, names, device, cache)
     threads = resolve_threads(cfg.threads, ctx)

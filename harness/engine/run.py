@@ -1,7 +1,7 @@
 """The life of one run: check, skip if already done, build, open its MLflow run, train, close it.
 
 ``run(cfg)`` is what ``python -m harness`` calls for a single run and for each job of a sweep.
-Input is checked before any MLflow run opens (``harness.checks``), so bad input never leaves a
+Input is checked before any MLflow run opens (``harness.config.checks``), so bad input never leaves a
 record behind. From the moment a run is created it always ends FINISHED, FAILED or KILLED: its
 creation and its end are written with stopping signals deferred (``harness.tracking.signals``), and a
 signal at any other moment unwinds through the ``except`` that closes it. ``RunRecord`` is the
@@ -22,7 +22,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from harness import HarnessError, __version__
-from harness.checks import check_config
+from harness.config.checks import check_config
 from harness.engine.build import build, device_name, git_commit
 from harness.engine.train import Result, train
 from harness.sweep.journal import DIED, job_context, record_job, show_progress
@@ -121,7 +121,7 @@ def compose(*overrides: str) -> DictConfig:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from harness.checks import CONF_DIR
+    from harness.config.checks import CONF_DIR
 
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
         cfg = hydra_compose("config", overrides=list(overrides), return_hydra_config=True)

@@ -145,7 +145,8 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Hydra turns a callback's exception into a warning and carries on; a sweep that cannot
         # reach its store must stop instead, so exit here (SystemExit passes through Hydra).
-        from harness import HarnessError, compose
+        from harness import HarnessError
+        from harness.config import compose
         from harness.tracking import signals
 
         signals.install()
@@ -161,7 +162,7 @@ class SweepCallback(Callback):
 
     def _start(self, config: DictConfig) -> None:
         global ACTIVE
-        from harness.checks import check_run_knobs
+        from harness.config.checks import check_run_knobs
         from harness.tracking import signals
         from harness.tracking.store import open_store, process_tag
 

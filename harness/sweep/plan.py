@@ -51,7 +51,7 @@ def check_sweep(config: DictConfig) -> None:
     from hydra.errors import HydraException
 
     from harness import HarnessError
-    from harness.compose import one_line
+    from harness.config.compose import one_line
 
     if not GlobalHydra.instance().is_initialized():
         return
@@ -94,7 +94,7 @@ def check_objective(objective: str, cfg: DictConfig) -> None:
     from omegaconf import open_dict
 
     from harness import HarnessError
-    from harness.checks import check_config
+    from harness.config.checks import check_config
     from harness.engine.build import metric_names
 
     job = cfg.copy()

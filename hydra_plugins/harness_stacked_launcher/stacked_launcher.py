@@ -1,7 +1,7 @@
 """The stacked launcher: a Hydra launcher plugin, built as hydra-joblib-launcher is.
 
 Hydra hands it the sweep's jobs; it takes each job's config as the sweeper's validation composed it
-(``harness.compose.ComposeOnce``), then ``harness.engine.bundles`` groups
+(``harness.config.compose.ComposeOnce``), then ``harness.engine.bundles`` groups
 compatible jobs into bundles that train as one stacked model and runs the rest as ordinary jobs,
 in this process, one after another; with ``workers`` > 1 (a GPU's default), bundles train side by
 side in worker processes.
@@ -31,7 +31,7 @@ class StackedLauncher(Launcher):
         self.hydra_context: HydraContext | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        from harness.compose import ComposeOnce
+        from harness.config.compose import ComposeOnce
 
         if not isinstance(hydra_context.config_loader, ComposeOnce):  # the sweep callback has usually done it
             hydra_context.config_loader = ComposeOnce(hydra_context.config_loader)  # shared with the sweeper

@@ -28,7 +28,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from harness import HarnessError
 from harness.losses import TARGET_KINDS
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parent.parent.parent / "conf"
 GROUPS = ("task", "loss", "optimizer", "schedule")
 
 LR_SCALINGS = ("none", "linear", "sqrt")
