@@ -175,7 +175,7 @@ def test_a_closure_optimizer_with_a_two_player_task_is_refused():
         build(cfg, names)
 
 
-@pytest.mark.slow
+@pytest.mark.extended  # the CLI path (47 s); LBFGS's training is tested in process above
 def test_lbfgs_runs_alone_and_in_a_sweep_from_the_command_line(tmp_path):
     out = run_cli(
         "task=regression",

@@ -115,11 +115,11 @@ LONG_JOBS = ("task=regression", "epochs=100000", "batch_size=1", "tracking.flush
     "launcher, how",
     [
         ("joblib", "group SIGINT"),
-        ("joblib", "SIGTERM"),
+        pytest.param("joblib", "SIGTERM", marks=pytest.mark.extended),  # the default suite keeps one case per launcher
         ("basic", "SIGTERM"),
         ("stacked", "group SIGINT"),
         ("stacked workers", "SIGTERM"),
-        ("stacked workers", "group SIGINT"),
+        pytest.param("stacked workers", "group SIGINT", marks=pytest.mark.extended),
     ],
 )
 def test_a_stopped_sweep_closes_every_run_and_its_parent_and_leaves_no_worker(tmp_path, launcher, how):
@@ -160,7 +160,7 @@ def test_a_stopped_sweep_closes_every_run_and_its_parent_and_leaves_no_worker(tm
         assert "in 2 bundle(s) (2 at a time, each in its own process)" in out, out
 
 
-@pytest.mark.parametrize("launcher", ["joblib", "stacked workers"])
+@pytest.mark.parametrize("launcher", [pytest.param("joblib", marks=pytest.mark.extended), "stacked workers"])
 def test_workers_of_a_sweep_killed_outright_stop_and_close_their_runs(tmp_path, launcher):
     """kill -9 of the sweep's own process (no handler runs there): its workers notice their parent is
     gone, close their runs as KILLED and exit, instead of training on as orphans (issue 26)."""

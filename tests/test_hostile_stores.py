@@ -139,6 +139,7 @@ def test_a_store_locked_for_longer_than_lock_timeout_is_one_line(tmp_path):
     assert statuses(tmp_path, "imbalanced") == ["FINISHED"]  # nothing half-open left behind
 
 
+@pytest.mark.extended  # 45 s of subprocess; the lock's wait is unit-tested in tests/test_sqlwrite.py and by the lock_timeout case
 def test_a_lock_taken_mid_training_is_waited_for_and_loses_nothing(tmp_path):
     assert run_cli("epochs=1", cwd=tmp_path).returncode == 0
     proc = subprocess.Popen(

@@ -146,6 +146,7 @@ def test_kill_then_rerun_marks_the_dead_runs_failed(tmp_path, launcher, running)
     assert not [r for r in runs if r.info.status == "RUNNING"]
 
 
+@pytest.mark.extended  # 100 s; two processes on a fresh store stay in the default suite (tests/test_hostile_stores.py)
 def test_eight_parallel_jobs_into_a_fresh_sqlite_store_lose_nothing(tmp_path):
     # 8 joblib workers on the sweep's path (16 processes racing to create one store: tests/test_hostile_stores.py)
     out = sweep(
