@@ -147,10 +147,25 @@ def test_the_paired_test_pairs_by_seed_not_by_position():
     a = {s: v + 0.01 for s, v in base.items()}
     b = dict(reversed(list(base.items())))  # the same seeds in another order
     d = stats.compare(a, b)
-    assert d.test == "paired t-test by seed" and d.diff == pytest.approx(0.01)
-    assert d.p == 0.0 and (d.low, d.high) == (pytest.approx(0.01), pytest.approx(0.01))
+    assert d.test == "exact sign-flip test by seed (a constant difference)" and d.diff == pytest.approx(0.01)
+    assert d.p == pytest.approx(2 / 2**6) and (d.low, d.high) == (pytest.approx(0.01), pytest.approx(0.01))
     welch = sps.ttest_ind(list(a.values()), list(b.values()), equal_var=False).pvalue
     assert welch > 0.5  # unpaired, the seed spread hides the difference
+
+
+@pytest.mark.parametrize("n", [3, 5, 8])
+def test_a_constant_difference_gets_the_exact_tests_floor_not_zero(n):
+    """A constant difference makes the t statistic infinite (p = 0 before); n pairs can show no more
+    than the exact sign-flip test's 2 / 2^n (0.0625 at n = 5), n per method no more than 2 / C(2n, n)."""
+    from math import comb
+
+    d = stats.compare({s: 0.9 for s in range(n)}, {s: 0.8 for s in range(n)})
+    assert d.p == pytest.approx(2 / 2**n) and d.test.startswith("exact sign-flip")
+    assert stats.compare({s: 0.5 for s in range(n)}, {s: 0.5 for s in range(n)}).p == 1.0
+    unpaired = stats.compare({s: 0.9 for s in range(n)}, {s + 100: 0.8 for s in range(n)})
+    assert unpaired.p == pytest.approx(2 / comb(2 * n, n)) and unpaired.test.startswith("exact permutation")
+    noisy = stats.compare({s: 0.9 + 0.01 * (s % 2) for s in range(n)}, {s: 0.8 for s in range(n)})
+    assert noisy.test == "paired t-test by seed"  # a spread: the t-test, as before
 
 
 def test_seeds_needed_grows_as_the_effect_shrinks():

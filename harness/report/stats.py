@@ -67,22 +67,24 @@ def compare(a: dict, b: dict) -> Difference:
         x, y = np.array([a[s] for s in seeds], float), np.array([b[s] for s in seeds], float)
         d = x - y
         low, high = bootstrap_ci(d)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            p = float(ttest_rel(x, y).pvalue) if np.ptp(d) > 0 else (1.0 if d[0] == 0 else 0.0)
         sd = float(np.std(d, ddof=1))
-        return Difference(
-            float(d.mean()), low, high, p, "paired t-test by seed", len(d), seeds_needed(abs(float(d.mean())), sd, paired=True)
-        )
+        if constant(d):  # the t statistic is infinite: the exact sign-flip test says what n pairs can show
+            p, test = sign_flip_p(d), "exact sign-flip test by seed (a constant difference)"
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                p, test = float(ttest_rel(x, y).pvalue), "paired t-test by seed"
+        return Difference(float(d.mean()), low, high, p, test, len(d), seeds_needed(abs(float(d.mean())), sd, paired=True))
     x, y = np.array(list(a.values()), float), np.array(list(b.values()), float)
     diff = float(x.mean() - y.mean()) if len(x) and len(y) else math.nan
     if len(x) < 2 or len(y) < 2:
         return Difference(diff, math.nan, math.nan, math.nan, "too few seeds for a test", min(len(x), len(y)), math.nan)
+    test = "Welch's t-test"
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("ignore")
-        if np.ptp(x) == 0 and np.ptp(y) == 0:
+        if constant(x) and constant(y):  # Welch's statistic is infinite: the exact permutation test instead
             low = high = diff
-            p = 1.0 if diff == 0 else 0.0
+            p, test = permutation_p(x, y), "exact permutation test (each method constant over its seeds)"
         else:
             ci = bootstrap(
                 (x, y),
@@ -95,7 +97,35 @@ def compare(a: dict, b: dict) -> Difference:
             low, high = float(ci.low), float(ci.high)
             p = float(ttest_ind(x, y, equal_var=False).pvalue)
     sd = math.sqrt((np.var(x, ddof=1) + np.var(y, ddof=1)) / 2)
-    return Difference(diff, low, high, p, "Welch's t-test", min(len(x), len(y)), seeds_needed(abs(diff), sd, paired=False))
+    return Difference(diff, low, high, p, test, min(len(x), len(y)), seeds_needed(abs(diff), sd, paired=False))
+
+
+def constant(values: np.ndarray) -> bool:
+    """No spread beyond floating-point rounding (a t statistic would be infinite or meaningless)."""
+    return float(np.ptp(values)) <= 1e-12 * max(1.0, float(np.max(np.abs(values))))
+
+
+def sign_flip_p(d: np.ndarray) -> float:
+    """Exact two-sided sign-flip test of a zero mean difference over all 2^n sign assignments: for a
+    constant non-zero difference at n pairs it is 2 / 2^n (0.0625 at n = 5), never 0; 1 when d is 0."""
+    from scipy.stats import permutation_test
+
+    if not np.any(d):
+        return 1.0
+    return float(permutation_test((d,), np.mean, permutation_type="samples", n_resamples=np.inf).pvalue)
+
+
+def permutation_p(x: np.ndarray, y: np.ndarray) -> float:
+    """Exact two-sided permutation test of equal means over all splits of the pooled scores."""
+    from scipy.stats import permutation_test
+
+    if float(x.mean()) == float(y.mean()):
+        return 1.0
+    return float(
+        permutation_test(
+            (x, y), lambda u, v, axis=-1: u.mean(axis=axis) - v.mean(axis=axis), n_resamples=np.inf, vectorized=True
+        ).pvalue
+    )
 
 
 def seeds_needed(effect: float, sd: float, paired: bool) -> float:
