@@ -376,8 +376,12 @@ def test_a_tables_verdict_is_short_and_the_findings_keep_the_sentence():
         == "optimizer=adam beats optimizer=sgd by 0.01 [0.005, 0.015], p = 0.002 (Holm; paired t-test by seed, n = 5)"
     )
     assert verdict(top, r, worse, 0.002, short=True) == "worse by 0.01 [0.005, 0.015], p = 0.002 (Holm, n = 5)"
-    assert verdict(top, r, tie, 0.4, short=True) == "tie with the best, p = 0.4 (Holm, n = 5); about 37 seeds to tell apart"
-    assert verdict(top, r, tie, 0.4).startswith("optimizer=sgd is not distinguishable from optimizer=adam with 5 seeds")
+    assert (
+        verdict(top, r, tie, 0.4, short=True)
+        == "not told apart from the best at n = 5, p = 0.4 (Holm); about 37 seeds to tell apart"
+    )
+    assert verdict(top, r, tie, 0.4).startswith("optimizer=sgd is not told apart from optimizer=adam at 5 seeds")
+    assert "undecided, not equal" in verdict(top, r, tie, 0.4)
 
 
 def test_compare_pairs_two_studies_by_seed_with_the_reports_bootstrap(tmp_path):

@@ -138,7 +138,7 @@ def build_report(
                 high=part["ci95_high"],
                 winner=part["rank"] == 1,
             )
-            note = "shaded: not distinguishable from the best (Holm-corrected tests, alpha 0.05)" + (
+            note = "shaded: not told apart from the best (Holm-corrected tests, alpha 0.05)" + (
                 f"; best {MAX_FOREST} of {len(part)} shown" if len(part) > MAX_FOREST else ""
             )
             made.append(

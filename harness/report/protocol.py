@@ -268,14 +268,14 @@ def verdict(top: pd.Series, r: pd.Series, d: stats.Difference | None, p_holm: fl
             if d.seeds_needed > 1000
             else f"about {int(d.seeds_needed)} seeds to tell apart"
         )
-        return f"tie with the best, p = {p_holm:.2g} (Holm, n = {d.n}); {need}"
+        return f"not told apart from the best at n = {d.n}, p = {p_holm:.2g} (Holm); {need}"
     if not math.isfinite(d.seeds_needed):
         need = "no difference at all in these seeds"
     elif d.seeds_needed > 1000:
         need = "over 1,000 seeds would be needed to detect a difference this small at 80% power"
     else:
         need = f"about {int(d.seeds_needed)} seeds would be needed to detect a difference of this size at 80% power"
-    return f"{r['method']} is not distinguishable from {top['method']} with {d.n} seeds (p = {p_holm:.2g}, Holm); {need}"
+    return f"{r['method']} is not told apart from {top['method']} at {d.n} seeds (p = {p_holm:.2g}, Holm): undecided, not equal; {need}"
 
 
 def join_verdicts(items: list[str]) -> str:
