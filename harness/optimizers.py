@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Iterable
 from typing import Any
@@ -114,7 +115,11 @@ def set_mode(optimizer: Optimizer, mode: str) -> None:
 
 def needs_closure(optimizer) -> bool:
     """Whether an optimizer (or its class) must be given a closure by ``step()`` (LBFGS re-evaluates
-    the loss several times per step)."""
-    cls = optimizer if isinstance(optimizer, type) else type(optimizer)
+    the loss several times per step). Asked at every training step: the answer is kept per class."""
+    return _needs_closure(optimizer if isinstance(optimizer, type) else type(optimizer))
+
+
+@functools.cache
+def _needs_closure(cls: type) -> bool:
     closure = inspect.signature(cls.step).parameters.get("closure")
     return closure is not None and closure.default is inspect.Parameter.empty

@@ -229,16 +229,23 @@ def check_study(cfg: DictConfig) -> None:
         )
 
 
-def check_finite(tree, path: str = "") -> None:
-    """No NaN or infinity anywhere: a NaN learning rate or noise level is never a real setting."""
+def leaves(tree, path: str = ""):
+    """(dotted path, value) of every leaf of a config tree: ``optimizer.betas[0]``."""
     if isinstance(tree, dict):
         for k, v in tree.items():
-            check_finite(v, f"{path}{k}.")
+            yield from leaves(v, f"{path}.{k}" if path else str(k))
     elif isinstance(tree, list):
         for i, v in enumerate(tree):
-            check_finite(v, f"{path[:-1]}[{i}].")
-    elif isinstance(tree, float) and not math.isfinite(tree):
-        raise HarnessError(f"{path[:-1]} must be a finite number, got {tree!r}")
+            yield from leaves(v, f"{path}[{i}]")
+    else:
+        yield path, tree
+
+
+def check_finite(tree, path: str = "") -> None:
+    """No NaN or infinity anywhere: a NaN learning rate or noise level is never a real setting."""
+    for where, v in leaves(tree, path):
+        if isinstance(v, float) and not math.isfinite(v):
+            raise HarnessError(f"{where} must be a finite number, got {v!r}")
 
 
 FLOAT32_MAX = 3.4028234663852886e38  # parameters are float32: a larger knob overflows once torch uses it
@@ -247,16 +254,11 @@ FLOAT32_MAX = 3.4028234663852886e38  # parameters are float32: a larger knob ove
 def check_float32(tree, path: str) -> None:
     """A loss, optimizer or schedule number must fit float32 (``optimizer.lr=1e308`` ran, then
     overflowed at Adam's 8th step, when its bias correction brought the step size below infinity)."""
-    if isinstance(tree, dict):
-        for k, v in tree.items():
-            check_float32(v, f"{path}.{k}")
-    elif isinstance(tree, list):
-        for i, v in enumerate(tree):
-            check_float32(v, f"{path}[{i}]")
-    elif _finite(tree) and abs(tree) > FLOAT32_MAX:
-        raise HarnessError(
-            f"{path} must be at most 3.4e38 in size (the largest float32: the model trains in float32), got {tree!r}"
-        )
+    for where, v in leaves(tree, path):
+        if _finite(v) and abs(v) > FLOAT32_MAX:
+            raise HarnessError(
+                f"{where} must be at most 3.4e38 in size (the largest float32: the model trains in float32), got {v!r}"
+            )
 
 
 def check_group_knobs(cfg: DictConfig) -> None:
