@@ -143,25 +143,12 @@ def test_knobs_that_were_accepted_silently_are_refused(overrides, needle):
 
 
 def test_lbfgs_trains_a_full_batch_regression():
-    from harness.engine.train import train
 
     cfg = config("optimizer=lbfgs", "optimizer.lr=0.5", "batch_size=full", "epochs=3")
     spec = spec_from_hydra(cfg)
     check_config(cfg, spec.names)
     job = build(cfg, spec.names)
-    result = train(
-        job.model,
-        job.task,
-        job.data,
-        job.loss,
-        job.targets,
-        job.optimizer,
-        job.scheduler,
-        epochs=3,
-        batch_size=job.batch_size,
-        generator=torch.Generator().manual_seed(0),
-        on_epoch=lambda *a: None,
-    )
+    result = job.train(epochs=3, seed=0, on_epoch=lambda *a: None)
     assert result.outcome == "finished"
     losses = [h["train/loss"] for h in result.history]
     assert losses[-1] < losses[0] / 2, losses

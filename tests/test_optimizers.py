@@ -50,7 +50,6 @@ def test_a_schedule_free_run_is_evaluated_and_left_on_its_averaged_weights():
     from harness.config.checks import check_config
     from harness.engine.build import build
     from harness.engine.run import spec_from_hydra
-    from harness.engine.train import train
 
     cfg = config("task=regression", "optimizer=schedulefree_adamw", "epochs=2")
     spec = spec_from_hydra(cfg)
@@ -59,19 +58,7 @@ def test_a_schedule_free_run_is_evaluated_and_left_on_its_averaged_weights():
     modes = []
     step = job.optimizer.step
     job.optimizer.step = lambda *a, **k: (modes.append(job.optimizer.param_groups[0]["train_mode"]), step(*a, **k))[1]
-    train(
-        job.model,
-        job.task,
-        job.data,
-        job.loss,
-        job.targets,
-        job.optimizer,
-        job.scheduler,
-        epochs=2,
-        batch_size=job.batch_size,
-        generator=torch.Generator().manual_seed(0),
-        on_epoch=lambda *a: None,
-    )
+    job.train(epochs=2, seed=0, on_epoch=lambda *a: None)
     assert modes and all(modes)  # every step in train mode
     assert job.optimizer.param_groups[0]["train_mode"] is False  # evaluated and left on the average
 

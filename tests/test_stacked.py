@@ -26,7 +26,6 @@ from harness.engine.build import build
 from harness.engine.bundles import Entry, member, member_bytes, plan, prepare, split
 from harness.engine.run import compose, spec_from_hydra
 from harness.engine.stacked import train_stacked
-from harness.engine.train import train
 from tests.conftest import write_idx_mnist
 
 RTOL = 1e-4
@@ -59,19 +58,8 @@ def solo(cfg):
     check_config(cfg, spec.names)
     job = build(cfg, spec.names)
     epochs = []
-    result = train(
-        job.model,
-        job.task,
-        job.data,
-        job.loss,
-        job.targets,
-        job.optimizer,
-        job.scheduler,
-        epochs=cfg.epochs,
-        batch_size=job.batch_size,
-        generator=torch.Generator().manual_seed(cfg.seed),
-        on_epoch=lambda e, m, lrs: epochs.append((m, lrs)),
-        eval_batch_size=cfg.eval_batch_size,
+    result = job.train(
+        epochs=cfg.epochs, seed=cfg.seed, on_epoch=lambda e, m, lrs: epochs.append((m, lrs)), eval_batch_size=cfg.eval_batch_size
     )
     return result, epochs, len(job.data.test)
 

@@ -13,6 +13,7 @@ import functools
 import json
 import os
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -290,12 +291,31 @@ class Job:
     data: Data
     model: torch.nn.Module
     loss: torch.nn.Module
-    targets: object
+    targets: Callable[[torch.Tensor], torch.Tensor]
     optimizer: torch.optim.Optimizer
     scheduler: object
     batch_size: int
     device: torch.device
     threads: int
+
+    def train(self, epochs: int, seed: int, on_epoch, eval_batch_size: int = 4096):
+        """Train this job's model with the plain loop (``harness.engine.train``), shuffled by ``seed``."""
+        from harness.engine.train import train
+
+        return train(
+            self.model,
+            self.task,
+            self.data,
+            self.loss,
+            self.targets,
+            self.optimizer,
+            self.scheduler,
+            epochs=epochs,
+            batch_size=self.batch_size,
+            generator=torch.Generator().manual_seed(seed),
+            on_epoch=on_epoch,
+            eval_batch_size=eval_batch_size,
+        )
 
 
 def setup(

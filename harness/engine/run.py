@@ -18,13 +18,12 @@ import time
 import traceback
 from dataclasses import dataclass, field
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from harness import HarnessError, __version__
 from harness.config.checks import check_config
 from harness.engine.build import build, device_name, git_commit
-from harness.engine.train import Result, train
+from harness.engine.train import Result
 from harness.sweep.journal import DIED, job_context, record_job, show_progress
 from harness.sweep.plan import experiment_name
 from harness.tracking import signals
@@ -349,20 +348,7 @@ def run_spec(spec: Spec, cfg: DictConfig) -> Result:
 
     primary = job.task.primary_metric
     try:
-        result: Result = train(
-            job.model,
-            job.task,
-            job.data,
-            job.loss,
-            job.targets,
-            job.optimizer,
-            job.scheduler,
-            epochs=cfg.epochs,
-            batch_size=job.batch_size,
-            generator=torch.Generator().manual_seed(cfg.seed),
-            on_epoch=on_epoch,
-            eval_batch_size=cfg.eval_batch_size,
-        )
+        result: Result = job.train(epochs=cfg.epochs, seed=cfg.seed, on_epoch=on_epoch, eval_batch_size=cfg.eval_batch_size)
         record.end(result.outcome, result, metric=primary)
     except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP (harness.tracking.signals.Stopped)
         record.end("killed", metric=primary)
