@@ -19,66 +19,32 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from harness import HarnessError
+from harness.config import schema
+from harness.config.schema import Rule
 from harness.losses import TARGET_KINDS
 
 CONF_DIR = Path(__file__).resolve().parent.parent.parent / "conf"
-GROUPS = ("task", "loss", "optimizer", "schedule")
+GROUPS = schema.GROUPS
 
-LR_SCALINGS = ("none", "linear", "sqrt")
-SEED_LIMIT = 2**32  # torch's CPU generator (mt19937) keeps 32 bits of a seed: 2**32 + 1 would alias 1
-TOP_LEVEL = {
-    "task",
-    "loss",
-    "optimizer",
-    "schedule",
-    "epochs",
-    "batch_size",
-    "lr_scaling",
-    "lr_reference_batch",
-    "seed",
-    "device",
-    "threads",
-    "data_dir",
-    "eval_batch_size",
-    "progress",
-    "resume",
-    "tracking",
-    "study",
-}
-TRACKING_KEYS = {"enabled", "uri", "experiment", "experiment_suffix", "flush_seconds", "lock_timeout"}
+TOP_LEVEL = schema.top_level()
+TRACKING_KEYS = schema.section_keys("tracking")
 
 
 # ---------------------------------------------------------------- value rules: (test, what is allowed)
+# (the primitives live in the schema, which the run knobs' rules need)
 
-
-def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _finite(v) -> bool:
-    return _number(v) and math.isfinite(v)
-
-
-def positive_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
-
-
-Rule = tuple[Callable[[Any], bool], str]
-POSITIVE = (lambda v: _finite(v) and v > 0, "a finite number > 0")
-NON_NEGATIVE = (lambda v: _finite(v) and v >= 0, "a finite number >= 0")
-FINITE = (_finite, "a finite number")
+_number, _finite, positive_int, _show = schema.number, schema.finite, schema.positive_int, schema.show
+POSITIVE, NON_NEGATIVE, FINITE, BOOL = schema.POSITIVE, schema.NON_NEGATIVE, schema.FINITE, schema.BOOL
+check_rule = schema.check_rule
 UNIT_CLOSED = (lambda v: _finite(v) and 0 <= v <= 1, "a number in [0, 1]")
 UNIT_OPEN_RIGHT = (lambda v: _finite(v) and 0 <= v < 1, "a number in [0, 1)")
 UNIT_OPEN = (lambda v: _finite(v) and 0 < v < 1, "a number in (0, 1)")
 UNIT_OPEN_LEFT = (lambda v: _finite(v) and 0 < v <= 1, "a number in (0, 1]")
-BOOL = (lambda v: isinstance(v, bool), "true or false")
 REDUCTION = (lambda v: v in ("mean", "sum"), "'mean' or 'sum' (training needs one number per batch)")
 BETAS = (
     lambda v: isinstance(v, (list, tuple, ListConfig)) and len(v) == 2 and all(_finite(b) and 0 <= b < 1 for b in v),
@@ -145,24 +111,8 @@ RULES: dict[str, dict[str, Rule]] = {
 }
 
 
-def check_rule(key: str, value, rule: Rule) -> None:
-    test, allowed = rule
-    if not test(value):
-        raise HarnessError(f"{key} must be {allowed}, got {_show(value)}")
-
-
-def _show(value) -> str:
-    if isinstance(value, (DictConfig, ListConfig)):
-        value = OmegaConf.to_container(value)
-    return repr(value)
-
-
 def check_seed(key: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < SEED_LIMIT:
-        raise HarnessError(
-            f"{key} must be an integer in [0, 2**32 - 1], got {_show(value)} "
-            "(torch keeps 32 bits of a seed, so larger ones would repeat smaller ones)"
-        )
+    check_rule(key, value, schema.SEED, schema.SEED_WHY)
     return value
 
 
@@ -173,30 +123,17 @@ def check_run_knobs(cfg: DictConfig) -> None:
     unknown = sorted(set(cfg) - TOP_LEVEL - {"hydra"})
     if unknown:
         raise HarnessError(f"unknown key {unknown[0]!r}; the config's keys are {', '.join(sorted(TOP_LEVEL))}")
-    for name in ("epochs", "eval_batch_size", "lr_reference_batch"):
-        check_rule(name, cfg[name], (positive_int, "a positive integer"))
-    if cfg.batch_size != "full":
-        check_rule("batch_size", cfg.batch_size, (positive_int, "a positive integer or 'full'"))
-    check_seed("seed", cfg.seed)
-    if cfg.threads != "auto":
-        check_rule("threads", cfg.threads, (positive_int, "'auto' or a positive integer"))
-    check_rule("lr_scaling", cfg.lr_scaling, (lambda v: v in LR_SCALINGS, f"one of {', '.join(LR_SCALINGS)}"))
-    for name in ("progress", "resume"):
-        check_rule(name, cfg[name], BOOL)
-    if not isinstance(cfg.data_dir, str) or not cfg.data_dir:
-        raise HarnessError(f"data_dir must be a folder path, got {_show(cfg.data_dir)}")
+    rules = list(schema.rules())
+    for key, rule, why in rules:
+        if "." not in key:
+            check_rule(key, cfg[key], rule, why)
     check_study(cfg)
-    t = cfg.tracking
-    unknown = sorted(set(t) - TRACKING_KEYS)
+    unknown = sorted(set(cfg.tracking) - TRACKING_KEYS)
     if unknown:
         raise HarnessError(f"unknown key tracking.{unknown[0]}; tracking's keys are {', '.join(sorted(TRACKING_KEYS))}")
-    check_rule("tracking.enabled", t.enabled, BOOL)
-    check_rule("tracking.flush_seconds", t.flush_seconds, NON_NEGATIVE)
-    check_rule("tracking.lock_timeout", t.lock_timeout, NON_NEGATIVE)
-    if not isinstance(t.uri, str) or not t.uri.strip():
-        raise HarnessError(f"tracking.uri must be a database URI (sqlite:///mlflow.db) or a server URL, got {_show(t.uri)}")
-    if t.experiment is not None and (not isinstance(t.experiment, str) or not t.experiment.strip()):
-        raise HarnessError(f"tracking.experiment must be null or a non-empty name, got {_show(t.experiment)}")
+    for key, rule, why in rules:
+        if key.startswith("tracking."):
+            check_rule(key, OmegaConf.select(cfg, key), rule, why)
 
 
 def check_study(cfg: DictConfig) -> None:
@@ -207,7 +144,7 @@ def check_study(cfg: DictConfig) -> None:
     unknown = sorted(set(study) - {"compare", "tune"})
     if unknown:
         raise HarnessError(f"unknown key study.{unknown[0]}; study's keys are compare and tune")
-    sections = sorted(TOP_LEVEL - {"study", "tracking", "seed", "data_dir", "device", "threads", "progress", "resume"})
+    sections = sorted(k for k in TOP_LEVEL if schema.is_factor(k))  # what a report can compare runs by
     for part in ("compare", "tune"):
         names = study[part]
         if names is None:

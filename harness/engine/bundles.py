@@ -25,6 +25,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from harness import HarnessError
+from harness.config import schema
 from harness.engine.build import (
     batch_size_of,
     build_loss,
@@ -44,7 +45,7 @@ from harness.optimizers import needs_closure
 from harness.sweep.journal import job_recorded, show_progress
 from harness.tracking.runs import FlushGroup
 
-MEMBER_KEYS = ("seed", "loss", "optimizer", "schedule", "lr_scaling", "lr_reference_batch")
+MEMBER_KEYS = schema.member_keys()  # seed, loss, optimizer, schedule, lr_scaling, lr_reference_batch
 MEMORY_SHARE = {"cuda": 0.5, "cpu": 0.25}  # share of free GPU / available RAM the bundles may use by default
 WORKERS_GPU = 4  # bundles trained at once on a GPU, each in its own process (hydra.launcher.workers=null)
 MIN_SPLIT = 16  # a group of compatible jobs is split among the workers only into bundles at least this big
@@ -84,7 +85,7 @@ def bundle_key(cfg: DictConfig) -> str:
     """What members must share in their configs; the task's knobs are compared by what they build
     (``signature``), so that jobs on data sets of the same shapes can share a bundle."""
     tree = OmegaConf.to_container(cfg, resolve=True)
-    for key in MEMBER_KEYS + ("progress", "resume"):
+    for key in MEMBER_KEYS + schema.free_keys():
         tree.pop(key, None)
     tree["task"] = tree["task"].get("_target_")
     return _json(tree)

@@ -17,10 +17,12 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass, field
+from typing import cast
 
 from omegaconf import DictConfig, OmegaConf
 
 from harness import HarnessError, __version__
+from harness.config import schema
 from harness.config.checks import check_config
 from harness.engine.build import build, device_name, git_commit
 from harness.engine.train import Result
@@ -31,16 +33,8 @@ from harness.tracking.runs import MlflowTracker, NullTracker, flatten
 from harness.tracking.store import open_store, process_alive
 from harness.tracking.uris import runs_link
 
-NOT_IN_HASH = (
-    "tracking",
-    "threads",
-    "data_dir",
-    "progress",
-    "eval_batch_size",
-    "resume",
-    "study",
-)  # knobs that do not change results
-NOT_IN_RUN_NAME = ("tracking.", "progress", "hydra", "experiment=", "smoke=", "resume", "data_dir", "threads")
+NOT_IN_HASH = schema.not_in_hash()  # knobs that do not change results
+NOT_IN_RUN_NAME = schema.not_in_run_name()
 LR_POINTS_PER_RUN = 100  # per-step LR is logged as `lr_step`, thinned to at most about this many points per run
 KILLED: list[str] = []  # ids of the runs this process closed as KILLED (for the stop message)
 SKIPS_SHOWN = 3  # a resumed sweep names this many skipped jobs per process, then one line for the rest
@@ -53,9 +47,12 @@ def fail(message: str, code: int = 2):
 
 
 def config_hash(cfg: DictConfig) -> str:
-    tree = OmegaConf.to_container(cfg, resolve=True)
+    tree = cast(dict, OmegaConf.to_container(cfg, resolve=True))
     for key in NOT_IN_HASH:
         tree.pop(key, None)
+    for group in schema.GROUPS:  # a component's declared traits say how it runs, not what it computes
+        if isinstance(tree.get(group), dict):
+            tree[group].pop(schema.TRAITS_KEY, None)
     return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -166,18 +163,6 @@ def close_dead_runs(tracker: MlflowTracker, chash: str):
 
 # ---------------------------------------------------------------- the record of one run
 
-INTERNAL_PARAMS = (
-    "progress",
-    "resume",
-    "data_dir",
-    "eval_batch_size",
-    "threads",
-    "task.data_dir",
-    "task.download",
-    "loss.targets",
-)
-INTERNAL_PREFIXES = ("tracking.", "study.")
-
 
 def run_params(cfg: DictConfig, names: dict[str, str]) -> dict[str, str]:
     """The params a person compares runs by in MLflow: the group choices (loss=mse, optimizer=adam, ...)
@@ -185,10 +170,8 @@ def run_params(cfg: DictConfig, names: dict[str, str]) -> dict[str, str]:
     stay in the run's config.yaml artifact. (Resume and the report use the config hash and tags.)"""
     params = {g: names[g] for g in ("task", "loss", "optimizer", "schedule") if g in names}
     for key, value in flatten(OmegaConf.to_container(cfg, resolve=True)).items():
-        last = key.rsplit(".", 1)[-1]
-        if last in ("_target_", "_partial_") or key in INTERNAL_PARAMS or key.startswith(INTERNAL_PREFIXES):
-            continue
-        params[key] = value
+        if schema.is_param(key):
+            params[key] = value
     return params
 
 

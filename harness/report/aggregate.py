@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from harness.config import schema
 from harness.report.load import label
 from harness.report.stats import bootstrap_ci
 
@@ -32,7 +33,7 @@ def time_to_target(hist: pd.DataFrame, metric: str, target: float, mode: str) ->
 
 
 # task.* params that are choices of the method (the model and the input preprocessing), not of the problem
-TASK_METHOD_KEYS = ("model", "hidden", "activation", "channels", "normalize")
+TASK_METHOD_KEYS = schema.MODEL_KEYS
 
 
 def conditions(config_cols: list[str]) -> list[str]:

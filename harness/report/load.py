@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.config import schema
 from harness.report import ReportError
 
 # params that never distinguish one configuration from another
-NOT_FACTORS = ("seed", "data_dir", "threads", "progress", "resume", "eval_batch_size", "device")
-NOT_FACTOR_PREFIXES = ("tracking.", "task.data_dir", "task.download", "loss.targets", "study.")
 GROUPS = ("task", "loss", "optimizer", "schedule")
 
 
@@ -222,7 +221,7 @@ def factors(runs: pd.DataFrame) -> list[str]:
     params = [c for c in runs.columns if c.startswith("param:")]
     for col in sorted(params):
         key = col[len("param:") :]
-        if key in NOT_FACTORS or key.startswith(NOT_FACTOR_PREFIXES) or key.split(".")[0] in ("hydra",):
+        if not schema.is_factor(key):
             continue
         if key in GROUPS or key.endswith(("_target_", "_partial_")):
             continue  # the group choice itself (a param since the params were trimmed) and class paths (before): the group columns say it

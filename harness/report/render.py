@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.config import schema
 from harness.report.aggregate import config_name, methods
 from harness.report.load import label, training_seconds
 from harness.report.protocol import join_verdicts
@@ -222,7 +223,7 @@ def devices(runs: pd.DataFrame) -> str:
     return text + ("; times are comparable only between runs on one device" if len(counts) > 1 else "")
 
 
-NOT_KNOBS = ("_target_", "_partial_", "targets", "data_dir", "download")
+NOT_KNOBS = schema.not_knobs()  # _target_, _partial_, targets, data_dir, download, traits
 
 
 def names_table(
