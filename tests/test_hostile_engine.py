@@ -40,7 +40,10 @@ def config(*overrides):
 
 
 def test_a_member_whose_optimizer_raises_fails_alone_and_the_bundle_trains_on(flaky):
-    entries = [entry(config("optimizer._target_=flaky_opt.Flaky", f"optimizer.lr={lr}")) for lr in (0.01, 0.9, 0.02)]
+    entries = [
+        entry(config("optimizer._target_=flaky_opt.Flaky", "optimizer.traits.stacking=per_member", f"optimizer.lr={lr}"))
+        for lr in (0.01, 0.9, 0.02)
+    ]
     run_bundle(entries, "b1", threads=1)
     outcomes = [e.result.outcome for e in entries]
     assert outcomes == ["finished", "failed", "finished"]
@@ -93,6 +96,7 @@ def test_a_sweep_with_one_broken_member_finishes_the_others(flaky, tmp_path):
         "task=regression",
         "epochs=2",
         "optimizer._target_=flaky_opt.Flaky",
+        "optimizer.traits.stacking=per_member",  # a class of one's own stacks where its traits say so
         "optimizer.lr=0.01,-1,0.9,0.02",
         cwd=tmp_path,
         env=env,

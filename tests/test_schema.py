@@ -48,7 +48,7 @@ def test_the_roles_give_the_lists_the_modules_used_to_keep():
         "resume",
         "data_dir",
         "threads",
-    }
+    } | {"optimizer.traits", "loss.traits", "+optimizer.traits", "+loss.traits"}  # and now traits, which are no knob
     assert set(schema.member_keys()) == {"seed", "loss", "optimizer", "schedule", "lr_scaling", "lr_reference_batch"}
     assert set(schema.free_keys()) == {"progress", "resume"}
     internal = ["progress", "resume", "data_dir", "eval_batch_size", "threads", "task.data_dir", "task.download", "loss.targets"]

@@ -49,12 +49,22 @@ COUNTED = ("accuracy", "f1", "recall", "precision", "exact", "cer")  # one test 
 ONE_MINUS = ("r2",)  # 1 - SSE/SST: its rounding is relative to 1, not to its (possibly tiny) value
 
 
+SPECS: dict = {}  # each config's Spec, taken as it is composed (Hydra's current config is the last composed one)
+
+
 def config(*overrides):
-    return compose("tracking.enabled=false", "progress=false", "epochs=2", *overrides)
+    cfg = compose("tracking.enabled=false", "progress=false", "epochs=2", *overrides)
+    SPECS[id(cfg)] = (cfg, spec_from_hydra(cfg))
+    return cfg
+
+
+def spec_of(cfg):
+    kept = SPECS.get(id(cfg))
+    return kept[1] if kept and kept[0] is cfg else spec_from_hydra(cfg)
 
 
 def solo(cfg):
-    spec = spec_from_hydra(cfg)
+    spec = spec_of(cfg)
     check_config(cfg, spec.names)
     job = build(cfg, spec.names)
     epochs = []
@@ -66,7 +76,7 @@ def solo(cfg):
 
 def entry(cfg) -> Entry:
     e = Entry(cfg)
-    e.spec = spec_from_hydra(cfg)
+    e.spec = spec_of(cfg)
     check_config(cfg, e.spec.names)
     prepare(e, {})
     assert e.result is None and e.solo is None
@@ -201,7 +211,7 @@ def entries_for(*variants, common=("task=regression",)):
     out = []
     for v in variants:
         e = Entry(config(*common, *v))
-        e.spec = spec_from_hydra(e.cfg)
+        e.spec = spec_of(e.cfg)
         out.append(e)
     return out
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from harness import HarnessError
-from harness.config import schema
+from harness.config import schema, traits
 from harness.config.schema import Rule
 from harness.losses import TARGET_KINDS
 
@@ -316,6 +316,7 @@ def check_config(cfg: DictConfig, names: dict[str, str]) -> None:
     if cfg.get("loss") is None or "_target_" not in cfg.loss:
         raise HarnessError("no loss chosen: pass loss=NAME (see python -m harness --help)")
     check_run_knobs(cfg)
+    traits.check(cfg)
     check_finite(OmegaConf.to_container(cfg, resolve=True))
     check_types(cfg, names)
     check_group_knobs(cfg)

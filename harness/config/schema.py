@@ -200,7 +200,7 @@ CLASS_KEYS = ("_target_", "_partial_")  # a component's class: named by the grou
 # task knobs that choose the model (a method, compared), not the problem (a condition the methods face)
 MODEL_KEYS = ("model", "hidden", "activation", "channels", "normalize")
 # overrides that choose what to compose, not a knob of the run: never in a run's name
-COMPOSE_OVERRIDES = ("hydra", "experiment=", "smoke=")
+COMPOSE_OVERRIDES = ("hydra", "experiment=", "smoke=", "optimizer.traits", "loss.traits", "+optimizer.traits", "+loss.traits")
 GROUPS = ("task", "loss", "optimizer", "schedule")
 
 

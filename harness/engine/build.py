@@ -23,6 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from harness import HarnessError, schedules
+from harness.config import traits
 from harness.config.checks import CONF_DIR
 from harness.tasks import Data, Task
 
@@ -35,7 +36,7 @@ def build_object(spec, what: str):
     from hydra.errors import InstantiationException
 
     try:
-        return instantiate(spec)
+        return instantiate(traits.without(spec))
     except InstantiationException as e:
         if isinstance(e.__cause__, HarnessError):
             raise e.__cause__ from None

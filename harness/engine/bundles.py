@@ -25,7 +25,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from harness import HarnessError
-from harness.config import schema
+from harness.config import schema, traits
 from harness.engine.build import (
     batch_size_of,
     build_loss,
@@ -39,7 +39,7 @@ from harness.engine.build import (
     try_step,
 )
 from harness.engine.run import RunRecord, Spec, admit, open_tracker, refuse, skip, spec_from_hydra
-from harness.engine.stacked import Member, batched_mlp, qualified_name, stackable, train_stacked
+from harness.engine.stacked import Member, batched_mlp, stackable, train_stacked
 from harness.engine.train import Result
 from harness.optimizers import needs_closure
 from harness.sweep.journal import job_recorded, show_progress
@@ -118,22 +118,8 @@ def loss_key(cfg: DictConfig) -> str:
     return _json(OmegaConf.to_container(cfg.loss, resolve=True))
 
 
-# optimizers whose update depends on each tensor's shape or on a mode the stacked loop does not
-# switch: a bundle holds a member's weights as slices with one more dimension, so they run alone
-NOT_STACKED = {
-    "harness.optimizers.MuonAdamW": "Muon orthogonalises whole weight matrices, and a bundle holds a member's as 3-D slices",
-    "torch.optim.Adafactor": "Adafactor factors each matrix's second moment by shape, and a bundle holds a "
-    "member's bias as a 2-D slice",
-    "pytorch_optimizer.optimizer.soap.SOAP": "SOAP's preconditioners follow each tensor's shape, which a bundle changes",
-}
-
-
-def not_stacked(cls) -> str | None:
-    """Why an optimizer class cannot train a bundle's member as it would train it alone (None: it can)."""
-    name = "torch.optim.Adafactor" if cls is getattr(torch.optim, "Adafactor", None) else qualified_name(cls)
-    reason = NOT_STACKED.get(name)
-    if reason:
-        return reason
+def switches_mode(cls) -> str | None:
+    """Why an optimizer class cannot train a bundle's member whatever its traits say (None: it can)."""
     if callable(getattr(cls, "eval", None)) and callable(getattr(cls, "train", None)):
         return f"{cls.__name__} switches between training and averaged weights, which the stacked loop does not do"
     return None
@@ -195,9 +181,11 @@ def prepare(e: Entry, loaded: dict) -> None:
     """Build a job's data (cached per task config), model, loss and optimizer recipe, and try its
     optimizer and schedule on its own model once, so that a bad one fails this job alone. Sets
     ``e.solo`` if it cannot be stacked, ``e.result`` if its config is bad."""
-    cfg = e.spec.cfg
+    spec = e.spec
+    assert spec is not None  # admit_all set it
+    cfg = spec.cfg
     try:
-        task, data, device, _ = setup(cfg, e.spec.names, e.spec.ctx, cache=loaded)
+        task, data, device, _ = setup(cfg, spec.names, spec.ctx, cache=loaded)
         if task.own_step:  # decided by the task alone: nothing else needs building
             e.solo = "its task trains with its own step (two players), which a stacked step does not do"
             return
@@ -212,8 +200,12 @@ def prepare(e: Entry, loaded: dict) -> None:
         if isinstance(cls, type) and needs_closure(cls):
             e.solo = f"its optimizer {cls.__module__}.{cls.__name__} needs a closure, which a stacked step cannot give"
             return
-        if isinstance(cls, type) and (why := not_stacked(cls)):
+        if isinstance(cls, type) and (why := switches_mode(cls)):
             e.solo = f"its optimizer: {why}"
+            return
+        opt = traits.of(cfg, "optimizer", spec.names.get("optimizer"), spec.overrides)
+        if opt.stacking == "solo":
+            e.solo = f"its optimizer: {opt.why or 'its traits say stacking: solo'}"
             return
         try_step(cfg, task, model, batch_size, -(-n // batch_size), factory)
         e.parts = {
@@ -223,7 +215,8 @@ def prepare(e: Entry, loaded: dict) -> None:
             "device": device,
             "model": model,
             "loss": build_loss(cfg, task, data, device),
-            "optimizer_class": cls,
+            "shared_optimizer": opt.stacking == "shared",
+            "per_sample_mean": traits.of(cfg, "loss", spec.names.get("loss"), spec.overrides).per_sample_mean,
             "factory": factory,
             "batch_size": batch_size,
         }
@@ -309,11 +302,12 @@ def member(e: Entry, on_epoch: Callable, steps_per_epoch: int, data_index: int =
         targets=cfg.loss.targets,
         seed=cfg.seed,
         on_epoch=on_epoch,
-        optimizer_class=e.parts["optimizer_class"],
+        shared_optimizer=e.parts["shared_optimizer"],
         make_optimizer=lambda params: build_optimizer(cfg, params, batch_size, e.parts["factory"]),
         make_scheduler=lambda opt: build_schedule(cfg, opt, cfg.epochs, steps_per_epoch),
         opt_key=optimizer_key(cfg),
         loss_key=loss_key(cfg),
+        per_sample_mean=e.parts["per_sample_mean"],
         data=data_index,
     )
 

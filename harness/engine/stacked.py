@@ -7,9 +7,9 @@ member keeps what makes it itself:
 - its initial weights (built from its seed before stacking) and its shuffle order (its own generator);
 - its loss (each member's loss is computed on its own slice of the output);
 - its optimizer and schedule: torch's own classes, on views of the stacked tensors. Members whose
-  optimizer and schedule configs are identical share one optimizer over their slice when the class
-  updates each element independently (SGD, Adam, RMSprop, ...: see ``ELEMENTWISE``), which is the
-  same arithmetic as one optimizer each; any other class gets one optimizer per member;
+  optimizer and schedule configs are identical share one optimizer over their slice when the
+  optimizer's traits say it updates each element on its own (``stacking: shared``: SGD, Adam,
+  RMSprop, ...), which is the same arithmetic as one optimizer each; any other gets one optimizer per member;
 - its divergence: a member whose loss turns NaN/inf is frozen (its loss leaves the sum, its
   record ends as diverged at that epoch) while the others go on; a member whose loss, optimizer
   step, schedule or metrics raise is frozen as failed, alone (with the members of its optimizer
@@ -35,31 +35,6 @@ from harness.tasks import Data, Task
 
 # a loss without a vmap batching rule (kl_div, multi_margin_loss) still vectorises, through torch's slower fallback
 warnings.filterwarnings("ignore", message="There is a performance drop because we have not yet implemented the batching rule")
-
-ELEMENTWISE = {
-    torch.optim.SGD,
-    torch.optim.Adam,
-    torch.optim.AdamW,
-    torch.optim.Adamax,
-    torch.optim.NAdam,
-    torch.optim.RAdam,
-    torch.optim.RMSprop,
-    torch.optim.Adagrad,
-    torch.optim.Adadelta,
-    torch.optim.Rprop,
-    torch.optim.ASGD,
-}
-ELEMENTWISE_NAMES = {"pytorch_optimizer.optimizer.lion.Lion"}  # by name: importing pytorch_optimizer costs ~2 s
-
-
-def qualified_name(cls) -> str:
-    """'module.Class', for telling optimizer classes apart without importing their packages."""
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def elementwise(cls) -> bool:
-    return cls in ELEMENTWISE or qualified_name(cls) in ELEMENTWISE_NAMES
-
 
 ACTIVATIONS = {
     nn.ReLU: torch.relu,
@@ -163,11 +138,12 @@ class Member:
     targets: str  # "index", "onehot" or "real"
     seed: int
     on_epoch: Callable[[int, dict[str, float], list[float]], None]
-    optimizer_class: type  # the torch.optim class make_optimizer builds
+    shared_optimizer: bool  # its optimizer's traits say stacking: shared (see optimizer_groups)
     make_optimizer: Callable  # list of parameters -> optimizer
     make_scheduler: Callable  # optimizer -> scheduler
     opt_key: str  # members with equal keys have equal optimizer and schedule configs
     loss_key: str = ""  # members with equal keys have equal loss configs
+    per_sample_mean: bool = False  # its loss's traits say so (see batched_loss)
     data: int = 0  # which of the bundle's data sets it trains on
     done: str | None = None  # None while training; "diverged" or "failed" once frozen
     error: str | None = None
@@ -187,11 +163,11 @@ class OptGroup:
 
 def optimizer_groups(model: StackedModel, members: list[Member]) -> list[OptGroup]:
     """Consecutive members with the same optimizer and schedule config share one optimizer when its
-    class updates each element on its own; every other member gets its own."""
+    traits say it updates each element on its own (``stacking: shared``); every other member gets its own."""
     groups, i = [], 0
     while i < len(members):
         j = i + 1
-        if elementwise(members[i].optimizer_class):
+        if members[i].shared_optimizer:
             while j < len(members) and members[j].opt_key == members[i].opt_key:
                 j += 1
         views = model.views(i, j)
@@ -201,27 +177,12 @@ def optimizer_groups(model: StackedModel, members: list[Member]) -> list[OptGrou
     return groups
 
 
-def batched_loss(loss: nn.Module) -> Callable[[Tensor, Tensor], Tensor] | None:
-    """For a loss whose 'mean' is the mean of its per-sample values (weighted cross-entropy: their
-    weighted mean), one call for many members: (outputs [G, B, ...], targets [G, B, ...]) -> [G].
-    None for any other loss (Dice's mean is over the batch as a set), which runs member by member."""
-    from harness import losses
-
-    kinds = (
-        nn.MSELoss,
-        nn.L1Loss,
-        nn.HuberLoss,
-        nn.SmoothL1Loss,
-        nn.BCEWithLogitsLoss,
-        nn.MultiMarginLoss,
-        nn.CrossEntropyLoss,
-        losses.FocalLoss,
-        losses.LogCoshLoss,
-        losses.MSEProbLoss,
-        losses.MAEProbLoss,
-        losses.KLLoss,
-    )
-    if type(loss) not in kinds or getattr(loss, "reduction", None) != "mean":
+def batched_loss(loss: nn.Module, per_sample_mean: bool) -> Callable[[Tensor, Tensor], Tensor] | None:
+    """For a loss whose 'mean' is the mean of its per-sample values (its traits say
+    ``per_sample_mean: true``; weighted cross-entropy: their weighted mean), one call for many members:
+    (outputs [G, B, ...], targets [G, B, ...]) -> [G]. None for any other loss (Dice's mean is over the
+    batch as a set), which runs member by member."""
+    if not per_sample_mean or getattr(loss, "reduction", None) != "mean":
         return None
     if isinstance(loss, nn.CrossEntropyLoss) and loss.ignore_index >= 0:
         return None  # an ignored class would change each member's denominator
@@ -299,7 +260,10 @@ class Bundle:
         self.loss_groups: dict[str, list[int]] = {}
         for k, m in enumerate(members):
             self.loss_groups.setdefault(f"{m.targets}|{m.loss_key or k}", []).append(k)
-        self.batched = {key: batched_loss(members[ks[0]].loss) if len(ks) > 1 else None for key, ks in self.loss_groups.items()}
+        self.batched = {
+            key: batched_loss(members[ks[0]].loss, members[ks[0]].per_sample_mean) if len(ks) > 1 else None
+            for key, ks in self.loss_groups.items()
+        }
 
     def train(self, epochs: int) -> list[Result]:
         for epoch in range(1, epochs + 1):
