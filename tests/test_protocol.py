@@ -66,10 +66,13 @@ def test_the_setting_is_selected_on_validation_not_on_test(tmp_path):
     adam = tuned[tuned.method == "optimizer=adam"].iloc[0]
     assert adam["setting"] == "optimizer.lr=0.01" and adam["test_mean"] == pytest.approx(0.901)  # not the test-best 0.971
     sgd = tuned[tuned.method == "optimizer=sgd"].iloc[0]
-    assert sgd["setting"] == "optimizer.lr=0.1" and sgd["rank"] == 1  # sgd wins on test once adam is honestly tuned
+    # the reference is chosen on validation too (adam), and sgd is shown better than it on test
+    assert adam["rank"] == 1 and sgd["setting"] == "optimizer.lr=0.1" and sgd["rank"] == 2
+    assert sgd["versus_reference"] == "better" and sgd["gain"] == pytest.approx(0.021)
     md = (out / "report.md").read_text()
     assert "compares optimizer; tunes optimizer.lr per method" in md
-    assert "best is optimizer=sgd (optimizer.lr=0.1, selected on validation)" in md
+    assert "the reference (best on validation) is optimizer=adam (optimizer.lr=0.01, selected on validation)" in md
+    assert "optimizer=sgd vs optimizer=adam: better than the reference" in md
     for name in ("mnist_forest.png", "mnist_curves.png", "mnist_tuning_budget.png"):
         assert (out / name).stat().st_size > 1000, name
 
@@ -365,33 +368,36 @@ def test_two_tuned_studies_compare_side_by_side_paired_by_seed(tmp_path):
 
 
 def test_a_tables_verdict_is_short_and_the_findings_keep_the_sentence():
+    from harness.report.contrast import Contrast
     from harness.report.protocol import verdict
-    from harness.report.stats import Difference
 
     top, r = pd.Series({"method": "optimizer=adam", "rank": 1, "n": 5}), pd.Series({"method": "optimizer=sgd", "rank": 2, "n": 5})
-    worse = Difference(0.01, 0.005, 0.015, 0.001, "paired t-test by seed", 5, 4.0)
-    tie = Difference(0.001, -0.002, 0.004, 0.4, "paired t-test by seed", 5, 37.0)
-    assert (
-        verdict(top, r, worse, 0.002)
-        == "optimizer=adam beats optimizer=sgd by 0.01 [0.005, 0.015], p = 0.002 (Holm; paired t-test by seed, n = 5)"
+    test = "paired t-test by seed"
+    worse = Contrast(-0.01, -0.016, -0.004, -0.015, -0.005, 0.004, 0.9, 0.8, test, 5, 2, 0.005, 12.0, "worse")
+    same = Contrast(0.001, -0.004, 0.006, -0.003, 0.005, 0.6, 0.01, 0.001, test, 5, 2, 0.01, 9.0, "equivalent")
+    open_ = Contrast(0.001, -0.02, 0.022, -0.015, 0.017, 0.8, 0.3, 0.04, test, 5, 2, 0.01, 37.0, "undecided")
+    assert verdict(top, r, worse) == (
+        "optimizer=sgd vs optimizer=adam: worse than the reference: gain -0.01 [-0.016, -0.004] "
+        "(97.5%, Bonferroni over 2; p = 0.004; n = 5, paired t-test by seed)"
     )
-    assert verdict(top, r, worse, 0.002, short=True) == "worse by 0.01 [0.005, 0.015], p = 0.002 (Holm, n = 5)"
-    assert (
-        verdict(top, r, tie, 0.4, short=True)
-        == "not told apart from the best at n = 5, p = 0.4 (Holm); about 37 seeds to tell apart"
+    assert verdict(top, r, worse, short=True).startswith("worse than the reference: gain -0.01 [-0.016, -0.004] (97.5%")
+    assert verdict(top, r, same, short=True).startswith(
+        "equivalent to the reference within +-0.01: gain 0.001, bounds [-0.003, 0.005]"
     )
-    assert verdict(top, r, tie, 0.4).startswith("optimizer=sgd is not told apart from optimizer=adam at 5 seeds")
-    assert "undecided, not equal" in verdict(top, r, tie, 0.4)
+    short = verdict(top, r, open_, short=True)
+    assert short.startswith("not told apart from the reference at n = 5") and "undecided, not equal" in short
+    assert "about 37 seeds to detect a gain of the margin's size (+-0.01) at 80% power" in short
+    assert verdict(top, top, None) == "reference (best on validation)"
 
 
-def test_compare_pairs_two_studies_by_seed_with_the_reports_bootstrap(tmp_path):
+def test_compare_pairs_two_studies_by_seed_with_the_reports_interval(tmp_path):
     from harness.report.compare import main, paired_difference
-    from harness.report.stats import bootstrap_ci
+    from harness.report.stats import mean_ci
 
     grid, search = {"0": 0.90, "1": 0.92, "2": 0.91}, {"0": 0.93, "1": 0.92, "2": 0.95, "3": 0.5}  # seed 3: grid lacks it
     diff, low, high, n = paired_difference(grid, search)
     assert n == 3 and diff == pytest.approx((0.03 + 0.0 + 0.04) / 3)
-    assert (low, high) == bootstrap_ci([search[s] - grid[s] for s in ("0", "1", "2")])
+    assert (low, high) == mean_ci([search[s] - grid[s] for s in ("0", "1", "2")])
     for name, scores in (("grid", grid), ("search", search)):
         (tmp_path / name).mkdir()
         pd.DataFrame(

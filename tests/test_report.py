@@ -105,9 +105,11 @@ def test_aggregates_equal_hand_computed_values(store):
         assert row["mean"] == pytest.approx(statistics.mean(values))
         assert row["std"] == pytest.approx(statistics.stdev(values))
         assert row["n"] == 3
-        # percentile bootstrap over 3 seeds: 27 equally likely resamples, the lowest and highest of which
-        # (all three draws the min, or the max) each have probability 1/27 > 2.5%: the interval is [min, max]
-        assert (row["ci95_low"], row["ci95_high"]) == pytest.approx((min(values), max(values)))
+        # Student's t interval over 3 seeds: mean +- t(0.975, 2 df) * sd / sqrt(3), t = 4.30265272974946
+        half = 4.30265272974946 * statistics.stdev(values) / 3**0.5
+        assert (row["ci95_low"], row["ci95_high"]) == pytest.approx(
+            (statistics.mean(values) - half, statistics.mean(values) + half)
+        )
         assert row["best_epoch"] == 3
     order = [(r.optimizer, str(r["optimizer.lr"])) for _, r in summary.iterrows()]
     expected = sorted(FINAL, key=lambda k: -statistics.mean(FINAL[k]))

@@ -76,3 +76,22 @@ def test_roles_cover_every_field():
     for cls in (schema.Config, schema.TrackingConfig, schema.StudyConfig):
         for f in fields(cls):
             assert "role" in f.metadata, f.name
+
+
+def test_a_studys_margin_is_checked_and_written_on_the_sweeps_parent():
+    import json
+
+    import pytest
+
+    from harness import HarnessError
+    from harness.config.checks import check_run_knobs
+    from harness.sweep.plan import study_tags
+
+    tags = study_tags(compose("study.compare=[loss]", "study.margin=5%"))
+    assert json.loads(tags["harness.margin"]) == "5%"
+    tags = study_tags(compose("study.compare=[loss]", "study.margin={test/mse: 0.1, accuracy: 5%}"))
+    assert json.loads(tags["harness.margin"]) == {"test/mse": 0.1, "accuracy": "5%"}
+    assert "harness.margin" not in study_tags(compose("study.compare=[loss]"))
+    for bad in ("study.margin=0", "study.margin=150%", "study.margin=[1]"):
+        with pytest.raises(HarnessError, match="study.margin must be null, a number > 0"):
+            check_run_knobs(compose(bad))

@@ -141,9 +141,13 @@ def check_study(cfg: DictConfig) -> None:
     study = cfg.get("study")
     if study is None:
         return
-    unknown = sorted(set(study) - {"compare", "tune"})
+    keys = schema.section_keys("study")
+    unknown = sorted(set(study) - keys)
     if unknown:
-        raise HarnessError(f"unknown key study.{unknown[0]}; study's keys are compare and tune")
+        raise HarnessError(f"unknown key study.{unknown[0]}; study's keys are {', '.join(sorted(keys))}")
+    for key, rule, why in schema.rules():
+        if key.startswith("study."):
+            check_rule(key, study.get(key[len("study.") :]), rule, why)
     sections = sorted(k for k in TOP_LEVEL if schema.is_factor(k))  # what a report can compare runs by
     for part in ("compare", "tune"):
         names = study[part]

@@ -70,6 +70,22 @@ def check_rule(key: str, value, rule: Rule, why: str = "") -> None:
         raise HarnessError(f"{key} must be {allowed}, got {show(value)}" + (f" {why}" if why else ""))
 
 
+def margin_ok(v) -> bool:
+    """A study's margin: null, a number > 0, 'N%' with N > 0, or a mapping of metric names to those."""
+    from omegaconf import DictConfig
+
+    if v is None:
+        return True
+    if isinstance(v, (dict, DictConfig)):
+        return len(v) > 0 and all(isinstance(k, str) and v[k] is not None and margin_ok(v[k]) for k in v)
+    if isinstance(v, str) and v.endswith("%"):
+        try:
+            return 0 < float(v[:-1]) < 100
+        except ValueError:
+            return False
+    return finite(v) and v > 0
+
+
 # ---------------------------------------------------------------- roles
 
 
@@ -127,6 +143,11 @@ class TrackingConfig:
 class StudyConfig:
     compare: Any = knob([], None, doc="the methods (config groups or keys), e.g. [optimizer] or [loss]")
     tune: Any = knob([], None, doc="tuned per method, selected by the validation metric, e.g. [optimizer.lr]")
+    margin: Any = knob(
+        None,
+        (margin_ok, "null, a number > 0 (in the metric's units), 'N%' (of the reference's mean) or a mapping metric -> either"),
+        doc="the smallest difference that matters, declared before the runs: 0.005 (accuracy), '5%' (MSE)",
+    )
 
 
 @dataclass

@@ -86,6 +86,7 @@ def build_report(
     force: bool = False,
     sweep: str | None = None,
     all_sweeps: bool = False,
+    margin: object = None,
 ) -> Path:
     fig.reset_styles()
     client = client_for(uri)
@@ -99,6 +100,8 @@ def build_report(
         if unit.parents and not all_sweeps
         else declaration(client, experiment_id)
     )
+    if margin is not None and decl is not None:  # given to the report, after the runs: said so wherever it shows
+        decl.margin, decl.post_hoc = margin, True
     config_cols = factors(runs)
     keys = sorted(
         {
@@ -122,7 +125,7 @@ def build_report(
             else None
         )
     else:
-        selected = protocol.select(protocol.settings_table(runs, config_cols, decl)[0], tolerance)
+        selected = protocol.select(protocol.settings_table(runs, config_cols, decl)[0], tolerance, decl.margin)
 
     made: list[tuple[str, str]] = []
     for problem in sorted(table["problem"].unique()):
@@ -138,7 +141,7 @@ def build_report(
                 high=part["ci95_high"],
                 winner=part["rank"] == 1,
             )
-            note = "shaded: not told apart from the best (Holm-corrected tests, alpha 0.05)" + (
+            note = "*: the reference (best on validation); shaded: not shown better or worse than it (alpha 0.05, Bonferroni)" + (
                 f"; best {MAX_FOREST} of {len(part)} shown" if len(part) > MAX_FOREST else ""
             )
             made.append(
@@ -238,6 +241,8 @@ def build_report(
                     "where": where or {},
                     "compare": decl.compare,
                     "tune": decl.tune,
+                    "margin": decl.margin,
+                    "margin_post_hoc": decl.post_hoc,
                     "overrides": decl.overrides,
                     "runs": len(runs),
                     "finished": int((runs.outcome == "finished").sum()),
@@ -462,6 +467,22 @@ def parse_targets(items: list[str]) -> dict[str, float]:
     return out
 
 
+def parse_margin(text: str | None) -> object:
+    if text is None:
+        return None
+    from harness.config.schema import margin_ok
+
+    value: object = text.strip()
+    if not str(value).endswith("%"):
+        try:
+            value = float(str(value))
+        except ValueError:
+            value = None
+    if value is None or not margin_ok(value):
+        raise ReportError(f"--margin must be a number > 0 (in the metric's units) or N% (of the reference's mean), got {text!r}")
+    return value
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m harness.report", description="Tables and figures from an MLflow experiment.")
     p.add_argument("experiment", nargs="?", help="MLflow experiment name (a study's name, or a task's)")
@@ -487,6 +508,11 @@ def main(argv=None) -> int:
         type=float,
         default=TOLERANCE,
         help=f"good region: grid settings within this fraction of a method's best validation score (default {TOLERANCE})",
+    )
+    p.add_argument(
+        "--margin",
+        help="the smallest difference that matters, for a study that declared none (a number in the metric's units, "
+        "or N%% of the reference's mean); the report says it was given after the runs",
     )
     p.add_argument("--no-log", action="store_true", help="do not log the report to the sweep's parent run")
     p.add_argument(
@@ -523,6 +549,7 @@ def main(argv=None) -> int:
             check_store(args.tracking_uri)
             print(waiting_out_locks(lambda: listing(args.tracking_uri), args.tracking_uri))
             return 0
+        margin = parse_margin(args.margin)
         where = parse_where(args.where)
         if "sweep_id" in where:  # --where sweep_id=ID is --sweep ID
             if args.sweep and args.sweep != where["sweep_id"]:
@@ -544,6 +571,7 @@ def main(argv=None) -> int:
                 args.force,
                 args.sweep,
                 args.all_sweeps,
+                margin,
             ),
             args.tracking_uri,
         )

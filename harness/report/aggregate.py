@@ -10,7 +10,7 @@ import pandas as pd
 
 from harness.config import schema
 from harness.report.load import label
-from harness.report.stats import bootstrap_ci
+from harness.report.stats import mean_ci
 
 # time-to-target defaults per task (the primary metric's value to reach); --target overrides
 DEFAULT_TARGETS = {"mnist": 0.97, "imbalanced": 0.75, "regression": 0.25}
@@ -62,7 +62,7 @@ def rank(runs: pd.DataFrame, hist: pd.DataFrame, config_cols: list[str], targets
         n = len(values)
         mean = values.mean() if n else math.nan
         std = values.std(ddof=1) if n > 1 else math.nan
-        low, high = bootstrap_ci(values.to_numpy())
+        low, high = mean_ci(values.to_numpy())
         row = dict(zip(keys, key))
         row["problem"] = ", ".join([str(task)] + [f"{label(c)}={row[c]}" for c in conditions(config_cols)])
         row.update(

@@ -2,7 +2,7 @@
 
 Two tuned studies of the same methods side by side (for example a grid and a search at the same
 budget): each method's selected setting and test metric in both, and B - A, paired by seed where
-both ran the same seeds, with a 95% percentile bootstrap interval. Reads the reports' tuned.csv.
+both ran the same seeds, with a 95% t interval. Reads the reports' tuned.csv.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.report.stats import bootstrap_ci
+from harness.report.stats import mean_ci
 
 
 def load(folder: Path) -> pd.DataFrame:
@@ -29,7 +29,7 @@ def paired_difference(a: dict, b: dict) -> tuple[float, float, float, int]:
     """Mean of b - a over the seeds both have, and its 95% percentile bootstrap interval (the reports' own)."""
     seeds = sorted(set(a) & set(b))
     d = np.array([b[s] - a[s] for s in seeds])
-    low, high = bootstrap_ci(d)
+    low, high = mean_ci(d)
     return (float(d.mean()) if len(d) else float("nan")), low, high, len(d)
 
 

@@ -133,8 +133,8 @@ def curves(
 
 
 def forest(rows: pd.DataFrame, metric: str, problem: str, path, note: str = "") -> str:
-    """Each method's score with its 95% interval, best on top; the winner marked, the methods the
-    tests cannot tell from it shaded (rows: name, mean, low, high, winner, distinct)."""
+    """Each method's score with its 95% interval, the reference (best on validation) on top and marked,
+    the methods not shown better or worse than it shaded (rows: name, mean, low, high, winner, distinct)."""
     rows = rows.reset_index(drop=True)
     fig, ax = plt().subplots(figsize=(8, 0.9 + 0.38 * len(rows)))
     ys = list(range(len(rows)))[::-1]
@@ -147,7 +147,7 @@ def forest(rows: pd.DataFrame, metric: str, problem: str, path, note: str = "") 
             ax.plot([r["low"], r["high"]], [y, y], color=color, lw=2)
         ax.plot([r["mean"]], [y], marker="D" if r["winner"] else "o", color=color, ms=7 if r["winner"] else 5)
     ax.set_yticks(ys, [("* " if r["winner"] else "") + str(r["name"]) for _, r in rows.iterrows()], fontsize=8)
-    ax.set(title=f"{problem}: {pretty(metric)}, mean and 95% bootstrap interval over seeds")
+    ax.set(title=f"{problem}: {pretty(metric)}, mean and 95% t interval over seeds")
     ax.set_xlabel(pretty(metric) + (f"\n{note}" if note else ""), fontsize=8)
     ax.title.set_fontsize(9)
     return save(fig, path)

@@ -7,11 +7,13 @@ varies) and each method:
 1. every setting of the tuned knobs is scored by the **validation** metric's mean over seeds (a
    setting with a diverged or failed seed cannot be selected while a clean one exists);
 2. the best setting is selected on that, never on the test metric;
-3. the selected setting's **test** metric is reported over its seeds: mean, percentile bootstrap
-   95% interval, n, and the selected values;
-4. every method is compared with the best one: the difference with a bootstrap interval (paired by
-   seed when the seeds pair), a t-test p-value, Holm-corrected over the problem's comparisons, and
-   the seeds that 80% power would need to detect a difference of that size.
+3. the selected setting's **test** metric is reported over its seeds: mean, 95% t interval, n, and
+   the selected values;
+4. the reference is the method whose selected setting has the best validation mean (chosen on
+   validation too); every other method is compared with it on test (``contrast``: paired by seed when
+   the seeds pair; interval and tests at one level, Bonferroni over the problem's comparisons; better,
+   worse, equivalent or non-inferior at the study's declared margin, else undecided), with the seeds
+   that 80% power would need to detect a gain of the margin's size.
 Sensitivity (the share of a method's grid within ``tolerance`` of its best validation score) and
 the expected best validation score after k tuning trials come from the same settings table.
 """
@@ -26,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from harness.report import ReportError, stats
+from harness.report.contrast import Contrast, contrast, margin_of
 from harness.report.load import GROUPS, label
 
 
@@ -35,22 +38,37 @@ class Declaration:
     tune: list[str] = field(default_factory=list)
     run_id: str | None = None  # the sweep parent that declared it
     overrides: str = ""  # that sweep's command-line overrides (a cut budget shows here)
+    margin: object = None  # study.margin: a number, 'N%', a mapping metric -> either, or None
+    post_hoc: bool = False  # the margin was given to the report, after the runs, not declared by the sweep
 
     @classmethod
     def from_tags(cls, tags: dict[str, str], run_id: str | None = None) -> Declaration | None:
         compare = json.loads(tags.get("harness.compare") or "[]")
+        margin = json.loads(tags["harness.margin"]) if tags.get("harness.margin") else None
         return (
-            cls(list(compare), list(json.loads(tags.get("harness.tune") or "[]")), run_id, tags.get("overrides", ""))
+            cls(list(compare), list(json.loads(tags.get("harness.tune") or "[]")), run_id, tags.get("overrides", ""), margin)
             if compare
             else None
         )
 
     def tags(self) -> dict[str, str]:
-        return {"harness.compare": json.dumps(self.compare), "harness.tune": json.dumps(self.tune)}
+        out = {"harness.compare": json.dumps(self.compare), "harness.tune": json.dumps(self.tune)}
+        return out | ({"harness.margin": json.dumps(self.margin)} if self.margin is not None else {})
 
     def text(self) -> str:
         tuned = ", ".join(self.tune) if self.tune else "nothing (each method has one setting)"
-        return f"compares {', '.join(self.compare)}; tunes {tuned} per method"
+        return f"compares {', '.join(self.compare)}; tunes {tuned} per method; {self.margin_text()}"
+
+    def margin_text(self) -> str:
+        if self.margin is None:
+            return "no margin declared, so no method can be shown equivalent or non-inferior (better / worse / undecided only)"
+        shown = ", ".join(f"{k}: {v}" for k, v in self.margin.items()) if isinstance(self.margin, dict) else str(self.margin)
+        when = (
+            "given to the report after the runs (post hoc: read its equivalences as exploratory)"
+            if self.post_hoc
+            else "declared by the sweep before its runs"
+        )
+        return f"margin {shown} ({when})"
 
 
 def column(runs: pd.DataFrame, name: str) -> str:
@@ -144,7 +162,7 @@ def better(mode: str):
     return (lambda a, b: a > b) if mode == "max" else (lambda a, b: a < b)
 
 
-def select(settings: pd.DataFrame, tolerance: float) -> pd.DataFrame:
+def select(settings: pd.DataFrame, tolerance: float, margin: object = None) -> pd.DataFrame:
     """One row per (problem, method): the setting with the best validation mean, its test scores,
     the grid's sensitivity, then the verdict against the problem's best method."""
     rows = []
@@ -168,10 +186,10 @@ def select(settings: pd.DataFrame, tolerance: float) -> pd.DataFrame:
             )
             continue
         best = pool.loc[pool["val_mean"].idxmax() if mode == "max" else pool["val_mean"].idxmin()]
-        low, high = stats.bootstrap_ci(list(best["test_by_seed"].values()))
+        low, high = stats.mean_ci(list(best["test_by_seed"].values()))
         vals = scored["val_mean"].to_numpy(float)
-        margin = tolerance * abs(best["val_mean"])
-        within = vals >= best["val_mean"] - margin if mode == "max" else vals <= best["val_mean"] + margin
+        slack = tolerance * abs(best["val_mean"])
+        within = vals >= best["val_mean"] - slack if mode == "max" else vals <= best["val_mean"] + slack
         at_edge = (
             "" if within.all() else edge(part, best)
         )  # a flat grid (all within tolerance): its edge is only where the tie fell
@@ -201,7 +219,7 @@ def select(settings: pd.DataFrame, tolerance: float) -> pd.DataFrame:
             }
         )
     table = pd.DataFrame(rows)
-    return verdicts(table)
+    return verdicts(table, margin)
 
 
 def edge(part: pd.DataFrame, best: pd.Series) -> str:
@@ -216,29 +234,39 @@ def edge(part: pd.DataFrame, best: pd.Series) -> str:
     return ", ".join(out)
 
 
-def verdicts(table: pd.DataFrame) -> pd.DataFrame:
-    """Rank each problem's methods by test mean; compare each with the best (Holm over the problem)."""
+def verdicts(table: pd.DataFrame, margin: object = None) -> pd.DataFrame:
+    """Rank each problem's methods by their selected setting's validation mean: the reference (rank 1)
+    is chosen on validation, as the settings were. Compare each other method with it on the test scores
+    of the selected settings (``contrast``: one level across the problem's comparisons, Bonferroni),
+    at the declared margin (``margin``: study.margin)."""
     out = []
     for _, part in table.groupby("problem", sort=True):
         mode = part["mode"].iloc[0]
-        part = part.sort_values("test_mean", ascending=mode == "min", na_position="last").reset_index(drop=True)
+        part = part.sort_values("val_mean", ascending=mode == "min", na_position="last").reset_index(drop=True)
         part.insert(0, "rank", range(1, len(part) + 1))
         top = part.iloc[0]
-        diffs = [
-            stats.compare(top["test_by_seed"], r["test_by_seed"]) if i and r["n"] and top["n"] else None
-            for i, r in part.iterrows()
+        compared = [bool(i and r["n"] and top["n"]) for i, r in part.iterrows()]
+        family = max(1, sum(compared))
+        m = margin_of(margin, top["test_mean"], top["metric"]) if top["n"] else math.nan
+        cs = [
+            contrast(r["test_by_seed"], top["test_by_seed"], mode, m, family) if ok else None
+            for ok, (_, r) in zip(compared, part.iterrows())
         ]
-        adjusted = stats.holm([d.p if d else math.nan for d in diffs])
-        part["diff"] = [d.diff if d else math.nan for d in diffs]
-        part["diff_low"] = [d.low if d else math.nan for d in diffs]
-        part["diff_high"] = [d.high if d else math.nan for d in diffs]
-        part["p"] = [d.p if d else math.nan for d in diffs]
-        part["p_holm"] = adjusted
-        part["test"] = [d.test if d else "" for d in diffs]
-        part["seeds_needed"] = [d.seeds_needed if d else math.nan for d in diffs]
-        part["distinct"] = [bool(d and math.isfinite(p) and p < stats.ALPHA) for d, p in zip(diffs, adjusted)]
-        part["verdict"] = [verdict(top, r, d, p) for (_, r), d, p in zip(part.iterrows(), diffs, adjusted)]
-        part["verdict_short"] = [verdict(top, r, d, p, short=True) for (_, r), d, p in zip(part.iterrows(), diffs, adjusted)]
+        nan = math.nan
+        part["gain"] = [c.gain if c else nan for c in cs]
+        part["gain_low"] = [c.low if c else nan for c in cs]
+        part["gain_high"] = [c.high if c else nan for c in cs]
+        part["margin"] = m
+        part["p"] = [c.p if c else nan for c in cs]
+        part["p_equivalent"] = [c.p_equivalent if c else nan for c in cs]
+        part["p_noninferior"] = [c.p_noninferior if c else nan for c in cs]
+        part["test"] = [c.test if c else "" for c in cs]
+        part["family"] = family
+        part["seeds_needed"] = [c.seeds_needed if c else nan for c in cs]
+        part["versus_reference"] = [c.verdict if c else ("reference" if i == 0 else "") for i, c in enumerate(cs)]
+        part["distinct"] = [bool(c and c.verdict in ("better", "worse")) for c in cs]
+        part["verdict"] = [verdict(top, r, c) for (_, r), c in zip(part.iterrows(), cs)]
+        part["verdict_short"] = [verdict(top, r, c, short=True) for (_, r), c in zip(part.iterrows(), cs)]
         out.append(part)
     return pd.concat(out, ignore_index=True)
 
@@ -247,35 +275,44 @@ def fmt(v: float) -> str:
     return "n/a" if v is None or not math.isfinite(v) else f"{v:.4g}"
 
 
-def verdict(top: pd.Series, r: pd.Series, d: stats.Difference | None, p_holm: float, short: bool = False) -> str:
-    """The comparison with the best as a sentence (findings), or short for a table's row that names the method."""
+def interval(low: float, high: float) -> str:
+    return "[unbounded]" if math.isinf(low) or math.isinf(high) else f"[{fmt(low)}, {fmt(high)}]"
+
+
+def verdict(top: pd.Series, r: pd.Series, c: Contrast | None, short: bool = False) -> str:
+    """The comparison with the reference as a sentence (findings), or short for a table's row that names the method."""
     if r["rank"] == 1:
-        return "best" if r["n"] else "nothing finished"
-    if d is None:
+        return "reference (best on validation)" if r["n"] else "nothing finished"
+    if c is None:
         return "nothing finished" if not r["n"] else "not compared"
-    if not math.isfinite(d.p):
-        return f"{d.test}: n = {d.n}" if short else f"{r['method']}: {d.test} (n = {d.n})"
-    size = f"{fmt(abs(d.diff))} [{fmt(min(abs(d.low), abs(d.high)) if d.low * d.high > 0 else 0.0)}, {fmt(max(abs(d.low), abs(d.high)))}]"
-    if math.isfinite(p_holm) and p_holm < stats.ALPHA:
-        if short:
-            return f"worse by {size}, p = {p_holm:.2g} (Holm, n = {d.n})"
-        return f"{top['method']} beats {r['method']} by {size}, p = {p_holm:.2g} (Holm; {d.test}, n = {d.n})"
-    if short:
-        need = (
-            "no difference in these seeds"
-            if not math.isfinite(d.seeds_needed)
-            else "over 1,000 seeds to tell apart"
-            if d.seeds_needed > 1000
-            else f"about {int(d.seeds_needed)} seeds to tell apart"
-        )
-        return f"not told apart from the best at n = {d.n}, p = {p_holm:.2g} (Holm); {need}"
-    if not math.isfinite(d.seeds_needed):
-        need = "no difference at all in these seeds"
-    elif d.seeds_needed > 1000:
-        need = "over 1,000 seeds would be needed to detect a difference this small at 80% power"
+    if c.verdict == "too few seeds":
+        return f"{c.test}: n = {c.n}" if short else f"{r['method']}: {c.test} (n = {c.n})"
+    level = f"{100 * c.level:.4g}%" + (f", Bonferroni over {c.family}" if c.family > 1 else "")
+    gain = f"{fmt(c.gain)} {interval(c.low, c.high)}"
+    at = f"n = {c.n}, {c.test}"
+    margin = f"+-{fmt(c.margin)}"
+    if c.verdict == "equivalent":
+        what = f"equivalent to the reference within {margin}: gain {fmt(c.gain)}, bounds {interval(c.lower_bound, c.upper_bound)}"
+        tail = f"TOST p = {c.p_equivalent:.2g}; {at}"
+    elif c.verdict in ("better", "worse"):
+        what = f"{c.verdict} than the reference: gain {gain}"
+        tail = f"p = {c.p:.2g}; {at}"
+    elif c.verdict == "non-inferior":
+        what = f"not worse than the reference by {fmt(c.margin)} or more: gain {fmt(c.gain)}, lower bound {fmt(c.lower_bound)}"
+        tail = f"p = {c.p_noninferior:.2g}; {at}"
     else:
-        need = f"about {int(d.seeds_needed)} seeds would be needed to detect a difference of this size at 80% power"
-    return f"{r['method']} is not told apart from {top['method']} at {d.n} seeds (p = {p_holm:.2g}, Holm): undecided, not equal; {need}"
+        need = (
+            "no margin declared"
+            if not math.isfinite(c.seeds_needed)
+            else "over 1,000 seeds to detect a gain of the margin's size"
+            if c.seeds_needed > 1000
+            else f"about {int(c.seeds_needed)} seeds to detect a gain of the margin's size ({margin}) at 80% power"
+        )
+        what = f"not told apart from the reference at n = {c.n}: gain {gain}"
+        tail = f"p = {c.p:.2g}; undecided, not equal; {need}"
+    if short:
+        return f"{what} ({level}; {tail})"
+    return f"{r['method']} vs {top['method']}: {what} ({level}; {tail})"
 
 
 def join_verdicts(items: list[str]) -> str:

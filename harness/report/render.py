@@ -111,8 +111,10 @@ def tuned_sections(selected: pd.DataFrame, decl, tolerance: float) -> dict[str, 
     training score (running over the last epoch's steps) with the train - test gap, the verdict."""
     caption = (
         f"The study {decl.text()}. Each method's setting is selected by the mean over seeds of the validation metric "
-        f"(never the test metric); the test metric of that setting is reported over its seeds, with a 95% percentile "
-        f"bootstrap interval. Verdicts compare each method with the best (paired by seed when the seeds pair), Holm-corrected. "
+        f"(never the test metric); the test metric of that setting is reported over its seeds, with a 95% t interval. "
+        f"The reference (rank 1) is the method best on validation; verdicts compare each other method with it on test "
+        f"(paired by seed when the seeds pair; interval and tests at one level, Bonferroni over the problem's comparisons): "
+        f"better, worse, equivalent or non-inferior at the declared margin, else undecided (not told apart, which is not equal). "
         f"Good region: the share of the method's grid whose validation score is within {tolerance:.0%} of its best."
     )
     out = {}
@@ -140,7 +142,7 @@ def tuned_sections(selected: pd.DataFrame, decl, tolerance: float) -> dict[str, 
                     for g in part.get("good_share", [math.nan] * len(part))
                 ],
                 "at grid edge": part.get("at_edge", "").fillna(""),
-                "verdict vs best": part.get("verdict_short", part["verdict"]),
+                "verdict vs reference": part.get("verdict_short", part["verdict"]),
             }
         )
         show, same = constant_columns(
@@ -176,7 +178,7 @@ def tuned_findings(selected: pd.DataFrame) -> list[str]:
             out.append(f"**{problem}**: no method finished.")
             continue
         text = (
-            f"**{problem}**: best is {top['method']} ({top['setting']}, selected on validation) with {top['metric']} "
+            f"**{problem}**: the reference (best on validation) is {top['method']} ({top['setting']}, selected on validation) with {top['metric']} "
             f"{fmt(top['test_mean'])} [{fmt(top['ci95_low'])}, {fmt(top['ci95_high'])}] over {top['n']} seeds"
         )
         rest = [r["verdict"] for _, r in part.iloc[1:].iterrows()]
@@ -293,7 +295,7 @@ def table_for_display(table: pd.DataFrame, config_cols: list[str]) -> pd.DataFra
 
 
 FLAT = (
-    "`*` marks the winner; mean and std over seeds of finished runs, 95% percentile bootstrap interval. "
+    "`*` marks the winner; mean and std over seeds of finished runs, 95% t interval. "
     "No study declaration (study.compare): this ranks every configuration by its test metric, so picking the top row "
     "is selection on the test set; declare what is compared and tuned for a tuned comparison."
 )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 
 def swept_groups(overrides: list[str]) -> set[str]:
@@ -158,4 +158,10 @@ def study_tags(config: DictConfig) -> dict[str, str]:
     """The study's declaration (what it compares, what it tunes per method) for the parent run, where the report reads it."""
     study = config.get("study") or {}
     compare, tune = list(study.get("compare") or []), list(study.get("tune") or [])
-    return {"harness.compare": json.dumps(compare), "harness.tune": json.dumps(tune)} if compare else {}
+    if not compare:
+        return {}
+    tags = {"harness.compare": json.dumps(compare), "harness.tune": json.dumps(tune)}
+    margin = study.get("margin")
+    if margin is not None:  # declared before the runs: the report reads it from here
+        tags["harness.margin"] = json.dumps(OmegaConf.to_container(margin) if isinstance(margin, DictConfig) else margin)
+    return tags
