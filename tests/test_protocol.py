@@ -14,7 +14,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from scipy import stats as sps
 
-from harness.report import protocol, stats
+from harness.report import ReportError, protocol, stats
 from harness.report.__main__ import main
 from tests.conftest import ROOT
 
@@ -105,52 +105,41 @@ def test_a_setting_with_a_diverged_seed_is_not_selected_while_a_clean_one_exists
     assert pd.read_csv(tmp_path / "r" / "tuned.csv").iloc[0]["setting"] == "optimizer.lr=0.01"
 
 
-def test_bootstrap_intervals_stay_in_range_and_cover_at_about_the_nominal_rate():
-    rng = np.random.default_rng(1)
-    # accuracies near 1: a t-interval would leave [0, 1]; the bootstrap one cannot
-    low, high = stats.bootstrap_ci([1.0, 0.99, 0.80])
-    assert 0.80 <= low <= high <= 1.0
-    hits, trials, n = 0, 300, 20
-    for _ in range(trials):
-        x = rng.normal(0.5, 0.1, n)
-        lo, hi = stats.bootstrap_ci(x)
-        hits += lo <= 0.5 <= hi
-    coverage = hits / trials
-    # the percentile bootstrap under-covers a little at small n; at n = 20 it is close to 95%
-    assert 0.89 <= coverage <= 0.99, coverage
-    assert stats.bootstrap_ci([0.5]) == (pytest.approx(math.nan, nan_ok=True),) * 2
-    assert stats.bootstrap_ci([0.7, 0.7, 0.7]) == (0.7, 0.7)
+def test_mean_intervals_are_students_t():
+    x = [0.91, 0.93, 0.92, 0.95, 0.94]
+    low, high = stats.mean_ci(x)
+    half = sps.t.ppf(0.975, 4) * np.std(x, ddof=1) / math.sqrt(5)
+    assert (low, high) == (pytest.approx(np.mean(x) - half), pytest.approx(np.mean(x) + half))
+    assert stats.mean_ci([0.5]) == (pytest.approx(math.nan, nan_ok=True),) * 2
+    assert stats.mean_ci([0.7, 0.7, 0.7]) == (pytest.approx(0.7), pytest.approx(0.7))
 
 
-def test_p_values_match_scipy_and_holm_matches_its_definition():
+def test_p_values_match_scipy_and_bonferroni_multiplies_by_the_family():
+    from harness.report.contrast import contrast
+
     a = {0: 0.91, 1: 0.93, 2: 0.92, 3: 0.95, 4: 0.94}
     b = {0: 0.90, 1: 0.915, 2: 0.918, 3: 0.93, 4: 0.936}
-    d = stats.compare(a, b)
+    d = contrast(a, b, "max")
     assert d.test == "paired t-test by seed"
     assert d.p == pytest.approx(sps.ttest_rel(list(a.values()), list(b.values())).pvalue)
-    assert d.diff == pytest.approx(np.mean([a[s] - b[s] for s in a]))
+    assert d.gain == pytest.approx(np.mean([a[s] - b[s] for s in a]))
+    assert contrast(a, b, "max", family=3).p == pytest.approx(min(1.0, 3 * d.p))
+    assert contrast(a, b, "min").gain == pytest.approx(-d.gain)  # lower is better: the gain turns
     c = {10: 0.80, 11: 0.85, 12: 0.83}  # other seeds: unpaired
-    w = stats.compare(a, c)
+    w = contrast(a, c, "max")
     assert w.test == "Welch's t-test"
     assert w.p == pytest.approx(sps.ttest_ind(list(a.values()), list(c.values()), equal_var=False).pvalue)
-    p = [0.01, 0.04, 0.03, 0.5]
-    order = np.argsort(p)
-    expected = np.empty(4)
-    running = 0.0
-    for rank, i in enumerate(order):  # Holm: (m - rank) * p, made monotone, capped at 1
-        running = max(running, min(1.0, (4 - rank) * p[i]))
-        expected[i] = running
-    assert stats.holm(p) == pytest.approx(expected.tolist())
-    assert math.isnan(stats.holm([math.nan, 0.01])[0])
 
 
 def test_the_paired_test_pairs_by_seed_not_by_position():
+    from harness.report.contrast import contrast
+
     # seed effects dwarf the method effect; a is better by 0.01 on every seed
     base = {s: 0.5 + 0.1 * s for s in range(6)}
     a = {s: v + 0.01 for s, v in base.items()}
     b = dict(reversed(list(base.items())))  # the same seeds in another order
-    d = stats.compare(a, b)
-    assert d.test == "exact sign-flip test by seed (a constant difference)" and d.diff == pytest.approx(0.01)
+    d = contrast(a, b, "max")
+    assert d.test == "exact sign-flip test by seed (a constant difference)" and d.gain == pytest.approx(0.01)
     assert d.p == pytest.approx(2 / 2**6) and (d.low, d.high) == (pytest.approx(0.01), pytest.approx(0.01))
     welch = sps.ttest_ind(list(a.values()), list(b.values()), equal_var=False).pvalue
     assert welch > 0.5  # unpaired, the seed spread hides the difference
@@ -158,26 +147,19 @@ def test_the_paired_test_pairs_by_seed_not_by_position():
 
 @pytest.mark.parametrize("n", [3, 5, 8])
 def test_a_constant_difference_gets_the_exact_tests_floor_not_zero(n):
-    """A constant difference makes the t statistic infinite (p = 0 before); n pairs can show no more
-    than the exact sign-flip test's 2 / 2^n (0.0625 at n = 5), n per method no more than 2 / C(2n, n)."""
+    """A constant difference makes the t statistic infinite; n pairs can show no more than the exact
+    sign-flip test's 2 / 2^n (0.0625 at n = 5), n per method no more than 2 / C(2n, n)."""
     from math import comb
 
-    d = stats.compare({s: 0.9 for s in range(n)}, {s: 0.8 for s in range(n)})
+    from harness.report.contrast import contrast
+
+    d = contrast({s: 0.9 for s in range(n)}, {s: 0.8 for s in range(n)}, "max")
     assert d.p == pytest.approx(2 / 2**n) and d.test.startswith("exact sign-flip")
-    assert stats.compare({s: 0.5 for s in range(n)}, {s: 0.5 for s in range(n)}).p == 1.0
-    unpaired = stats.compare({s: 0.9 for s in range(n)}, {s + 100: 0.8 for s in range(n)})
+    assert contrast({s: 0.5 for s in range(n)}, {s: 0.5 for s in range(n)}, "max").p == 1.0
+    unpaired = contrast({s: 0.9 for s in range(n)}, {s + 100: 0.8 for s in range(n)}, "max")
     assert unpaired.p == pytest.approx(2 / comb(2 * n, n)) and unpaired.test.startswith("exact permutation")
-    noisy = stats.compare({s: 0.9 + 0.01 * (s % 2) for s in range(n)}, {s: 0.8 for s in range(n)})
-    assert noisy.test == "paired t-test by seed"  # a spread: the t-test, as before
-
-
-def test_seeds_needed_grows_as_the_effect_shrinks():
-    assert (
-        stats.seeds_needed(0.5, 0.1, paired=True)
-        < stats.seeds_needed(0.05, 0.1, paired=True)
-        < stats.seeds_needed(0.01, 0.1, paired=True)
-    )
-    assert stats.seeds_needed(0.0, 0.1, paired=True) == math.inf
+    noisy = contrast({s: 0.9 + 0.01 * (s % 2) for s in range(n)}, {s: 0.8 for s in range(n)}, "max")
+    assert noisy.test == "paired t-test by seed"  # a spread: the t-test
 
 
 def test_expected_best_of_k_trials():
@@ -288,36 +270,40 @@ def test_claims_come_from_the_reports_and_the_map(tmp_path):
     reports = tmp_path / "reports"
     assert main(["study", "--tracking-uri", uri, "--out", str(reports / "study"), "--no-log"]) == 0
     (reports / "claims.yaml").write_text(
-        "C7:\n  claim: adam beats sgd at 1:10\n  study: study\n  checks:\n"
-        "    - {a: optimizer=adam, b: optimizer=sgd, where: imbalance_ratio=10, expect: better}\n"
-        "C8:\n  claim: sgd beats adam at 1:100\n  study: study\n  checks:\n"
-        "    - {a: optimizer=sgd, b: optimizer=adam, where: imbalance_ratio=100, expect: better}\n"
-        "C9:\n  claim: sgd is not worse at 1:10\n  study: study\n  checks:\n"
-        "    - {a: optimizer=sgd, b: optimizer=adam, where: imbalance_ratio=10, expect: not_worse}\n"
-        "C10:\n  claim: adam's lr lies in [1e-3, 1e-1]\n  study: study\n  checks:\n"
-        "    - {a: optimizer=adam, where: imbalance_ratio=10, expect: setting_in, knob: optimizer.lr, range: [0.001, 0.1]}\n"
-        "C12:\n  claim: adam's lr lies in [1e-4, 1e-3]\n  study: study\n  checks:\n"
-        "    - {a: optimizer=adam, where: imbalance_ratio=10, expect: setting_in, knob: optimizer.lr, range: [0.0001, 0.001]}\n"
-        "C11:\n  claim: a study not run\n  study: nothing_here\n  checks: []\n"
-        "C13:\n  claim: adam reaches about 0.97\n  study: study\n  checks:\n"
-        "    - {a: optimizer=adam, where: imbalance_ratio=10, expect: near, value: 0.97, tolerance: 0.03}\n"
-        "C14:\n  claim: adam reaches about 0.5\n  study: study\n  checks:\n"
-        "    - {a: optimizer=adam, where: imbalance_ratio=10, expect: near, value: 0.5, tolerance: 0.1}\n"
-        "C15:\n  claim: adam reaches 0.95 +- 0.01\n  study: study\n  checks:\n"
-        "    - {a: optimizer=adam, where: imbalance_ratio=10, expect: near, value: 0.95, tolerance: 0.01}\n"
-        "C16:\n  claim: a check in a second study\n  study: study\n  checks:\n"
-        "    - {a: optimizer=adam, b: optimizer=sgd, where: imbalance_ratio=10, expect: better, study: other_study}\n"
+        "C7:\n  claim: adam beats sgd at 1:10\n  study: study\n  declared: 2000-01-01\n"
+        "  primary: {a: optimizer=adam, b: optimizer=sgd, where: imbalance_ratio=10, rule: better, margin: 0.01}\n"
+        "C8:\n  claim: sgd beats adam at 1:100\n  study: study\n"
+        "  primary: {a: optimizer=sgd, b: optimizer=adam, where: imbalance_ratio=100, rule: better, margin: 0.01}\n"
+        "C17:\n  claim: sgd beats adam at 1:100, no margin\n  study: study\n"
+        "  primary: {a: optimizer=sgd, b: optimizer=adam, where: imbalance_ratio=100, rule: better}\n"
+        "C9:\n  claim: sgd is not worse at 1:10\n  study: study\n"
+        "  primary: {a: optimizer=sgd, b: optimizer=adam, where: imbalance_ratio=10, rule: not_worse, margin: 0.01}\n"
+        "  checks:\n    - {a: optimizer=sgd, b: optimizer=adam, where: imbalance_ratio=100, rule: equivalent}\n"
+        "C10:\n  claim: adam's lr lies in [1e-3, 1e-1]\n  study: study\n"
+        "  primary: {a: optimizer=adam, where: imbalance_ratio=10, rule: setting_in, knob: optimizer.lr, range: [0.001, 0.1]}\n"
+        "C12:\n  claim: adam's lr lies in [1e-4, 1e-3]\n  study: study\n"
+        "  primary: {a: optimizer=adam, where: imbalance_ratio=10, rule: setting_in, knob: optimizer.lr, range: [0.0001, 0.001]}\n"
+        "C11:\n  claim: a study not run\n  study: nothing_here\n  primary: {a: x, b: y, where: z, rule: better}\n"
+        "C13:\n  claim: adam reaches about 0.97\n  study: study\n"
+        "  primary: {a: optimizer=adam, where: imbalance_ratio=10, rule: near, value: 0.97, tolerance: 0.05}\n"
+        "C14:\n  claim: adam reaches about 0.5\n  study: study\n"
+        "  primary: {a: optimizer=adam, where: imbalance_ratio=10, rule: near, value: 0.5, tolerance: 0.1}\n"
+        "C15:\n  claim: adam reaches 0.95 +- 0.01\n  study: study\n"
+        "  primary: {a: optimizer=adam, where: imbalance_ratio=10, rule: near, value: 0.95, tolerance: 0.01}\n"
+        "C16:\n  claim: a contrast in a second study\n  study: study\n"
+        "  primary: {a: optimizer=adam, b: optimizer=sgd, where: imbalance_ratio=10, rule: better, study: other_study}\n"
     )
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- claims:start -->\nold\n<!-- claims:end -->\nrest\n")
     assert claims.main(["--reports", str(reports), "--readme", str(readme)]) == 0
     table = (reports / "claims.md").read_text()
     row = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| C")}
-    assert (
-        "| supported " in row["C7"] and "= 0.04996 [0.04992, 0.05]" in row["C7"]
-    )  # a 0.05 gap less 0.0001 on odd seeds, paired by seed
-    assert "| inconclusive " in row["C8"]  # no difference at 1:100
-    assert "| contradicted " in row["C9"]
+    assert "across the table's 7 tested primary contrasts (Bonferroni: 99.29%)" in table  # C7 C8 C9 C13 C14 C15 C17
+    assert "| supported " in row["C7"] and "better, gain 0.04996 [0.0498" in row["C7"]  # paired by seed: a tight interval
+    assert "declared 2000-01-01, before its runs" in row["C7"] and "declared: no date" in row["C8"]
+    assert "| contradicted " in row["C8"] and "equivalent, gain 4e-05" in row["C8"]  # within the margin: no gain that matters
+    assert "| inconclusive " in row["C17"] and "undecided" in row["C17"]  # without a margin nothing can be shown equal
+    assert "| contradicted " in row["C9"] and "secondary: " in row["C9"]
     assert "not run with the protocol yet" in row["C11"]
     assert "| supported " in row["C10"] and "selects optimizer.lr=0.01 on validation (inside" in row["C10"]
     assert "| contradicted " in row["C12"] and "(outside [0.0001, 0.001])" in row["C12"]
@@ -458,6 +444,34 @@ def test_runs_trained_on_corrupted_targets_show_no_train_test_gap():
     assert "train - test gap" not in table.columns and "trained on corrupted targets" in caption
     caption, table = tuned_sections(selected(0.04, False), decl, 0.02)["Tuned comparison: p"]
     assert "train - test gap" in table.columns and "corrupted" not in caption
+
+
+def test_the_rules_map_every_verdict_and_a_gap_share_is_judged_per_seed():
+    from harness.report import claims
+
+    for rule in claims.PAIR_RULES:
+        assert set(claims.RULES[rule]) == {"better", "worse", "equivalent", "non-inferior", "undecided"}, rule
+    seeds = range(5)
+    rows = [
+        {
+            "problem": "p",
+            "method": m,
+            "metric": "test/mse",
+            "mode": "min",
+            "test_mean": mean,
+            "n": 5,
+            "setting": "",
+            "test_by_seed": {s: mean + 0.01 * s + 0.004 * ((s * i) % 3) for s in seeds},
+        }
+        for i, (m, mean) in enumerate((("mse", 3.0), ("mae", 2.0), ("huber", 2.1), ("half", 2.5)))
+    ]
+    tuned = pd.DataFrame(rows)
+    closes = claims.check(tuned, {"a": "huber", "b": "mse", "c": "mae", "where": "p", "rule": "gap_share", "fraction": 0.5})
+    assert closes["verdict"] == "supported" and closes["closed"] == pytest.approx(0.9, abs=0.01)
+    short = claims.check(tuned, {"a": "half", "b": "mse", "c": "mae", "where": "p", "rule": "gap_share", "fraction": 0.8})
+    assert short["verdict"] == "contradicted"  # it closes half the gap, not 80% of it
+    with pytest.raises(ReportError, match="unknown rule 'beats'"):
+        claims.check(tuned, {"a": "huber", "b": "mse", "where": "p", "rule": "beats"})
 
 
 def test_a_claims_check_where_names_every_part_it_needs():

@@ -19,7 +19,8 @@ import pandas as pd
 import yaml
 
 from harness.report import ReportError, stats
-from harness.report.protocol import fmt
+from harness.report.contrast import contrast, margin_of
+from harness.report.protocol import fmt, interval
 
 REPORTS = Path(__file__).resolve().parent.parent.parent / "reports"
 CLAIMS_LIST = REPORTS.parent.parent / "shared" / "CLAIMS.md"
@@ -49,96 +50,111 @@ def selected_value(setting: str, knob: str) -> float:
     raise ReportError(f"claims map: the selected setting {setting!r} has no {knob}")
 
 
-def check(tuned: pd.DataFrame, c: dict) -> dict:
-    """One check: the a-b difference on one problem, from the per-seed test scores of the selected
-    settings; or (expect: setting_in) whether a's selected value of a knob lies in a range."""
-    rows = tuned[tuned["problem"].map(lambda pr: matches(pr, c["where"]))]
-    if c["expect"] in ("setting_in", "near"):
-        a = rows[rows["method"] == c["a"]]
-        if len(a) != 1:
-            raise ReportError(f"claims map: no single problem matching {c['where']!r} with method {c['a']!r}")
-        a = a.iloc[0]
-        if c["expect"] == "setting_in":
-            v = selected_value(a["setting"], c["knob"])
-            low, high = c["range"]
-            return {
-                **c,
-                "problem": a["problem"],
-                "value": v,
-                "holds": low <= v <= high,
-                "against": not low <= v <= high,
-                "p": math.nan,
-            }
-        low, high = (
-            c["value"] - c["tolerance"],
-            c["value"] + c["tolerance"],
-        )  # near: the test score's interval vs value +- tolerance
-        return {
-            **c,
-            "problem": a["problem"],
-            "metric": a["metric"],
-            "mean": a["test_mean"],
-            "low": a["ci95_low"],
-            "high": a["ci95_high"],
-            "n": a["n"],
-            "holds": low <= a["ci95_low"] and a["ci95_high"] <= high,
-            "against": a["ci95_high"] < low or a["ci95_low"] > high,
-            "p": math.nan,
-        }
-    a, b = rows[rows["method"] == c["a"]], rows[rows["method"] == c["b"]]
-    if len(a) != 1 or len(b) != 1:
-        raise ReportError(f"claims map: no single problem matching {c['where']!r} with methods {c['a']!r} and {c['b']!r}")
-    a, b = a.iloc[0], b.iloc[0]
-    d = stats.compare(a["test_by_seed"], b["test_by_seed"])
-    sign = 1 if a["mode"] == "max" else -1  # > 0: a better
-    return {
-        **c,
-        "problem": a["problem"],
-        "metric": a["metric"],
-        "diff": d.diff,
-        "low": d.low,
-        "high": d.high,
-        "p": d.p,
-        "test": d.test,
-        "n": d.n,
-        "a_better": sign * d.diff > 0,
-        "a_setting": a["setting"],
-        "b_setting": b["setting"],
-    }
+# How a primary contrast's verdict decides its claim: written down here, once. A pair's verdict is a's
+# against b (harness/report/contrast.py: better, worse, equivalent within the margin, non-inferior, undecided).
+RULES: dict[str, dict[str, str]] = {
+    "better": {  # a is better than b by more than the margin
+        "better": "supported",
+        "worse": "contradicted",
+        "equivalent": "contradicted",  # within the margin: no difference that matters
+        "non-inferior": "inconclusive",
+        "undecided": "inconclusive",
+    },
+    "not_worse": {  # a is not worse than b by the margin or more
+        "better": "supported",
+        "equivalent": "supported",
+        "non-inferior": "supported",
+        "worse": "contradicted",
+        "undecided": "inconclusive",
+    },
+    "equivalent": {  # a and b differ by less than the margin
+        "equivalent": "supported",
+        "better": "contradicted",
+        "worse": "contradicted",
+        "non-inferior": "inconclusive",
+        "undecided": "inconclusive",
+    },
+    # gap_share: a closes at least `fraction` of the gap from b to c, judged per seed as a against the
+    # point that fraction of the way from b to c: a better than it -> supported, worse -> contradicted.
+    "gap_share": {"better": "supported", "worse": "contradicted"},
+    # near (a's test score within value +- tolerance: its one-sided bounds inside -> supported, its two-sided
+    # interval wholly outside -> contradicted) and setting_in (a's selected value of a knob inside a range;
+    # the selection is one number, with no uncertainty) are judged in check().
+}
+PAIR_RULES = ("better", "not_worse", "equivalent")
+OTHER_RULES = ("gap_share", "near", "setting_in")
 
 
-def judge(checks: list[dict]) -> str:
-    ok, against = True, False
-    for c in checks:
-        if c["expect"] in ("setting_in", "near"):
-            ok &= c["holds"]
-            against |= c["against"]
-            continue
-        significant = math.isfinite(c["p_holm"]) and c["p_holm"] < stats.ALPHA
-        if c["expect"] == "better":
-            ok &= significant and c["a_better"]
-            against |= significant and not c["a_better"]
-        else:  # not_worse
-            worse = significant and not c["a_better"]
-            ok &= not worse
-            against |= worse
-    return "contradicted" if against else ("supported" if ok else "inconclusive")
+def rows_of(tuned: pd.DataFrame, c: dict, method: str) -> pd.Series:
+    rows = tuned[tuned["problem"].map(lambda pr: matches(pr, c["where"])) & (tuned["method"] == method)]
+    if len(rows) != 1:
+        raise ReportError(f"claims map: no single problem matching {c['where']!r} with method {method!r}")
+    return rows.iloc[0]
+
+
+def rule_of(c: dict) -> str:
+    rule = c.get("rule") or c.get("expect")
+    if rule not in PAIR_RULES + OTHER_RULES:
+        raise ReportError(f"claims map: unknown rule {rule!r} (rules: {', '.join(PAIR_RULES + OTHER_RULES)})")
+    return rule
+
+
+def check(tuned: pd.DataFrame, c: dict, family: int = 1, margin: object = None) -> dict:
+    """One contrast of a claim, judged by its rule at the family's level (Bonferroni: alpha / family):
+    a against b (pairs), a against the point ``fraction`` of the way from b to c (gap_share), a's score
+    against a published value (near), a's selected setting against a range (setting_in)."""
+    rule = rule_of(c)
+    a = rows_of(tuned, c, c["a"])
+    out = {**c, "rule": rule, "problem": a["problem"], "metric": a["metric"], "family": family}
+    if rule == "setting_in":
+        v = selected_value(a["setting"], c["knob"])
+        low, high = c["range"]
+        return {**out, "value": v, "verdict": "supported" if low <= v <= high else "contradicted"}
+    if rule == "near":
+        level = stats.ALPHA / family
+        scores = list(a["test_by_seed"].values())
+        lo1, hi1 = stats.mean_ci(scores, 1 - 2 * level)  # the one-sided bounds (TOST against value +- tolerance)
+        lo2, hi2 = stats.mean_ci(scores, 1 - level)
+        low, high = c["value"] - c["tolerance"], c["value"] + c["tolerance"]
+        verdict = "supported" if low < lo1 and hi1 < high else "contradicted" if hi2 < low or lo2 > high else "inconclusive"
+        return {**out, "mean": a["test_mean"], "low": lo2, "high": hi2, "n": a["n"], "verdict": verdict}
+    if rule == "gap_share":
+        b, to = rows_of(tuned, c, c["b"]), rows_of(tuned, c, c["c"])
+        f = float(c["fraction"])
+        seeds = set(b["test_by_seed"]) & set(to["test_by_seed"])
+        point = {s: (1 - f) * b["test_by_seed"][s] + f * to["test_by_seed"][s] for s in seeds}
+        d = contrast(a["test_by_seed"], point, a["mode"], math.nan, family)
+        gap = b["test_mean"] - to["test_mean"]
+        closed = (b["test_mean"] - a["test_mean"]) / gap if gap else math.nan
+        return {**out, "contrast": d, "closed": closed, "verdict": RULES["gap_share"].get(d.verdict, "inconclusive")}
+    b = rows_of(tuned, c, c["b"])
+    m = margin_of(c.get("margin", margin), b["test_mean"], a["metric"])
+    d = contrast(a["test_by_seed"], b["test_by_seed"], a["mode"], m, family)
+    return {**out, "contrast": d, "margin": m, "verdict": RULES[rule].get(d.verdict, "inconclusive")}
 
 
 def effect(c: dict) -> str:
-    if c["expect"] == "setting_in":
+    if c["rule"] == "setting_in":
         return (
             f"{c['problem']}: {c['a']} selects {c['knob']}={c['value']:g} on validation "
-            f"({'inside' if c['holds'] else 'outside'} [{c['range'][0]:g}, {c['range'][1]:g}])"
+            f"({'inside' if c['verdict'] == 'supported' else 'outside'} [{c['range'][0]:g}, {c['range'][1]:g}])"
         )
-    if c["expect"] == "near":
+    level = f"{100 * (1 - stats.ALPHA / c['family']):.4g}%"
+    if c["rule"] == "near":
         return (
-            f"{c['problem']}: {c['a']} reaches {c['metric']} {fmt(c['mean'])} [{fmt(c['low'])}, {fmt(c['high'])}] "
-            f"(n = {c['n']}; the claim: {c['value']:g} +- {c['tolerance']:g})"
+            f"{c['problem']}: {c['a']} reaches {c['metric']} {fmt(c['mean'])} {interval(c['low'], c['high'])} "
+            f"({level}, n = {c['n']}; the claim: {c['value']:g} +- {c['tolerance']:g})"
         )
+    d = c["contrast"]
+    if c["rule"] == "gap_share":
+        return (
+            f"{c['problem']}: {c['a']} closes {fmt(c['closed'])} of the {c['metric']} gap from {c['b']} to {c['c']}; "
+            f"against the point {c['fraction']:g} of the way: gain {fmt(d.gain)} {interval(d.low, d.high)} ({level}, n = {d.n})"
+        )
+    margin = f"margin +-{fmt(c['margin'])}" if math.isfinite(c["margin"]) else "no margin"
     return (
-        f"{c['problem']}: {c['a']} - {c['b']} = {fmt(c['diff'])} [{fmt(c['low'])}, {fmt(c['high'])}] {c['metric']} "
-        f"(p = {c['p_holm']:.2g} Holm, {c['test']}, n = {c['n']})"
+        f"{c['problem']}: {c['a']} vs {c['b']}: {d.verdict}, gain {fmt(d.gain)} {interval(d.low, d.high)} {c['metric']} "
+        f"({level}, {margin}; {d.test}, n = {d.n})"
     )
 
 
@@ -157,55 +173,90 @@ def evidence(proto: dict) -> str:
     )
 
 
+def primary_text(p: dict) -> str:
+    rule = rule_of(p)
+    if rule == "setting_in":
+        return f"{p['a']}'s {p['knob']} in [{p['range'][0]:g}, {p['range'][1]:g}]"
+    if rule == "near":
+        return f"{p['a']} within {p['value']:g} +- {p['tolerance']:g}"
+    if rule == "gap_share":
+        return f"{p['a']} closes at least {p['fraction']:g} of the gap from {p['b']} to {p['c']}"
+    return f"{p['a']} {rule.replace('_', ' ')} vs {p['b']}, margin {p.get('margin', 'none')}"
+
+
+def post_hoc(spec: dict, protos: list[dict]) -> str:
+    """When the claim's contrast was declared against when its studies' reports were made."""
+    declared = str(spec.get("declared", ""))
+    made = max((str(p.get("generated", "")) for p in protos), default="")
+    if not declared:
+        return "declared: no date"
+    if made and declared[:10] > made[:10]:
+        return f"declared {declared}, after its runs (reported {made[:10]}): post hoc"
+    return f"declared {declared}, before its runs"
+
+
 def build(reports: Path, mapping: dict) -> tuple[str, list[dict]]:
+    """The claims table. Each claim is judged by its one primary contrast (``primary`` in claims.yaml,
+    with its margin and rule); the family is the set of primary contrasts with a test, so every claim's
+    test is at alpha / family (Bonferroni). Secondary checks are shown, each at its claim's own family
+    level, and judge nothing."""
     texts = claim_texts()
-    rows = []
+    ready: dict[str, tuple[dict, dict[str, tuple[pd.DataFrame, dict]]]] = {}
+    rows: dict[str, dict] = {}
     for cid in sorted(set(texts) | set(mapping), key=lambda k: int(k[1:])):
         spec = mapping.get(cid)
         text = texts.get(cid) or (spec or {}).get("claim", "")
+        row = {"id": cid, "claim": text, "study": "none yet", "verdict": "not studied", "primary contrast": "", "effect": ""}
+        rows[cid] = row | {"evidence": ""}
         if spec is None:
-            rows.append({"id": cid, "claim": text, "study": "none yet", "verdict": "not studied", "effect": "", "evidence": ""})
             continue
-        studies = list(dict.fromkeys([spec["study"]] + [c["study"] for c in spec["checks"] if c.get("study")]))
+        if not isinstance(spec.get("primary"), dict):
+            raise ReportError(f"claims map: {cid} declares no primary contrast (primary: {{a, b, where, rule, margin}})")
+        checks = [spec["primary"], *spec.get("checks", [])]
+        studies = list(dict.fromkeys([spec["study"]] + [c["study"] for c in checks if c.get("study")]))
         loaded = {name: load_study(reports, name) for name in studies}
         missing = [name for name, got in loaded.items() if got is None]
+        rows[cid].update(study=", ".join(studies), **{"primary contrast": primary_text(spec["primary"])})
         if missing:
-            rows.append(
-                {
-                    "id": cid,
-                    "claim": text,
-                    "study": ", ".join(studies),
-                    "verdict": "not run with the protocol yet",
-                    "effect": "",
-                    "evidence": "; ".join(f"reports/{m}/ has no tuned.csv" for m in missing),
-                }
+            rows[cid].update(
+                verdict="not run with the protocol yet", evidence="; ".join(f"reports/{m}/ has no tuned.csv" for m in missing)
             )
             continue
-        checks = [check(loaded[c.get("study") or spec["study"]][0], c) for c in spec["checks"]]
-        for c, p in zip(checks, stats.holm([c["p"] for c in checks])):
-            c["p_holm"] = p
-        rows.append(
-            {
-                "id": cid,
-                "claim": text,
-                "study": ", ".join(studies),
-                "verdict": judge(checks),
-                "effect": "; ".join(effect(c) for c in checks),
-                "evidence": "; ".join((f"{name}: " if len(studies) > 1 else "") + evidence(loaded[name][1]) for name in studies),
-            }
+        ready[cid] = (spec, {name: got for name, got in loaded.items() if got is not None})
+    family = max(1, sum(rule_of(spec["primary"]) != "setting_in" for spec, _ in ready.values()))
+    for cid, (spec, studies_of) in ready.items():
+
+        def table_of(c: dict, spec=spec, studies_of=studies_of) -> pd.DataFrame:
+            return studies_of[c.get("study") or spec["study"]][0]
+
+        primary = check(table_of(spec["primary"]), spec["primary"], family, spec["primary"].get("margin"))
+        secondary = spec.get("checks", [])
+        inner = max(1, sum(rule_of(c) != "setting_in" for c in secondary))
+        others = [check(table_of(c), c, inner, spec["primary"].get("margin")) for c in secondary]
+        rows[cid].update(
+            verdict=primary["verdict"],
+            effect=effect(primary) + "".join(f"; secondary: {effect(c)}" for c in others),
+            evidence="; ".join(
+                (f"{name}: " if len(studies_of) > 1 else "") + evidence(proto) for name, (_, proto) in studies_of.items()
+            )
+            + f"; {post_hoc(spec, [proto for _, proto in studies_of.values()])}",
         )
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(list(rows.values()))
     lines = [
         "# Claims and their verdicts",
         "",
         "Generated by `python -m harness.report.claims` from the studies' tuned reports (`reports/*/tuned.csv`) and the map "
-        "in `reports/claims.yaml`; not typed by hand. A difference is a - b of the test metric at each method's setting "
-        "selected on validation, with a 95% bootstrap interval over seeds and a p-value Holm-corrected over the claim's checks.",
+        "in `reports/claims.yaml`; not typed by hand. Each claim is judged by its one primary contrast, declared in the map "
+        "with its margin and its rule (the rules and how a contrast's verdict decides a claim: `RULES` in "
+        "`harness/report/claims.py`). A contrast is a's test metric against b's at each method's setting selected on "
+        f"validation, paired by seed; its interval and tests are at one level across the table's {family} tested primary "
+        f"contrasts (Bonferroni: {100 * (1 - stats.ALPHA / family):.4g}%). Secondary checks are shown and judge nothing. "
+        "A margin declared after a study's runs is marked post hoc.",
         "",
         table.to_markdown(index=False),
         "",
     ]
-    return "\n".join(lines), rows
+    return "\n".join(lines), list(rows.values())
 
 
 def main(argv=None) -> int:

@@ -34,8 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-ALPHA = 0.05
-POWER = 0.8
+from harness.report.stats import ALPHA, POWER
 
 
 @dataclass
