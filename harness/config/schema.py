@@ -22,9 +22,12 @@ import functools
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from harness import HarnessError
+
+CONF_DIR = Path(__file__).resolve().parent.parent.parent / "conf"  # the shipped config groups
 
 # ---------------------------------------------------------------- value rules: (test, what is allowed)
 
@@ -84,6 +87,11 @@ def margin_ok(v) -> bool:
         except ValueError:
             return False
     return finite(v) and v > 0
+
+
+def check_seed(key: str, value) -> int:
+    check_rule(key, value, SEED, SEED_WHY)
+    return value
 
 
 # ---------------------------------------------------------------- roles

@@ -28,7 +28,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from harness import HarnessError
-from harness.config.schema import TRAITS_KEY
+from harness.config.schema import CONF_DIR, TRAITS_KEY
 
 STACKINGS = ("shared", "per_member", "solo")
 
@@ -98,8 +98,6 @@ def of(cfg: DictConfig, group: str, choice: str | None, overrides: list[str] | t
 def shipped(group: str, choice: str | None) -> tuple[str | None, dict | None]:
     """The ``_target_`` and traits of conf/GROUP/CHOICE.yaml, through the files it inherits from
     ((None, None) for a choice that is not shipped: a user's config directory holds its own)."""
-    from harness.config.checks import CONF_DIR
-
     path = CONF_DIR / group / f"{choice}.yaml"
     if not choice or not path.exists():
         return None, None

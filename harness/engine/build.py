@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness import HarnessError, schedules
 from harness.config import traits
-from harness.config.checks import CONF_DIR
+from harness.config.schema import CONF_DIR
 from harness.tasks import Data, Task
 
 DATA_CACHE_SIZE = 3  # task configs whose data a process keeps (a sweep over one task's knob reuses them)

@@ -27,9 +27,8 @@ from harness.config.checks import check_config
 from harness.engine.build import build, device_name, git_commit
 from harness.engine.train import Result
 from harness.sweep.journal import DIED, job_context, record_job, show_progress
-from harness.sweep.plan import experiment_name
 from harness.tracking import signals
-from harness.tracking.runs import MlflowTracker, NullTracker, flatten
+from harness.tracking.runs import MlflowTracker, NullTracker, experiment_name, flatten
 from harness.tracking.store import open_store, process_alive
 from harness.tracking.uris import runs_link
 
@@ -117,7 +116,7 @@ def compose(*overrides: str) -> DictConfig:
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    from harness.config.checks import CONF_DIR
+    from harness.config.schema import CONF_DIR
 
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
         cfg = hydra_compose("config", overrides=list(overrides), return_hydra_config=True)

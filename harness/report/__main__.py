@@ -22,19 +22,18 @@ import pandas as pd
 from harness.report import ReportError, protocol, stats
 from harness.report import figures as fig
 from harness.report.aggregate import DEFAULT_TARGETS, config_name, methods, performance_profile, rank
+from harness.report.declaration import Declaration, label
 from harness.report.load import (
     client_for,
     declaration,
     factors,
     histories,
-    label,
     load_runs,
     parse_where,
     select_unit,
     slice_runs,
     training_seconds,
 )
-from harness.report.protocol import Declaration
 from harness.report.render import (
     collapses,
     findings,

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from harness.config import schema
-from harness.report.load import label
+from harness.report.declaration import label
 from harness.report.stats import mean_ci
 
 # time-to-target defaults per task (the primary metric's value to reach); --target overrides

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from harness.report.load import label
+from harness.report.declaration import label
 
 MAX_CURVES = 8  # learning curves show the best configurations only, or the plot is unreadable
 MARKERS = "osv^DP*h<>"  # no cross: an x marks a diverged run

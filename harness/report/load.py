@@ -13,7 +13,7 @@ from harness.config import schema
 from harness.report import ReportError
 
 # params that never distinguish one configuration from another
-GROUPS = ("task", "loss", "optimizer", "schedule")
+GROUPS = schema.GROUPS
 
 
 def client_for(uri: str):
@@ -139,7 +139,7 @@ def select_unit(client, experiment_id: str, runs: pd.DataFrame, sweep: str | Non
     declares the same comparison: selection, confirmation, seed rounds), else the newest sweep with
     the finished runs it reused on resume; runs made outside any sweep count only when the experiment
     has no sweep. ``sweep``: that sweep (its id or its parent run id) instead; ``everything``: all runs."""
-    from harness.report.protocol import Declaration
+    from harness.report.declaration import Declaration
 
     parents = sweep_parents(client, experiment_id)
     if everything or not parents:
@@ -195,7 +195,7 @@ def select_unit(client, experiment_id: str, runs: pd.DataFrame, sweep: str | Non
 
 def declaration(client, experiment_id: str):
     """The newest study declaration among the experiment's sweep parent runs (None: a plain sweep)."""
-    from harness.report.protocol import Declaration
+    from harness.report.declaration import Declaration
 
     parents = client.search_runs(
         [experiment_id], "tags.`harness.role` = 'sweep'", order_by=["attributes.start_time DESC"], max_results=200
@@ -241,10 +241,6 @@ def training_seconds(runs: pd.DataFrame) -> float:
     solo = seconds[bundles.isna()].sum()
     stacked = seconds[bundles.notna()].groupby(bundles[bundles.notna()]).max().sum()
     return float(solo + stacked)
-
-
-def label(factor: str) -> str:
-    return factor[len("param:") :] if factor.startswith("param:") else factor
 
 
 def histories(client, runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:

@@ -11,7 +11,8 @@ import pandas as pd
 
 from harness.config import schema
 from harness.report.aggregate import config_name, methods
-from harness.report.load import label, training_seconds
+from harness.report.declaration import label
+from harness.report.load import training_seconds
 from harness.report.protocol import join_verdicts
 
 

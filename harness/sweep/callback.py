@@ -42,7 +42,8 @@ from harness.sweep.journal import (
     sweep_dir,
     write_atomic,
 )
-from harness.sweep.plan import check_sweep, count_jobs, experiment_name, study_tags, swept_groups, swept_keys
+from harness.sweep.plan import check_sweep, count_jobs, study_tags, swept_groups, swept_keys
+from harness.tracking.runs import experiment_name
 
 ACTIVE: SweepCallback | None = None  # the sweep this process runs, for the stop handler in harness.__main__
 

@@ -148,12 +148,6 @@ def swept_keys(hydra_cfg) -> list[str]:
     return keys + [k for k in (hydra_cfg.sweeper.get("space") or {}) if k not in keys]  # hydra/sweeper=search
 
 
-def experiment_name(cfg: DictConfig, task_choice: str, task_is_swept: bool = False) -> str:
-    """tracking.experiment, else the task's name ("multitask" for a sweep over tasks), + the suffix."""
-    name = cfg.tracking.experiment or ("multitask" if task_is_swept else task_choice)
-    return f"{name}{cfg.tracking.get('experiment_suffix') or ''}"
-
-
 def study_tags(config: DictConfig) -> dict[str, str]:
     """The study's declaration (what it compares, what it tunes per method) for the parent run, where the report reads it."""
     study = config.get("study") or {}

@@ -172,7 +172,7 @@ def check_widths(name: str, value, count: int | None = None) -> list[int]:
 
 
 def check_seed(name: str, value) -> int:
-    from harness.config.checks import check_seed as check
+    from harness.config.schema import check_seed as check
 
     return check(name, value)
 

@@ -99,7 +99,8 @@ class GAN(Task):
             bad = [k for k in knobs if k == "params" or not isinstance(k, str)]
             if bad:
                 raise HarnessError(f"task.{who} holds optimizer hyperparameters for that player (e.g. lr, betas); got {bad}")
-            from harness.config.checks import NON_NEGATIVE, RULES, check_float32, check_rule
+            from harness.config.rules import NON_NEGATIVE, RULES, check_float32
+            from harness.config.schema import check_rule
 
             for key, value in knobs.items():  # the optimizer's own rules, but a player's lr may be 0 (frozen)
                 rule = NON_NEGATIVE if key == "lr" else RULES["optimizer"].get(key)

@@ -9,7 +9,10 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 from harness import HarnessError
 from harness.tracking.store import Store, process_tag
@@ -157,3 +160,9 @@ class MlflowTracker:
             json.dumps([{"key": m.key, "value": m.value, "timestamp": m.timestamp, "step": m.step} for m in self.buffer])
         )
         return path
+
+
+def experiment_name(cfg: DictConfig, task_choice: str, task_is_swept: bool = False) -> str:
+    """tracking.experiment, else the task's name ("multitask" for a sweep over tasks), + the suffix."""
+    name = cfg.tracking.experiment or ("multitask" if task_is_swept else task_choice)
+    return f"{name}{cfg.tracking.get('experiment_suffix') or ''}"
