@@ -241,7 +241,7 @@ def test_jobs_alone_for_one_reason_share_one_line():
     from types import SimpleNamespace
 
     def alone(num, why):
-        return SimpleNamespace(spec=SimpleNamespace(ctx={"num": num}), solo=why)
+        return SimpleNamespace(spec=SimpleNamespace(ctx=SimpleNamespace(num=num)), solo=why)
 
     lines = bundles.alone_lines([alone(i, "slow here") for i in range(12)] + [alone(12, "a closure")])
     assert lines == ["jobs 0, 1, 2, 3, 4, 5, 6, 7, ... (12 in all) run alone: slow here", "job 12 runs alone: a closure"]

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from harness import HarnessError, schedules
 from harness.config import traits
 from harness.config.schema import CONF_DIR
+from harness.sweep.journal import JobContext
 from harness.tasks import Data, Task
 
 DATA_CACHE_SIZE = 3  # task configs whose data a process keeps (a sweep over one task's knob reuses them)
@@ -90,16 +91,16 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def resolve_threads(threads, ctx: dict | None = None) -> int:
+def resolve_threads(threads, ctx: JobContext | None = None) -> int:
     """auto: the cores this process may use, shared among the jobs that a sweep runs at once on this
     machine (joblib's n_jobs, submitit's cpus_per_task, or HARNESS_PARALLEL_JOBS), so that jobs x
     threads never exceeds the cores (oversubscription cost 20x here)."""
     if threads != "auto":
         return int(threads)
     cores = usable_cores()
-    if ctx and ctx["launcher"].get("cpus_per_task"):
-        return max(1, min(cores, int(ctx["launcher"].cpus_per_task)))
-    jobs = ctx["parallel"] if ctx else int(os.environ.get("HARNESS_PARALLEL_JOBS", "1"))
+    if ctx and ctx.launcher.get("cpus_per_task"):
+        return max(1, min(cores, int(ctx.launcher.cpus_per_task)))
+    jobs = ctx.parallel if ctx else int(os.environ.get("HARNESS_PARALLEL_JOBS", "1"))
     return max(1, cores // max(1, jobs))
 
 
@@ -320,7 +321,7 @@ class Job:
 
 
 def setup(
-    cfg: DictConfig, names: dict[str, str], ctx: dict | None = None, cache: dict | None = None
+    cfg: DictConfig, names: dict[str, str], ctx: JobContext | None = None, cache: dict | None = None
 ) -> tuple[Task, Data, torch.device, int]:
     """The task, its data on the device, and the threads: what every member of a bundle shares.
     The config must have passed ``harness.config.checks.check_config``."""
@@ -333,7 +334,7 @@ def setup(
     return task, data, device, threads
 
 
-def build(cfg: DictConfig, names: dict[str, str], ctx: dict | None = None) -> Job:
+def build(cfg: DictConfig, names: dict[str, str], ctx: JobContext | None = None) -> Job:
     """Everything a run needs, or a HarnessError saying what is wrong (after ``check_config``). Opens no MLflow run."""
     task, data, device, threads = setup(cfg, names, ctx)
     model = init_model(task, cfg.seed, device)

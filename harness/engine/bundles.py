@@ -414,7 +414,9 @@ def launch(
     for line in alone_lines([u[0] for u in units if len(u) == 1]):
         print(line, flush=True)
     sweep_id = (
-        ((entries[0].spec.ctx or {}).get("sweep") or {}).get("sweep_id") if entries and entries[0].spec else None
+        entries[0].spec.ctx.sweep.sweep_id
+        if entries and entries[0].spec and entries[0].spec.ctx and entries[0].spec.ctx.sweep
+        else None
     ) or "sweep"
     returns: dict[int, object] = {}
     offset = BUNDLES_LAUNCHED.get(sweep_id, 0)
@@ -456,7 +458,7 @@ def alone_lines(solo: list[Entry], shown: int = 8) -> list[str]:
     """One line per reason for the jobs that run alone, naming their job numbers (the first few)."""
     by_reason: dict[str, list[str]] = {}
     for e in solo:
-        by_reason.setdefault(e.solo, []).append(str(e.spec.ctx["num"]) if e.spec and e.spec.ctx else "?")
+        by_reason.setdefault(e.solo, []).append(str(e.spec.ctx.num) if e.spec and e.spec.ctx else "?")
     lines = []
     for reason, nums in by_reason.items():
         named = ", ".join(nums[:shown]) + (f", ... ({len(nums)} in all)" if len(nums) > shown else "")
@@ -523,7 +525,7 @@ class Workers:
                 )
                 results = [None] * len(unit)
                 for e in unit:
-                    if e.spec.ctx and not job_recorded(e.spec.ctx["dir"], e.spec.ctx["num"]):
+                    if e.spec.ctx and not job_recorded(e.spec.ctx.dir, e.spec.ctx.num):
                         e.spec.journal(
                             "failed", error=message
                         )  # never opened a run (one it opened stays 'running' for the sweep's end)

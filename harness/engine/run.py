@@ -26,7 +26,7 @@ from harness.config import schema
 from harness.config.checks import check_config
 from harness.engine.build import build, device_name, git_commit
 from harness.engine.train import Result
-from harness.sweep.journal import DIED, job_context, record_job, show_progress
+from harness.sweep.journal import DIED, JobContext, job_context, show_progress
 from harness.tracking import signals
 from harness.tracking.runs import MlflowTracker, NullTracker, experiment_name, flatten
 from harness.tracking.store import open_store, process_alive
@@ -66,27 +66,23 @@ class Spec:
     cfg: DictConfig
     names: dict[str, str]
     overrides: list[str]
-    ctx: dict | None = None
+    ctx: JobContext | None = None
     hash: str = field(init=False)
     run_name: str = field(init=False)
     experiment: str = field(init=False)
 
     def __post_init__(self):
         self.hash = config_hash(self.cfg)
-        sweep = (self.ctx or {}).get("sweep") or {}
-        varies = sweep.get("varies")  # in a sweep: named by what varies across its jobs (all overrides in the tag)
+        sweep = self.ctx.sweep if self.ctx else None
+        varies = sweep.varies if sweep else ()  # in a sweep: named by what varies across its jobs (all overrides in the tag)
         shown = [o for o in self.overrides if o.split("=", 1)[0].lstrip("+~") in varies] if varies else []
         self.run_name = ",".join(shown or [o for o in self.overrides if not o.startswith(NOT_IN_RUN_NAME)]) or "defaults"
-        self.experiment = sweep.get("experiment") or experiment_name(self.cfg, self.names["task"])
+        self.experiment = (sweep.experiment if sweep else None) or experiment_name(self.cfg, self.names["task"])
 
     def journal(self, outcome: str, **info) -> None:
         """This job's line in the sweep's journal (nothing for a single run)."""
         if self.ctx:
-            record_job(
-                self.ctx["dir"],
-                self.ctx["num"],
-                {"num": self.ctx["num"], "overrides": self.ctx["overrides"], "outcome": outcome, **info},
-            )
+            self.ctx.record(outcome, **info)
 
 
 def names_of(cfg: DictConfig, choices: dict[str, str]) -> dict[str, str]:
@@ -209,9 +205,9 @@ class RunRecord:
         }
         if commit := git_commit():
             tags["git_commit"] = commit
-        sweep = (self.spec.ctx or {}).get("sweep") or {}
-        if sweep.get("parent_run_id"):
-            tags.update({"mlflow.parentRunId": sweep["parent_run_id"], "sweep_id": sweep["sweep_id"]})
+        sweep = self.spec.ctx.sweep if self.spec.ctx else None
+        if sweep and sweep.parent_run_id:
+            tags.update({"mlflow.parentRunId": sweep.parent_run_id, "sweep_id": str(sweep.sweep_id)})
         self.stride = max(1, -(-total_steps // LR_POINTS_PER_RUN))
         try:
             with signals.deferred():
@@ -294,7 +290,7 @@ def run(cfg: DictConfig) -> Result:
     """One training run; in a --multirun, one job of the sweep (only a stop signal leaves it as an exception)."""
     spec = spec_from_hydra(cfg)
     signals.install()
-    if spec.ctx and "Joblib" in str(spec.ctx["launcher"].get("_target_", "")):
+    if spec.ctx and "Joblib" in spec.ctx.launcher_target:
         signals.watch_parent()  # a joblib worker: its sweep's process may be killed outright (kill -9)
         signals.exit_if_orphaned()  # a job queued before that: not started
     try:

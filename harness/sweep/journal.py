@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import time
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +82,7 @@ def duration(seconds: float) -> str:
     )
 
 
-def progress_line(directory: Path, info: dict[str, Any], force: bool = False) -> str | None:
+def progress_line(directory: Path, info: SweepInfo, force: bool = False) -> str | None:
     """Jobs done out of the sweep's total and an estimate of the time left (from the pace so far),
     read from the journal, which every process of the sweep writes; None while one was shown less
     than PROGRESS_EVERY seconds ago (unless ``force``)."""
@@ -90,7 +91,7 @@ def progress_line(directory: Path, info: dict[str, Any], force: bool = False) ->
         return None
     _last_progress[0] = now
     journal = [o for o in read_journal(directory) if o.get("outcome") in OUTCOMES]
-    total, started = info.get("jobs"), info.get("started")
+    total, started = info.jobs, info.started
     done = len(journal)
     ran = [o for o in journal if o.get("outcome") != "skipped"]
     counts = ", ".join(f"{n} {k}" for k in OUTCOMES if (n := sum(o["outcome"] == k for o in journal)))
@@ -103,10 +104,10 @@ def progress_line(directory: Path, info: dict[str, Any], force: bool = False) ->
     return line
 
 
-def show_progress(ctx: dict | None, force: bool = False) -> None:
+def show_progress(ctx: JobContext | None, force: bool = False) -> None:
     """Print the sweep's progress line (a job of a sweep, after it ends; a bundle, after its members end)."""
-    if ctx and ctx.get("sweep"):
-        line = progress_line(ctx["dir"], ctx["sweep"], force)
+    if ctx and ctx.sweep:
+        line = progress_line(ctx.dir, ctx.sweep, force)
         if line:
             print(line, flush=True)
 
@@ -164,23 +165,66 @@ def claim(directory: Path, info: dict[str, Any]) -> None:
         write_atomic(directory / SWEEP_FILE, info)
 
 
-def job_context(hc=None) -> dict[str, Any] | None:
-    """For a job of a --multirun (hc: its hydra config node): its number, overrides, sweep folder
-    and the sweep's info; None for a single run."""
+@dataclass(frozen=True)
+class SweepInfo:
+    """The sweep's own file (sweep.json), written by the sweep callback before its jobs start."""
+
+    sweep_id: str | None = None
+    experiment: str | None = None
+    parent_run_id: str | None = None
+    jobs: int | None = None
+    varies: tuple[str, ...] = ()
+    tracking_uri: str | None = None
+    process: str | None = None
+    started: float | None = None
+
+    @classmethod
+    def read(cls, directory: Path) -> SweepInfo | None:
+        data = read_sweep(directory)
+        if data is None:
+            return None
+        known = {f.name for f in fields(cls)}
+        kept: dict[str, Any] = {k: tuple(v) if k == "varies" else v for k, v in data.items() if k in known}
+        return cls(**kept)
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """A job's place in a --multirun: its number and overrides, the sweep's folder and file, the
+    launcher that runs it and how many jobs run at once on this machine."""
+
+    num: int
+    overrides: str
+    dir: Path
+    sweep: SweepInfo | None
+    launcher: Any  # the launcher's config node (hydra.launcher)
+    parallel: int
+
+    def record(self, outcome: str, **info) -> None:
+        """This job's line in the sweep's journal."""
+        record_job(self.dir, self.num, {"num": self.num, "overrides": self.overrides, "outcome": outcome, **info})
+
+    @property
+    def launcher_target(self) -> str:
+        return str(self.launcher.get("_target_", ""))
+
+
+def job_context(hc=None) -> JobContext | None:
+    """For a job of a --multirun (hc: its hydra config node): its JobContext; None for a single run."""
     from hydra.types import RunMode
 
     if hc is None or hc.mode != RunMode.MULTIRUN:
         return None
     directory = sweep_dir(hc)
-    sweep = read_sweep(directory) or {}
-    return {
-        "num": int(hc.job.num),
-        "overrides": ",".join(hc.overrides.task),
-        "dir": directory,
-        "sweep": sweep,
-        "launcher": hc.launcher,
-        "parallel": parallel_jobs(hc.launcher, sweep.get("jobs")),
-    }
+    sweep = SweepInfo.read(directory)
+    return JobContext(
+        num=int(hc.job.num),
+        overrides=",".join(hc.overrides.task),
+        dir=directory,
+        sweep=sweep,
+        launcher=hc.launcher,
+        parallel=parallel_jobs(hc.launcher, sweep.jobs if sweep else None),
+    )
 
 
 def parallel_jobs(launcher, total_jobs: int | None) -> int:
