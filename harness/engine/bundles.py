@@ -38,7 +38,7 @@ from harness.engine.build import (
     task_key,
     try_step,
 )
-from harness.engine.run import RunRecord, Spec, admit, open_tracker, refuse, skip, spec_from_hydra
+from harness.engine.run import RunRecord, Spec, admit, ending, failure, open_tracker, refuse, skip, spec_from_hydra
 from harness.engine.stacked import Member, batched_mlp, stackable, train_stacked
 from harness.engine.train import Result
 from harness.optimizers import needs_closure
@@ -316,55 +316,24 @@ def run_bundle(entries: list[Entry], label: str, threads: int) -> None:
     """Train the entries as one stacked model on ``threads`` threads (the launcher's share of the cores);
     each ends with its own record (FINISHED, FAILED or KILLED)."""
     head = entries[0]
-    cfg, task, device, batch_size = head.spec.cfg, head.parts["task"], head.parts["device"], head.parts["batch_size"]
+    task, batch_size = head.parts["task"], head.parts["batch_size"]
     torch.set_num_threads(threads)
     datasets: dict[str, int] = {}  # task config -> the index of its data set in the bundle
     for e in entries:
         datasets.setdefault(e.parts["data_key"], len(datasets))
     steps = -(-len(head.parts["data"].train) // batch_size)
     records: list[RunRecord] = []
-    writes = FlushGroup()  # the members' metrics go to the store together
     t0 = time.perf_counter()
     try:
-        for e in entries:
-            record = RunRecord(e.spec, e.tracker or open_tracker(e.spec))
-            writes.join(record.tracker)
-            record.start(
-                e.parts["task"],
-                device,
-                threads,
-                batch_size,
-                cfg.epochs * steps,
-                extra_tags={"bundle": label, "bundle_size": str(len(entries))},
-            )
-            records.append(record)
-        members = [member(e, r.epoch, steps, datasets[e.parts["data_key"]]) for e, r in zip(entries, records)]
-        data_list = [None] * len(datasets)
-        for e in entries:
-            data_list[datasets[e.parts["data_key"]]] = (e.parts["task"], e.parts["data"])
-        names = [e.spec.run_name for e in entries]
-        results = train_stacked(
-            data_list,
-            members,
-            epochs=cfg.epochs,
-            batch_size=batch_size,
-            eval_batch_size=cfg.eval_batch_size,
-            on_bundle_epoch=progress_line(label, cfg.epochs, task.primary_metric, task.mode, names) if cfg.progress else None,
-        )
-        for e, record, result, m in zip(entries, records, results, members):
-            record.end(result.outcome, result, error=m.error, metric=task.primary_metric)
-            e.result = result
-    except KeyboardInterrupt:
-        for record in records:
-            record.end("killed", metric=task.primary_metric)
+        with ending(records, task.primary_metric):
+            run_members(entries, records, label, threads, steps, datasets)
+    except KeyboardInterrupt:  # ending() closed the open runs as KILLED
         raise
-    except Exception as err:  # the shared part broke: every member that is still open fails with it
-        message = str(err) if isinstance(err, HarnessError) else f"{type(err).__name__}: {err}"
+    except Exception as err:  # the shared part broke: ending() closed every open member's run as FAILED with it
+        message = failure(err)
         if not isinstance(err, HarnessError):
             traceback.print_exc()
         print(f"error: bundle {label} failed: {message}", file=sys.stderr, flush=True)
-        for record in records:
-            record.end("failed", error=message, metric=task.primary_metric)
         for e in entries[len(records) :]:  # never opened a run
             e.spec.journal("failed", error=message)
         for e in entries:
@@ -373,6 +342,42 @@ def run_bundle(entries: list[Entry], label: str, threads: int) -> None:
     counts = {k: sum(e.result.outcome == k for e in entries) for k in ("finished", "diverged", "failed")}
     print(f"bundle {label}: {', '.join(f'{v} {k}' for k, v in counts.items())} in {time.perf_counter() - t0:.1f}s", flush=True)
     show_progress(head.spec.ctx, force=True)
+
+
+def run_members(entries: list[Entry], records: list[RunRecord], label: str, threads: int, steps: int, datasets: dict) -> None:
+    """Open each member's run (appending to ``records`` as they open, so that ``ending`` closes the open
+    ones), train the bundle, and end each member's run with its own outcome."""
+    head = entries[0]
+    cfg, task, device, batch_size = head.spec.cfg, head.parts["task"], head.parts["device"], head.parts["batch_size"]
+    writes = FlushGroup()  # the members' metrics go to the store together
+    for e in entries:
+        record = RunRecord(e.spec, e.tracker or open_tracker(e.spec))
+        writes.join(record.tracker)
+        record.start(
+            e.parts["task"],
+            device,
+            threads,
+            batch_size,
+            cfg.epochs * steps,
+            extra_tags={"bundle": label, "bundle_size": str(len(entries))},
+        )
+        records.append(record)
+    members = [member(e, r.epoch, steps, datasets[e.parts["data_key"]]) for e, r in zip(entries, records)]
+    data_list = [None] * len(datasets)
+    for e in entries:
+        data_list[datasets[e.parts["data_key"]]] = (e.parts["task"], e.parts["data"])
+    names = [e.spec.run_name for e in entries]
+    results = train_stacked(
+        data_list,
+        members,
+        epochs=cfg.epochs,
+        batch_size=batch_size,
+        eval_batch_size=cfg.eval_batch_size,
+        on_bundle_epoch=progress_line(label, cfg.epochs, task.primary_metric, task.mode, names) if cfg.progress else None,
+    )
+    for e, record, result, m in zip(entries, records, results, members):
+        record.end(result.outcome, result, error=m.error, metric=task.primary_metric)
+        e.result = result
 
 
 def progress_line(label: str, epochs: int, metric: str, mode: str, names: list[str]) -> Callable:

@@ -11,11 +11,13 @@ so that a member's record cannot be told from a solo run's.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -252,6 +254,29 @@ class RunRecord:
                 self.spec.journal(outcome, run_id=self.run_id, seconds=seconds, error=error, metric=metric, value=value)
 
 
+def failure(err: BaseException) -> str:
+    """A run's FAILED reason: a HarnessError's one line, or the exception's type and message."""
+    return str(err) if isinstance(err, HarnessError) else f"{type(err).__name__}: {err}"
+
+
+@contextlib.contextmanager
+def ending(records: list[RunRecord], metric: str) -> Iterator[None]:
+    """The end of every run, solo or a bundle's members, written once: a record still open when the
+    block leaves early ends KILLED on a stop signal (Ctrl-C, SIGTERM, SIGHUP) or FAILED with the
+    reason on any error, and the exception goes on to the caller. ``records`` may grow inside the block
+    (a bundle opens its members' runs one by one)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        for record in records:
+            record.end("killed", metric=metric)
+        raise
+    except Exception as err:
+        for record in records:
+            record.end("failed", error=failure(err), metric=metric)
+        raise
+
+
 # ---------------------------------------------------------------- a run
 
 
@@ -326,16 +351,12 @@ def run_spec(spec: Spec, cfg: DictConfig) -> Result:
 
     primary = job.task.primary_metric
     try:
-        result: Result = job.train(epochs=cfg.epochs, seed=cfg.seed, on_epoch=on_epoch, eval_batch_size=cfg.eval_batch_size)
-        record.end(result.outcome, result, metric=primary)
-    except KeyboardInterrupt:  # Ctrl-C, SIGTERM, SIGHUP (harness.tracking.signals.Stopped)
-        record.end("killed", metric=primary)
-        raise
+        with ending([record], primary):
+            result: Result = job.train(epochs=cfg.epochs, seed=cfg.seed, on_epoch=on_epoch, eval_batch_size=cfg.eval_batch_size)
+            record.end(result.outcome, result, metric=primary)
     except HarnessError as e:  # the store failed us mid-run (locked past tracking.lock_timeout, ...)
-        record.end("failed", error=str(e), metric=primary)
         return refuse(spec, e)
-    except Exception as e:
-        record.end("failed", error=f"{type(e).__name__}: {e}", metric=primary)
+    except Exception:
         if not spec.ctx:
             raise
         traceback.print_exc()  # a failed job does not stop the sweep; the summary counts it
