@@ -128,7 +128,7 @@ def cli() -> None:
             stopped = e if isinstance(e, signals.Stopped) else signals.Stopped()
             sweep.ACTIVE.abort(str(stopped))
             sys.exit(stopped.exit_code)
-        from harness.engine.run import KILLED
+        from harness.engine.record import KILLED
 
         sys.exit(stopped_line(e, f": MLflow run {', '.join(KILLED)} is marked KILLED" if KILLED else ""))
 

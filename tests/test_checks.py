@@ -9,7 +9,7 @@ from hydra.core.hydra_config import HydraConfig
 from harness import HarnessError
 from harness.config.checks import check_config
 from harness.engine.build import build
-from harness.engine.run import compose
+from harness.engine.job import compose
 from tests.conftest import write_idx_mnist
 
 

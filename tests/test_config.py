@@ -8,7 +8,7 @@ from hydra.core.hydra_config import HydraConfig
 from harness import HarnessError
 from harness.config.checks import CONF_DIR
 from harness.engine.build import build, losses_for
-from harness.engine.run import compose
+from harness.engine.job import compose
 from harness.engine.run import run as run_result
 
 OPTIONS = {g: sorted(p.stem for p in (CONF_DIR / g).glob("*.yaml")) for g in ("task", "loss", "optimizer", "schedule")}

@@ -143,7 +143,8 @@ def test_digits_embedding_task_loads_offline_and_its_model_gives_embedding_and_l
 @pytest.mark.parametrize("loss", ["triplet", "contrastive", "margin_ranking", "ce_head"])
 def test_each_metric_loss_trains_an_embedding_that_beats_chance(loss):
     # in process, as `python -m harness task=embedding loss=...` runs it (the store is the sweep test's below)
-    from harness.engine.run import compose, run
+    from harness.engine.job import compose
+    from harness.engine.run import run
 
     result = run(compose("task=embedding", f"loss={loss}", "epochs=3", "tracking.enabled=false", "progress=false"))
     assert result.outcome == "finished"

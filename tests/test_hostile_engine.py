@@ -10,8 +10,8 @@ import torch
 from harness import HarnessError
 from harness.config.checks import check_config
 from harness.engine.build import build
-from harness.engine.bundles import run_bundle
-from harness.engine.run import compose, spec_from_hydra
+from harness.engine.job import compose, spec_from_hydra
+from harness.engine.launch import run_bundle
 from tests.conftest import mlflow_runs, run_cli
 from tests.test_stacked import entry
 

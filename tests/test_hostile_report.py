@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from harness.report import __main__ as report
+from harness.report import access, build, folder
 from harness.report.__main__ import main
 from tests.test_report import store  # noqa: F401  (the fixture: a small store with known values)
 
@@ -30,7 +30,7 @@ def test_a_report_into_a_users_folder_deletes_nothing_of_theirs(store, monkeypat
     monkeypatch.chdir(work)
     assert main(["study", "--tracking-uri", uri, "--out", ".", "--no-log"]) == 0
     assert (work / "keep.png").read_bytes() == b"a user's figure" and (work / "notes.md").read_text() == "mine"
-    made = report.read_record(work)["files"]
+    made = folder.read_record(work)["files"]
     assert "report.md" in made and "keep.png" not in made and any(f.endswith(".png") for f in made)
     assert main(["study", "--tracking-uri", uri, "--out", ".", "--no-log"]) == 0  # the same runs again: replaced
     assert (work / "keep.png").exists() and (work / "notes.md").exists()
@@ -40,9 +40,9 @@ def test_a_figure_the_report_no_longer_makes_is_removed_and_only_that(store):  #
     uri, _, _, _, tmp = store
     out = tmp / "out"
     assert main(["study", "--tracking-uri", uri, "--out", str(out), "--no-log"]) == 0
-    record = report.read_record(out)
+    record = folder.read_record(out)
     record["files"].append("old_figure.png")  # as if an earlier report had made one more figure
-    (out / report.RECORD).write_text(__import__("json").dumps(record))
+    (out / folder.RECORD).write_text(__import__("json").dumps(record))
     (out / "old_figure.png").write_bytes(b"x")
     (out / "mine.png").write_bytes(b"x")
     assert main(["study", "--tracking-uri", uri, "--out", str(out), "--no-log"]) == 0
@@ -62,7 +62,7 @@ def test_an_experiment_named_dot_dot_writes_inside_reports(store, monkeypatch): 
     assert main(["..", "--tracking-uri", uri, "--no-log"]) == 0
     assert (work / "keep.png").exists() and not (work / "report.md").exists()
     assert (work / "reports" / "__" / "report.md").exists()
-    assert report.safe_name("..") == "__" and report.safe_name(".hidden") == "_hidden" and report.safe_name("a/b") == "a_b"
+    assert folder.safe_name("..") == "__" and folder.safe_name(".hidden") == "_hidden" and folder.safe_name("a/b") == "a_b"
 
 
 def test_a_report_made_from_other_runs_is_not_overwritten_without_force(store, capsys):  # noqa: F811
@@ -76,11 +76,11 @@ def test_a_report_made_from_other_runs_is_not_overwritten_without_force(store, c
     capsys.readouterr()
     assert main(["other", "--tracking-uri", uri, "--out", str(out), "--no-log"]) == 2
     one_error(capsys, "holds a report made from other runs", "'study'", "--force")
-    assert "study" in (out / report.RECORD).read_text()
+    assert "study" in (out / folder.RECORD).read_text()
     add_run(client, exp, "mnist", "sgd", "0.1", 7, 0.95)  # the same study with one more run: it may grow
     assert main(["study", "--tracking-uri", uri, "--out", str(out), "--no-log"]) == 0
     assert main(["other", "--tracking-uri", uri, "--out", str(out), "--no-log", "--force"]) == 0
-    (out / report.RECORD).unlink()  # a report.md the command did not record writing (e.g. an older version's)
+    (out / folder.RECORD).unlink()  # a report.md the command did not record writing (e.g. an older version's)
     capsys.readouterr()
     assert main(["other", "--tracking-uri", uri, "--out", str(out), "--no-log"]) == 2
     one_error(capsys, "did not record writing", "--force")
@@ -100,8 +100,8 @@ def test_an_output_folder_that_is_a_file_is_one_line(store, capsys, gallery):  #
 def test_an_output_folder_that_cannot_be_written_is_one_line(store, capsys, monkeypatch):  # noqa: F811
     uri, _, _, _, tmp = store
     (tmp / "ro").mkdir()
-    access = report.os.access  # as a read-only folder is to a non-root user (the tests may run as root)
-    monkeypatch.setattr(report.os, "access", lambda path, mode: access(path, mode) and not str(path).endswith("ro"))
+    access = folder.os.access  # as a read-only folder is to a non-root user (the tests may run as root)
+    monkeypatch.setattr(folder.os, "access", lambda path, mode: access(path, mode) and not str(path).endswith("ro"))
     assert main(["study", "--tracking-uri", uri, "--no-log", "--out", str(tmp / "ro")]) == 2
     one_error(capsys, "permission denied")
     monkeypatch.undo()
@@ -109,7 +109,7 @@ def test_an_output_folder_that_cannot_be_written_is_one_line(store, capsys, monk
     def refuse(*a, **k):
         raise PermissionError(13, "Permission denied", "report.md")
 
-    monkeypatch.setattr(report, "markdown", refuse)  # the folder turns read-only while the report is written
+    monkeypatch.setattr(build, "markdown", refuse)  # the folder turns read-only while the report is written
     assert main(["study", "--tracking-uri", uri, "--no-log", "--out", str(tmp / "x")]) == 2
     one_error(capsys, "cannot write the report", "Permission denied")
 
@@ -139,7 +139,7 @@ def test_a_locked_store_is_waited_for_then_one_line(store, capsys, monkeypatch):
     thread = threading.Thread(target=hold, args=(60,))
     thread.start()
     held.wait(10)
-    monkeypatch.setattr(report.waiting_out_locks, "__defaults__", (2.0,))
+    monkeypatch.setattr(access.waiting_out_locks, "__defaults__", (2.0,))
     t0 = time.monotonic()
     try:
         assert main(["study", "--tracking-uri", uri + "?timeout=0.2", "--no-log", "--out", str(tmp / "o")]) == 2
@@ -154,7 +154,7 @@ def test_a_locked_store_is_waited_for_then_one_line(store, capsys, monkeypatch):
     thread = threading.Thread(target=hold, args=(1.5,))
     thread.start()
     held.wait(10)
-    monkeypatch.setattr(report.waiting_out_locks, "__defaults__", (30.0,))
+    monkeypatch.setattr(access.waiting_out_locks, "__defaults__", (30.0,))
     try:
         assert main(["study", "--tracking-uri", uri + "?timeout=0.2", "--no-log", "--out", str(tmp / "o2")]) == 0
     finally:

@@ -49,7 +49,7 @@ def test_muon_without_a_matrix_is_refused():
 def test_a_schedule_free_run_is_evaluated_and_left_on_its_averaged_weights():
     from harness.config.checks import check_config
     from harness.engine.build import build
-    from harness.engine.run import spec_from_hydra
+    from harness.engine.job import spec_from_hydra
 
     cfg = config("task=regression", "optimizer=schedulefree_adamw", "epochs=2")
     spec = spec_from_hydra(cfg)

@@ -6,7 +6,8 @@ from omegaconf import OmegaConf
 
 from harness.config import schema
 from harness.config.checks import CONF_DIR
-from harness.engine.run import compose, config_hash, names_of, run_params
+from harness.engine.job import compose, config_hash, names_of
+from harness.engine.record import run_params
 
 
 def test_the_run_knobs_are_declared_in_the_schema_alone():

@@ -23,8 +23,9 @@ import torch
 from harness.config.checks import check_config
 from harness.engine import bundles
 from harness.engine.build import build
-from harness.engine.bundles import Entry, member, member_bytes, plan, prepare, split
-from harness.engine.run import compose, spec_from_hydra
+from harness.engine.bundles import Entry, member_bytes, plan, prepare, split
+from harness.engine.job import compose, spec_from_hydra
+from harness.engine.launch import alone_lines, member
 from harness.engine.stacked import train_stacked
 from tests.conftest import write_idx_mnist
 
@@ -243,7 +244,7 @@ def test_jobs_alone_for_one_reason_share_one_line():
     def alone(num, why):
         return SimpleNamespace(spec=SimpleNamespace(ctx=SimpleNamespace(num=num)), solo=why)
 
-    lines = bundles.alone_lines([alone(i, "slow here") for i in range(12)] + [alone(12, "a closure")])
+    lines = alone_lines([alone(i, "slow here") for i in range(12)] + [alone(12, "a closure")])
     assert lines == ["jobs 0, 1, 2, 3, 4, 5, 6, 7, ... (12 in all) run alone: slow here", "job 12 runs alone: a closure"]
 
 

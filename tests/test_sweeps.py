@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.engine.run import compose
+from harness.engine.job import compose
 from tests.conftest import ROOT, mlflow_runs, write_idx_mnist
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,8 @@ import pytest
 
 from harness import HarnessError
 from harness.engine.build import build
-from harness.engine.run import compose, run
+from harness.engine.job import compose
+from harness.engine.run import run
 from tests.conftest import mlflow_runs, run_cli
 
 

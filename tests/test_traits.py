@@ -6,7 +6,7 @@ from omegaconf import OmegaConf
 from harness import HarnessError
 from harness.config import traits
 from harness.config.checks import CONF_DIR, check_config
-from harness.engine.run import compose, names_of
+from harness.engine.job import compose, names_of
 from tests.conftest import mlflow_runs, run_cli
 from tests.test_stacked import check_equivalent
 

@@ -143,7 +143,8 @@ def tensor_epoch(data, batch_size: int, threads: int, device: torch.device, max_
 
 
 def harness_run(data_dir: str, epochs: int, device: str, store: str, *extra: str):
-    from harness.engine.run import compose, run
+    from harness.engine.job import compose
+    from harness.engine.run import run
 
     cfg = compose(
         "task=mnist",

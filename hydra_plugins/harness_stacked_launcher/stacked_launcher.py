@@ -65,7 +65,7 @@ class StackedLauncher(Launcher):
             raise HarnessError(f"hydra.launcher.vmap_on_cpu must be true or false, got {self.vmap_on_cpu!r}")
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from harness.engine.bundles import launch
+        from harness.engine.launch import launch
 
         self.check()
         setup_globals()

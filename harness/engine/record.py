@@ -1,0 +1,140 @@
+"""One run's MLflow record, from its creation to its end, the same for a solo run and a bundle's member:
+its tags and params, its per-epoch metrics, and ``ending``, which ends every run still open the same way
+(FINISHED, FAILED with the reason, KILLED) whatever stopped it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Iterator
+
+from omegaconf import DictConfig, OmegaConf
+
+from harness import HarnessError, __version__
+from harness.config import schema
+from harness.engine.build import device_name, git_commit
+from harness.engine.job import Spec
+from harness.engine.train import Result
+from harness.tracking import signals
+from harness.tracking.runs import flatten
+
+LR_POINTS_PER_RUN = 100  # per-step LR is logged as `lr_step`, thinned to at most about this many points per run
+KILLED: list[str] = []  # ids of the runs this process closed as KILLED (for the stop message)
+
+
+def run_params(cfg: DictConfig, names: dict[str, str]) -> dict[str, str]:
+    """The params a person compares runs by in MLflow: the group choices (loss=mse, optimizer=adam, ...)
+    and every knob, without the internal ones (class paths, logging and tracking settings), which
+    stay in the run's config.yaml artifact. (Resume and the report use the config hash and tags.)"""
+    params = {g: names[g] for g in ("task", "loss", "optimizer", "schedule") if g in names}
+    for key, value in flatten(OmegaConf.to_container(cfg, resolve=True)).items():
+        if schema.is_param(key):
+            params[key] = value
+    return params
+
+
+class RunRecord:
+    """One run's MLflow record and journal line, from its creation to its end (exactly once)."""
+
+    def __init__(self, spec: Spec, tracker):
+        self.spec, self.tracker = spec, tracker
+        self.stride, self.steps_done, self.ended = 1, 0, False
+        self.t0 = time.perf_counter()
+
+    @property
+    def run_id(self) -> str | None:
+        return self.tracker.run_id
+
+    def start(self, task, device, threads: int, batch_size: int, total_steps: int, extra_tags: dict | None = None) -> None:
+        cfg, names = self.spec.cfg, self.spec.names
+        tags = {
+            "task": names["task"],
+            "loss": names["loss"],
+            "optimizer": names["optimizer"],
+            "schedule": names["schedule"],
+            "batch_size": str(cfg.batch_size),
+            "seed": str(cfg.seed),
+            "device": str(device),
+            "device_name": device_name(device),
+            "threads": str(threads),
+            "config_hash": self.spec.hash,
+            "harness_version": __version__,
+            "primary_metric": task.primary_metric,
+            "primary_mode": task.mode,
+            "outcome": "running",
+            "harness.overrides": ",".join(self.spec.overrides)[:5000],
+            "harness.overrides_json": json.dumps(self.spec.overrides)[:5000],  # exact, for --rerun
+            **(extra_tags or {}),
+        }
+        if commit := git_commit():
+            tags["git_commit"] = commit
+        sweep = self.spec.ctx.sweep if self.spec.ctx else None
+        if sweep and sweep.parent_run_id:
+            tags.update({"mlflow.parentRunId": sweep.parent_run_id, "sweep_id": str(sweep.sweep_id)})
+        self.stride = max(1, -(-total_steps // LR_POINTS_PER_RUN))
+        try:
+            with signals.deferred():
+                self.tracker.start(self.spec.run_name, tags, run_params(cfg, names), OmegaConf.to_yaml(cfg, resolve=True))
+                self.spec.journal("running", run_id=self.run_id)
+        except KeyboardInterrupt:  # a stop signal that landed while the run was being created
+            if self.run_id:
+                self.end("killed")
+            raise
+        self.t0 = time.perf_counter()
+
+    def epoch(self, epoch: int, metrics: dict[str, float], lrs: list[float]) -> None:
+        """Log one epoch: its metrics, and the LR of every stride-th optimizer step as `lr_step`."""
+        first = -self.steps_done % self.stride
+        for i in range(first, len(lrs), self.stride):
+            self.tracker.log({"lr_step": lrs[i]}, step=self.steps_done + i)
+        self.steps_done += len(lrs)
+        self.tracker.log(metrics, step=epoch)
+
+    def end(self, outcome: str, result: Result | None = None, error: str | None = None, metric: str | None = None) -> None:
+        """Close the run (FINISHED for finished and diverged, FAILED, KILLED) and write the journal line."""
+        if self.ended:
+            return
+        self.ended = True
+        seconds = time.perf_counter() - self.t0
+        status = {"finished": "FINISHED", "diverged": "FINISHED", "failed": "FAILED", "killed": "KILLED"}[outcome]
+        tags = {"outcome": outcome, "train_seconds": f"{seconds:.3f}"}
+        if result is not None and result.diverged_epoch is not None:
+            tags["diverged_epoch"] = str(result.diverged_epoch)
+        if error:
+            tags["error"] = error[:5000]
+        value = result.final.get(metric, float("nan")) if result is not None and metric else None
+        if outcome == "killed" and self.run_id:
+            KILLED.append(self.run_id)
+        with signals.deferred():
+            try:
+                self.tracker.end(status, tags)
+            except HarnessError as e:  # the store is gone or locked for good: say so; a later sweep closes the run
+                print(f"error: run {self.run_id} could not be closed: {e}", file=sys.stderr, flush=True)
+                outcome, error = "failed", str(e)
+            finally:
+                self.spec.journal(outcome, run_id=self.run_id, seconds=seconds, error=error, metric=metric, value=value)
+
+
+def failure(err: BaseException) -> str:
+    """A run's FAILED reason: a HarnessError's one line, or the exception's type and message."""
+    return str(err) if isinstance(err, HarnessError) else f"{type(err).__name__}: {err}"
+
+
+@contextlib.contextmanager
+def ending(records: list[RunRecord], metric: str) -> Iterator[None]:
+    """The end of every run, solo or a bundle's members, written once: a record still open when the
+    block leaves early ends KILLED on a stop signal (Ctrl-C, SIGTERM, SIGHUP) or FAILED with the
+    reason on any error, and the exception goes on to the caller. ``records`` may grow inside the block
+    (a bundle opens its members' runs one by one)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        for record in records:
+            record.end("killed", metric=metric)
+        raise
+    except Exception as err:
+        for record in records:
+            record.end("failed", error=failure(err), metric=metric)
+        raise

@@ -1,0 +1,295 @@
+"""One report, from the store to its folder: the runs it reads, the tables, the tuned comparison of a
+declared study, the figures, report.md and report.html, and its note on the sweep's parent run."""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness.report import figures as fig
+from harness.report import protocol, stats
+from harness.report.aggregate import DEFAULT_TARGETS, config_name, methods, performance_profile, rank
+from harness.report.declaration import Declaration, label
+from harness.report.folder import claim_folder, record_folder
+from harness.report.load import (
+    client_for,
+    declaration,
+    factors,
+    histories,
+    load_runs,
+    select_unit,
+    slice_runs,
+    training_seconds,
+)
+from harness.report.render import (
+    collapses,
+    findings,
+    flat_sections,
+    header,
+    html_page,
+    markdown,
+    names_table,
+    tuned_findings,
+    tuned_sections,
+)
+
+MAX_FOREST = 25  # a forest plot shows the best 25 rows of a problem
+TOLERANCE = 0.02  # a grid setting within 2% of the method's best validation score is in its good region
+REPORTS = Path("reports")  # beside the store (sqlite:///mlflow.db): the folder the command runs in
+
+
+def choice_classes(client, runs: pd.DataFrame, config_cols: list[str]) -> dict:
+    """(group, choice) -> the class its config names, from one run's config.yaml per choice (runs log no
+    ``_target_`` param); a choice whose config cannot be read is left out."""
+    import yaml
+
+    out = {}
+    for group in [c for c in config_cols if c in ("loss", "optimizer", "schedule")]:
+        if f"param:{group}._target_" in runs and runs[f"param:{group}._target_"].notna().all():
+            continue
+        for name, part in runs.groupby(group, sort=True):
+            try:
+                with tempfile.TemporaryDirectory() as tmp:
+                    cfg = yaml.safe_load(Path(client.download_artifacts(part["run_id"].iloc[0], "config.yaml", tmp)).read_text())
+                out[(group, name)] = (cfg.get(group) or {}).get("_target_", "")
+            except Exception:  # an artifact store out of reach: the table goes without the class
+                continue
+    return out
+
+
+def build_report(
+    experiment: str,
+    uri: str,
+    out: Path,
+    targets: dict[str, float],
+    log_to_parent: bool = True,
+    tolerance: float = TOLERANCE,
+    where: dict[str, str] | None = None,
+    force: bool = False,
+    sweep: str | None = None,
+    all_sweeps: bool = False,
+    margin: object = None,
+) -> Path:
+    fig.reset_styles()
+    client = client_for(uri)
+    runs, experiment_id = load_runs(client, experiment)
+    unit = select_unit(client, experiment_id, runs, sweep, all_sweeps)
+    runs = unit.runs
+    if where:
+        runs = slice_runs(runs, where).reset_index(drop=True)
+    decl = (
+        Declaration.from_tags(unit.parents[0].data.tags, unit.parents[0].info.run_id)
+        if unit.parents and not all_sweeps
+        else declaration(client, experiment_id)
+    )
+    if margin is not None and decl is not None:  # given to the report, after the runs: said so wherever it shows
+        decl.margin, decl.post_hoc = margin, True
+    config_cols = factors(runs)
+    keys = sorted(
+        {
+            "train/loss",
+            "epoch_seconds",
+            *runs["primary_metric"].dropna(),
+            *("val/" + m.split("/", 1)[-1] for m in runs["primary_metric"].dropna()),
+        }
+        | ({"lr_step"} if "schedule" in config_cols else set())
+        | ({"train/" + m.split("/", 1)[-1] for m in runs["primary_metric"].dropna()} if "loss" in config_cols else set())
+    )
+    hist = histories(client, runs[runs.outcome.isin(["finished", "diverged"])], keys)
+    table = rank(runs, hist, config_cols, {**DEFAULT_TARGETS, **targets})
+    earlier = claim_folder(out, experiment, where or {}, list(runs["run_id"]), force)
+
+    if decl is None:  # a plain sweep: every configuration is a method of its own, nothing is tuned
+        compared = [label(c) for c in methods(config_cols)]
+        selected = (
+            protocol.select(protocol.settings_table(runs, config_cols, protocol.Declaration(compared))[0], tolerance)
+            if compared
+            else None
+        )
+    else:
+        selected = protocol.select(protocol.settings_table(runs, config_cols, decl)[0], tolerance, decl.margin)
+
+    made: list[tuple[str, str]] = []
+    for problem in sorted(table["problem"].unique()):
+        if table[table.problem == problem]["n"].sum() == 0:
+            continue
+        stem = re.sub(r"[^A-Za-z0-9.]+", "_", problem.replace("task.", ""))
+        part = selected[selected.problem == problem] if selected is not None else None
+        if part is not None and len(part) > 1:
+            rows = part.head(MAX_FOREST).assign(
+                name=part["method"] + ("" if decl is None else " (" + part["setting"] + ")"),
+                mean=part["test_mean"],
+                low=part["ci95_low"],
+                high=part["ci95_high"],
+                winner=part["rank"] == 1,
+            )
+            note = "*: the reference (best on validation); shaded: not shown better or worse than it (alpha 0.05, Bonferroni)" + (
+                f"; best {MAX_FOREST} of {len(part)} shown" if len(part) > MAX_FOREST else ""
+            )
+            made.append(
+                (f"{problem}: forest plot", fig.forest(rows, part["metric"].iloc[0], problem, out / f"{stem}_forest.png", note))
+            )
+        if decl is not None and part is not None and len(part):
+            groups = {f"{r['method']} ({r['setting']})": r["run_ids"] for _, r in part.head(fig.MAX_CURVES).iterrows() if r["n"]}
+            made.append(
+                (
+                    f"{problem}: learning curves of the tuned methods",
+                    fig.curves(
+                        hist,
+                        groups,
+                        part["metric"].iloc[0],
+                        problem,
+                        "each method at its selected setting",
+                        out / f"{stem}_curves.png",
+                        dict(zip(runs["run_id"], runs["loss"])),
+                    ),
+                )
+            )
+            if part["grid"].max() > 1:
+                lines = {r["method"]: stats.expected_best(r["grid_val"], r["mode"]) for _, r in part.iterrows() if r["n"]}
+                made.append(
+                    (
+                        f"{problem}: expected best validation score vs tuning budget",
+                        fig.expected_best(
+                            lines, "val/" + part["metric"].iloc[0].split("/", 1)[-1], problem, out / f"{stem}_tuning_budget.png"
+                        ),
+                    )
+                )
+        else:
+            made.append(
+                (
+                    f"{problem}: learning curves",
+                    fig.learning_curves(runs, hist, table, config_cols, problem, out / f"{stem}_curves.png"),
+                )
+            )
+    for task in sorted(table["task"].unique()):
+        if table[table.task == task]["n"].sum() == 0:
+            continue
+        axes = fig.heatmap_axes(config_cols)
+        if axes:
+            others = tuple(
+                c for c in config_cols if c not in ("task", *axes) and table[table.task == task][label(c)].nunique() > 1
+            )
+            made.append(
+                (
+                    f"{task}: {label(axes[0])} x {label(axes[1])}",
+                    fig.heatmap(table, *axes, task, out / f"{task}_heatmap.png", others),
+                )
+            )
+        if "param:optimizer.lr" in config_cols:
+            made.append((f"{task}: LR sensitivity", fig.lr_sensitivity(runs, table, task, out / f"{task}_lr_sensitivity.png")))
+        if "param:batch_size" in config_cols:
+            made.append((f"{task}: batch size", fig.batch_size_effect(runs, config_cols, task, out / f"{task}_batch_size.png")))
+        if "schedule" in config_cols:
+            made.append((f"{task}: LR schedules", fig.lr_schedules(runs, hist, task, out / f"{task}_lr_schedules.png")))
+
+    head = header(experiment, runs, table, time.strftime("%Y-%m-%d %H:%M"))
+    head["read"] = unit.text
+    if where:
+        head["slice"] = (
+            "only the runs with " + ", ".join(f"{k}={v}" for k, v in where.items()) + " (python -m harness.report --where)"
+        )
+    if decl is not None:
+        ranks, cd, cd_text = protocol.mean_ranks(selected)
+        head["protocol"] = (
+            f"{decl.text()}; selected on the validation metric, test metric reported; "
+            f"declared by sweep run {decl.run_id}" + (f" ({decl.overrides})" if decl.overrides else "")
+        )
+        notes = tuned_findings(selected) + findings(table, runs, config_cols)[table["problem"].nunique() :]
+        sections = tuned_sections(selected, decl, tolerance)
+        if len(ranks):
+            notes.append(
+                f"Across {selected['problem'].nunique()} problems, mean rank (1 is best): "
+                + ", ".join(f"{m} {r:.2f}" for m, r in ranks["mean rank"].items())
+                + f". {cd_text}."
+            )
+            if cd is not None:
+                made.append(("critical-difference diagram", fig.critical_difference(cd, out / "critical_difference.png")))
+            tuned = selected.assign(**{"param:method": selected["method"]})
+            profile = performance_profile(
+                tuned.rename(columns={"test_mean": "mean"}), ["param:method"], np.linspace(1.0, 2.0, 101)
+            )
+            made.append(
+                ("performance profiles of the tuned methods", fig.performance_profiles(profile, out / "performance_profiles.png"))
+            )
+        selected.drop(columns=["run_ids", "grid_val"]).assign(test_by_seed=selected["test_by_seed"].map(json.dumps)).to_csv(
+            out / "tuned.csv", index=False
+        )
+        epochs = sorted({int(float(e)) for e in runs.get("param:epochs", pd.Series(dtype=str)).dropna()})
+        (out / "protocol.json").write_text(
+            json.dumps(
+                {
+                    "experiment": experiment,
+                    "where": where or {},
+                    "compare": decl.compare,
+                    "tune": decl.tune,
+                    "margin": decl.margin,
+                    "margin_post_hoc": decl.post_hoc,
+                    "overrides": decl.overrides,
+                    "runs": len(runs),
+                    "finished": int((runs.outcome == "finished").sum()),
+                    "epochs": epochs,
+                    "seeds": sorted(selected["n"].unique().tolist()),
+                    "train_seconds": training_seconds(runs),
+                    "generated": time.strftime("%Y-%m-%d %H:%M"),
+                },
+                indent=1,
+            )
+        )
+    else:
+        head["protocol"] = "none declared (study.compare): a flat ranking of every configuration by its test metric"
+        notes = findings(table, runs, config_cols)
+        if selected is not None:
+            notes += [
+                f"**{p}**: " + protocol.join_verdicts([r["verdict"] for _, r in part.iloc[1:4].iterrows()]) + "."
+                for p, part in selected.groupby("problem", sort=True)
+                if len(part) > 1
+            ]
+        sections = flat_sections(table, config_cols)
+        if table["problem"].nunique() > 1:
+            profile = performance_profile(table, config_cols, np.linspace(1.0, 2.0, 101))
+            made.append(("performance profiles", fig.performance_profiles(profile, out / "performance_profiles.png")))
+    notes += collapses(runs, config_cols)
+    if names := names_table(
+        runs, config_cols, tuple(decl.tune) if decl is not None else (), choice_classes(client, runs, config_cols)
+    ):
+        sections["What the names mean"] = names
+    summary = table.assign(configuration=table.apply(lambda r: config_name(r, config_cols), axis=1))
+    lead = [
+        c
+        for c in ("configuration", "problem", "metric", "mean", "ci95_low", "ci95_high", "std", "n", "rank", "winner")
+        if c in summary
+    ]  # the numbers first; the factors and the bookkeeping after
+    summary[lead + [c for c in summary.columns if c not in lead]].to_csv(out / "summary.csv", index=False)
+    (out / "report.md").write_text(markdown(head, notes, sections, made))
+    (out / "report.html").write_text(html_page(head, notes, sections, made))
+    written = (
+        ["report.md", "report.html", "summary.csv"]
+        + [n for n in ("tuned.csv", "protocol.json") if decl is not None]
+        + sorted({Path(path).name for _, path in made})
+    )
+    record_folder(out, experiment, where or {}, list(runs["run_id"]), written, earlier)
+    if log_to_parent:
+        if unit.parents and not all_sweeps:  # the newest sweep whose runs it read, never one it did not
+            run_id = unit.parents[0].info.run_id
+            for name in written:  # what this report wrote, not whatever else is in the folder (--out .)
+                client.log_artifact(run_id, str(out / name), artifact_path="report")
+            client.set_tag(run_id, "mlflow.note.content", parent_note(experiment_id, run_id, notes))
+            print(f"logged the report as artifacts of sweep run {run_id} (its description links to it)")
+    return out
+
+
+def parent_note(experiment_id: str, run_id: str, notes: list[str]) -> str:
+    """The sweep parent's description (MLflow shows ``mlflow.note.content`` as markdown on the run's
+    page): the headline finding and where the report is among the run's artifacts."""
+    headline = notes[0] if notes else "no finding (nothing finished)"
+    return (
+        f"{headline}\n\n**Report**: [report/report.html](#/experiments/{experiment_id}/runs/{run_id}/artifacts) "
+        "among this run's artifacts (also report.md, the figures, summary.csv)."
+    )
