@@ -49,6 +49,10 @@ def test_default_run_lands_in_mlflow_db_in_the_working_directory(tmp_path):
     }.items():
         assert tags[key] == value, key
     assert len(tags["config_hash"]) == 16
+    import platform
+
+    assert tags["python_version"] == platform.python_version() and tags["torch_version"] == torch.__version__
+    assert tags["mlflow_version"] and tags.get("git_dirty") in ("true", "false", None)  # None: not a git checkout
     params = run.data.params
     assert params["optimizer"] == "adam" and params["loss"] == "ce" and params["optimizer.lr"] == "0.001"
     assert params["task.imbalance_ratio"] == "100" and params["epochs"] == "2"

@@ -230,6 +230,7 @@ def test_a_declared_sweep_round_trips_through_mlflow_and_a_one_factor_sweep_gets
             "seed=0,1",
             "study.compare=[loss]",
             "study.tune=[optimizer.lr]",
+            "study.margin=5%",
         ],
         cwd=tmp_path,
         capture_output=True,
@@ -246,6 +247,15 @@ def test_a_declared_sweep_round_trips_through_mlflow_and_a_one_factor_sweep_gets
     assert main(["declared", "--tracking-uri", uri, "--out", str(tmp_path / "d"), "--no-log"]) == 0
     tuned = pd.read_csv(tmp_path / "d" / "tuned.csv")
     assert sorted(tuned["method"]) == ["loss=mae", "loss=mse"] and set(tuned["grid"]) == {2} and set(tuned["n"]) == {2}
+    # the declaration, logged on the parent before the runs with its hash, is the report's first line
+    declared = json.loads(parent.data.tags["harness.declaration"])
+    assert declared["margin"] == "5%" and declared["seeds"] == "0,1" and declared["epochs"] == "2"
+    assert declared["space"]["loss"] == "mse,mae" and declared["space"]["optimizer.lr"] == "0.003,0.03"
+    md = (tmp_path / "d" / "report.md").read_text().splitlines()
+    first = [line for line in md if line.startswith("- **")][0]
+    assert first.startswith("- **declared**: at the sweep's start, before its runs (declaration ")
+    assert parent.data.tags["harness.declaration_hash"] in first and "margin 5% (declared by the sweep" in first
+    assert (tmp_path / "d" / "runs.csv").exists()
     # a plain one-factor sweep (no declaration: a parent without it), built in the store directly
     plain = client.create_experiment("plain")
     client.set_terminated(client.create_run(plain, run_name="sweep", tags={"harness.role": "sweep"}).info.run_id, "FINISHED")

@@ -294,7 +294,7 @@ def test_report_of_a_real_sweep(tmp_path):
     assert (tmp_path / "rep" / "imbalanced_heatmap.png").exists()
     import torch
 
-    from harness.engine.build import device_name
+    from harness.engine.device import device_name
 
     # the header names where the runs trained (the device and its model, from each run's tags)
     md = (tmp_path / "rep" / "report.md").read_text()
@@ -381,3 +381,20 @@ def test_curves_of_different_losses_plot_a_shared_metric_not_their_loss_values()
     assert (
         training_key(hist[hist.key == "train/loss"], groups, "test/mse", {"a": "mse", "b": "mae"}) == "train/loss"
     )  # not logged
+
+
+def test_the_report_publishes_its_per_run_data(store):
+    """runs.csv: one row per run the report read (the sweep's parent is not one), with its config and final
+    metrics, so that the report can be recomputed without the store."""
+    uri, client, exp, parent, tmp = store
+    out = tmp / "report"
+    assert main(["study", "--tracking-uri", uri, "--out", str(out), "--no-log"]) == 0
+    data = pd.read_csv(out / "runs.csv")
+    children = [r for r in client.search_runs([exp]) if r.info.run_id != parent]
+    assert sorted(data["run_id"]) == sorted(r.info.run_id for r in children)
+    for r in children:
+        row = data[data["run_id"] == r.info.run_id].iloc[0]
+        for key, value in r.data.metrics.items():
+            assert row[f"final:{key}"] == pytest.approx(value, nan_ok=True), key
+        assert str(row["param:seed"]) == r.data.params["seed"]
+    assert "runs.csv" in (out / ".harness-report.json").read_text()

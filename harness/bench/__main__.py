@@ -58,7 +58,7 @@ def main(argv=None) -> int:
         return 2
 
     from harness import HarnessError
-    from harness.engine.build import resolve_device
+    from harness.engine.device import resolve_device
     from harness.tasks.mnist import MNIST
 
     try:
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     quick, reps = args.quick, args.reps or (1 if args.quick else 5)
     epochs = 3 if quick else 6
     subset = ["task.n_train=10000"] if quick else []
-    from harness.engine.build import resolve_threads
+    from harness.engine.device import resolve_threads
 
     threads = resolve_threads("auto")
     work = Path(tempfile.mkdtemp(prefix="harness-bench-"))  # the bench's stores and sweep folders; removed at the end

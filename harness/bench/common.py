@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def cores() -> int:
-    from harness.engine.build import usable_cores
+    from harness.engine.device import usable_cores
 
     return usable_cores()
 

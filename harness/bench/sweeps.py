@@ -65,7 +65,7 @@ def whole_process(cmd: list[str], cwd: Path, **env: str) -> float:
 RAW_PROCESS = """
 import sys, torch
 from harness.bench.common import raw_loop
-from harness.engine.build import resolve_threads
+from harness.engine.device import resolve_threads
 from harness.tasks.mnist import MNIST
 device = torch.device(sys.argv[3])
 raw_loop(MNIST(data_dir=sys.argv[2], download=False).load().to(device), int(sys.argv[1]), 128, resolve_threads("auto"), device)

@@ -9,13 +9,10 @@ every job that asks for the same task config (a sweep over seeds or losses reads
 from __future__ import annotations
 
 import copy
-import functools
 import json
-import os
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from harness import HarnessError, schedules
 from harness.config import traits
 from harness.config.schema import CONF_DIR
+from harness.engine.device import resolve_device, resolve_threads
 from harness.sweep.journal import JobContext
 from harness.tasks import Data, Task
 
@@ -47,61 +45,6 @@ def build_object(spec, what: str):
         raise
     except Exception as e:
         raise HarnessError(f"cannot build the {what} {spec.get('_target_')}: {str(e).splitlines()[0]}") from None
-
-
-# ---------------------------------------------------------------- device and threads
-
-
-def resolve_device(requested: str) -> torch.device:
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested == "cpu":
-        return torch.device("cpu")
-    if requested.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise HarnessError(f"device={requested} but no CUDA GPU is visible to torch here; use device=cpu or device=auto")
-        try:
-            device = torch.device(requested)
-        except RuntimeError:
-            raise HarnessError(f"device={requested!r} is unknown; allowed: auto, cpu, cuda, cuda:N") from None
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise HarnessError(f"device={requested} but only {torch.cuda.device_count()} GPU(s) are visible")
-        return device
-    raise HarnessError(f"device={requested!r} is unknown; allowed: auto, cpu, cuda, cuda:N")
-
-
-@functools.cache
-def device_name(device: torch.device) -> str:
-    """What the device is, for the record: the GPU's name, or the CPU's model as the OS reports it."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine() or "cpu"
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity, e.g. a SLURM allocation)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def resolve_threads(threads, ctx: JobContext | None = None) -> int:
-    """auto: the cores this process may use, shared among the jobs that a sweep runs at once on this
-    machine (joblib's n_jobs, submitit's cpus_per_task, or HARNESS_PARALLEL_JOBS), so that jobs x
-    threads never exceeds the cores (oversubscription cost 20x here)."""
-    if threads != "auto":
-        return int(threads)
-    cores = usable_cores()
-    if ctx and ctx.launcher.get("cpus_per_task"):
-        return max(1, min(cores, int(ctx.launcher.cpus_per_task)))
-    jobs = ctx.parallel if ctx else int(os.environ.get("HARNESS_PARALLEL_JOBS", "1"))
-    return max(1, cores // max(1, jobs))
 
 
 # ---------------------------------------------------------------- task and data
@@ -348,18 +291,6 @@ def build(cfg: DictConfig, names: dict[str, str], ctx: JobContext | None = None)
     return Job(
         task, data, model, loss, targets_fn(cfg.loss.targets, task.num_classes), optimizer, scheduler, batch_size, device, threads
     )
-
-
-@functools.lru_cache(maxsize=1)
-def git_commit() -> str | None:
-    """The checkout's commit, looked up once per process."""
-    import subprocess
-
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(CONF_DIR).parent, capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def metric_names(cfg: DictConfig, names: dict[str, str]) -> list[str]:

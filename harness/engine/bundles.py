@@ -5,7 +5,7 @@ differ in ``MEMBER_KEYS`` (seed, loss, optimizer, schedule, LR scaling) and in t
 knobs (outlier fraction, imbalance ratio, normalisation, ...) as long as their data have the same
 shapes; they share the model architecture, batch size, epochs, device, threads and tracking.
 Every member is checked and looked up for resume exactly as a solo job is (``harness.engine.run.admit``)
-and gets its own MLflow run (``harness.engine.run.RunRecord``), tagged with its bundle and the bundle's
+and gets its own MLflow run (``harness.engine.record.RunRecord``), tagged with its bundle and the bundle's
 size. A job that cannot join a bundle runs as an ordinary job of the same sweep, with one line
 saying why. Bundles are bounded by a member count and by memory. ``harness.engine.launch`` runs them.
 """

@@ -1,6 +1,6 @@
 """The stacked launcher's run of a sweep: bundles trained as one stacked model each (in this process, or
 side by side in worker processes), the jobs that run alone through Hydra's ``run_job``; every member
-ends with its own MLflow record (``harness.engine.run``)."""
+ends with its own MLflow record (``harness.engine.record``)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from harness import HarnessError
 from harness.engine.build import (
     build_optimizer,
     build_schedule,
-    resolve_threads,
 )
 from harness.engine.bundles import (
     Entry,
@@ -28,6 +27,7 @@ from harness.engine.bundles import (
     prepare,
     resolve_workers,
 )
+from harness.engine.device import resolve_threads
 from harness.engine.record import RunRecord, ending, failure
 from harness.engine.run import open_tracker
 from harness.engine.stacked import Member, train_stacked

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness import HarnessError, __version__
 from harness.config import schema
-from harness.engine.build import device_name, git_commit
+from harness.engine.device import device_name, environment, git_commit
 from harness.engine.job import Spec
 from harness.engine.train import Result
 from harness.tracking import signals
@@ -70,6 +70,7 @@ class RunRecord:
         }
         if commit := git_commit():
             tags["git_commit"] = commit
+        tags.update(environment())
         sweep = self.spec.ctx.sweep if self.spec.ctx else None
         if sweep and sweep.parent_run_id:
             tags.update({"mlflow.parentRunId": sweep.parent_run_id, "sweep_id": str(sweep.sweep_id)})

@@ -5,7 +5,7 @@ Input is checked before any MLflow run opens (``harness.config.checks``), so bad
 record behind. From the moment a run is created it always ends FINISHED, FAILED or KILLED: its
 creation and its end are written with stopping signals deferred (``harness.tracking.signals``), and a
 signal at any other moment unwinds through the ``except`` that closes it. ``RunRecord`` is the
-record of one run; the stacked launcher (``harness.engine.bundles``) gives one to each member of a bundle,
+record of one run; the stacked launcher (``harness.engine.launch``) gives one to each member of a bundle,
 so that a member's record cannot be told from a solo run's.
 """
 

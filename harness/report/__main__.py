@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 from harness.report import ReportError
-from harness.report import figures as fig
 from harness.report.access import check_store, listing, waiting_out_locks
 from harness.report.aggregate import DEFAULT_TARGETS
 from harness.report.build import REPORTS, TOLERANCE, build_report
 from harness.report.folder import RECORD, check_folder, read_record, safe_name
+from harness.report.gallery import loss_gallery
 from harness.report.load import (
     parse_where,
 )
@@ -108,7 +108,7 @@ def main(argv=None) -> int:
         if args.gallery:
             out = Path(args.out or REPORTS / "gallery")
             check_folder(out)
-            paths = fig.loss_gallery(out / "regression_losses.png", out / "classification_losses.png")
+            paths = loss_gallery(out / "regression_losses.png", out / "classification_losses.png")
             print("wrote " + ", ".join(paths))
             return 0
         if not args.experiment or args.list:

@@ -44,6 +44,17 @@ TOLERANCE = 0.02  # a grid setting within 2% of the method's best validation sco
 REPORTS = Path("reports")  # beside the store (sqlite:///mlflow.db): the folder the command runs in
 
 
+RUN_COLUMNS = ("run_id", "run_name", "sweep_id", "outcome", "status", "bundle", "device", "device_name", "harness_version")
+
+
+def per_run(runs: pd.DataFrame) -> pd.DataFrame:
+    """The report's data, one row per run it read: its id and outcome, its config (every logged param, the
+    seeds among them) and its final metrics, so that anyone can recompute the report without the store."""
+    params = sorted(c for c in runs.columns if c.startswith("param:"))
+    finals = sorted(c for c in runs.columns if c.startswith("final:"))
+    return runs[[c for c in RUN_COLUMNS if c in runs.columns] + params + finals].sort_values("run_id")
+
+
 def choice_classes(client, runs: pd.DataFrame, config_cols: list[str]) -> dict:
     """(group, choice) -> the class its config names, from one run's config.yaml per choice (runs log no
     ``_target_`` param); a choice whose config cannot be read is left out."""
@@ -195,6 +206,13 @@ def build_report(
         head["slice"] = (
             "only the runs with " + ", ".join(f"{k}={v}" for k, v in where.items()) + " (python -m harness.report --where)"
         )
+    if decl is not None:  # what was declared, and when, before any result
+        declared_at = unit.parents[0].info.start_time if unit.parents and not all_sweeps else None
+        predating = int((runs["start"] < declared_at).sum()) if declared_at else 0
+        text = decl.declared_text(sorted(runs["primary_metric"].dropna().unique()))
+        if predating:  # runs a resumed sweep reused: the declaration came after them
+            text += f"; {predating} of the {len(runs)} runs predate this declaration (reused by resume from an earlier sweep)"
+        head = {"declared": text, **head}
     if decl is not None:
         ranks, cd, cd_text = protocol.mean_ranks(selected)
         head["protocol"] = (
@@ -267,10 +285,11 @@ def build_report(
         if c in summary
     ]  # the numbers first; the factors and the bookkeeping after
     summary[lead + [c for c in summary.columns if c not in lead]].to_csv(out / "summary.csv", index=False)
+    per_run(runs).to_csv(out / "runs.csv", index=False)
     (out / "report.md").write_text(markdown(head, notes, sections, made))
     (out / "report.html").write_text(html_page(head, notes, sections, made))
     written = (
-        ["report.md", "report.html", "summary.csv"]
+        ["report.md", "report.html", "summary.csv", "runs.csv"]
         + [n for n in ("tuned.csv", "protocol.json") if decl is not None]
         + sorted({Path(path).name for _, path in made})
     )

@@ -20,15 +20,41 @@ class Declaration:
     overrides: str = ""  # that sweep's command-line overrides (a cut budget shows here)
     margin: object = None  # study.margin: a number, 'N%', a mapping metric -> either, or None
     post_hoc: bool = False  # the margin was given to the report, after the runs, not declared by the sweep
+    declared: dict | None = None  # the sweep's whole declaration (space, seeds, budget), if it logged one
+    declaration_hash: str = ""
 
     @classmethod
     def from_tags(cls, tags: dict[str, str], run_id: str | None = None) -> Declaration | None:
         compare = json.loads(tags.get("harness.compare") or "[]")
         margin = json.loads(tags["harness.margin"]) if tags.get("harness.margin") else None
+        if not compare:
+            return None
+        declared = json.loads(tags["harness.declaration"]) if tags.get("harness.declaration") else None
+        tune = list(json.loads(tags.get("harness.tune") or "[]"))
+        return cls(
+            list(compare),
+            tune,
+            run_id,
+            tags.get("overrides", ""),
+            margin,
+            False,
+            declared,
+            tags.get("harness.declaration_hash", ""),
+        )
+
+    def declared_text(self, metrics: list[str]) -> str:
+        """What the sweep declared before its runs, for the top of the report."""
+        metric = ", ".join(metrics) or "the task's primary metric"
+        if self.declared is None:
+            return (
+                f"{self.text()}; metric {metric}; this sweep logged no search space, seeds or budget "
+                f"(it predates declarations): its overrides say what it ran"
+            )
+        space = ", ".join(f"{k}={v}" for k, v in sorted(self.declared.get("space", {}).items())) or "(none)"
         return (
-            cls(list(compare), list(json.loads(tags.get("harness.tune") or "[]")), run_id, tags.get("overrides", ""), margin)
-            if compare
-            else None
+            f"at the sweep's start, before its runs (declaration {self.declaration_hash} on parent run {self.run_id}): "
+            f"{self.text()}; metric {metric} (validation for selection, test for the verdicts); "
+            f"seeds {self.declared.get('seeds')}; budget {self.declared.get('epochs')} epochs per run; search space {space}"
         )
 
     def tags(self) -> dict[str, str]:

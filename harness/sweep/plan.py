@@ -4,6 +4,7 @@ exist, a bad launcher or sweeper knob, an objective its runs do not log)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 from omegaconf import DictConfig, OmegaConf
@@ -158,4 +159,26 @@ def study_tags(config: DictConfig) -> dict[str, str]:
     margin = study.get("margin")
     if margin is not None:  # declared before the runs: the report reads it from here
         tags["harness.margin"] = json.dumps(OmegaConf.to_container(margin) if isinstance(margin, DictConfig) else margin)
+    declared = declaration(config, compare, tune, margin)
+    tags["harness.declaration"] = json.dumps(declared, sort_keys=True)[:5000]
+    tags["harness.declaration_hash"] = hashlib.sha256(json.dumps(declared, sort_keys=True).encode()).hexdigest()[:16]
     return tags
+
+
+def declaration(config: DictConfig, compare: list, tune: list, margin) -> dict:
+    """What a study declares before its runs, as the sweep starts: the methods, the tuned knobs, the margin,
+    the search space (the sweeper's grid or search space, the seeds among it) and the budget (epochs)."""
+    hydra = config.get("hydra")
+    sweeper = hydra.sweeper if hydra is not None else {}
+    space = {str(k): str(v) for part in ("params", "space") for k, v in (sweeper.get(part) or {}).items()}
+    for o in list(hydra.overrides.task) if hydra is not None else []:  # the command line's sweeps and values win
+        key, _, value = str(o).partition("=")
+        space[key.lstrip("+~")] = value
+    return {
+        "compare": compare,
+        "tune": tune,
+        "margin": OmegaConf.to_container(margin) if isinstance(margin, DictConfig) else margin,
+        "space": space,
+        "seeds": space.get("seed", str(config.get("seed"))),
+        "epochs": space.get("epochs", str(config.get("epochs"))),
+    }
