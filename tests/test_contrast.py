@@ -89,3 +89,24 @@ def test_the_interval_covers_at_small_n_by_simulation(n):
     for name in ("skewed (lognormal)", "heavy-tailed (t, 3 df)"):  # what they do there is printed, not promised
         draw = coverage.DISTRIBUTIONS[name]
         assert coverage.t_interval_coverage(draw, n, 500) > coverage.percentile_coverage(draw, n, 500)
+
+
+def test_factor_importance_finds_the_factor_that_moves_the_score():
+    import pandas as pd
+
+    from harness.report.importance import importance
+
+    g = np.random.default_rng(0)
+    rows = []
+    for opt, effect in (("adam", 0.9), ("sgd", 0.8)):
+        for lr in ("0.01", "0.1"):
+            for seed in range(5):
+                score = effect + 0.001 * g.standard_normal()  # the optimizer moves it; lr and seed barely
+                rows.append(
+                    {"outcome": "finished", "optimizer": opt, "param:optimizer.lr": lr, "seed": seed, "final:test/acc": score}
+                )
+    rows.append({"outcome": "failed", "optimizer": "sgd", "param:optimizer.lr": "1", "seed": 0, "final:test/acc": 0.0})
+    shares = importance(pd.DataFrame(rows), ["optimizer", "param:optimizer.lr"], "test/acc").set_index("factor")["share"]
+    assert shares["optimizer"] > 0.99 and shares["optimizer.lr"] < 0.01 and shares["seed"] < 0.01
+    assert shares.sum() == pytest.approx(1.0, abs=0.02)  # type-II sums of squares of a balanced design add up
+    assert importance(pd.DataFrame(rows[:2]), ["optimizer"], "test/acc").empty  # too few runs

@@ -36,5 +36,9 @@ def test_a_margin_given_to_the_report_is_used_and_called_post_hoc(tmp_path):
         reference = part[part["rank"] == 1].iloc[0]
         assert part["margin"].tolist() == pytest.approx([0.05 * reference["test_mean"]] * len(part))
     assert json.loads((out / "protocol.json").read_text())["margin_post_hoc"] is True
-    assert "margin 5% (given to the report after the runs (post hoc" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "margin 5% (given to the report after the runs (post hoc" in md
+    assert "regression: what moves test/mse" in md and "residual (interactions and noise)" in md  # factor importance
+    for name in ("regression_importance.png", "regression_parallel.png"):
+        assert (out / name).stat().st_size > 1000, name
     assert main(["golden", "--tracking-uri", f"sqlite:///{db}", "--out", str(out), "--no-log", "--margin", "-1"]) == 2

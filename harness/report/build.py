@@ -38,6 +38,7 @@ from harness.report.render import (
     tuned_findings,
     tuned_sections,
 )
+from harness.report.views import study_views
 
 MAX_FOREST = 25  # a forest plot shows the best 25 rows of a problem
 TOLERANCE = 0.02  # a grid setting within 2% of the method's best validation score is in its good region
@@ -221,6 +222,9 @@ def build_report(
         )
         notes = tuned_findings(selected) + findings(table, runs, config_cols)[table["problem"].nunique() :]
         sections = tuned_sections(selected, decl, tolerance)
+        extra, views_made = study_views(runs, config_cols, out)
+        sections.update(extra)
+        made += views_made
         if len(ranks):
             notes.append(
                 f"Across {selected['problem'].nunique()} problems, mean rank (1 is best): "
