@@ -50,7 +50,10 @@ def test_the_roles_give_the_lists_the_modules_used_to_keep():
         "data_dir",
         "threads",
     } | {"optimizer.traits", "loss.traits", "+optimizer.traits", "+loss.traits"}  # and now traits, which are no knob
-    assert set(schema.member_keys()) == {"seed", "loss", "optimizer", "schedule", "lr_scaling", "lr_reference_batch"}
+    assert set(schema.member_keys()) == {"seed", "loss", "optimizer", "schedule", "lr_scaling", "lr_reference_batch"} | {
+        "init_seed",
+        "order_seed",
+    }  # and the seed kinds split off seed since
     assert set(schema.free_keys()) == {"progress", "resume"}
     internal = ["progress", "resume", "data_dir", "eval_batch_size", "threads", "task.data_dir", "task.download", "loss.targets"]
     assert not any(schema.is_param(k) for k in internal + ["tracking.uri", "study.tune", "optimizer._target_", "loss._partial_"])
@@ -96,3 +99,11 @@ def test_a_studys_margin_is_checked_and_written_on_the_sweeps_parent():
     for bad in ("study.margin=0", "study.margin=150%", "study.margin=[1]"):
         with pytest.raises(HarnessError, match="study.margin must be null, a number > 0"):
             check_run_knobs(compose(bad))
+
+
+def test_a_config_from_before_the_seed_split_keeps_its_hash():
+    # null init_seed / order_seed mean "the run's seed" and stay out of the hash, so resume still finds old runs
+    assert config_hash(compose("seed=3")) == config_hash(compose("seed=3", "init_seed=null", "order_seed=null"))
+    assert config_hash(compose("seed=3", "order_seed=1")) != config_hash(compose("seed=3"))
+    params = run_params(compose("seed=3", "order_seed=1"), {})
+    assert (str(params["seed"]), params["init_seed"], params["order_seed"]) == ("3", "3", "1")

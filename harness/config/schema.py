@@ -56,6 +56,7 @@ SEED: Rule = (
     "an integer in [0, 2**32 - 1]",
 )
 SEED_WHY = "(torch keeps 32 bits of a seed, so larger ones would repeat smaller ones)"
+NULL_OR_SEED: Rule = (lambda v: v is None or SEED[0](v), "null or an integer in [0, 2**32 - 1]")
 LR_SCALINGS = ("none", "linear", "sqrt")
 
 
@@ -111,9 +112,11 @@ MEMBER = Role(stacking="member")
 BOOKKEEPING = Role(hash=False, name=False, param=False, factor=False)  # how a run is kept, not what it computes
 
 
-def knob(default, rule: Rule | None, role: Role = RESULT, doc: str = "", why: str = ""):
-    """A schema field: its default, its check (None: checked elsewhere) and its role."""
-    meta = {"rule": rule, "role": role, "doc": doc, "why": why}
+def knob(default, rule: Rule | None, role: Role = RESULT, doc: str = "", why: str = "", null_is_seed: bool = False):
+    """A schema field: its default, its check (None: checked elsewhere) and its role. ``null_is_seed``: a
+    seed kind split off ``seed`` (null means ``seed``: left out of the hash while null, so that a config
+    from before the split keeps its hash)."""
+    meta = {"rule": rule, "role": role, "doc": doc, "why": why, "null_is_seed": null_is_seed}
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -181,8 +184,25 @@ class Config:
         0,
         SEED,
         Role(factor=False, stacking="member"),
-        doc="model init and shuffling (task.data_seed fixes the data)",
+        doc="the run's seed: its model's initialisation and its batches' order unless init_seed / order_seed say otherwise "
+        "(task.data_seed fixes the data)",
         why=SEED_WHY,
+    )
+    init_seed: Any = knob(
+        None,
+        NULL_OR_SEED,
+        Role(factor=False, stacking="member"),
+        doc="the model's initialisation (and the run's other random draws); null: seed",
+        why=SEED_WHY,
+        null_is_seed=True,
+    )
+    order_seed: Any = knob(
+        None,
+        NULL_OR_SEED,
+        Role(factor=False, stacking="member"),
+        doc="the order of the training batches; null: seed",
+        why=SEED_WHY,
+        null_is_seed=True,
     )
     device: Any = knob("auto", None, Role(factor=False), doc="auto (CUDA when present) | cpu | cuda | cuda:N")
     threads: Any = knob(
@@ -315,6 +335,17 @@ def is_factor(key: str) -> bool:
 def is_trait(key: str) -> bool:
     parts = key.split(".")
     return len(parts) > 1 and parts[0] in GROUPS and parts[1] == TRAITS_KEY
+
+
+def seed_kinds() -> tuple[str, ...]:
+    """The seed kinds split off ``seed`` (init_seed, order_seed): null means ``seed``."""
+    return tuple(k for k, f in walk() if f.metadata.get("null_is_seed"))
+
+
+def seed_of(cfg, kind: str) -> int:
+    """A run's init_seed or order_seed: its own value, or ``seed`` where it is null (and for old configs)."""
+    value = cfg.get(kind)
+    return int(cfg.seed if value is None else value)
 
 
 def member_keys() -> tuple[str, ...]:

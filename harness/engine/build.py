@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness import HarnessError, schedules
 from harness.config import traits
-from harness.config.schema import CONF_DIR
+from harness.config.schema import CONF_DIR, seed_of
 from harness.engine.device import resolve_device, resolve_threads
 from harness.sweep.journal import JobContext
 from harness.tasks import Data, Task
@@ -280,7 +280,7 @@ def setup(
 def build(cfg: DictConfig, names: dict[str, str], ctx: JobContext | None = None) -> Job:
     """Everything a run needs, or a HarnessError saying what is wrong (after ``check_config``). Opens no MLflow run."""
     task, data, device, threads = setup(cfg, names, ctx)
-    model = init_model(task, cfg.seed, device)
+    model = init_model(task, seed_of(cfg, "init_seed"), device)
     loss = build_loss(cfg, task, data, device)
     n = len(data.train)
     batch_size = batch_size_of(cfg, n)

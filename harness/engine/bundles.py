@@ -185,7 +185,7 @@ def prepare(e: Entry, loaded: dict) -> None:
             return
         n = len(data.train)
         batch_size = batch_size_of(cfg, n)
-        model = init_model(task, cfg.seed, device)
+        model = init_model(task, schema.seed_of(cfg, "init_seed"), device)
         factory = optimizer_factory(cfg, batch_size)
         cls = getattr(factory, "func", factory)
         if isinstance(cls, type) and needs_closure(cls):

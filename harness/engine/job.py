@@ -29,6 +29,9 @@ def config_hash(cfg: DictConfig) -> str:
     tree = cast(dict, OmegaConf.to_container(cfg, resolve=True))
     for key in NOT_IN_HASH:
         tree.pop(key, None)
+    for key in schema.seed_kinds():  # null: the run's seed, as before the split (old configs keep their hash)
+        if tree.get(key) is None:
+            tree.pop(key, None)
     for group in schema.GROUPS:  # a component's declared traits say how it runs, not what it computes
         if isinstance(tree.get(group), dict):
             tree[group].pop(schema.TRAITS_KEY, None)

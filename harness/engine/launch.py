@@ -14,6 +14,7 @@ import torch
 from omegaconf import DictConfig
 
 from harness import HarnessError
+from harness.config import schema
 from harness.engine.build import (
     build_optimizer,
     build_schedule,
@@ -45,7 +46,7 @@ def member(e: Entry, on_epoch: Callable, steps_per_epoch: int, data_index: int =
         model=e.parts["model"],
         loss=e.parts["loss"],
         targets=cfg.loss.targets,
-        seed=cfg.seed,
+        seed=schema.seed_of(cfg, "order_seed"),  # its batches' order (its weights came from init_seed in prepare)
         on_epoch=on_epoch,
         shared_optimizer=e.parts["shared_optimizer"],
         make_optimizer=lambda params: build_optimizer(cfg, params, batch_size, e.parts["factory"]),

@@ -28,10 +28,12 @@ def run_params(cfg: DictConfig, names: dict[str, str]) -> dict[str, str]:
     """The params a person compares runs by in MLflow: the group choices (loss=mse, optimizer=adam, ...)
     and every knob, without the internal ones (class paths, logging and tracking settings), which
     stay in the run's config.yaml artifact. (Resume and the report use the config hash and tags.)"""
-    params = {g: names[g] for g in ("task", "loss", "optimizer", "schedule") if g in names}
+    params: dict[str, str] = {g: names[g] for g in ("task", "loss", "optimizer", "schedule") if g in names}
     for key, value in flatten(OmegaConf.to_container(cfg, resolve=True)).items():
         if schema.is_param(key):
             params[key] = value
+    for kind in schema.seed_kinds():  # the seed each kind of randomness used (null: the run's seed)
+        params[kind] = str(schema.seed_of(cfg, kind))
     return params
 
 

@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from harness import HarnessError
 from harness.config.checks import check_config
+from harness.config.schema import seed_of
 from harness.engine.build import build
 from harness.engine.job import Spec, fail, spec_from_hydra
 from harness.engine.record import RunRecord, ending
@@ -142,7 +143,9 @@ def run_spec(spec: Spec, cfg: DictConfig) -> Result:
     primary = job.task.primary_metric
     try:
         with ending([record], primary):
-            result: Result = job.train(epochs=cfg.epochs, seed=cfg.seed, on_epoch=on_epoch, eval_batch_size=cfg.eval_batch_size)
+            result: Result = job.train(
+                epochs=cfg.epochs, seed=seed_of(cfg, "order_seed"), on_epoch=on_epoch, eval_batch_size=cfg.eval_batch_size
+            )
             record.end(result.outcome, result, metric=primary)
     except HarnessError as e:  # the store failed us mid-run (locked past tracking.lock_timeout, ...)
         return refuse(spec, e)

@@ -16,16 +16,25 @@ import warnings
 
 import pandas as pd
 
-SEED_KINDS = ("seed", "param:seed", "param:task.data_seed")
+SEED_KINDS = ("param:init_seed", "param:order_seed", "seed", "param:seed", "param:task.data_seed")
 
 
 def factor_columns(runs: pd.DataFrame, config_cols: list[str]) -> list[str]:
-    """The factors that vary among the runs: the report's factors and the seed kinds."""
-    cols = [c for c in config_cols if c != "task"]
-    for seed in SEED_KINDS:
-        if seed in runs.columns and seed not in cols and not (seed == "param:seed" and "seed" in cols):
-            cols.append(seed)
-    return [c for c in cols if c in runs.columns and runs[c].nunique(dropna=True) > 1]
+    """The factors that vary among the runs: the report's factors and the seed kinds (init_seed and
+    order_seed where the runs logged them; runs from before the split have one ``seed`` for both). A
+    column that splits the runs exactly as an earlier one does (seed, init_seed and order_seed in a sweep
+    that varies only ``seed``) is the same factor and counted once, under its first name."""
+    cols = [c for c in config_cols if c != "task"] + [s for s in SEED_KINDS if s not in config_cols]
+    kept: list[str] = []
+    partitions: set[tuple] = set()
+    for c in cols:
+        if c not in runs.columns or runs[c].nunique(dropna=True) <= 1:
+            continue
+        partition = tuple(pd.factorize(runs[c].astype(str))[0])
+        if partition not in partitions:
+            partitions.add(partition)
+            kept.append(c)
+    return kept
 
 
 def importance(runs: pd.DataFrame, config_cols: list[str], metric: str) -> pd.DataFrame:
