@@ -110,3 +110,5 @@ def test_factor_importance_finds_the_factor_that_moves_the_score():
     assert shares["optimizer"] > 0.99 and shares["optimizer.lr"] < 0.01 and shares["seed"] < 0.01
     assert shares.sum() == pytest.approx(1.0, abs=0.02)  # type-II sums of squares of a balanced design add up
     assert importance(pd.DataFrame(rows[:2]), ["optimizer"], "test/acc").empty  # too few runs
+    saturated = [{**rows[0], "optimizer": name, "final:test/acc": v} for name, v in (("a", 0.1), ("b", 0.5), ("c", 0.9))]
+    assert importance(pd.DataFrame(saturated), ["optimizer"], "test/acc").empty  # one run per level: no residual left

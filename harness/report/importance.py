@@ -14,6 +14,7 @@ import math
 import re
 import warnings
 
+import numpy as np
 import pandas as pd
 
 SEED_KINDS = ("param:init_seed", "param:order_seed", "seed", "param:seed", "param:task.data_seed")
@@ -55,9 +56,14 @@ def importance(runs: pd.DataFrame, config_cols: list[str], metric: str) -> pd.Da
     names = {c: f"f{i}" for i, c in enumerate(factors)}
     frame = data[["y"]].assign(**{names[c]: data[c].astype(str) for c in factors})
     formula = "y ~ " + " + ".join(f"C({names[c]})" for c in factors)
+    if len(data) - 1 - sum(data[c].nunique() - 1 for c in factors) < 1:
+        return pd.DataFrame(columns=["factor", "share", "levels"])  # no residual left (one seed per cell): nothing to split
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        table = anova_lm(ols(formula, data=frame).fit(), typ=2)
+        try:
+            table = anova_lm(ols(formula, data=frame).fit(), typ=2)
+        except (ValueError, np.linalg.LinAlgError):  # a design the model cannot separate (factors that nest)
+            return pd.DataFrame(columns=["factor", "share", "levels"])
     total = float(((frame["y"] - frame["y"].mean()) ** 2).sum())
     back = {f"C({v})": k for k, v in names.items()}
     rows = [
