@@ -9,6 +9,7 @@ from typing import TypeVar
 
 from harness.report import ReportError
 from harness.report.load import (
+    all_runs,
     client_for,
 )
 
@@ -61,14 +62,7 @@ def listing(uri: str) -> str:
     client = client_for(uri)
     lines = [f"experiments in {uri} (report one: python -m harness.report EXPERIMENT):"]
     for exp in sorted(client.search_experiments(), key=lambda e: e.name):
-        runs = []
-        token = None
-        while True:
-            page = client.search_runs([exp.experiment_id], max_results=1000, page_token=token)
-            runs += list(page)
-            token = page.token
-            if not token:
-                break
+        runs = all_runs(client, exp.experiment_id)
         sweeps = sorted((r for r in runs if r.data.tags.get("harness.role") == "sweep"), key=lambda r: -r.info.start_time)
         jobs = len(runs) - len(sweeps)
         if not runs and exp.name == "Default":

@@ -16,6 +16,17 @@ from harness.report import ReportError
 GROUPS = schema.GROUPS
 
 
+def all_runs(client, experiment_id: str) -> list:
+    """Every run of an experiment, page by page (MLflow returns at most 1000 at a time)."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], max_results=1000, page_token=token)
+        runs += list(page)
+        token = page.token
+        if not token:
+            return runs
+
+
 def client_for(uri: str):
     import logging
 
@@ -44,13 +55,7 @@ def load_runs(client, experiment: str) -> tuple[pd.DataFrame, str]:
                 f"no experiment {experiment!r} in {client.tracking_uri}; experiments there: "
                 f"{', '.join(names) if names else 'none'}"
             )
-        runs, token = [], None
-        while True:
-            page = client.search_runs([exp.experiment_id], max_results=1000, page_token=token)
-            runs += list(page)
-            token = page.token
-            if not token:
-                break
+        runs = all_runs(client, exp.experiment_id)
     except MlflowException as e:
         raise ReportError(f"cannot read the MLflow store {client.tracking_uri}: {str(e).splitlines()[0]}") from None
     rows = []
