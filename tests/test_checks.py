@@ -114,7 +114,7 @@ def test_a_target_of_the_wrong_kind_is_refused_before_it_is_called(tmp_path, mon
 
 def test_user_classes_of_the_right_kind_still_work():
     job = check("loss._target_=tests.helpers.ExplodingLoss", "optimizer._target_=torch.optim.Adamax")
-    assert type(job.loss).__name__ == "ExplodingLoss" and type(job.optimizer).__name__ == "Adamax"
+    assert type(job.parts.loss).__name__ == "ExplodingLoss" and type(job.optimizer).__name__ == "Adamax"
 
 
 def test_a_launcher_knob_of_the_wrong_type_says_why_in_one_line():

@@ -160,7 +160,7 @@ def test_every_optimizer_trains(optimizer, schedule):
 def test_every_schedule_builds_for_the_run_length(schedule):
     cfg = compose_cfg("task=regression", f"schedule={schedule}", "batch_size=100", *SMALL)
     job = build(cfg, names_of(cfg))
-    assert job.batch_size == 100 and job.scheduler.optimizer is job.optimizer
+    assert job.parts.batch_size == 100 and job.scheduler.optimizer is job.optimizer
 
 
 def test_any_torch_optimizer_through_target():
@@ -170,7 +170,7 @@ def test_any_torch_optimizer_through_target():
 
 def test_full_batch_and_per_sample_batch_sizes():
     cfg = compose_cfg("task=regression", "batch_size=full", *SMALL)
-    assert build(cfg, names_of(cfg)).batch_size == 300
+    assert build(cfg, names_of(cfg)).parts.batch_size == 300
     cfg = compose_cfg(
         "task=regression", "batch_size=1", "epochs=1", *SMALL[:2], "task.n_train=50", "task.n_val=10", "task.n_test=10"
     )
@@ -179,14 +179,14 @@ def test_full_batch_and_per_sample_batch_sizes():
 
 def test_class_weights_balanced_for_ce_and_focal():
     cfg = compose_cfg("task=imbalanced", "loss=ce", "loss.weight=balanced", "task.imbalance_ratio=9", *SMALL)
-    w = build(cfg, names_of(cfg)).loss.weight
+    w = build(cfg, names_of(cfg)).parts.loss.weight
     assert w[1] / w[0] == pytest.approx(9, rel=0.3)
     cfg = compose_cfg("task=imbalanced", "loss=ce_weighted", *SMALL)
-    assert build(cfg, names_of(cfg)).loss.weight[1] > 10
+    assert build(cfg, names_of(cfg)).parts.loss.weight[1] > 10
     cfg = compose_cfg("task=imbalanced", "loss=focal_g5", *SMALL)
-    assert build(cfg, names_of(cfg)).loss.gamma == 5.0
+    assert build(cfg, names_of(cfg)).parts.loss.gamma == 5.0
     cfg = compose_cfg("task=imbalanced", "loss=focal", "loss.alpha=[0.25,0.75]", *SMALL)
-    assert build(cfg, names_of(cfg)).loss.alpha.tolist() == [0.25, 0.75]
+    assert build(cfg, names_of(cfg)).parts.loss.alpha.tolist() == [0.25, 0.75]
     cfg = compose_cfg("task=imbalanced", "loss=ce", "loss.weight=[1,2,3]", *SMALL)
     with pytest.raises(HarnessError, match="needs 2 class weights"):
         build(cfg, names_of(cfg))

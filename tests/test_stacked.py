@@ -76,7 +76,7 @@ def solo(cfg):
         on_epoch=lambda e, m, lrs: epochs.append((m, lrs)),
         eval_batch_size=cfg.eval_batch_size,
     )
-    return result, epochs, len(job.data.test)
+    return result, epochs, len(job.parts.data.test)
 
 
 def entry(cfg) -> Entry:
@@ -91,14 +91,13 @@ def entry(cfg) -> Entry:
 def stacked(cfgs):
     entries = [entry(c) for c in cfgs]
     head = entries[0]
-    steps = -(-len(head.parts["data"].train) // head.parts["batch_size"])
     logs = [[] for _ in entries]
-    members = [member(e, (lambda log: lambda ep, m, lrs: log.append((m, lrs)))(log), steps) for e, log in zip(entries, logs)]  # noqa: B023 (bound at once)
+    members = [member(e, (lambda log: lambda ep, m, lrs: log.append((m, lrs)))(log)) for e, log in zip(entries, logs)]  # noqa: B023 (bound at once)
     results = train_stacked(
-        [(head.parts["task"], head.parts["data"])],
+        [(head.parts.task, head.parts.data)],
         members,
         epochs=cfgs[0].epochs,
-        batch_size=head.parts["batch_size"],
+        batch_size=head.parts.batch_size,
         eval_batch_size=cfgs[0].eval_batch_size,
     )
     return results, logs, members
@@ -261,8 +260,8 @@ def test_bundles_are_bounded_by_max_members_and_memory(monkeypatch):
     monkeypatch.setattr(bundles, "MIN_SPLIT", 3)
     assert [len(b) for b in split(list(entries), max_members=64, memory_gb=None, workers=2)] == [4, 3]  # one per worker
     head = entries[0].parts
-    x = head["data"].train.x
-    per_member = member_bytes(head["model"], x, head["batch_size"], len(x), entries[0].spec.cfg.eval_batch_size)
+    x = head.data.train.x
+    per_member = member_bytes(head.model, x, head.batch_size, len(x), entries[0].spec.cfg.eval_batch_size)
     two = 2.5 * per_member / 2**30
     parts = split(list(entries), max_members=64, memory_gb=two)
     assert [len(b) for b in parts] == [2, 2, 2, 1]
@@ -279,7 +278,7 @@ def test_init_and_order_seeds_are_separate_and_null_is_the_runs_seed():
     other_order, _, _ = solo(config("task=regression", "seed=0", "order_seed=1"))
     assert other_order.final["test/mse"] != plain.final["test/mse"]
     a, b = entry(config("task=regression", "seed=0", "order_seed=1")), entry(config("task=regression", "seed=0"))
-    assert all(torch.equal(p, q) for p, q in zip(a.parts["model"].parameters(), b.parts["model"].parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(a.parts.model.parameters(), b.parts.model.parameters()))
     c = entry(config("task=regression", "seed=0", "init_seed=1"))
-    assert not all(torch.equal(p, q) for p, q in zip(c.parts["model"].parameters(), b.parts["model"].parameters()))
+    assert not all(torch.equal(p, q) for p, q in zip(c.parts.model.parameters(), b.parts.model.parameters()))
     check_equivalent([["seed=0", "order_seed=1"], ["seed=0", "init_seed=2"], ["seed=0"]], common=["task=regression"])

@@ -51,12 +51,14 @@ def test_a_users_file_with_a_text_column_and_a_label(tmp_path, suffix):
     frame.to_csv(path, index=False) if suffix == "csv" else frame.to_parquet(path)
     cfg = config(tmp_path, "task=tabular", f"task.path={path}", "task.target=label", "task.features=[x1,x2,colour]")
     job = build(cfg, {"task": "tabular"})
-    assert job.task.feature_names == ["x1", "x2", "colour=blue", "colour=green", "colour=red"]
-    assert job.task.classes == ["no", "yes"] and job.task.num_classes == 2
-    x = job.data.train.x
+    assert job.parts.task.feature_names == ["x1", "x2", "colour=blue", "colour=green", "colour=red"]
+    assert job.parts.task.classes == ["no", "yes"] and job.parts.task.num_classes == 2
+    x = job.parts.data.train.x
     assert abs(float(x[:, 1].mean())) < 1e-5 and abs(float(x[:, 1].std()) - 1) < 1e-5  # standardised on training rows
     assert sorted(set(x[:, 2:].sum(1).tolist())) == [1.0]  # exactly one colour per row
-    assert len(job.data.train) + len(job.data.val) + len(job.data.test) == 200 and len(job.data.test) == 40
+    assert (
+        len(job.parts.data.train) + len(job.parts.data.val) + len(job.parts.data.test) == 200 and len(job.parts.data.test) == 40
+    )
     final = run(
         compose(
             "tracking.enabled=false",
@@ -79,7 +81,7 @@ def test_regression_on_a_users_column(tmp_path):
         config(tmp_path, "task=tabular_regression", f"task.path={path}", "task.target=price", "task.features=[x1,colour]"),
         {"task": "tabular_regression"},
     )
-    y = job.data.train.y
+    y = job.parts.data.train.y
     assert y.shape[1] == 1 and abs(float(y.mean())) < 1e-5  # standardised with training statistics
 
 
@@ -122,7 +124,7 @@ def test_missing_rows_can_be_dropped_and_text_targets_are_not_regression(tmp_pat
         ),
         {"task": "tabular"},
     )
-    assert len(job.data.train) + len(job.data.val) + len(job.data.test) == 197
+    assert len(job.parts.data.train) + len(job.parts.data.val) + len(job.parts.data.test) == 197
     with pytest.raises(HarnessError, match="is not numeric, so it cannot be a regression target"):
         build(
             config(

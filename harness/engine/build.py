@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -152,12 +151,6 @@ def build_loss(cfg: DictConfig, task: Task, data: Data, device: torch.device) ->
     return build_object(spec, "loss").to(device)
 
 
-def targets_fn(kind: str, num_classes: int):
-    if kind == "onehot":
-        return lambda y: F.one_hot(y, num_classes).float()
-    return lambda y: y
-
-
 def optimizer_factory(cfg: DictConfig, batch_size: int):
     """The optimizer partial, its LR scaled with the batch size when lr_scaling asks for it."""
     spec = cfg.optimizer
@@ -227,40 +220,36 @@ def batch_size_of(cfg: DictConfig, n: int) -> int:
     return n if cfg.batch_size == "full" else min(int(cfg.batch_size), n)
 
 
-# ---------------------------------------------------------------- one whole run
+# ---------------------------------------------------------------- one whole job
 
 
 @dataclass
-class Job:
+class Parts:
+    """What a job's config builds into, the same for a solo run and a bundle's member: its task and data on
+    the device, its model (seeded by ``init_seed``), its loss and the kind of targets that loss takes, and
+    its optimizer recipe (LR scaled for its batch size), already tried for one step on a copy of the model."""
+
+    cfg: DictConfig
     task: Task
     data: Data
-    model: torch.nn.Module
-    loss: torch.nn.Module
-    targets: Callable[[torch.Tensor], torch.Tensor]
-    optimizer: torch.optim.Optimizer
-    scheduler: object
-    batch_size: int
     device: torch.device
     threads: int
+    model: torch.nn.Module
+    loss: torch.nn.Module
+    targets: str  # the loss's target kind: index, onehot, real, embedding, ... (``train.as_targets``)
+    factory: Callable  # parameters -> optimizer
+    batch_size: int
+    data_key: str  # equal for jobs whose task config (and so data) is equal
 
-    def train(self, epochs: int, seed: int, on_epoch, eval_batch_size: int = 4096):
-        """Train this job's model with the plain loop (``harness.engine.train``), shuffled by ``seed``."""
-        from harness.engine.train import train
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-len(self.data.train) // self.batch_size)
 
-        return train(
-            self.model,
-            self.task,
-            self.data,
-            self.loss,
-            self.targets,
-            self.optimizer,
-            self.scheduler,
-            epochs=epochs,
-            batch_size=self.batch_size,
-            generator=torch.Generator().manual_seed(seed),
-            on_epoch=on_epoch,
-            eval_batch_size=eval_batch_size,
-        )
+    def make_optimizer(self, params) -> torch.optim.Optimizer:
+        return build_optimizer(self.cfg, params, self.batch_size, self.factory)
+
+    def make_scheduler(self, optimizer):
+        return build_schedule(self.cfg, optimizer, self.cfg.epochs, self.steps_per_epoch)
 
 
 def setup(
@@ -277,20 +266,53 @@ def setup(
     return task, data, device, threads
 
 
-def build(cfg: DictConfig, names: dict[str, str], ctx: JobContext | None = None) -> Job:
-    """Everything a run needs, or a HarnessError saying what is wrong (after ``check_config``). Opens no MLflow run."""
-    task, data, device, threads = setup(cfg, names, ctx)
+def assemble(cfg: DictConfig, names: dict[str, str], ctx: JobContext | None = None, cache: dict | None = None) -> Parts:
+    """A job's parts (after ``check_config``), or a HarnessError saying what is wrong. Opens no MLflow run.
+    Both engines build a job with it: ``build`` for the plain loop, ``bundles.prepare`` for a bundle."""
+    task, data, device, threads = setup(cfg, names, ctx, cache)
     model = init_model(task, seed_of(cfg, "init_seed"), device)
     loss = build_loss(cfg, task, data, device)
-    n = len(data.train)
-    batch_size = batch_size_of(cfg, n)
+    batch_size = batch_size_of(cfg, len(data.train))
     factory = optimizer_factory(cfg, batch_size)
-    try_step(cfg, task, model, batch_size, -(-n // batch_size), factory)
-    optimizer = build_optimizer(cfg, task.param_groups(model), batch_size, factory)
-    scheduler = build_schedule(cfg, optimizer, cfg.epochs, -(-n // batch_size))
-    return Job(
-        task, data, model, loss, targets_fn(cfg.loss.targets, task.num_classes), optimizer, scheduler, batch_size, device, threads
-    )
+    parts = Parts(cfg, task, data, device, threads, model, loss, cfg.loss.targets, factory, batch_size, task_key(cfg))
+    try_step(cfg, task, model, batch_size, parts.steps_per_epoch, factory)
+    return parts
+
+
+@dataclass
+class Job:
+    """A solo run's parts, with its optimizer and schedule built on its model: what the plain loop trains."""
+
+    parts: Parts
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+
+    def train(self, epochs: int, seed: int, on_epoch, eval_batch_size: int = 4096):
+        """Train this job's model with the plain loop (``harness.engine.train``), shuffled by ``seed``."""
+        from harness.engine.train import train
+
+        p = self.parts
+        return train(
+            p.model,
+            p.task,
+            p.data,
+            p.loss,
+            p.targets,
+            self.optimizer,
+            self.scheduler,
+            epochs=epochs,
+            batch_size=p.batch_size,
+            generator=torch.Generator().manual_seed(seed),
+            on_epoch=on_epoch,
+            eval_batch_size=eval_batch_size,
+        )
+
+
+def build(cfg: DictConfig, names: dict[str, str], ctx: JobContext | None = None) -> Job:
+    """A solo run, ready to train (after ``check_config``), or a HarnessError. Opens no MLflow run."""
+    parts = assemble(cfg, names, ctx)
+    optimizer = parts.make_optimizer(parts.task.param_groups(parts.model))
+    return Job(parts, optimizer, parts.make_scheduler(optimizer))
 
 
 def metric_names(cfg: DictConfig, names: dict[str, str]) -> list[str]:
@@ -306,7 +328,7 @@ def metric_names(cfg: DictConfig, names: dict[str, str]) -> list[str]:
         task,
         data.val,
         loss,
-        targets_fn(cfg.loss.targets, task.num_classes),
+        cfg.loss.targets,
         cfg.eval_batch_size,
         **metric_extras(task, loss, model, data, cfg.eval_batch_size),
     )

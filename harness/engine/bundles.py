@@ -14,22 +14,14 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from harness import HarnessError
 from harness.config import schema, traits
-from harness.engine.build import (
-    batch_size_of,
-    build_loss,
-    init_model,
-    optimizer_factory,
-    setup,
-    task_key,
-    try_step,
-)
+from harness.engine.build import Parts, assemble, setup
 from harness.engine.job import Spec, spec_from_hydra
 from harness.engine.run import admit, refuse, skip
 from harness.engine.stacked_model import batched_mlp, stackable
@@ -57,7 +49,15 @@ class Entry:
     tracker: object = None
     result: Result | None = None
     solo: str | None = None  # why it runs as an ordinary job (None: it may join a bundle)
-    parts: dict = field(default_factory=dict)
+    parts: Parts | None = None  # built by ``prepare`` (as a solo run's are, ``build.assemble``)
+    shared_optimizer: bool = False  # its optimizer's traits say stacking: shared
+    per_sample_mean: bool = False  # its loss's traits say so
+
+    @property
+    def built(self) -> Parts:
+        """Its parts, once ``prepare`` has built them (a bundle's members always have)."""
+        assert self.parts is not None, "prepare() builds an entry's parts before it joins a bundle"
+        return self.parts
 
 
 def task_config(cfg: DictConfig) -> DictConfig:
@@ -169,25 +169,22 @@ def admit_all(entries: list[Entry]) -> list[Entry]:
 
 
 def prepare(e: Entry, loaded: dict) -> None:
-    """Build a job's data (cached per task config), model, loss and optimizer recipe, and try its
-    optimizer and schedule on its own model once, so that a bad one fails this job alone. Sets
-    ``e.solo`` if it cannot be stacked, ``e.result`` if its config is bad."""
+    """Build a job's parts as a solo run's are built (``build.assemble``: data cached per task config, model,
+    loss, optimizer recipe tried for one step on a copy of its model, so that a bad one fails this job
+    alone), then read its traits. Sets ``e.solo`` if it cannot be stacked, ``e.result`` if its config is bad."""
     spec = e.spec
     assert spec is not None  # admit_all set it
     cfg = spec.cfg
     try:
-        task, data, device, _ = setup(cfg, spec.names, spec.ctx, cache=loaded)
+        task, _, _, _ = setup(cfg, spec.names, spec.ctx, cache=loaded)
         if task.own_step:  # decided by the task alone: nothing else needs building
             e.solo = "its task trains with its own step (two players), which a stacked step does not do"
             return
         if needs := [n for n in task.needs if n in NEEDS]:
             e.solo = f"its task's metrics need {' and '.join(NEEDS[n] for n in needs)}, which a stacked evaluation does not give"
             return
-        n = len(data.train)
-        batch_size = batch_size_of(cfg, n)
-        model = init_model(task, schema.seed_of(cfg, "init_seed"), device)
-        factory = optimizer_factory(cfg, batch_size)
-        cls = getattr(factory, "func", factory)
+        parts = assemble(cfg, spec.names, spec.ctx, cache=loaded)
+        cls = getattr(parts.factory, "func", parts.factory)
         if isinstance(cls, type) and needs_closure(cls):
             e.solo = f"its optimizer {cls.__module__}.{cls.__name__} needs a closure, which a stacked step cannot give"
             return
@@ -198,19 +195,9 @@ def prepare(e: Entry, loaded: dict) -> None:
         if opt.stacking == "solo":
             e.solo = f"its optimizer: {opt.why or 'its traits say stacking: solo'}"
             return
-        try_step(cfg, task, model, batch_size, -(-n // batch_size), factory)
-        e.parts = {
-            "task": task,
-            "data": data,
-            "data_key": task_key(cfg),
-            "device": device,
-            "model": model,
-            "loss": build_loss(cfg, task, data, device),
-            "shared_optimizer": opt.stacking == "shared",
-            "per_sample_mean": traits.of(cfg, "loss", spec.names.get("loss"), spec.overrides).per_sample_mean,
-            "factory": factory,
-            "batch_size": batch_size,
-        }
+        e.parts = parts
+        e.shared_optimizer = opt.stacking == "shared"
+        e.per_sample_mean = traits.of(cfg, "loss", spec.names.get("loss"), spec.overrides).per_sample_mean
     except HarnessError as err:
         e.result = refuse(e.spec, err)
 
@@ -236,11 +223,11 @@ def plan(
         for e in group:
             prepare(e, loaded)
             if e.result is None and e.solo is None:
-                shapes.setdefault(signature(e.parts["task"], e.parts["data"], e.parts["model"]), []).append(e)
+                shapes.setdefault(signature(e.built.task, e.built.data, e.built.model), []).append(e)
         for ready in shapes.values():
-            head = ready[0].parts
-            why = stackable(head["model"], head["data"].train.x) if len(ready) > 1 else ALONE
-            if why is None and head["device"].type == "cpu" and not vmap_on_cpu and batched_mlp(head["model"]) is None:
+            head = ready[0].built
+            why = stackable(head.model, head.data.train.x) if len(ready) > 1 else ALONE
+            if why is None and head.device.type == "cpu" and not vmap_on_cpu and batched_mlp(head.model) is None:
                 why = CPU_VMAP
             for e in ready:
                 e.solo = why
@@ -263,11 +250,11 @@ def split(ready: list[Entry], max_members: int, memory_gb: float | None, workers
     at once), one per worker where that leaves each at least MIN_SPLIT members; members that may
     share an optimizer (and a loss call) side by side."""
     head = ready[0]
-    x = head.parts["data"].train.x
-    n = resolve_workers(workers, head.parts["device"])
-    per_member = member_bytes(head.parts["model"], x, head.parts["batch_size"], len(x), head.spec.cfg.eval_batch_size)
+    x = head.built.data.train.x
+    n = resolve_workers(workers, head.built.device)
+    per_member = member_bytes(head.built.model, x, head.built.batch_size, len(x), head.spec.cfg.eval_batch_size)
     share = max(min(MIN_SPLIT, len(ready)), -(-len(ready) // n))  # one bundle per worker, unless that leaves them small
-    size = max(1, min(max_members, share, int(memory_budget(head.parts["device"], memory_gb) / n // max(1, per_member))))
+    size = max(1, min(max_members, share, int(memory_budget(head.built.device, memory_gb) / n // max(1, per_member))))
     ready.sort(key=lambda e: (optimizer_key(e.spec.cfg), loss_key(e.spec.cfg)))
     count = -(-len(ready) // size)
     base, extra = divmod(len(ready), count)  # as even as the bound allows: 108 in bundles of <= 64 -> 54 + 54

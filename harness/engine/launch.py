@@ -15,10 +15,6 @@ from omegaconf import DictConfig
 
 from harness import HarnessError
 from harness.config import schema
-from harness.engine.build import (
-    build_optimizer,
-    build_schedule,
-)
 from harness.engine.bundles import (
     Entry,
     admit_all,
@@ -39,21 +35,21 @@ from harness.tracking.runs import FlushGroup
 # ---------------------------------------------------------------- a bundle's life
 
 
-def member(e: Entry, on_epoch: Callable, steps_per_epoch: int, data_index: int = 0) -> Member:
+def member(e: Entry, on_epoch: Callable, data_index: int = 0) -> Member:
     """A prepared entry as a member of a stacked model: its own model, loss, optimizer and schedule."""
-    cfg, batch_size = e.spec.cfg, e.parts["batch_size"]
+    cfg, parts = e.spec.cfg, e.built
     return Member(
-        model=e.parts["model"],
-        loss=e.parts["loss"],
-        targets=cfg.loss.targets,
+        model=parts.model,
+        loss=parts.loss,
+        targets=parts.targets,
         seed=schema.seed_of(cfg, "order_seed"),  # its batches' order (its weights came from init_seed in prepare)
         on_epoch=on_epoch,
-        shared_optimizer=e.parts["shared_optimizer"],
-        make_optimizer=lambda params: build_optimizer(cfg, params, batch_size, e.parts["factory"]),
-        make_scheduler=lambda opt: build_schedule(cfg, opt, cfg.epochs, steps_per_epoch),
+        shared_optimizer=e.shared_optimizer,
+        make_optimizer=parts.make_optimizer,
+        make_scheduler=parts.make_scheduler,
         opt_key=optimizer_key(cfg),
         loss_key=loss_key(cfg),
-        per_sample_mean=e.parts["per_sample_mean"],
+        per_sample_mean=e.per_sample_mean,
         data=data_index,
     )
 
@@ -61,13 +57,12 @@ def member(e: Entry, on_epoch: Callable, steps_per_epoch: int, data_index: int =
 def run_bundle(entries: list[Entry], label: str, threads: int) -> None:
     """Train the entries as one stacked model on ``threads`` threads (the launcher's share of the cores);
     each ends with its own record (FINISHED, FAILED or KILLED)."""
-    head = entries[0]
-    task, batch_size = head.parts["task"], head.parts["batch_size"]
+    parts = [e.built for e in entries]
+    task, steps = parts[0].task, parts[0].steps_per_epoch
     torch.set_num_threads(threads)
     datasets: dict[str, int] = {}  # task config -> the index of its data set in the bundle
-    for e in entries:
-        datasets.setdefault(e.parts["data_key"], len(datasets))
-    steps = -(-len(head.parts["data"].train) // batch_size)
+    for p in parts:
+        datasets.setdefault(p.data_key, len(datasets))
     records: list[RunRecord] = []
     t0 = time.perf_counter()
     try:
@@ -87,31 +82,31 @@ def run_bundle(entries: list[Entry], label: str, threads: int) -> None:
         return
     counts = {k: sum(e.result.outcome == k for e in entries) for k in ("finished", "diverged", "failed")}
     print(f"bundle {label}: {', '.join(f'{v} {k}' for k, v in counts.items())} in {time.perf_counter() - t0:.1f}s", flush=True)
-    show_progress(head.spec.ctx, force=True)
+    show_progress(entries[0].spec.ctx, force=True)
 
 
 def run_members(entries: list[Entry], records: list[RunRecord], label: str, threads: int, steps: int, datasets: dict) -> None:
     """Open each member's run (appending to ``records`` as they open, so that ``ending`` closes the open
     ones), train the bundle, and end each member's run with its own outcome."""
-    head = entries[0]
-    cfg, task, device, batch_size = head.spec.cfg, head.parts["task"], head.parts["device"], head.parts["batch_size"]
+    parts = [e.built for e in entries]
+    cfg, task, batch_size = entries[0].spec.cfg, parts[0].task, parts[0].batch_size
     writes = FlushGroup()  # the members' metrics go to the store together
-    for e in entries:
+    for e, p in zip(entries, parts):
         record = RunRecord(e.spec, e.tracker or open_tracker(e.spec))
         writes.join(record.tracker)
         record.start(
-            e.parts["task"],
-            device,
+            p.task,
+            p.device,
             threads,
             batch_size,
             cfg.epochs * steps,
             extra_tags={"bundle": label, "bundle_size": str(len(entries))},
         )
         records.append(record)
-    members = [member(e, r.epoch, steps, datasets[e.parts["data_key"]]) for e, r in zip(entries, records)]
-    data_list = [None] * len(datasets)
-    for e in entries:
-        data_list[datasets[e.parts["data_key"]]] = (e.parts["task"], e.parts["data"])
+    members = [member(e, r.epoch, datasets[p.data_key]) for e, r, p in zip(entries, records, parts)]
+    data_list: list = [None] * len(datasets)
+    for p in parts:
+        data_list[datasets[p.data_key]] = (p.task, p.data)
     names = [e.spec.run_name for e in entries]
     results = train_stacked(
         data_list,
@@ -154,7 +149,7 @@ def launch(
     entries = [Entry(cfg) for cfg in configs]
     units = plan(admit_all(entries), max_members, memory_gb, workers, vmap_on_cpu)
     bundles = [u for u in units if len(u) > 1]
-    n = min(len(bundles), resolve_workers(workers, bundles[0][0].parts["device"])) if bundles else 1
+    n = min(len(bundles), resolve_workers(workers, bundles[0][0].built.device)) if bundles else 1
     if bundles:
         print(
             f"stacked launcher: {sum(map(len, bundles))} of {len(entries)} jobs in {len(bundles)} bundle(s)"
@@ -179,7 +174,7 @@ def launch(
         for unit in sorted(units, key=len, reverse=True) if pool else units:
             if len(unit) == 1:
                 e = unit[0]
-                e.parts.clear()  # its model and data go; run_solo builds its own
+                e.parts = None  # its model and data go; run_solo builds its own
                 returns[id(e)] = run_solo(e.cfg)
                 continue
             head, label = unit[0], labels[id(unit)]
@@ -194,7 +189,7 @@ def launch(
             else:
                 run_bundle(unit, label, threads)
             for e in unit:
-                e.parts.clear()  # the next bundle's models and data need the memory (a worker builds its own)
+                e.parts = None  # the next bundle's models and data need the memory (a worker builds its own)
             if pool and unit is bundles[-1] and torch.cuda.is_available():
                 torch.cuda.empty_cache()  # what planning built here goes back to the workers
         if pool:

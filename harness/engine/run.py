@@ -122,25 +122,25 @@ def run_spec(spec: Spec, cfg: DictConfig) -> Result:
         if done:
             return skip(spec, done)
         job = build(cfg, spec.names, spec.ctx)
+        parts = job.parts
         record = RunRecord(spec, tracker or open_tracker(spec))
-        steps = -(-len(job.data.train) // job.batch_size)
-        record.start(job.task, job.device, job.threads, job.batch_size, cfg.epochs * steps)
+        record.start(parts.task, parts.device, parts.threads, parts.batch_size, cfg.epochs * parts.steps_per_epoch)
     except HarnessError as e:
         return refuse(spec, e)
     if cfg.progress:
         print(
             f"{spec.run_name}: {spec.names['task']} x {spec.names['loss']} x {spec.names['optimizer']} x "
-            f"{spec.names['schedule']}, batch {job.batch_size}, {len(job.data.train)} train samples, {job.device} "
-            f"({job.threads} threads)" + (f", MLflow run {record.run_id} in {spec.experiment!r}" if record.run_id else ""),
+            f"{spec.names['schedule']}, batch {parts.batch_size}, {len(parts.data.train)} train samples, {parts.device} "
+            f"({parts.threads} threads)" + (f", MLflow run {record.run_id} in {spec.experiment!r}" if record.run_id else ""),
             flush=True,
         )
 
     def on_epoch(epoch: int, metrics: dict[str, float], lrs: list[float]) -> None:
         record.epoch(epoch, metrics, lrs)
         if cfg.progress:
-            print_epoch(epoch, cfg.epochs, metrics, job.task.primary_metric)
+            print_epoch(epoch, cfg.epochs, metrics, parts.task.primary_metric)
 
-    primary = job.task.primary_metric
+    primary = parts.task.primary_metric
     try:
         with ending([record], primary):
             result: Result = job.train(

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from harness.engine.stacked_model import StackedModel
-from harness.engine.train import DIVERGENCE_CHECK_STEPS, Result, metric_extras
+from harness.engine.train import DIVERGENCE_CHECK_STEPS, Result, as_targets, metric_extras
 from harness.tasks import Data, Task
 
 
@@ -105,10 +105,8 @@ def batched_loss(loss: nn.Module, per_sample_mean: bool) -> Callable[[Tensor, Te
 
 
 def target_tensors(y: Tensor, kinds: set[str], num_classes: int) -> dict[str, Tensor]:
-    out = {kind: y for kind in kinds if kind != "onehot"}
-    if "onehot" in kinds:
-        out["onehot"] = nn.functional.one_hot(y, num_classes).float()
-    return out
+    """The targets of every kind the members' losses take (``train.as_targets``, as the plain loop makes them)."""
+    return {kind: as_targets(y, kind, num_classes) for kind in kinds}
 
 
 def stack(tensors: list[Tensor]) -> Tensor:

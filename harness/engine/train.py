@@ -31,6 +31,12 @@ class Result:
     history: list[dict[str, float]] = field(default_factory=list)  # each epoch's metrics
 
 
+def as_targets(y: Tensor, kind: str, num_classes: int) -> Tensor:
+    """What a loss of this target kind compares the outputs with: one-hot rows for ``onehot``, the
+    labels themselves for every other kind (index, real, embedding, ...). Both loops use it."""
+    return nn.functional.one_hot(y, num_classes).float() if kind == "onehot" else y
+
+
 @torch.no_grad()
 def outputs_of(model: nn.Module, split: Split, batch_size: int) -> Tensor:
     model.eval()
@@ -38,12 +44,13 @@ def outputs_of(model: nn.Module, split: Split, batch_size: int) -> Tensor:
 
 
 def evaluate(
-    model: nn.Module, task: Task, split: Split, loss_fn: nn.Module, targets: Callable[[Tensor], Tensor], batch_size: int, **extra
+    model: nn.Module, task: Task, split: Split, loss_fn: nn.Module, targets: str, batch_size: int, **extra
 ) -> dict[str, Tensor]:
-    """The split's loss and the task's metrics (``extra``: what the task ``needs`` besides, see ``metric_extras``)."""
+    """The split's loss (its targets of kind ``targets``) and the task's metrics (``extra``: what the
+    task ``needs`` besides, see ``metric_extras``)."""
     out = outputs_of(model, split, batch_size)
     with torch.no_grad():
-        return {"loss": loss_fn(out, targets(split.y)), **task.metrics(out, split.y, **extra)}
+        return {"loss": loss_fn(out, as_targets(split.y, targets, task.num_classes)), **task.metrics(out, split.y, **extra)}
 
 
 def metric_extras(
@@ -64,7 +71,7 @@ def train(
     task: Task,
     data: Data,
     loss_fn: nn.Module,
-    targets: Callable[[Tensor], Tensor],
+    targets: str,
     optimizer: torch.optim.Optimizer,
     scheduler,
     *,
@@ -76,7 +83,7 @@ def train(
 ) -> Result:
     """Train for ``epochs`` epochs; ``on_epoch(epoch, metrics, lrs)`` gets the epoch's metrics and
     the LR used at every optimizer step of it. Stops early, as diverged, on a NaN/inf loss."""
-    x, y = data.train.x, targets(data.train.y)
+    x, y = data.train.x, as_targets(data.train.y, targets, task.num_classes)
     n = len(y)
     step, history = 0, []
     for epoch in range(1, epochs + 1):
