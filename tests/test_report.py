@@ -363,7 +363,7 @@ def test_a_store_spanning_the_params_change_gives_the_same_factors():
 def test_the_heatmap_colours_span_the_better_half_so_good_cells_differ():
     import numpy as np
 
-    from harness.report.figures import color_range
+    from harness.report.views import color_range
 
     cells = np.array([0.10, 0.11, 0.95, 0.96, 0.97, 0.975])  # two collapsed cells, four good ones
     assert color_range(cells, "max") == (0.955, 0.975)

@@ -145,3 +145,15 @@ def test_a_bad_table_from_the_command_line_is_one_line_and_no_run(tmp_path):
     ]
     _, runs = mlflow_runs(tmp_path, "tabular")
     assert runs == []
+
+
+def test_a_run_logs_the_hash_of_the_data_file_it_read(tmp_path):
+    import hashlib
+    import json
+
+    path = tmp_path / "t.csv"
+    table().drop(columns=["id"]).to_csv(path, index=False)
+    out = run_cli("task=tabular", f"task.path={path}", "task.target=label", "epochs=1", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    _, (run_,) = mlflow_runs(tmp_path, "tabular")
+    assert json.loads(run_.data.tags["data_files"]) == {"t.csv": hashlib.sha256(path.read_bytes()).hexdigest()[:16]}

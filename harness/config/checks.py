@@ -22,19 +22,19 @@ import functools
 from omegaconf import DictConfig, OmegaConf
 
 from harness import HarnessError
-from harness.config import schema, traits
+from harness.config import schema, traits, values
 from harness.config.rules import RULES, check_finite, check_float32
 from harness.losses import TARGET_KINDS
 
 CONF_DIR = schema.CONF_DIR
-check_seed = schema.check_seed
+check_seed = values.check_seed
 GROUPS = schema.GROUPS
 
 TOP_LEVEL = schema.top_level()
 TRACKING_KEYS = schema.section_keys("tracking")
 
 
-_number, _show, check_rule = schema.number, schema.show, schema.check_rule  # value rules: harness/config/schema.py, rules.py
+_number, _show, check_rule = values.number, values.show, values.check_rule  # value rules: harness/config/values.py, rules.py
 
 # ---------------------------------------------------------------- the checks
 

@@ -10,7 +10,7 @@ import math
 from omegaconf import ListConfig
 
 from harness import HarnessError
-from harness.config.schema import BOOL, FINITE, NON_NEGATIVE, POSITIVE, Rule, finite, positive_int
+from harness.config.values import BOOL, FINITE, NON_NEGATIVE, POSITIVE, Rule, finite, positive_int
 
 _finite = finite
 

@@ -19,81 +19,25 @@ declared traits (``TRAITS_KEY``) are no knob at all.
 """
 
 import functools
-import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from harness import HarnessError
+from harness.config.values import (
+    BOOL,
+    LR_SCALINGS,
+    NON_NEGATIVE,
+    NULL_OR_SEED,
+    POSITIVE_INT,
+    SEED,
+    SEED_WHY,
+    Rule,
+    margin_ok,
+    positive_int,
+)
 
 CONF_DIR = Path(__file__).resolve().parent.parent.parent / "conf"  # the shipped config groups
-
-# ---------------------------------------------------------------- value rules: (test, what is allowed)
-
-
-def number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def finite(v) -> bool:
-    return number(v) and math.isfinite(v)
-
-
-def positive_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
-
-
-Rule = tuple[Callable[[Any], bool], str]
-POSITIVE_INT: Rule = (positive_int, "a positive integer")
-POSITIVE: Rule = (lambda v: finite(v) and v > 0, "a finite number > 0")
-NON_NEGATIVE: Rule = (lambda v: finite(v) and v >= 0, "a finite number >= 0")
-FINITE: Rule = (finite, "a finite number")
-BOOL: Rule = (lambda v: isinstance(v, bool), "true or false")
-SEED_LIMIT = 2**32  # torch's CPU generator (mt19937) keeps 32 bits of a seed: 2**32 + 1 would alias 1
-SEED: Rule = (
-    lambda v: not isinstance(v, bool) and isinstance(v, int) and 0 <= v < SEED_LIMIT,
-    "an integer in [0, 2**32 - 1]",
-)
-SEED_WHY = "(torch keeps 32 bits of a seed, so larger ones would repeat smaller ones)"
-NULL_OR_SEED: Rule = (lambda v: v is None or SEED[0](v), "null or an integer in [0, 2**32 - 1]")
-LR_SCALINGS = ("none", "linear", "sqrt")
-
-
-def show(value) -> str:
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
-    if isinstance(value, (DictConfig, ListConfig)):
-        value = OmegaConf.to_container(value)
-    return repr(value)
-
-
-def check_rule(key: str, value, rule: Rule, why: str = "") -> None:
-    test, allowed = rule
-    if not test(value):
-        raise HarnessError(f"{key} must be {allowed}, got {show(value)}" + (f" {why}" if why else ""))
-
-
-def margin_ok(v) -> bool:
-    """A study's margin: null, a number > 0, 'N%' with N > 0, or a mapping of metric names to those."""
-    from omegaconf import DictConfig
-
-    if v is None:
-        return True
-    if isinstance(v, (dict, DictConfig)):
-        return len(v) > 0 and all(isinstance(k, str) and v[k] is not None and margin_ok(v[k]) for k in v)
-    if isinstance(v, str) and v.endswith("%"):
-        try:
-            return 0 < float(v[:-1]) < 100
-        except ValueError:
-            return False
-    return finite(v) and v > 0
-
-
-def check_seed(key: str, value) -> int:
-    check_rule(key, value, SEED, SEED_WHY)
-    return value
-
 
 # ---------------------------------------------------------------- roles
 
@@ -150,6 +94,9 @@ class TrackingConfig:
     )
 
 
+STAGES = ("select", "confirm")
+
+
 @dataclass
 class StudyConfig:
     compare: Any = knob([], None, doc="the methods (config groups or keys), e.g. [optimizer] or [loss]")
@@ -158,6 +105,18 @@ class StudyConfig:
         None,
         (margin_ok, "null, a number > 0 (in the metric's units), 'N%' (of the reference's mean) or a mapping metric -> either"),
         doc="the smallest difference that matters, declared before the runs: 0.005 (accuracy), '5%' (MSE)",
+    )
+    stage: Any = knob(
+        "select",
+        (lambda v: v in STAGES, f"one of {', '.join(STAGES)}"),
+        doc="select: the grid, each method's setting chosen on validation; confirm: those settings rerun on fresh "
+        "seeds, and the verdicts read only them",
+    )
+    rounds: Any = knob(
+        1,
+        POSITIVE_INT,
+        doc="the most confirmation rounds (declared before the first): a round reruns the pairs still undecided "
+        "on new seeds, and every look is tested at alpha / rounds",
     )
 
 

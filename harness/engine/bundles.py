@@ -23,7 +23,7 @@ from harness import HarnessError
 from harness.config import schema, traits
 from harness.engine.build import Parts, assemble, setup
 from harness.engine.job import Spec, spec_from_hydra
-from harness.engine.run import admit, refuse, skip
+from harness.engine.run import UNSELECTED, admit, pass_over, refuse, skip
 from harness.engine.stacked_model import batched_mlp, stackable
 from harness.engine.train import Result
 from harness.optimizers import needs_closure
@@ -160,6 +160,9 @@ def admit_all(entries: list[Entry]) -> list[Entry]:
             e.tracker, done = admit(e.spec)
         except HarnessError as err:
             e.result = refuse(e.spec, err)
+            continue
+        if done == UNSELECTED:
+            e.result = pass_over(e.spec)
             continue
         if done:
             e.result = skip(e.spec, done)

@@ -154,7 +154,13 @@ def launch(
         print(
             f"stacked launcher: {sum(map(len, bundles))} of {len(entries)} jobs in {len(bundles)} bundle(s)"
             + (f" ({n} at a time, each in its own process)" if n > 1 else "")
-            + f", {len(units) - len(bundles)} alone, {sum(e.result is not None for e in entries)} skipped or refused",
+            + f", {len(units) - len(bundles)} alone, {sum(e.result is not None and e.result.outcome != 'unselected' for e in entries)} "
+            "skipped or refused"
+            + (
+                f", {passed} not selected (confirmation)"
+                if (passed := sum(bool(e.result and e.result.outcome == "unselected") for e in entries))
+                else ""
+            ),
             flush=True,
         )
     for line in alone_lines([u[0] for u in units if len(u) == 1]):

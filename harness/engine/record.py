@@ -17,6 +17,7 @@ from harness.config import schema
 from harness.engine.device import device_name, environment, git_commit
 from harness.engine.job import Spec
 from harness.engine.train import Result
+from harness.tasks import file_digests
 from harness.tracking import signals
 from harness.tracking.runs import flatten
 
@@ -73,7 +74,11 @@ class RunRecord:
         if commit := git_commit():
             tags["git_commit"] = commit
         tags.update(environment())
+        if digests := file_digests(task.sources()):  # the data files the run read, by content
+            tags["data_files"] = json.dumps(digests, sort_keys=True)
         sweep = self.spec.ctx.sweep if self.spec.ctx else None
+        if sweep and sweep.confirm:  # a rerun of a selected setting on fresh seeds (harness.sweep.confirm)
+            tags.update({"stage": "confirm", "round": str(sweep.confirm["round"])})
         if sweep and sweep.parent_run_id:
             tags.update({"mlflow.parentRunId": sweep.parent_run_id, "sweep_id": str(sweep.sweep_id)})
         self.stride = max(1, -(-total_steps // LR_POINTS_PER_RUN))

@@ -22,7 +22,7 @@ from harness.config.checks import check_config
 from harness.config.schema import seed_of
 from harness.engine.build import build
 from harness.engine.job import Spec, fail, spec_from_hydra
-from harness.engine.record import RunRecord, ending
+from harness.engine.record import RunRecord, ending, run_params
 from harness.engine.train import Result
 from harness.sweep.journal import DIED, show_progress
 from harness.tracking import signals
@@ -32,6 +32,7 @@ from harness.tracking.uris import runs_link
 
 SKIPS_SHOWN = 3  # a resumed sweep names this many skipped jobs per process, then one line for the rest
 SKIPPED: list[str] = []  # ids of the finished runs this process skipped (resume)
+UNSELECTED = "unselected"  # admit's answer for a job whose setting a confirmation sweep does not rerun
 
 
 # ---------------------------------------------------------------- before a run opens
@@ -46,13 +47,53 @@ def open_tracker(spec: Spec):
 
 def admit(spec: Spec):
     """Check the job's config; in a sweep, also look for earlier runs of it. Returns (tracker or
-    None, the id of a FINISHED run that makes this job a skip, or None). Raises HarnessError."""
+    None, the id of a FINISHED run that makes this job a skip, UNSELECTED for a job a confirmation
+    sweep passes, or None). Raises HarnessError."""
     check_config(spec.cfg, spec.names)
+    if unselected(spec):
+        return None, UNSELECTED
     if not (spec.ctx and spec.cfg.tracking.enabled):
         return None, None  # a single run opens the store only once the whole input is good
     tracker = open_tracker(spec)
     done = close_dead_runs(tracker, spec.hash)
     return tracker, (done if spec.cfg.resume else None)
+
+
+def unselected(spec: Spec) -> bool:
+    """In a confirmation sweep (``study.stage=confirm``), whether this job's setting is not one of those the
+    sweep reruns (``harness.sweep.confirm``): such a job passes, with no run. A single run cannot confirm."""
+    if spec.cfg.study.stage != "confirm":
+        return False
+    plan = spec.ctx.sweep.confirm if spec.ctx and spec.ctx.sweep else None
+    if plan is None:
+        raise HarnessError(
+            "study.stage=confirm reruns a study's selected settings on fresh seeds: run it as the study's --multirun "
+            "(python -m harness --multirun experiment=NAME study.stage=confirm seed=5,6,7,8,9)"
+        )
+    params = run_params(spec.cfg, spec.names)
+    return not any(all(same_param(params.get(label(c)), v) for c, v in s.items()) for s in plan["selected"])
+
+
+def same_param(a, b) -> bool:
+    """A job's param against a selected setting's logged value: both missing, equal as text, or equal as numbers."""
+    if a is None or b is None:
+        return a is None and b is None
+    if str(a) == str(b):
+        return True
+    try:
+        return float(a) == float(b)
+    except (TypeError, ValueError):
+        return False
+
+
+def label(column: str) -> str:
+    return column[len("param:") :] if column.startswith("param:") else column
+
+
+def pass_over(spec: Spec) -> Result:
+    """A confirmation's job whose setting was not selected: one journal line, no MLflow run."""
+    spec.journal("unselected")
+    return Result("unselected", 0)
 
 
 def close_dead_runs(tracker: MlflowTracker, chash: str):
@@ -119,6 +160,8 @@ def run(cfg: DictConfig) -> Result:
 def run_spec(spec: Spec, cfg: DictConfig) -> Result:
     try:
         tracker, done = admit(spec)
+        if done == UNSELECTED:
+            return pass_over(spec)
         if done:
             return skip(spec, done)
         job = build(cfg, spec.names, spec.ctx)

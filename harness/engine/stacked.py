@@ -19,7 +19,6 @@ Metrics stay on the device during an epoch and are read to the host once, at its
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections.abc import Callable
@@ -28,8 +27,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from harness.engine.stacked_model import StackedModel
-from harness.engine.train import DIVERGENCE_CHECK_STEPS, Result, as_targets, metric_extras
+from harness.engine.stacked_model import StackedModel, batched_loss, members_index, stack, target_tensors
+from harness.engine.train import DIVERGENCE_CHECK_STEPS, Result, metric_extras
 from harness.tasks import Data, Task
 
 
@@ -79,43 +78,6 @@ def optimizer_groups(model: StackedModel, members: list[Member]) -> list[OptGrou
         groups.append(OptGroup(i, j, optimizer, members[i].make_scheduler(optimizer), views))
         i = j
     return groups
-
-
-def batched_loss(loss: nn.Module, per_sample_mean: bool) -> Callable[[Tensor, Tensor], Tensor] | None:
-    """For a loss whose 'mean' is the mean of its per-sample values (its traits say
-    ``per_sample_mean: true``; weighted cross-entropy: their weighted mean), one call for many members:
-    (outputs [G, B, ...], targets [G, B, ...]) -> [G]. None for any other loss (Dice's mean is over the
-    batch as a set), which runs member by member."""
-    if not per_sample_mean or getattr(loss, "reduction", None) != "mean":
-        return None
-    if isinstance(loss, nn.CrossEntropyLoss) and loss.ignore_index >= 0:
-        return None  # an ignored class would change each member's denominator
-    per_sample = copy.copy(loss)  # the same module (weights shared), reduction 'none'
-    per_sample.reduction = "none"
-    weight = loss.weight if isinstance(loss, nn.CrossEntropyLoss) else None
-
-    def batched(out: Tensor, y: Tensor) -> Tensor:
-        g, b = out.shape[:2]
-        values = per_sample(out.reshape(g * b, *out.shape[2:]), y.reshape(g * b, *y.shape[2:])).reshape(g, b, -1)
-        if weight is not None:  # torch's weighted mean: sum of w_y * loss over the sum of w_y
-            return values.sum(dim=(1, 2)) / weight[y].reshape(g, b).sum(dim=1)
-        return values.mean(dim=(1, 2))
-
-    return batched
-
-
-def target_tensors(y: Tensor, kinds: set[str], num_classes: int) -> dict[str, Tensor]:
-    """The targets of every kind the members' losses take (``train.as_targets``, as the plain loop makes them)."""
-    return {kind: as_targets(y, kind, num_classes) for kind in kinds}
-
-
-def stack(tensors: list[Tensor]) -> Tensor:
-    return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)  # one data set: a view, no copy
-
-
-def members_index(ks: list[int]) -> slice | list[int]:
-    """ks as a slice when they are consecutive (a view, cheaper to take and to back-propagate through)."""
-    return slice(ks[0], ks[-1] + 1) if ks == list(range(ks[0], ks[-1] + 1)) else ks
 
 
 def train_stacked(

@@ -1,15 +1,18 @@
 """M models of one architecture as one: their parameters stacked ``[M, ...]`` and called in one go (batched
 matrix products for a plain MLP, ``torch.func.vmap`` over ``functional_call`` for any other model), and
-whether a model can be stacked at all."""
+whether a model can be stacked at all; the bundle's losses over many members at once and their targets."""
 
 from __future__ import annotations
 
 import copy
 import warnings
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
+
+from harness.engine.train import as_targets
 
 # a loss without a vmap batching rule (kl_div, multi_margin_loss) still vectorises, through torch's slower fallback
 warnings.filterwarnings("ignore", message="There is a performance drop because we have not yet implemented the batching rule")
@@ -105,3 +108,43 @@ def stackable(model: nn.Module, sample: Tensor) -> str | None:
     except Exception as e:
         return f"its model cannot be vectorised with torch.func.vmap ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
     return None
+
+
+# ---------------------------------------------------------------- a bundle's losses and targets
+
+
+def batched_loss(loss: nn.Module, per_sample_mean: bool) -> Callable[[Tensor, Tensor], Tensor] | None:
+    """For a loss whose 'mean' is the mean of its per-sample values (its traits say
+    ``per_sample_mean: true``; weighted cross-entropy: their weighted mean), one call for many members:
+    (outputs [G, B, ...], targets [G, B, ...]) -> [G]. None for any other loss (Dice's mean is over the
+    batch as a set), which runs member by member."""
+    if not per_sample_mean or getattr(loss, "reduction", None) != "mean":
+        return None
+    if isinstance(loss, nn.CrossEntropyLoss) and loss.ignore_index >= 0:
+        return None  # an ignored class would change each member's denominator
+    per_sample = copy.copy(loss)  # the same module (weights shared), reduction 'none'
+    per_sample.reduction = "none"
+    weight = loss.weight if isinstance(loss, nn.CrossEntropyLoss) else None
+
+    def batched(out: Tensor, y: Tensor) -> Tensor:
+        g, b = out.shape[:2]
+        values = per_sample(out.reshape(g * b, *out.shape[2:]), y.reshape(g * b, *y.shape[2:])).reshape(g, b, -1)
+        if weight is not None:  # torch's weighted mean: sum of w_y * loss over the sum of w_y
+            return values.sum(dim=(1, 2)) / weight[y].reshape(g, b).sum(dim=1)
+        return values.mean(dim=(1, 2))
+
+    return batched
+
+
+def target_tensors(y: Tensor, kinds: set[str], num_classes: int) -> dict[str, Tensor]:
+    """The targets of every kind the members' losses take (``train.as_targets``, as the plain loop makes them)."""
+    return {kind: as_targets(y, kind, num_classes) for kind in kinds}
+
+
+def stack(tensors: list[Tensor]) -> Tensor:
+    return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)  # one data set: a view, no copy
+
+
+def members_index(ks: list[int]) -> slice | list[int]:
+    """ks as a slice when they are consecutive (a view, cheaper to take and to back-propagate through)."""
+    return slice(ks[0], ks[-1] + 1) if ks == list(range(ks[0], ks[-1] + 1)) else ks

@@ -36,7 +36,7 @@ def parse_targets(items: list[str]) -> dict[str, float]:
 def parse_margin(text: str | None) -> object:
     if text is None:
         return None
-    from harness.config.schema import margin_ok
+    from harness.config.values import margin_ok
 
     value: object = text.strip()
     if not str(value).endswith("%"):

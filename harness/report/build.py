@@ -13,10 +13,12 @@ import numpy as np
 import pandas as pd
 
 from harness.report import figures as fig
-from harness.report import protocol, stats
+from harness.report import protocol, stats, views
 from harness.report.aggregate import DEFAULT_TARGETS, config_name, methods, performance_profile, rank
 from harness.report.declaration import Declaration, label
+from harness.report.findings import collapses, findings, tuned_findings
 from harness.report.folder import claim_folder, record_folder
+from harness.report.fresh import caption as fresh_caption
 from harness.report.load import (
     client_for,
     declaration,
@@ -28,14 +30,11 @@ from harness.report.load import (
     training_seconds,
 )
 from harness.report.render import (
-    collapses,
-    findings,
     flat_sections,
     header,
     html_page,
     markdown,
     names_table,
-    tuned_findings,
     tuned_sections,
 )
 from harness.report.views import study_views
@@ -45,7 +44,19 @@ TOLERANCE = 0.02  # a grid setting within 2% of the method's best validation sco
 REPORTS = Path("reports")  # beside the store (sqlite:///mlflow.db): the folder the command runs in
 
 
-RUN_COLUMNS = ("run_id", "run_name", "sweep_id", "outcome", "status", "bundle", "device", "device_name", "harness_version")
+RUN_COLUMNS = (
+    "run_id",
+    "run_name",
+    "sweep_id",
+    "stage",
+    "round",
+    "outcome",
+    "status",
+    "bundle",
+    "device",
+    "device_name",
+    "harness_version",
+)
 
 
 def per_run(runs: pd.DataFrame) -> pd.DataFrame:
@@ -125,7 +136,7 @@ def build_report(
             else None
         )
     else:
-        selected = protocol.select(protocol.settings_table(runs, config_cols, decl)[0], tolerance, decl.margin)
+        selected = protocol.select(protocol.settings_table(runs, config_cols, decl)[0], tolerance, decl.margin, decl.rounds)
 
     made: list[tuple[str, str]] = []
     for problem in sorted(table["problem"].unique()):
@@ -183,7 +194,7 @@ def build_report(
     for task in sorted(table["task"].unique()):
         if table[table.task == task]["n"].sum() == 0:
             continue
-        axes = fig.heatmap_axes(config_cols)
+        axes = views.heatmap_axes(config_cols)
         if axes:
             others = tuple(
                 c for c in config_cols if c not in ("task", *axes) and table[table.task == task][label(c)].nunique() > 1
@@ -191,15 +202,15 @@ def build_report(
             made.append(
                 (
                     f"{task}: {label(axes[0])} x {label(axes[1])}",
-                    fig.heatmap(table, *axes, task, out / f"{task}_heatmap.png", others),
+                    views.heatmap(table, *axes, task, out / f"{task}_heatmap.png", others),
                 )
             )
         if "param:optimizer.lr" in config_cols:
-            made.append((f"{task}: LR sensitivity", fig.lr_sensitivity(runs, table, task, out / f"{task}_lr_sensitivity.png")))
+            made.append((f"{task}: LR sensitivity", views.lr_sensitivity(runs, table, task, out / f"{task}_lr_sensitivity.png")))
         if "param:batch_size" in config_cols:
-            made.append((f"{task}: batch size", fig.batch_size_effect(runs, config_cols, task, out / f"{task}_batch_size.png")))
+            made.append((f"{task}: batch size", views.batch_size_effect(runs, config_cols, task, out / f"{task}_batch_size.png")))
         if "schedule" in config_cols:
-            made.append((f"{task}: LR schedules", fig.lr_schedules(runs, hist, task, out / f"{task}_lr_schedules.png")))
+            made.append((f"{task}: LR schedules", views.lr_schedules(runs, hist, task, out / f"{task}_lr_schedules.png")))
 
     head = header(experiment, runs, table, time.strftime("%Y-%m-%d %H:%M"))
     head["read"] = unit.text
@@ -221,7 +232,7 @@ def build_report(
             f"declared by sweep run {decl.run_id}" + (f" ({decl.overrides})" if decl.overrides else "")
         )
         notes = tuned_findings(selected) + findings(table, runs, config_cols)[table["problem"].nunique() :]
-        sections = tuned_sections(selected, decl, tolerance)
+        sections = tuned_sections(selected, decl, tolerance, fresh_caption(runs, decl.rounds))
         extra, views_made = study_views(runs, config_cols, out)
         sections.update(extra)
         made += views_made
@@ -240,7 +251,9 @@ def build_report(
             made.append(
                 ("performance profiles of the tuned methods", fig.performance_profiles(profile, out / "performance_profiles.png"))
             )
-        selected.drop(columns=["run_ids", "grid_val"]).assign(test_by_seed=selected["test_by_seed"].map(json.dumps)).to_csv(
+        confirmed = bool((selected["seeds"] == "fresh").any())
+        dropped = ["run_ids", "grid_val", "fresh_by_round"] + ([] if confirmed else ["seeds", "look"])
+        selected.drop(columns=dropped).assign(test_by_seed=selected["test_by_seed"].map(json.dumps)).to_csv(
             out / "tuned.csv", index=False
         )
         epochs = sorted({int(float(e)) for e in runs.get("param:epochs", pd.Series(dtype=str)).dropna()})
@@ -257,7 +270,12 @@ def build_report(
                     "runs": len(runs),
                     "finished": int((runs.outcome == "finished").sum()),
                     "epochs": epochs,
-                    "seeds": sorted(selected["n"].unique().tolist()),
+                    "seeds": sorted(selected["n"].unique().tolist()),  # type: ignore[index]
+                    **(
+                        {"confirmation": {"rounds_declared": decl.rounds, "caption": fresh_caption(runs, decl.rounds)}}
+                        if confirmed
+                        else {}
+                    ),
                     "train_seconds": training_seconds(runs),
                     "generated": time.strftime("%Y-%m-%d %H:%M"),
                 },

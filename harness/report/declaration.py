@@ -55,7 +55,20 @@ class Declaration:
             f"at the sweep's start, before its runs (declaration {self.declaration_hash} on parent run {self.run_id}): "
             f"{self.text()}; metric {metric} (validation for selection, test for the verdicts); "
             f"seeds {self.declared.get('seeds')}; budget {self.declared.get('epochs')} epochs per run; search space {space}"
+            + (
+                f"; a confirmation sweep (study.stage=confirm: the selected settings on fresh seeds, at most {self.rounds} round(s))"
+                if self.declared.get("stage") == "confirm"
+                else ""
+            )
         )
+
+    @property
+    def rounds(self) -> int:
+        """The declared cap on confirmation rounds (study.rounds; 1 where none was declared)."""
+        try:
+            return max(1, int((self.declared or {}).get("rounds", 1)))
+        except (TypeError, ValueError):
+            return 1
 
     def tags(self) -> dict[str, str]:
         out = {"harness.compare": json.dumps(self.compare), "harness.tune": json.dumps(self.tune)}

@@ -80,6 +80,8 @@ def load_runs(client, experiment: str) -> tuple[pd.DataFrame, str]:
             "seed": tags.get("seed", r.data.params.get("seed")),
             "parent_run_id": tags.get("mlflow.parentRunId"),
             "sweep_id": tags.get("sweep_id"),
+            "stage": tags.get("stage", "select"),  # confirm: a rerun of a selected setting on fresh seeds
+            "round": tags.get("round"),
         }
         for g in GROUPS:
             row[g] = tags.get(g)
@@ -131,6 +133,7 @@ def reused_runs(client, parent) -> list[str]:
     import json
     import tempfile
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one small file: no progress bar
     try:
         with tempfile.TemporaryDirectory() as tmp:
             path = client.download_artifacts(parent.info.run_id, REUSED_FILE, tmp)

@@ -29,6 +29,7 @@ from harness.config.schema import GROUPS
 from harness.report import ReportError, stats
 from harness.report.contrast import Contrast, contrast, margin_of
 from harness.report.declaration import Declaration, label
+from harness.report.fresh import by_round, is_fresh, sequential, upto
 
 
 def column(runs: pd.DataFrame, name: str) -> str:
@@ -75,11 +76,18 @@ def settings_table(
     runs = runs.copy()
     for c in problem_cols + method_cols + tuned_cols:
         runs[c] = runs[c].astype(object).where(runs[c].notna(), "-")
+    runs["fresh"] = is_fresh(runs)
     rows = []
-    for key, group in runs.groupby(problem_cols + method_cols + tuned_cols, sort=False):
+    for key, everything in runs.groupby(problem_cols + method_cols + tuned_cols, sort=False):
         key = key if isinstance(key, tuple) else (key,)
+        group = everything[~everything["fresh"]]  # selection reads only the selection's runs
+        if group.empty:
+            continue  # a setting only a confirmation ran (its selection runs are not in this report)
         metric, mode = group["primary_metric"].iloc[0], group["primary_mode"].iloc[0]
         finished = group[group.outcome == "finished"]
+        confirmed = everything[everything["fresh"] & (everything.outcome == "finished")]
+        confirmed_test = pd.to_numeric(confirmed.get(f"final:{metric}"), errors="coerce")
+        confirmed = confirmed[confirmed_test.notna()]
         test = pd.to_numeric(finished.get(f"final:{metric}"), errors="coerce")
         val = pd.to_numeric(finished.get(f"final:{val_metric(metric)}"), errors="coerce")
         train = pd.to_numeric(
@@ -104,6 +112,8 @@ def settings_table(
                 "test_by_seed": dict(zip(seeds[ok], test[ok].astype(float))),
                 "val_by_seed": dict(zip(seeds[ok], val[ok].astype(float))),
                 "run_ids": list(finished.loc[ok, "run_id"]),
+                "fresh_by_round": by_round(confirmed, confirmed_test.dropna()),
+                "fresh_failed": int((everything["fresh"] & ~everything.outcome.isin(["finished", "running"])).sum()),
             }
         )
         rows.append(row)
@@ -122,9 +132,10 @@ def better(mode: str):
     return (lambda a, b: a > b) if mode == "max" else (lambda a, b: a < b)
 
 
-def select(settings: pd.DataFrame, tolerance: float, margin: object = None) -> pd.DataFrame:
-    """One row per (problem, method): the setting with the best validation mean, its test scores,
-    the grid's sensitivity, then the verdict against the problem's best method."""
+def select(settings: pd.DataFrame, tolerance: float, margin: object = None, rounds: int = 1) -> pd.DataFrame:
+    """One row per (problem, method): the setting with the best validation mean, its test scores (on fresh
+    seeds where a confirmation sweep reran it, else on the selection's), the grid's sensitivity, then the
+    verdict against the problem's best method (``rounds``: the declared cap of confirmation rounds)."""
     rows = []
     for (problem, method), part in settings.groupby(["problem", "method"], sort=False):
         mode = part["mode"].iloc[0]
@@ -146,7 +157,9 @@ def select(settings: pd.DataFrame, tolerance: float, margin: object = None) -> p
             )
             continue
         best = pool.loc[pool["val_mean"].idxmax() if mode == "max" else pool["val_mean"].idxmin()]
-        low, high = stats.mean_ci(list(best["test_by_seed"].values()))
+        fresh = best["fresh_by_round"]
+        scores = upto(fresh, max(fresh)) if fresh else best["test_by_seed"]
+        low, high = stats.mean_ci(list(scores.values()))
         vals = scored["val_mean"].to_numpy(float)
         slack = tolerance * abs(best["val_mean"])
         within = vals >= best["val_mean"] - slack if mode == "max" else vals <= best["val_mean"] + slack
@@ -162,24 +175,26 @@ def select(settings: pd.DataFrame, tolerance: float, margin: object = None) -> p
                 "metric": best["metric"],
                 "setting": best["setting"],
                 "val_mean": best["val_mean"],
-                "test_mean": best["test_mean"],
+                "test_mean": float(np.mean(list(scores.values()))) if fresh else best["test_mean"],
                 "train_mean": best["train_mean"],
-                "gap": best["train_mean"] - best["test_mean"],
+                "gap": best["train_mean"] - best["test_mean"],  # on the selection's seeds, where the training score is
                 "train_corrupted": bool(best.get("train_corrupted", False)),
-                "test_std": float(np.std(list(best["test_by_seed"].values()), ddof=1)) if best["n"] > 1 else math.nan,
+                "test_std": float(np.std(list(scores.values()), ddof=1)) if len(scores) > 1 else math.nan,
                 "ci95_low": low,
                 "ci95_high": high,
-                "n": best["n"],
+                "n": len(scores) if fresh else best["n"],
+                "seeds": "fresh" if fresh else "selection",
                 "grid": len(part),
                 "good_share": float(within.sum() / len(part)),
                 "at_edge": at_edge,
-                "test_by_seed": best["test_by_seed"],
+                "test_by_seed": scores,
+                "fresh_by_round": fresh,
                 "run_ids": best["run_ids"],
                 "grid_val": vals.tolist(),
             }
         )
     table = pd.DataFrame(rows)
-    return verdicts(table, margin)
+    return verdicts(table, margin, rounds)
 
 
 def edge(part: pd.DataFrame, best: pd.Series) -> str:
@@ -194,11 +209,12 @@ def edge(part: pd.DataFrame, best: pd.Series) -> str:
     return ", ".join(out)
 
 
-def verdicts(table: pd.DataFrame, margin: object = None) -> pd.DataFrame:
+def verdicts(table: pd.DataFrame, margin: object = None, rounds: int = 1) -> pd.DataFrame:
     """Rank each problem's methods by their selected setting's validation mean: the reference (rank 1)
     is chosen on validation, as the settings were. Compare each other method with it on the test scores
     of the selected settings (``contrast``: one level across the problem's comparisons, Bonferroni),
-    at the declared margin (``margin``: study.margin)."""
+    at the declared margin (``margin``: study.margin). Where both were rerun on fresh seeds, look by look
+    (``fresh.sequential``: each look at alpha / (comparisons x ``rounds``))."""
     out = []
     for _, part in table.groupby("problem", sort=True):
         mode = part["mode"].iloc[0]
@@ -208,10 +224,9 @@ def verdicts(table: pd.DataFrame, margin: object = None) -> pd.DataFrame:
         compared = [bool(i and r["n"] and top["n"]) for i, r in part.iterrows()]
         family = max(1, sum(compared))
         m = margin_of(margin, top["test_mean"], top["metric"]) if top["n"] else math.nan
-        cs = [
-            contrast(r["test_by_seed"], top["test_by_seed"], mode, m, family) if ok else None
-            for ok, (_, r) in zip(compared, part.iterrows())
-        ]
+        looked = [compare(r, top, mode, m, family, rounds) if ok else (None, 0) for ok, (_, r) in zip(compared, part.iterrows())]
+        cs = [c for c, _ in looked]
+        part["look"] = [look for _, look in looked]
         nan = math.nan
         part["gain"] = [c.gain if c else nan for c in cs]
         part["gain_low"] = [c.low if c else nan for c in cs]
@@ -225,10 +240,19 @@ def verdicts(table: pd.DataFrame, margin: object = None) -> pd.DataFrame:
         part["seeds_needed"] = [c.seeds_needed if c else nan for c in cs]
         part["versus_reference"] = [c.verdict if c else ("reference" if i == 0 else "") for i, c in enumerate(cs)]
         part["distinct"] = [bool(c and c.verdict in ("better", "worse")) for c in cs]
-        part["verdict"] = [verdict(top, r, c) for (_, r), c in zip(part.iterrows(), cs)]
-        part["verdict_short"] = [verdict(top, r, c, short=True) for (_, r), c in zip(part.iterrows(), cs)]
+        part["verdict"] = [verdict(top, r, c, rounds=rounds) for (_, r), c in zip(part.iterrows(), cs)]
+        part["verdict_short"] = [verdict(top, r, c, short=True, rounds=rounds) for (_, r), c in zip(part.iterrows(), cs)]
         out.append(part)
     return pd.concat(out, ignore_index=True)
+
+
+def compare(r: pd.Series, top: pd.Series, mode: str, margin: float, family: int, rounds: int) -> tuple[Contrast, int]:
+    """A method against the reference: on fresh seeds look by look where both were confirmed (its look), else
+    on the scores they have (look 0: the selection's seeds)."""
+    mine, theirs = r.get("fresh_by_round") or {}, top.get("fresh_by_round") or {}
+    if mine and theirs:
+        return sequential(mine, theirs, mode, margin, family, rounds)
+    return contrast(r["test_by_seed"], top["test_by_seed"], mode, margin, family), 0
 
 
 def fmt(v: float) -> str:
@@ -239,7 +263,7 @@ def interval(low: float, high: float) -> str:
     return "[unbounded]" if math.isinf(low) or math.isinf(high) else f"[{fmt(low)}, {fmt(high)}]"
 
 
-def verdict(top: pd.Series, r: pd.Series, c: Contrast | None, short: bool = False) -> str:
+def verdict(top: pd.Series, r: pd.Series, c: Contrast | None, short: bool = False, rounds: int = 1) -> str:
     """The comparison with the reference as a sentence (findings), or short for a table's row that names the method."""
     if r["rank"] == 1:
         return "reference (best on validation)" if r["n"] else "nothing finished"
@@ -247,7 +271,11 @@ def verdict(top: pd.Series, r: pd.Series, c: Contrast | None, short: bool = Fals
         return "nothing finished" if not r["n"] else "not compared"
     if c.verdict == "too few seeds":
         return f"{c.test}: n = {c.n}" if short else f"{r['method']}: {c.test} (n = {c.n})"
-    level = f"{100 * c.level:.4g}%" + (f", Bonferroni over {c.family}" if c.family > 1 else "")
+    look = int(r.get("look") or 0)
+    if look:  # fresh seeds, look by look: the family is the comparisons times the declared looks
+        level = f"{100 * c.level:.4g}%, Bonferroni over {c.family // rounds} comparison(s) x {rounds} look(s); look {look}, fresh seeds"
+    else:
+        level = f"{100 * c.level:.4g}%" + (f", Bonferroni over {c.family}" if c.family > 1 else "")
     gain = f"{fmt(c.gain)} {interval(c.low, c.high)}"
     at = f"n = {c.n}, {c.test}"
     margin = f"+-{fmt(c.margin)}"

@@ -30,8 +30,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from harness.sweep.cleanup import cancel_cluster_jobs, close_dead_sweeps, terminate_children
 from harness.sweep.journal import (
-    DIED,
     OUTCOMES,
     REUSED_FILE,
     SWEEP_FILE,
@@ -46,92 +46,6 @@ from harness.sweep.plan import check_sweep, count_jobs, study_tags, swept_groups
 from harness.tracking.runs import experiment_name
 
 ACTIVE: SweepCallback | None = None  # the sweep this process runs, for the stop handler in harness.__main__
-
-
-def terminate_children(timeout: float = 10.0) -> int:
-    """Stop this process's worker processes (joblib's loky workers, submitit_local jobs): SIGTERM,
-    which closes their runs as KILLED, then SIGKILL for any still alive after `timeout` seconds."""
-    import psutil
-
-    children = [c for c in psutil.Process().children(recursive=True) if not is_resource_tracker(c)]
-    for c in children:
-        with contextlib.suppress(psutil.Error):
-            c.terminate()
-    _, alive = psutil.wait_procs(children, timeout=timeout)
-    for c in alive:
-        with contextlib.suppress(psutil.Error):
-            c.kill()
-    return len(children)
-
-
-def cancel_cluster_jobs(directory: Path, since: float) -> list[str]:
-    """Cancel (``scancel``) the SLURM jobs this sweep submitted that may still be queued or running:
-    hydra-submitit-launcher keeps a folder per job, named by its SLURM id, under
-    ``<sweep dir>/.submitit``; only folders made since this sweep started count (an earlier sweep
-    in the folder, or an earlier cluster that numbered its jobs from 1 again, is left alone).
-    Cancelled jobs get SIGTERM and close their runs KILLED; a finished id is refused by scancel,
-    harmlessly. Returns the job ids asked to stop."""
-    import shutil
-    import subprocess
-
-    folder, scancel = directory / ".submitit", shutil.which("scancel")
-    if scancel is None or not folder.is_dir():
-        return []
-    ids = sorted(
-        {
-            p.name.split("_")[0]
-            for p in folder.iterdir()
-            if p.is_dir() and p.name.split("_")[0].isdigit() and p.stat().st_mtime >= since - 1
-        }
-    )
-    if ids:
-        try:
-            subprocess.run([scancel, *ids], capture_output=True, timeout=30)
-        except (OSError, subprocess.SubprocessError) as e:
-            print(f"warning: scancel {' '.join(ids)} failed ({e}); cancel this sweep's SLURM jobs by hand", file=sys.stderr)
-    return ids
-
-
-def is_resource_tracker(process) -> bool:
-    """loky's resource tracker: it holds no run, and leaves by itself when this process exits
-    (killing it makes loky start another, which prints tracebacks about what the first one freed)."""
-    import psutil
-
-    try:
-        return any("resource_tracker" in part for part in process.cmdline())
-    except psutil.Error:
-        return False
-
-
-def close_dead_sweeps(store, experiment_id: str) -> int:
-    """Close the parent runs (and their RUNNING children) of sweeps in this experiment whose process
-    died (kill -9, a lost node): children FAILED, parent KILLED with the job counts."""
-    from harness.tracking import signals
-    from harness.tracking.store import process_alive
-
-    client = store.client
-    parents = store.call(client.search_runs, [experiment_id], "tags.`harness.role` = 'sweep' and attributes.status = 'RUNNING'")
-    closed = 0
-    for p in parents:
-        if process_alive(p.data.tags):
-            continue
-        children = store.call(client.search_runs, [experiment_id], f"tags.`mlflow.parentRunId` = '{p.info.run_id}'")
-        outcomes = []
-        with signals.deferred():
-            for c in children:
-                outcome = c.data.tags.get("outcome", "failed")
-                if c.info.status == "RUNNING" and not process_alive(c.data.tags):
-                    store.close_run(c.info.run_id, "FAILED", {"outcome": "failed", "error": DIED})
-                    outcome = "failed"
-                outcomes.append(outcome)
-            counts = {f"jobs_{k}": str(sum(o == k for o in outcomes)) for k in OUTCOMES}
-            store.close_run(
-                p.info.run_id,
-                "KILLED",
-                {"outcome": "killed", **counts, "error": "found RUNNING by a later sweep: its process died"},
-            )
-        closed += 1
-    return closed
 
 
 class SweepCallback(Callback):
@@ -163,6 +77,7 @@ class SweepCallback(Callback):
 
     def _start(self, config: DictConfig) -> None:
         global ACTIVE
+        from harness import HarnessError
         from harness.config.checks import check_run_knobs
         from harness.tracking import signals
         from harness.tracking.store import open_store, process_tag
@@ -189,6 +104,21 @@ class SweepCallback(Callback):
         if config.tracking.enabled:  # a store that cannot be used stops the sweep before it leaves a folder
             self.store = open_store(config.tracking.uri, config.tracking.lock_timeout)  # creates the store once, here
             experiment_id = self.experiment_id = self.store.experiment_id(experiment)
+        if config.study.stage == "confirm":  # which settings this sweep reruns, read from the study's earlier runs
+            if not config.tracking.enabled:
+                raise HarnessError(
+                    "study.stage=confirm reads the study's selection from the store: it needs tracking.enabled=true"
+                )
+            from harness.sweep.confirm import plan
+
+            assert self.store is not None  # opened above: tracking is enabled
+            self.info["confirm"] = plan(self.store.client, experiment_id, experiment, config)
+            c = self.info["confirm"]
+            print(
+                f"confirmation round {c['round']} of at most {config.study.rounds}: {len(c['selected'])} selected setting(s) "
+                f"on fresh seeds {', '.join(c['seeds'])}; the other jobs of the grid pass",
+                flush=True,
+            )
         claim(directory, self.info)
         if config.tracking.enabled:
             if closed := close_dead_sweeps(self.store, experiment_id):
@@ -254,14 +184,15 @@ class SweepCallback(Callback):
         from harness.tracking import signals
 
         counts = {k: sum(o["outcome"] == k for o in outcomes) for k in OUTCOMES}
-        if outcomes:
-            print("\n" + summary_table(outcomes), flush=True)
+        shown = [o for o in outcomes if o["outcome"] != "unselected"]  # a confirmation's passed jobs: counted, not listed
+        if shown:
+            print("\n" + summary_table(shown), flush=True)
         missing = (self.info.get("jobs") or 0) - len(outcomes)
         print(
             "sweep "
             + ("stopped" if status == "KILLED" else "done")
             + ": "
-            + ", ".join(f"{v} {k}" for k, v in counts.items())
+            + ", ".join(f"{v} {k}" for k, v in counts.items() if v or k != "unselected")
             + (f", {missing} not run" if missing > 0 else "")
             + f" in {time.time() - self.started:.1f}s",
             flush=True,

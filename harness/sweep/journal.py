@@ -22,7 +22,7 @@ JOBS_DIR = "harness_jobs"
 REUSED_FILE = "harness_reused_runs.json"  # a sweep parent's artifact: the earlier runs its skipped jobs reused
 
 
-OUTCOMES = ("finished", "diverged", "failed", "killed", "skipped")
+OUTCOMES = ("finished", "diverged", "failed", "killed", "skipped", "unselected")  # unselected: a confirmation passed it
 
 
 DIED = "found RUNNING by a later sweep: its process died; rerun"
@@ -93,7 +93,7 @@ def progress_line(directory: Path, info: SweepInfo, force: bool = False) -> str 
     journal = [o for o in read_journal(directory) if o.get("outcome") in OUTCOMES]
     total, started = info.jobs, info.started
     done = len(journal)
-    ran = [o for o in journal if o.get("outcome") != "skipped"]
+    ran = [o for o in journal if o.get("outcome") not in ("skipped", "unselected")]
     counts = ", ".join(f"{n} {k}" for k in OUTCOMES if (n := sum(o["outcome"] == k for o in journal)))
     line = f"sweep: {done}/{total or '?'} jobs done ({counts})"
     if started:
@@ -177,6 +177,7 @@ class SweepInfo:
     tracking_uri: str | None = None
     process: str | None = None
     started: float | None = None
+    confirm: dict | None = None  # study.stage=confirm: {"round", "seeds", "selected": settings} (harness.sweep.confirm)
 
     @classmethod
     def read(cls, directory: Path) -> SweepInfo | None:

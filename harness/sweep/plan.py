@@ -180,5 +180,7 @@ def declaration(config: DictConfig, compare: list, tune: list, margin) -> dict:
         "margin": OmegaConf.to_container(margin) if isinstance(margin, DictConfig) else margin,
         "space": space,
         "seeds": space.get("seed", str(config.get("seed"))),
+        "stage": str((config.get("study") or {}).get("stage", "select")),
+        "rounds": int((config.get("study") or {}).get("rounds", 1)),
         "epochs": space.get("epochs", str(config.get("epochs"))),
     }

@@ -8,12 +8,36 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from harness import HarnessError
 from harness.metrics import classification_metrics, regression_metrics
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> sha256 prefix: each file hashed once per process
+
+
+def file_digests(paths: list[Path]) -> dict[str, str]:
+    """{file name: the first 16 hex digits of its SHA-256} for the files that exist among ``paths``."""
+    import hashlib
+
+    out = {}
+    for path in paths:
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+        if key not in _DIGESTS:
+            h = hashlib.sha256()
+            with path.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            _DIGESTS[key] = h.hexdigest()[:16]
+        out[path.name] = _DIGESTS[key]
+    return out
 
 
 @dataclass
@@ -46,6 +70,10 @@ class Task:
 
     def load(self) -> Data:
         raise NotImplementedError
+
+    def sources(self) -> list[Path]:
+        """The files its data is read from (each run logs their hashes: ``file_digests``); none for generated data."""
+        return []
 
     def model(self) -> nn.Module:
         raise NotImplementedError
@@ -172,7 +200,7 @@ def check_widths(name: str, value, count: int | None = None) -> list[int]:
 
 
 def check_seed(name: str, value) -> int:
-    from harness.config.schema import check_seed as check
+    from harness.config.values import check_seed as check
 
     return check(name, value)
 

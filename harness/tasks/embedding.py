@@ -14,6 +14,7 @@ Data: ``digits``, scikit-learn's bundled 8x8 digits (1,797 images; no download),
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +23,7 @@ from torch import Tensor, nn
 from harness import HarnessError
 from harness.metrics import nearest_label_accuracy, retrieval_metrics
 from harness.tasks import Data, Split, Task, check_bool, check_choice, check_positive_int, check_seed, split_indices
-from harness.tasks.mnist import check_split, load_mnist, to_inputs
+from harness.tasks.mnist import check_split, load_mnist, mnist_files, to_inputs
 from harness.tasks.models import check_model, mlp, small_cnn
 
 DATASETS = ("digits", "mnist")
@@ -77,6 +78,9 @@ class Embedding(Task):
         if self.n_train == 1:
             raise HarnessError("task.n_train must be at least 2: the inputs are standardised by the training set's std")
         self.data_seed = check_seed("task.data_seed", data_seed)
+
+    def sources(self) -> list[Path]:
+        return mnist_files(self.data_dir)
 
     def load(self) -> Data:
         if self.dataset == "digits":

@@ -100,7 +100,7 @@ class GAN(Task):
             if bad:
                 raise HarnessError(f"task.{who} holds optimizer hyperparameters for that player (e.g. lr, betas); got {bad}")
             from harness.config.rules import NON_NEGATIVE, RULES, check_float32
-            from harness.config.schema import check_rule
+            from harness.config.values import check_rule
 
             for key, value in knobs.items():  # the optimizer's own rules, but a player's lr may be 0 (frozen)
                 rule = NON_NEGATIVE if key == "lr" else RULES["optimizer"].get(key)

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from harness import HarnessError
 from harness.tasks import ClassificationTask, Data, Split, check_bool, check_number, check_positive_int, check_seed, split_indices
-from harness.tasks.mnist import check_normalize, check_split, image_model, load_mnist, to_inputs
+from harness.tasks.mnist import check_normalize, check_split, image_model, load_mnist, mnist_files, to_inputs
 from harness.tasks.models import check_model, mlp
 
 DATASETS = ("synthetic", "mnist_lt")
@@ -120,6 +121,9 @@ class Imbalanced(ClassificationTask):
         self.model_name, self.normalize, self.activation = model, check_normalize(normalize), activation
         self.val_size = check_positive_int("task.val_size", val_size)
         self.data_seed = check_seed("task.data_seed", data_seed)
+
+    def sources(self) -> list[Path]:
+        return mnist_files(self.data_dir)
 
     def load(self) -> Data:
         if self.dataset == "mnist_lt":

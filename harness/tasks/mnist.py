@@ -114,6 +114,12 @@ def load_mnist(data_dir: str | Path, download: bool = True) -> tuple[torch.Tenso
     return tuple(out)
 
 
+def mnist_files(data_dir: str | Path) -> list[Path]:
+    """The four IDX files a task reading MNIST from ``data_dir`` uses."""
+    raw = Path(data_dir).expanduser() / "MNIST" / "raw"
+    return [raw / f for f in RAW_FILES]
+
+
 def to_inputs(images: torch.Tensor, normalize: str) -> torch.Tensor:
     """uint8 [N, 28, 28] -> float [N, 1, 28, 28]: standard (mean/std), unit ([0, 1]) or none (0..255)."""
     x = images.float().unsqueeze(1)
@@ -169,6 +175,9 @@ class MNIST(ClassificationTask):
         self.n_train = None if n_train is None else check_positive_int("task.n_train", n_train)
         self.data_seed = check_seed("task.data_seed", data_seed)
         self.label_noise = check_fraction("task.label_noise", label_noise)
+
+    def sources(self) -> list[Path]:
+        return mnist_files(self.data_dir)
 
     def load(self) -> Data:
         xtr, ytr, xte, yte = load_mnist(str(self.data_dir), self.download)

@@ -17,12 +17,14 @@ distance over label length).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import Tensor, nn
 
 from harness import HarnessError
 from harness.tasks import Data, Split, Task, check_choice, check_positive_int, check_seed, split_indices
-from harness.tasks.mnist import load_mnist, to_inputs
+from harness.tasks.mnist import load_mnist, mnist_files, to_inputs
 
 PAD = 10
 DATASETS = ("digits", "mnist")
@@ -119,6 +121,9 @@ class Sequence(Task):
         self.sizes = [check_positive_int(f"task.{k}", v) for k, v in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test))]
         self.data_seed = check_seed("task.data_seed", data_seed)
         self.height = 8 if dataset == "digits" else 28
+
+    def sources(self) -> list[Path]:
+        return [] if self.dataset == "digits" else mnist_files(self.data_dir)
 
     def pools(self) -> list[tuple[Tensor, Tensor]]:
         """Disjoint (images, labels) pools for the training, validation and test sequences."""

@@ -199,6 +199,9 @@ class Tabular(Task):
         mean, std = t[train_rows].mean(), t[train_rows].std()
         return ((t - mean) / (std if std > 0 else 1.0)).unsqueeze(1)
 
+    def sources(self) -> list[Path]:
+        return [self.path]
+
     def load(self) -> Data:
         frame, features = self._frame()
         n = len(frame)

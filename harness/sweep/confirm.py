@@ -1,0 +1,90 @@
+"""A confirmation sweep's plan (``study.stage=confirm``): which settings it reruns, on which fresh seeds, in which round.
+
+Run the study's command again with ``study.stage=confirm`` and new seeds (``seed=5,6,7,8,9``): before any job
+starts, the sweep reads the study's earlier runs from the store, selects each method's setting on validation
+exactly as the report does (``harness.report.protocol``), and writes the plan into the sweep's file. Every job
+whose setting was not selected passes (journal outcome ``unselected``, no MLflow run); the selected ones run
+and are tagged ``stage=confirm`` and their ``round``. From round 2 on, only the methods still undecided
+against their reference (and the reference) are rerun. Refused in one line: no earlier selection in the
+store, seeds the study already used, a round past the declared cap (``study.rounds``).
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from harness import HarnessError
+
+
+def sweep_seeds(config: DictConfig) -> list[str]:
+    """The seeds this sweep runs (the last ``seed`` override wins, as in Hydra's sweeper)."""
+    from harness.sweep.plan import sweep_overrides
+
+    seeds = [str(config.seed)]
+    for o in sweep_overrides(config.hydra):
+        if o.get_key_element().lstrip("+~") == "seed":
+            seeds = [str(v) for v in o.sweep_string_iterator()] if o.is_sweep_override() else [str(o.value())]
+    return seeds
+
+
+def plan(client, experiment_id: str, experiment: str, config: DictConfig) -> dict:
+    """{"round": r, "seeds": [...], "selected": [{column: value}, ...]}: the settings this round reruns."""
+    from harness.report import ReportError
+    from harness.report.declaration import Declaration
+    from harness.report.fresh import is_fresh
+    from harness.report.load import factors, load_runs, select_unit
+    from harness.report.protocol import select, settings_table
+
+    study = config.study
+    try:
+        runs, _ = load_runs(client, experiment)
+        unit = select_unit(client, experiment_id, runs)
+    except ReportError as e:
+        raise HarnessError(f"study.stage=confirm reruns the settings a selection chose, and found none: {e}") from None
+    runs = unit.runs
+    parents = [p for p in unit.parents if Declaration.from_tags(p.data.tags, p.info.run_id) is not None]
+    if not parents:
+        raise HarnessError(f"study.stage=confirm: experiment {experiment!r} has no declared study (study.compare) to confirm")
+    decl = Declaration.from_tags(parents[0].data.tags, parents[0].info.run_id)
+    assert decl is not None
+    decl.compare, decl.tune = list(study.compare), list(study.tune)
+    fresh = is_fresh(runs)
+    chosen = runs[~fresh]
+    if not (chosen.outcome == "finished").any():
+        raise HarnessError(f"study.stage=confirm: experiment {experiment!r} has no finished selection runs to select from")
+    seeds = sweep_seeds(config)
+    used = sorted(set(seeds) & set(runs["seed"].dropna().astype(str)), key=lambda s: (len(s), s))
+    if used:
+        raise HarnessError(
+            f"study.stage=confirm needs fresh seeds, but seed(s) {', '.join(used)} already ran in this study "
+            f"(it used {', '.join(sorted(set(runs['seed'].dropna().astype(str)), key=lambda s: (len(s), s)))}); "
+            "pass new ones, e.g. seed=5,6,7,8,9 after selection on 0-4"
+        )
+    done = sorted({int(r) for r in runs.loc[fresh, "round"].dropna() if str(r).isdigit()})
+    round_ = (done[-1] + 1) if done else 1
+    if round_ > int(study.rounds):
+        raise HarnessError(
+            f"study.stage=confirm: round {round_} would pass the declared cap of study.rounds={study.rounds} "
+            "(the verdicts stand at the cap: undecided pairs stay undecided)"
+        )
+    config_cols = factors(runs)
+    table, problem_cols, method_cols, tuned_cols = settings_table(runs, config_cols, decl)
+    selected = select(table, 0.02, decl.margin, int(study.rounds))
+    keep = selected
+    if round_ > 1:  # only the pairs still undecided, and their reference
+        undecided = selected["versus_reference"].isin(["undecided", "too few seeds"])
+        problems = set(selected.loc[undecided, "problem"])
+        keep = selected[(undecided | (selected["rank"] == 1)) & selected["problem"].isin(problems)]
+    columns = problem_cols + method_cols + tuned_cols
+    by_id = runs.set_index("run_id")
+    settings = []
+    for _, row in keep.iterrows():
+        if not row.get("run_ids"):
+            continue  # nothing of this method finished: nothing to confirm
+        first = by_id.loc[row["run_ids"][0]]
+        settings.append(
+            {c: (None if first.get(c) is None or first.get(c) != first.get(c) else str(first.get(c))) for c in columns}
+        )
+    if not settings:
+        raise HarnessError(f"study.stage=confirm: round {round_} has nothing to rerun (every pair is decided)")
+    return {"round": round_, "seeds": seeds, "selected": settings}

@@ -1,0 +1,106 @@
+"""Fresh seeds after selection (study.stage=confirm): a confirmation sweep reruns each method's selected
+setting on new seeds, the verdicts read only those, in rounds up to a declared cap."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from harness.report.__main__ import main as report
+from harness.report.contrast import contrast
+from harness.report.fresh import sequential, upto
+from tests.conftest import ROOT, mlflow_runs
+from tests.test_sweeps import split_runs, sweep
+
+pytestmark = pytest.mark.slow
+STUDY = (
+    "task=regression",
+    "task.n_train=200",
+    "task.n_val=100",
+    "task.n_test=100",
+    "loss=mse,mae",
+    "optimizer.lr=0.001,0.03",
+    "epochs=2",
+    "study.compare=[loss]",
+    "study.tune=[optimizer.lr]",
+    "study.margin=5%",
+    "study.rounds=2",
+    "tracking.experiment=confirm_study",
+)
+
+
+def test_a_confirmation_reruns_only_the_selected_settings_on_fresh_seeds(tmp_path):
+    first = sweep(*STUDY, "seed=0,1,2", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    again = sweep(*STUDY, "seed=3,4,5", "study.stage=confirm", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "confirmation round 1 of at most 2: 2 selected setting(s) on fresh seeds 3, 4, 5" in again.stdout
+    assert "6 finished" in again.stdout and "6 unselected" in again.stdout
+    client, runs = mlflow_runs(tmp_path, "confirm_study")
+    _, jobs = split_runs(runs)
+    fresh = [r for r in jobs if r.data.tags.get("stage") == "confirm"]
+    assert len(jobs) == 12 + 6 and len(fresh) == 6
+    assert {r.data.tags["round"] for r in fresh} == {"1"} and {r.data.tags["seed"] for r in fresh} == {"3", "4", "5"}
+    # each loss reruns one learning rate: the one its selection runs score best on validation
+    for loss in ("mse", "mae"):
+        chosen = [r for r in jobs if r.data.tags["loss"] == loss and r.data.tags.get("stage") != "confirm"]
+        by_lr: dict[str, list[float]] = {}
+        for r in chosen:
+            by_lr.setdefault(r.data.params["optimizer.lr"], []).append(r.data.metrics["val/mse"])
+        best = min(by_lr, key=lambda lr: sum(by_lr[lr]) / len(by_lr[lr]))
+        assert {r.data.params["optimizer.lr"] for r in fresh if r.data.tags["loss"] == loss} == {best}
+
+    out = tmp_path / "report"
+    assert report(["confirm_study", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--out", str(out), "--no-log"]) == 0
+    tuned = pd.read_csv(out / "tuned.csv")
+    assert set(tuned["seeds"]) == {"fresh"} and set(tuned["n"]) == {3}
+    for _, row in tuned.iterrows():  # the verdicts read only the fresh seeds, never the selection's
+        scores = json.loads(row["test_by_seed"])
+        assert set(scores) == {"3", "4", "5"}
+        assert row["test_mean"] == pytest.approx(sum(scores.values()) / 3)
+    text = (out / "report.md").read_text()
+    assert "the verdicts read only fresh seeds (3-5)" in text and "at most 2 declared" in text
+    assert json.loads((out / "protocol.json").read_text())["confirmation"]["rounds_declared"] == 2
+
+    # seeds the study already used are refused, and so is a round past the declared cap
+    reused = sweep(*STUDY, "seed=5,6", "study.stage=confirm", cwd=tmp_path)
+    assert reused.returncode == 2 and "needs fresh seeds, but seed(s) 5 already ran" in reused.stderr
+    capped = sweep(*STUDY, "seed=6,7", "study.stage=confirm", "study.rounds=1", cwd=tmp_path)
+    assert capped.returncode == 2 and "round 2 would pass the declared cap of study.rounds=1" in capped.stderr
+    assert len(split_runs(mlflow_runs(tmp_path, "confirm_study")[1])[1]) == 18  # neither left a run behind
+
+
+def test_a_confirmation_needs_a_selection_and_a_sweep(tmp_path):
+    alone = sweep(*STUDY, "seed=3", "study.stage=confirm", cwd=tmp_path)
+    assert alone.returncode == 2 and "found none" in alone.stderr  # nothing selected yet in this store
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness",
+        "task=regression",
+        "epochs=1",
+        "study.stage=confirm",
+        f"tracking.uri=sqlite:///{tmp_path}/m.db",
+    ]
+    one = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert one.returncode == 2 and "run it as the study's --multirun" in one.stderr
+
+
+def test_looks_spend_alpha_evenly_and_stop_at_the_first_that_decides():
+    strong = {1: {str(s): 1.0 + 0.01 * s for s in range(5)}}
+    reference = {1: {str(s): 2.0 + 0.01 * (s % 2) for s in range(5)}}
+    c, look = sequential(strong, reference, "min", 0.05, family=3, cap=2)
+    assert look == 1 and c.verdict == "better" and c.family == 6  # tested at alpha / (3 comparisons x 2 looks)
+    assert c.p == pytest.approx(contrast(upto(strong, 1), upto(reference, 1), "min", 0.05, 6).p)
+    # undecided at look 1 (noise), decided at look 2 with the seeds of both rounds
+    noisy = {1: {"0": 1.0, "1": 1.3, "2": 0.9}, 2: {str(s): 1.0 + 0.001 * s for s in range(3, 13)}}
+    ref = {1: {"0": 1.1, "1": 1.0, "2": 1.2}, 2: {str(s): 1.5 + 0.001 * (s % 3) for s in range(3, 13)}}
+    c, look = sequential(noisy, ref, "min", 0.05, family=1, cap=2)
+    assert look == 2 and c.verdict == "better" and c.n == 13
+    first, _ = sequential({1: noisy[1]}, {1: ref[1]}, "min", 0.05, family=1, cap=2)
+    assert first.verdict == "undecided" and math.isfinite(first.p)
