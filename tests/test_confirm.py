@@ -104,3 +104,6 @@ def test_looks_spend_alpha_evenly_and_stop_at_the_first_that_decides():
     assert look == 2 and c.verdict == "better" and c.n == 13
     first, _ = sequential({1: noisy[1]}, {1: ref[1]}, "min", 0.05, family=1, cap=2)
     assert first.verdict == "undecided" and math.isfinite(first.p)
+    # a method not rerun in round 2 (decided, or left out) is looked at only where both ran: paired, never Welch
+    c, look = sequential({1: noisy[1]}, ref, "min", 0.05, family=1, cap=2)
+    assert look == 1 and c.n == 3 and "paired" in c.test

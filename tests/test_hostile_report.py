@@ -164,7 +164,7 @@ def test_a_locked_store_is_waited_for_then_one_line(store, capsys, monkeypatch):
 
 
 def test_untestable_verdicts_are_named_once_not_once_per_method():
-    from harness.report.protocol import join_verdicts
+    from harness.report.wording import join_verdicts
 
     items = [
         "sgd: too few seeds for a test (n = 1)",

@@ -365,7 +365,7 @@ def test_two_tuned_studies_compare_side_by_side_paired_by_seed(tmp_path):
 
 def test_a_tables_verdict_is_short_and_the_findings_keep_the_sentence():
     from harness.report.contrast import Contrast
-    from harness.report.protocol import verdict
+    from harness.report.wording import verdict
 
     top, r = pd.Series({"method": "optimizer=adam", "rank": 1, "n": 5}), pd.Series({"method": "optimizer=sgd", "rank": 2, "n": 5})
     test = "paired t-test by seed"

@@ -1,11 +1,15 @@
 """The store as a report opens it: a clear line for a store that is not there, a wait for one that
-another process holds locked, and the listing of its experiments and sweeps."""
+another process holds locked, the listing of its experiments and sweeps, and the classes its runs' configs name."""
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
+
+import pandas as pd
 
 from harness.report import ReportError
 from harness.report.load import (
@@ -85,3 +89,22 @@ def listing(uri: str) -> str:
     if len(lines) == 1:
         lines.append("  none yet: run a sweep first (python -m harness --multirun ...)")
     return "\n".join(lines)
+
+
+def choice_classes(client, runs: pd.DataFrame, config_cols: list[str]) -> dict:
+    """(group, choice) -> the class its config names, from one run's config.yaml per choice (runs log no
+    ``_target_`` param); a choice whose config cannot be read is left out."""
+    import yaml
+
+    out = {}
+    for group in [c for c in config_cols if c in ("loss", "optimizer", "schedule")]:
+        if f"param:{group}._target_" in runs and runs[f"param:{group}._target_"].notna().all():
+            continue
+        for name, part in runs.groupby(group, sort=True):
+            try:
+                with tempfile.TemporaryDirectory() as tmp:
+                    cfg = yaml.safe_load(Path(client.download_artifacts(part["run_id"].iloc[0], "config.yaml", tmp)).read_text())
+                out[(group, name)] = (cfg.get(group) or {}).get("_target_", "")
+            except Exception:  # an artifact store out of reach: the table goes without the class
+                continue
+    return out

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import tempfile
 import time
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pandas as pd
 
 from harness.report import figures as fig
 from harness.report import protocol, stats, views
+from harness.report.access import choice_classes
 from harness.report.aggregate import DEFAULT_TARGETS, config_name, methods, performance_profile, rank
 from harness.report.declaration import Declaration, label
 from harness.report.findings import collapses, findings, tuned_findings
@@ -38,6 +38,7 @@ from harness.report.render import (
     tuned_sections,
 )
 from harness.report.views import study_views
+from harness.report.wording import join_verdicts
 
 MAX_FOREST = 25  # a forest plot shows the best 25 rows of a problem
 TOLERANCE = 0.02  # a grid setting within 2% of the method's best validation score is in its good region
@@ -65,25 +66,6 @@ def per_run(runs: pd.DataFrame) -> pd.DataFrame:
     params = sorted(c for c in runs.columns if c.startswith("param:"))
     finals = sorted(c for c in runs.columns if c.startswith("final:"))
     return runs[[c for c in RUN_COLUMNS if c in runs.columns] + params + finals].sort_values("run_id")
-
-
-def choice_classes(client, runs: pd.DataFrame, config_cols: list[str]) -> dict:
-    """(group, choice) -> the class its config names, from one run's config.yaml per choice (runs log no
-    ``_target_`` param); a choice whose config cannot be read is left out."""
-    import yaml
-
-    out = {}
-    for group in [c for c in config_cols if c in ("loss", "optimizer", "schedule")]:
-        if f"param:{group}._target_" in runs and runs[f"param:{group}._target_"].notna().all():
-            continue
-        for name, part in runs.groupby(group, sort=True):
-            try:
-                with tempfile.TemporaryDirectory() as tmp:
-                    cfg = yaml.safe_load(Path(client.download_artifacts(part["run_id"].iloc[0], "config.yaml", tmp)).read_text())
-                out[(group, name)] = (cfg.get(group) or {}).get("_target_", "")
-            except Exception:  # an artifact store out of reach: the table goes without the class
-                continue
-    return out
 
 
 def build_report(
@@ -252,10 +234,11 @@ def build_report(
                 ("performance profiles of the tuned methods", fig.performance_profiles(profile, out / "performance_profiles.png"))
             )
         confirmed = bool((selected["seeds"] == "fresh").any())
-        dropped = ["run_ids", "grid_val", "fresh_by_round"] + ([] if confirmed else ["seeds", "look"])
-        selected.drop(columns=dropped).assign(test_by_seed=selected["test_by_seed"].map(json.dumps)).to_csv(
-            out / "tuned.csv", index=False
-        )
+        dropped = ["run_ids", "grid_val"] + ([] if confirmed else ["seeds", "look", "fresh_by_round"])
+        written = selected.drop(columns=dropped).assign(test_by_seed=selected["test_by_seed"].map(json.dumps))
+        if confirmed:  # the fresh seeds round by round, for the claims table's looks
+            written["fresh_by_round"] = selected["fresh_by_round"].map(json.dumps)
+        written.to_csv(out / "tuned.csv", index=False)
         epochs = sorted({int(float(e)) for e in runs.get("param:epochs", pd.Series(dtype=str)).dropna()})
         (out / "protocol.json").write_text(
             json.dumps(
@@ -287,7 +270,7 @@ def build_report(
         notes = findings(table, runs, config_cols)
         if selected is not None:
             notes += [
-                f"**{p}**: " + protocol.join_verdicts([r["verdict"] for _, r in part.iloc[1:4].iterrows()]) + "."
+                f"**{p}**: " + join_verdicts([r["verdict"] for _, r in part.iloc[1:4].iterrows()]) + "."
                 for p, part in selected.groupby("problem", sort=True)
                 if len(part) > 1
             ]

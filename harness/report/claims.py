@@ -20,7 +20,8 @@ import yaml
 
 from harness.report import ReportError, stats
 from harness.report.contrast import contrast, margin_of
-from harness.report.protocol import fmt, interval
+from harness.report.fresh import sequential
+from harness.report.wording import fmt, interval
 
 REPORTS = Path(__file__).resolve().parent.parent.parent / "reports"
 CLAIMS_LIST = REPORTS.parent.parent / "shared" / "CLAIMS.md"
@@ -32,7 +33,23 @@ def load_study(reports: Path, study: str) -> tuple[pd.DataFrame, dict] | None:
         return None
     tuned = pd.read_csv(folder / "tuned.csv")
     tuned["test_by_seed"] = tuned["test_by_seed"].map(lambda s: json.loads(s) if isinstance(s, str) else {})
-    return tuned, json.loads((folder / "protocol.json").read_text())
+    proto = json.loads((folder / "protocol.json").read_text())
+    if "fresh_by_round" in tuned:  # a confirmed study: fresh seeds, round by round (harness/report/fresh.py)
+        tuned["fresh_by_round"] = tuned["fresh_by_round"].map(
+            lambda s: {int(r): v for r, v in json.loads(s).items()} if isinstance(s, str) else {}
+        )
+        tuned.attrs["rounds"] = int(proto.get("confirmation", {}).get("rounds_declared", 1))
+    return tuned, proto
+
+
+def compared(a: pd.Series, scores: dict, rounds_of: dict, mode: str, margin: float, family: int, rounds: int):
+    """a against scores: on fresh seeds look by look where both sides were confirmed (``rounds_of``: the
+    other side's fresh scores by round; each look at alpha / (family x rounds), as the study's report
+    does), else on the seeds they have. Returns (contrast, look; 0: the selection's seeds)."""
+    mine = a.get("fresh_by_round") or {}
+    if mine and rounds_of:
+        return sequential(mine, rounds_of, mode, margin, family, rounds)
+    return contrast(a["test_by_seed"], scores, mode, margin, family), 0
 
 
 def matches(problem: str, where: str) -> bool:
@@ -53,7 +70,7 @@ def selected_value(setting: str, knob: str) -> float:
 # How a primary contrast's verdict decides its claim: written down here, once. A pair's verdict is a's
 # against b (harness/report/contrast.py: better, worse, equivalent within the margin, non-inferior, undecided).
 RULES: dict[str, dict[str, str]] = {
-    "better": {  # a is better than b by more than the margin
+    "better": {  # a is better than b (the difference test rejects; not shown to lie within the margin)
         "better": "supported",
         "worse": "contradicted",
         "equivalent": "contradicted",  # within the margin: no difference that matters
@@ -123,14 +140,22 @@ def check(tuned: pd.DataFrame, c: dict, family: int = 1, margin: object = None) 
         f = float(c["fraction"])
         seeds = set(b["test_by_seed"]) & set(to["test_by_seed"])
         point = {s: (1 - f) * b["test_by_seed"][s] + f * to["test_by_seed"][s] for s in seeds}
-        d = contrast(a["test_by_seed"], point, a["mode"], math.nan, family)
+        fb, fc = b.get("fresh_by_round") or {}, to.get("fresh_by_round") or {}
+        rounds_point = {r: {s: (1 - f) * fb[r][s] + f * fc[r][s] for s in set(fb[r]) & set(fc.get(r, {}))} for r in fb if r in fc}
+        d, look = compared(a, point, rounds_point, a["mode"], math.nan, family, tuned.attrs.get("rounds", 1))
         gap = b["test_mean"] - to["test_mean"]
         closed = (b["test_mean"] - a["test_mean"]) / gap if gap else math.nan
-        return {**out, "contrast": d, "closed": closed, "verdict": RULES["gap_share"].get(d.verdict, "inconclusive")}
+        return {
+            **out,
+            "contrast": d,
+            "look": look,
+            "closed": closed,
+            "verdict": RULES["gap_share"].get(d.verdict, "inconclusive"),
+        }
     b = rows_of(tuned, c, c["b"])
     m = margin_of(c.get("margin", margin), b["test_mean"], a["metric"])
-    d = contrast(a["test_by_seed"], b["test_by_seed"], a["mode"], m, family)
-    return {**out, "contrast": d, "margin": m, "verdict": RULES[rule].get(d.verdict, "inconclusive")}
+    d, look = compared(a, b["test_by_seed"], b.get("fresh_by_round") or {}, a["mode"], m, family, tuned.attrs.get("rounds", 1))
+    return {**out, "contrast": d, "look": look, "margin": m, "verdict": RULES[rule].get(d.verdict, "inconclusive")}
 
 
 def effect(c: dict) -> str:
@@ -146,6 +171,7 @@ def effect(c: dict) -> str:
             f"({level}, n = {c['n']}; the claim: {c['value']:g} +- {c['tolerance']:g})"
         )
     d = c["contrast"]
+    level = f"{100 * d.level:.4g}%" + (f", look {c['look']} on fresh seeds" if c.get("look") else "")
     if c["rule"] == "gap_share":
         return (
             f"{c['problem']}: {c['a']} closes {fmt(c['closed'])} of the {c['metric']} gap from {c['b']} to {c['c']}; "

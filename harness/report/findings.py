@@ -6,8 +6,8 @@ import pandas as pd
 
 from harness.report.aggregate import config_name
 from harness.report.declaration import label
-from harness.report.protocol import join_verdicts
 from harness.report.render import fmt
+from harness.report.wording import join_verdicts
 
 
 def findings(table: pd.DataFrame, runs: pd.DataFrame, config_cols: list[str]) -> list[str]:

@@ -6,7 +6,7 @@ used, so the test scores the verdicts read carry no selection optimism; its runs
 confirm and their ``round``. A pair still undecided may get another round of new seeds, up to the
 declared cap (``study.rounds``, K). The error rate stays honest by spending alpha evenly over the K
 looks the study declared (Bonferroni over looks as over comparisons): every look tests at
-alpha / (family x K), and a pair's verdict is the first look that decides it, or its last look.
+alpha / (family x K), and a pair's verdict is the first look with a full verdict (better, worse, equivalent), or its last look.
 That is conservative (a group-sequential boundary such as O'Brien-Fleming would spend less early),
 but it needs no assumption about the looks' correlation and reads the same whatever the number of
 rounds actually run.
@@ -19,7 +19,7 @@ import pandas as pd
 from harness.report.contrast import Contrast, contrast
 
 CONFIRM = "confirm"  # a run's stage tag in a confirmation sweep
-UNDECIDED = ("undecided", "too few seeds")
+DECIDED = ("better", "worse", "equivalent")  # a full verdict; non-inferior may still sharpen with more seeds
 
 
 def is_fresh(runs: pd.DataFrame) -> pd.Series:
@@ -50,13 +50,14 @@ def upto(rounds: dict[int, dict[str, float]], look: int) -> dict[str, float]:
 def sequential(
     method: dict[int, dict[str, float]], reference: dict[int, dict[str, float]], mode: str, margin: float, family: int, cap: int
 ) -> tuple[Contrast, int]:
-    """A method against the reference on fresh seeds, look by look (each at alpha / (family x cap)): the
-    first look that decides, else the last. Returns (the contrast, its look)."""
-    looks = sorted(set(method) | set(reference))
+    """A method against the reference on fresh seeds, look by look over the rounds both ran (each look at
+    alpha / (family x cap), so the union bound holds over every look): the first look with a full verdict
+    (better, worse, equivalent), else the last look's. Returns (the contrast, its look)."""
+    looks = sorted(set(method) & set(reference)) or sorted(set(method) | set(reference))[:1]
     c = None
     for look in looks:
         c = contrast(upto(method, look), upto(reference, look), mode, margin, family * cap)
-        if c.verdict not in UNDECIDED:
+        if c.verdict in DECIDED:
             return c, look
     assert c is not None, "sequential() needs fresh scores"
     return c, looks[-1]
@@ -86,5 +87,5 @@ def caption(runs: pd.DataFrame, cap: int) -> str:
     return (
         f"Selection read seeds {chosen}; the verdicts read only fresh seeds ({again}) of each method's selected setting, "
         f"from {len(rounds)} confirmation round(s) of at most {cap} declared; each look is tested at alpha / "
-        f"(comparisons x {cap}), and a pair's verdict is the first look that decides it."
+        f"(comparisons x {cap}), and a pair's verdict is its first look with a full verdict (better, worse, equivalent), else its last."
     )

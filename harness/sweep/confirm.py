@@ -31,7 +31,7 @@ def plan(client, experiment_id: str, experiment: str, config: DictConfig) -> dic
     """{"round": r, "seeds": [...], "selected": [{column: value}, ...]}: the settings this round reruns."""
     from harness.report import ReportError
     from harness.report.declaration import Declaration
-    from harness.report.fresh import is_fresh
+    from harness.report.fresh import DECIDED, is_fresh
     from harness.report.load import factors, load_runs, select_unit
     from harness.report.protocol import select, settings_table
 
@@ -71,8 +71,8 @@ def plan(client, experiment_id: str, experiment: str, config: DictConfig) -> dic
     table, problem_cols, method_cols, tuned_cols = settings_table(runs, config_cols, decl)
     selected = select(table, 0.02, decl.margin, int(study.rounds))
     keep = selected
-    if round_ > 1:  # only the pairs still undecided, and their reference
-        undecided = selected["versus_reference"].isin(["undecided", "too few seeds"])
+    if round_ > 1:  # only the pairs without a full verdict yet, and their reference
+        undecided = ~selected["versus_reference"].isin(list(DECIDED) + ["reference", ""])
         problems = set(selected.loc[undecided, "problem"])
         keep = selected[(undecided | (selected["rank"] == 1)) & selected["problem"].isin(problems)]
     columns = problem_cols + method_cols + tuned_cols
