@@ -17,6 +17,7 @@ from tests.conftest import ROOT, SHARED_DATA, write_idx_mnist
     [
         ("loop", ["loop", "tracking", "data_path", "threads", "sweep_regression", "startup", "memory", "quality"]),
         ("sweeps", ["sweep_overhead", "stacked_study", "stacked_mnist", "whole_process", "fresh_store", "stacked_conv"]),
+        ("cost", ["cost_tracked", "cost_launchers", "cost_batched"]),
     ],
 )  # two tests: pytest -n 2 runs them side by side
 def test_bench_quick_writes_its_table(tmp_path, part, keys):
@@ -55,7 +56,7 @@ def test_bench_quick_writes_its_table(tmp_path, part, keys):
     assert report["machine"]["cores"] and report["machine"]["torch"]
     md = (tmp_path / "bench" / "bench.md").read_text()
     assert "| measure | result | target | met | notes |" in md and "Incomplete" not in md
-    assert ("loop efficiency" if part == "loop" else "per-job overhead") in md
+    assert {"loop": "loop efficiency", "sweeps": "per-job overhead", "cost": "tracked / untracked"}[part] in md
     assert "| measure | result |" in out.stdout  # the table is printed too
 
 
@@ -83,8 +84,33 @@ def test_bench_only_names_its_parts_and_refuses_others(tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip() == (
         "error: --only 'loop,bogus': allowed parts are loop, sweeps, overhead, outliers, mnist12, "
-        "whole, fresh, conv, grid, scaling"
+        "whole, fresh, conv, cost, tracked, launchers, batched, grid, scaling"
     )
+
+
+@pytest.mark.slow
+def test_a_stopped_bench_says_so_in_one_line(tmp_path):
+    import signal
+    import time
+
+    data = (
+        SHARED_DATA if (SHARED_DATA / "MNIST" / "raw").is_dir() else write_idx_mnist(tmp_path / "data", n_train=2000, n_test=500)
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness.bench", "--quick", "--only", "tracked", "--data-dir", str(data)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    time.sleep(8)  # inside its first sweep
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("interrupted (SIGTERM): the bench stopped"), err
+    assert "Traceback" not in err and not list(tmp_path.glob("harness-bench-*"))  # no row measured yet: nothing written
 
 
 def test_scaling_table_renders_members_per_second():

@@ -18,18 +18,19 @@ pytestmark = pytest.mark.slow
 
 # ---------------------------------------------------------------- 1. signals
 
-# Makes the window between MLflow's create_run and the end of the start-of-run writes (params,
-# config.yaml) three seconds long, and says when it opens: the test's signal lands inside it.
+# Makes the window between the run's creation (one transaction with its tags and params on a database
+# store: harness/tracking/sqlruns.py) and the end of the start-of-run writes (config.yaml, the journal)
+# three seconds long, and says when it opens: the test's signal lands inside it.
 SLOW_CREATE = textwrap.dedent("""
     import os, time
-    from mlflow.tracking import MlflowClient
-    _create = MlflowClient.create_run
-    def create_run(self, *a, **k):
-        run = _create(self, *a, **k)
-        open(os.environ["HARNESS_TEST_MARK"], "w").write(run.info.run_id)
+    import harness.tracking.sqlruns as sqlruns
+    _create = sqlruns.create_many
+    def create_many(*a, **k):
+        created = _create(*a, **k)
+        open(os.environ["HARNESS_TEST_MARK"], "w").write(created[0][0])
         time.sleep(3)
-        return run
-    MlflowClient.create_run = create_run
+        return created
+    sqlruns.create_many = create_many
 """)
 
 

@@ -1,8 +1,9 @@
-"""python -m harness.bench [--quick] [--device cpu|cuda] [--data-dir DIR] [--out reports/bench]
+"""python -m harness.bench [--quick] [--device cpu|cuda] [--data-dir DIR] [--out DIR]
 
 Holds the harness against a raw PyTorch loop and its own targets. Every figure is a ratio of two
 things timed side by side in this process (or in one sweep), repeated; the table gives the median
-with [min, max]. Writes bench.md and bench.json under --out and prints the table.
+with [min, max]. Writes bench.md and bench.json into a new folder of its own (harness-bench-DATE in the
+current folder) or --out, and prints the table. --quick runs the run-cost rows and the whole-process row.
 """
 
 from __future__ import annotations
@@ -22,21 +23,27 @@ from harness.bench.loop import loop_rows
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__.split("\n\n")[1])
-    p.add_argument("--quick", action="store_true", help="the same measurements, smaller, in about a minute (CI smoke)")
+    p.add_argument("--quick", action="store_true", help="the run-cost rows and the whole-process row, small, in a few minutes")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument(
         "--data-dir",
         default=os.environ.get("HARNESS_DATA_DIR", str(ROOT.parent / "shared" / "data")),
         help="folder holding MNIST/raw (default: $HARNESS_DATA_DIR or ../shared/data)",
     )
-    p.add_argument("--out", default=str(ROOT / "reports" / "bench"), help="where bench.md and bench.json go")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="where bench.md and bench.json go (default: a new folder harness-bench-DATE here; the published "
+        "tables are --out reports/bench)",
+    )
     p.add_argument("--reps", type=int, default=None, help="repetitions per figure (default 5, --quick 1)")
     p.add_argument("--sweeps-only", action="store_true", help="only the sweep rows (overhead, stacked launcher, whole process)")
     p.add_argument(
         "--only",
         default=None,
         help="comma-separated parts to run, of: loop, sweeps (or one of its rows: "
-        "overhead, outliers, mnist12, whole, fresh, conv), grid, scaling (default: loop,sweeps, plus grid and scaling when asked for)",
+        "overhead, outliers, mnist12, whole, fresh, conv), cost (or one of its rows: tracked, launchers, batched), grid, "
+        "scaling (default: loop,sweeps,cost, plus grid and scaling when asked for; --quick: cost,whole)",
     )
     p.add_argument("--grid", action="store_true", help="add the full mnist_optimizers grid (108 runs x 10 epochs; long on a CPU)")
     p.add_argument(
@@ -45,13 +52,17 @@ def main(argv=None) -> int:
         help="add a members-per-second vs bundle-size table (bundles of 1 to 64 MNIST MLPs, 2 epochs)",
     )
     args = p.parse_args(argv)
+    from harness.bench.cost import COST_ROWS
     from harness.bench.sweeps import SWEEP_ROWS
 
-    allowed = ("loop", "sweeps", *SWEEP_ROWS, "grid", "scaling")
+    allowed = ("loop", "sweeps", *SWEEP_ROWS, "cost", *COST_ROWS, "grid", "scaling")
     parts = (
         set(args.only.split(","))
         if args.only
-        else ({"sweeps"} if args.sweeps_only else {"loop", "sweeps"}) | {k for k in ("grid", "scaling") if getattr(args, k)}
+        else {"cost", "whole"}
+        if args.quick
+        else ({"sweeps"} if args.sweeps_only else {"loop", "sweeps", "cost"})
+        | {k for k in ("grid", "scaling") if getattr(args, k)}
     )
     if not parts or parts - set(allowed):
         print(f"error: --only {args.only!r}: allowed parts are {', '.join(allowed)}", file=sys.stderr)
@@ -73,9 +84,18 @@ def main(argv=None) -> int:
     from harness.engine.device import resolve_threads
 
     threads = resolve_threads("auto")
+    args.out = args.out or f"harness-bench-{time.strftime('%Y%m%d-%H%M%S')}"
     work = Path(tempfile.mkdtemp(prefix="harness-bench-"))  # the bench's stores and sweep folders; removed at the end
+    from harness.tracking import signals
+
+    signals.install()
     try:
         return measure(args, parts, device, quick, reps, epochs, subset, threads, work)
+    except KeyboardInterrupt as e:  # Ctrl-C, SIGTERM, SIGHUP: one line, the rows measured so far kept
+        stopped = e if isinstance(e, signals.Stopped) else signals.Stopped()
+        kept = f"the rows it measured are in {args.out}" if Path(args.out).exists() else "no row was measured, nothing written"
+        print(f"interrupted ({stopped}): the bench stopped; {kept}", file=sys.stderr)
+        return stopped.exit_code
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -144,7 +164,11 @@ def measure(args, parts, device, quick: bool, reps: int, epochs: int, subset: li
     if "loop" in parts:
         loop_rows(row, args.data_dir, dev, device, store, data, reps, epochs, subset, threads, quick, work)
     from harness.bench import sweeps as bench_sweeps
+    from harness.bench.cost import COST_ROWS, cost_rows
 
+    cost = COST_ROWS if "cost" in parts else tuple(k for k in COST_ROWS if k in parts)
+    if cost:
+        cost_rows(row, work, dev, quick, reps, threads, cost)
     sweeps = bench_sweeps.SWEEP_ROWS if "sweeps" in parts else tuple(k for k in bench_sweeps.SWEEP_ROWS if k in parts)
     bench_sweeps.rows(row, work, args.data_dir, dev, quick, reps, "grid" in parts, sweeps)
     if "scaling" in parts:

@@ -25,7 +25,7 @@ from harness.engine.bundles import (
     resolve_workers,
 )
 from harness.engine.device import resolve_threads
-from harness.engine.record import RunRecord, ending, failure
+from harness.engine.record import RunRecord, end_all, ending, failure, start_all
 from harness.engine.run import open_tracker
 from harness.engine.stacked import Member, train_stacked
 from harness.engine.train import Result
@@ -91,18 +91,15 @@ def run_members(entries: list[Entry], records: list[RunRecord], label: str, thre
     parts = [e.built for e in entries]
     cfg, task, batch_size = entries[0].spec.cfg, parts[0].task, parts[0].batch_size
     writes = FlushGroup()  # the members' metrics go to the store together
-    for e, p in zip(entries, parts):
-        record = RunRecord(e.spec, e.tracker or open_tracker(e.spec))
-        writes.join(record.tracker)
-        record.start(
-            p.task,
-            p.device,
-            threads,
-            batch_size,
-            cfg.epochs * steps,
-            extra_tags={"bundle": label, "bundle_size": str(len(entries))},
-        )
-        records.append(record)
+    opening = [RunRecord(e.spec, e.tracker or open_tracker(e.spec)) for e in entries]
+    starts = [
+        r.opening(p.task, p.device, threads, batch_size, cfg.epochs * steps, {"bundle": label, "bundle_size": str(len(entries))})
+        for r, p in zip(opening, parts)
+    ]
+    start_all(opening, starts)  # every member's run, tags and params in one transaction on a database store
+    records += opening
+    for r in records:
+        writes.join(r.tracker)
     members = [member(e, r.epoch, datasets[p.data_key]) for e, r, p in zip(entries, records, parts)]
     data_list: list = [None] * len(datasets)
     for p in parts:
@@ -116,8 +113,8 @@ def run_members(entries: list[Entry], records: list[RunRecord], label: str, thre
         eval_batch_size=cfg.eval_batch_size,
         on_bundle_epoch=progress_line(label, cfg.epochs, task.primary_metric, task.mode, names) if cfg.progress else None,
     )
-    for e, record, result, m in zip(entries, records, results, members):
-        record.end(result.outcome, result, error=m.error, metric=task.primary_metric)
+    end_all(records, [(result.outcome, result, m.error) for result, m in zip(results, members)], task.primary_metric)
+    for e, result in zip(entries, results):
         e.result = result
 
 

@@ -19,7 +19,7 @@ from harness.engine.job import Spec
 from harness.engine.train import Result
 from harness.tasks import file_digests
 from harness.tracking import signals
-from harness.tracking.runs import flatten
+from harness.tracking.runs import end_many, flatten, start_many
 
 LR_POINTS_PER_RUN = 100  # per-step LR is logged as `lr_step`, thinned to at most about this many points per run
 KILLED: list[str] = []  # ids of the runs this process closed as KILLED (for the stop message)
@@ -50,7 +50,8 @@ class RunRecord:
     def run_id(self) -> str | None:
         return self.tracker.run_id
 
-    def start(self, task, device, threads: int, batch_size: int, total_steps: int, extra_tags: dict | None = None) -> None:
+    def opening(self, task, device, threads: int, batch_size: int, total_steps: int, extra_tags: dict | None = None) -> tuple:
+        """What its run is created with: (run name, tags, params, config.yaml)."""
         cfg, names = self.spec.cfg, self.spec.names
         tags = {
             "task": names["task"],
@@ -82,15 +83,14 @@ class RunRecord:
         if sweep and sweep.parent_run_id:
             tags.update({"mlflow.parentRunId": sweep.parent_run_id, "sweep_id": str(sweep.sweep_id)})
         self.stride = max(1, -(-total_steps // LR_POINTS_PER_RUN))
-        try:
-            with signals.deferred():
-                self.tracker.start(self.spec.run_name, tags, run_params(cfg, names), OmegaConf.to_yaml(cfg, resolve=True))
-                self.spec.journal("running", run_id=self.run_id)
-        except KeyboardInterrupt:  # a stop signal that landed while the run was being created
-            if self.run_id:
-                self.end("killed")
-            raise
+        return self.spec.run_name, tags, run_params(cfg, names), OmegaConf.to_yaml(cfg, resolve=True)
+
+    def opened(self) -> None:
+        self.spec.journal("running", run_id=self.run_id)
         self.t0 = time.perf_counter()
+
+    def start(self, task, device, threads: int, batch_size: int, total_steps: int, extra_tags: dict | None = None) -> None:
+        start_all([self], [self.opening(task, device, threads, batch_size, total_steps, extra_tags)])
 
     def epoch(self, epoch: int, metrics: dict[str, float], lrs: list[float]) -> None:
         """Log one epoch: its metrics, and the LR of every stride-th optimizer step as `lr_step`."""
@@ -100,29 +100,64 @@ class RunRecord:
         self.steps_done += len(lrs)
         self.tracker.log(metrics, step=epoch)
 
-    def end(self, outcome: str, result: Result | None = None, error: str | None = None, metric: str | None = None) -> None:
-        """Close the run (FINISHED for finished and diverged, FAILED, KILLED) and write the journal line."""
-        if self.ended:
-            return
-        self.ended = True
-        seconds = time.perf_counter() - self.t0
+    def closing(self, outcome: str, result: Result | None = None, error: str | None = None) -> tuple[str, dict[str, str]]:
+        """Its end as the store takes it: (status, tags); FINISHED for finished and diverged."""
         status = {"finished": "FINISHED", "diverged": "FINISHED", "failed": "FAILED", "killed": "KILLED"}[outcome]
-        tags = {"outcome": outcome, "train_seconds": f"{seconds:.3f}"}
+        tags = {"outcome": outcome, "train_seconds": f"{time.perf_counter() - self.t0:.3f}"}
         if result is not None and result.diverged_epoch is not None:
             tags["diverged_epoch"] = str(result.diverged_epoch)
         if error:
             tags["error"] = error[:5000]
-        value = result.final.get(metric, float("nan")) if result is not None and metric else None
-        if outcome == "killed" and self.run_id:
-            KILLED.append(self.run_id)
+        return status, tags
+
+    def end(self, outcome: str, result: Result | None = None, error: str | None = None, metric: str | None = None) -> None:
+        """Close the run (FINISHED for finished and diverged, FAILED, KILLED) and write the journal line."""
+        end_all([self], [(outcome, result, error)], metric)
+
+
+def start_all(records: list[RunRecord], starts: list[tuple]) -> None:
+    """Create the records' runs (a bundle's members: in one transaction on a database store) with stopping
+    signals deferred, then their journal lines; a stop that landed meanwhile ends them KILLED."""
+    try:
         with signals.deferred():
-            try:
-                self.tracker.end(status, tags)
-            except HarnessError as e:  # the store is gone or locked for good: say so; a later sweep closes the run
-                print(f"error: run {self.run_id} could not be closed: {e}", file=sys.stderr, flush=True)
-                outcome, error = "failed", str(e)
-            finally:
-                self.spec.journal(outcome, run_id=self.run_id, seconds=seconds, error=error, metric=metric, value=value)
+            start_many([r.tracker for r in records], starts)
+            for r in records:
+                r.opened()
+    except KeyboardInterrupt:  # a stop signal that landed while the runs were being created
+        for r in records:
+            if r.run_id:
+                r.end("killed")
+        raise
+
+
+def end_all(records: list[RunRecord], outcomes: list[tuple[str, Result | None, str | None]], metric: str | None = None) -> None:
+    """Close each record's run exactly once, ``(outcome, result, error)`` each (a bundle's members: in one
+    transaction on a database store), and write its journal line."""
+    todo = [(r, o) for r, o in zip(records, outcomes) if not r.ended]
+    for r, _ in todo:
+        r.ended = True
+    closing = [r.closing(*o) for r, o in todo]
+    for r, (outcome, _, _) in todo:
+        if outcome == "killed" and r.run_id:
+            KILLED.append(r.run_id)
+    failed: dict[str, str] = {}
+    with signals.deferred():
+        try:
+            failed = end_many([r.tracker for r, _ in todo], closing)
+        finally:
+            for (r, (outcome, result, error)), (_, tags) in zip(todo, closing):
+                why = failed.get(r.run_id or "")
+                if why:  # the store is gone or locked for good: say so; a later sweep closes the run
+                    print(f"error: run {r.run_id} could not be closed: {why}", file=sys.stderr, flush=True)
+                value = result.final.get(metric, float("nan")) if result is not None and metric else None
+                r.spec.journal(
+                    "failed" if why else outcome,
+                    run_id=r.run_id,
+                    seconds=float(tags["train_seconds"]),
+                    error=why or error,
+                    metric=metric,
+                    value=value,
+                )
 
 
 def failure(err: BaseException) -> str:

@@ -208,6 +208,7 @@ def build_report(
             text += f"; {predating} of the {len(runs)} runs predate this declaration (reused by resume from an earlier sweep)"
         head = {"declared": text, **head}
     if decl is not None:
+        assert selected is not None  # a declared study always selects
         ranks, cd, cd_text = protocol.mean_ranks(selected)
         head["protocol"] = (
             f"{decl.text()}; selected on the validation metric, test metric reported; "
@@ -253,7 +254,7 @@ def build_report(
                     "runs": len(runs),
                     "finished": int((runs.outcome == "finished").sum()),
                     "epochs": epochs,
-                    "seeds": sorted(selected["n"].unique().tolist()),  # type: ignore[index]
+                    "seeds": sorted(selected["n"].unique().tolist()),
                     **(
                         {"confirmation": {"rounds_declared": decl.rounds, "caption": fresh_caption(runs, decl.rounds)}}
                         if confirmed

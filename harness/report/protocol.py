@@ -158,7 +158,7 @@ def select(settings: pd.DataFrame, tolerance: float, margin: object = None, roun
             )
             continue
         best = pool.loc[pool["val_mean"].idxmax() if mode == "max" else pool["val_mean"].idxmin()]
-        fresh = best["fresh_by_round"]
+        fresh = best.get("fresh_by_round") or {}
         scores = upto(fresh, max(fresh)) if fresh else best["test_by_seed"]
         low, high = stats.mean_ci(list(scores.values()))
         vals = scored["val_mean"].to_numpy(float)

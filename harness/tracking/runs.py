@@ -1,6 +1,7 @@
 """One MLflow run's record: params (flattened config), buffered metrics written with ``log_batch``
 (one call per epoch or per ``flush_seconds``, never one per step), tags, artifacts and its end;
-``FlushGroup`` writes the metrics of a bundle's members in one transaction."""
+``FlushGroup`` writes the metrics of a bundle's members in one transaction, ``start_many`` and
+``end_many`` open and close their runs in one each."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     from omegaconf import DictConfig
 
 from harness import HarnessError
+from harness.tracking import sqlruns
 from harness.tracking.store import Store, process_tag
 from harness.tracking.uris import PARAM_VALUE_LIMIT, PARAMS_PER_BATCH, first_line
 
@@ -160,6 +162,80 @@ class MlflowTracker:
             json.dumps([{"key": m.key, "value": m.value, "timestamp": m.timestamp, "step": m.step} for m in self.buffer])
         )
         return path
+
+
+# ---------------------------------------------------------------- a bundle's runs together
+
+
+def start_many(trackers: list, starts: list[tuple[str, dict[str, str], dict[str, str], str]]) -> None:
+    """Open one run per tracker, ``(run name, tags, params, config yaml)`` each: on a database store all of
+    them, with their tags and params, in one transaction (``sqlruns``), their config.yaml written after;
+    else one tracker after another (``MlflowTracker.start``)."""
+    store = shared_sql_store(trackers)
+    items = [
+        (name, {**tags, "process": process_tag(), "heartbeat": f"{time.time():.0f}"}, params) for name, tags, params, _ in starts
+    ]
+    if store is None or not sqlruns.usable(store.sql, items):
+        for t, start in zip(trackers, starts):
+            t.start(*start)
+        return
+    created = store.call(sqlruns.create_many, store.sql, trackers[0].experiment_id, items, int(time.time() * 1000))
+    for t, (run_id, _) in zip(trackers, created):
+        t.run_id = run_id
+    try:
+        for t, (run_id, artifact_uri), (*_, config_yaml) in zip(trackers, created, starts):
+            sqlruns.write_text(t.client, run_id, artifact_uri, config_yaml, "config.yaml")
+    except BaseException as e:  # the runs exist: they end FAILED (as MlflowTracker.start's) before the error goes on
+        why = f"cannot write config.yaml into {artifact_uri}: {e.strerror or e}" if isinstance(e, OSError) else first_line(e)
+        with contextlib.suppress(Exception):
+            store.call(
+                sqlruns.end_many,
+                store.sql,
+                [(i, [], {"outcome": "failed", "error": why}, "FAILED") for i, _ in created],
+                int(time.time() * 1000),
+            )
+        if isinstance(e, OSError):
+            raise HarnessError(why) from None
+        raise
+
+
+def end_many(trackers: list, ends: list[tuple[str, dict[str, str]]]) -> dict[str, str]:
+    """Close one run per tracker, ``(status, tags)`` each, with its unwritten metrics: on a database store
+    all in one transaction; else (or if that fails) one after another, each as ``MlflowTracker.end``.
+    Returns {run id: why} for the runs the store would not close (a later sweep closes them)."""
+    store = shared_sql_store(trackers)
+    open_ = [(t, end) for t, end in zip(trackers, ends) if t.run_id is not None]
+    if store is not None and len(open_) > 1:
+        try:
+            store.call(
+                sqlruns.end_many,
+                store.sql,
+                [(t.run_id, t.buffer, {"heartbeat": f"{time.time():.0f}", **tags}, status) for t, (status, tags) in open_],
+                int(time.time() * 1000),
+            )
+        except HarnessError:
+            pass  # each run alone below: what one cannot take is saved beside the store, the others close
+        else:
+            for t, _ in open_:
+                t.buffer, t.group = [], None
+            return {}
+    failed = {}
+    for t, (status, tags) in open_:
+        try:
+            t.end(status, tags)
+        except HarnessError as e:
+            failed[t.run_id] = str(e)
+    return failed
+
+
+def shared_sql_store(trackers: list) -> Store | None:
+    """The database store all ``trackers`` write to (one experiment), or None."""
+    if not trackers or not all(isinstance(t, MlflowTracker) for t in trackers):
+        return None
+    store = trackers[0].store
+    if store.sql is None or any(t.store is not store or t.experiment_id != trackers[0].experiment_id for t in trackers):
+        return None
+    return store
 
 
 def experiment_name(cfg: DictConfig, task_choice: str, task_is_swept: bool = False) -> str:

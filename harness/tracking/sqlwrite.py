@@ -45,7 +45,22 @@ def write_many(store, items: list[tuple[str, list, dict[str, str]]]) -> bool:
     import sqlalchemy as sa
     from mlflow.exceptions import MlflowException
 
-    rows, newest, tags = [], {}, []
+    rows, newest, tags = rows_of(store, items)
+    try:
+        with store.ManagedSessionMaker(read_only=False) as session:
+            insert(session, rows, newest, tags)
+    except MlflowException as e:
+        if isinstance(e.__cause__, sa.exc.IntegrityError):
+            return False
+        raise
+    return True
+
+
+def rows_of(store, items: list[tuple[str, list, dict[str, str]]]) -> tuple[list[dict], dict, list[tuple[str, str, str]]]:
+    """The metric rows, each run's newest row per key (for ``latest_metrics``) and the tags of ``items``."""
+    rows: list[dict] = []
+    newest: dict[tuple[str, str], dict] = {}
+    tags: list[tuple[str, str, str]] = []
     for run_id, metrics, run_tags in items:
         for m in metrics:
             is_nan, value = store.sanitize_metric_value(m.value)
@@ -55,14 +70,7 @@ def write_many(store, items: list[tuple[str, list, dict[str, str]]]) -> bool:
             if old is None or (row["step"], row["timestamp"], row["value"]) > (old["step"], old["timestamp"], old["value"]):
                 newest[run_id, m.key] = row
         tags += [(run_id, k, v) for k, v in run_tags.items()]
-    try:
-        with store.ManagedSessionMaker(read_only=False) as session:
-            insert(session, rows, newest, tags)
-    except MlflowException as e:
-        if isinstance(e.__cause__, sa.exc.IntegrityError):
-            return False
-        raise
-    return True
+    return rows, newest, tags
 
 
 def insert(session, rows: list[dict], newest: dict[tuple[str, str], dict], tags: list[tuple[str, str, str]]) -> None:
