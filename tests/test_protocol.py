@@ -308,7 +308,7 @@ def test_claims_come_from_the_reports_and_the_map(tmp_path):
     assert claims.main(["--reports", str(reports), "--readme", str(readme)]) == 0
     table = (reports / "claims.md").read_text()
     row = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| C")}
-    assert "across the table's 7 tested primary contrasts (Bonferroni: 99.29%)" in table  # C7 C8 C9 C13 C14 C15 C17
+    assert "across the table's 7 tested primary contrasts (Bonferroni: 99.29%;" in table  # C7 C8 C9 C13 C14 C15 C17
     assert "| supported " in row["C7"] and "better, gain 0.04996 [0.0498" in row["C7"]  # paired by seed: a tight interval
     assert "declared 2000-01-01, before its runs" in row["C7"] and "declared: no date" in row["C8"]
     assert "| contradicted " in row["C8"] and "equivalent, gain 4e-05" in row["C8"]  # within the margin: no gain that matters
@@ -457,10 +457,10 @@ def test_runs_trained_on_corrupted_targets_show_no_train_test_gap():
 
 
 def test_the_rules_map_every_verdict_and_a_gap_share_is_judged_per_seed():
-    from harness.report import claims
+    from harness.report import judge
 
-    for rule in claims.PAIR_RULES:
-        assert set(claims.RULES[rule]) == {"better", "worse", "equivalent", "non-inferior", "undecided"}, rule
+    for rule in judge.PAIR_RULES:
+        assert set(judge.RULES[rule]) == {"better", "worse", "equivalent", "non-inferior", "undecided"}, rule
     seeds = range(5)
     rows = [
         {
@@ -476,16 +476,16 @@ def test_the_rules_map_every_verdict_and_a_gap_share_is_judged_per_seed():
         for i, (m, mean) in enumerate((("mse", 3.0), ("mae", 2.0), ("huber", 2.1), ("half", 2.5)))
     ]
     tuned = pd.DataFrame(rows)
-    closes = claims.check(tuned, {"a": "huber", "b": "mse", "c": "mae", "where": "p", "rule": "gap_share", "fraction": 0.5})
+    closes = judge.check(tuned, {"a": "huber", "b": "mse", "c": "mae", "where": "p", "rule": "gap_share", "fraction": 0.5})
     assert closes["verdict"] == "supported" and closes["closed"] == pytest.approx(0.9, abs=0.01)
-    short = claims.check(tuned, {"a": "half", "b": "mse", "c": "mae", "where": "p", "rule": "gap_share", "fraction": 0.8})
+    short = judge.check(tuned, {"a": "half", "b": "mse", "c": "mae", "where": "p", "rule": "gap_share", "fraction": 0.8})
     assert short["verdict"] == "contradicted"  # it closes half the gap, not 80% of it
     with pytest.raises(ReportError, match="unknown rule 'beats'"):
-        claims.check(tuned, {"a": "huber", "b": "mse", "where": "p", "rule": "beats"})
+        judge.check(tuned, {"a": "huber", "b": "mse", "where": "p", "rule": "beats"})
 
 
 def test_a_claims_check_where_names_every_part_it_needs():
-    from harness.report.claims import matches
+    from harness.report.judge import matches
 
     problem = "task.jitter=4, task.max_length=6"
     assert matches(problem, "jitter=4") and matches(problem, "jitter=4, max_length=6")
