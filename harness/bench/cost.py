@@ -96,7 +96,8 @@ def cost_rows(row, work: Path, device: str, quick: bool, reps: int, threads: int
                 "<= 1.2",
                 r["median"] <= 1.2,
                 f"tracked {statistics.median(tracked_walls):.1f} s, untracked {statistics.median(untracked_walls):.1f} s, "
-                f"so {(statistics.median(tracked_walls) - statistics.median(untracked_walls)) / 20:.3f} s of tracking a run; "
+                f"a difference of {(statistics.median(tracked_walls) - statistics.median(untracked_walls)) / 20:.3f} s a run, "
+                f"the process's fixed costs of tracking (MLflow's import, the store, the sweep's parent run) included; "
                 f"{threads} thread(s)",
             )
     if "launchers" in which:
