@@ -64,6 +64,7 @@ def test_a_confirmation_reruns_only_the_selected_settings_on_fresh_seeds(tmp_pat
         assert row["test_mean"] == pytest.approx(sum(scores.values()) / 3)
     text = (out / "report.md").read_text()
     assert "the verdicts read only fresh seeds (3-5)" in text and "at most 2 declared" in text
+    assert "predate" not in text  # the selection's runs are the study's own, not runs reused from another sweep
     assert json.loads((out / "protocol.json").read_text())["confirmation"]["rounds_declared"] == 2
 
     # seeds the study already used are refused, and so is a round past the declared cap

@@ -201,11 +201,12 @@ def build_report(
             "only the runs with " + ", ".join(f"{k}={v}" for k, v in where.items()) + " (python -m harness.report --where)"
         )
     if decl is not None:  # what was declared, and when, before any result
-        declared_at = unit.parents[0].info.start_time if unit.parents and not all_sweeps else None
+        # the study's first sweep (its selection): runs older than it were reused by resume from another sweep
+        declared_at = min(p.info.start_time for p in unit.parents) if unit.parents and not all_sweeps else None
         predating = int((runs["start"] < declared_at).sum()) if declared_at else 0
         text = decl.declared_text(sorted(runs["primary_metric"].dropna().unique()))
-        if predating:  # runs a resumed sweep reused: the declaration came after them
-            text += f"; {predating} of the {len(runs)} runs predate this declaration (reused by resume from an earlier sweep)"
+        if predating:
+            text += f"; {predating} of the {len(runs)} runs predate the study's first sweep (reused by resume from another sweep)"
         head = {"declared": text, **head}
     if decl is not None:
         assert selected is not None  # a declared study always selects
