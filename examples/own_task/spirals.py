@@ -1,6 +1,6 @@
 """A task of your own: two interleaved spirals, a classification problem an MLP must bend around.
 
-The harness needs four things from a task (see the README's "Bring your own task"):
+The harness needs four things from a task (see docs/own-task.md):
 - ``load()`` -> ``Data(train, val, test)``: tensors, each split an ``Split(x, y)``; class indices
   ``y`` as a long tensor [N] for classification, float [N, 1] for regression;
 - ``model()`` -> an ``nn.Module`` that maps a batch of ``x`` to outputs (logits here);

@@ -113,7 +113,7 @@ def one_line(e: Exception) -> str:
     if options:
         message += f"; available: {', '.join(options)}"
         if "Could not find 'task/" in message or "Could not find 'experiment/" in message:
-            message += " (a task or study of your own: add hydra.searchpath=[file://YOUR_CONF_DIR], see the README)"
+            message += " (a task or study of your own: add hydra.searchpath=[file://YOUR_CONF_DIR], see docs/own-task.md)"
     elif message.startswith("Error merging override") and e.__cause__ is not None:
         message += f": {str(e.__cause__).splitlines()[0]}"  # the reason: "Value 'maybe' is not a valid bool (type str)"
     elif len(lines) > 1 and lines[1].startswith("To append"):

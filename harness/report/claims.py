@@ -1,8 +1,8 @@
-"""python -m harness.report.claims [--reports DIR] [--readme README.md]
+"""python -m harness.report.claims [--reports DIR] [--page docs/results.md]
 
 reports/claims.md from the studies' tuned reports (their tuned.csv and protocol.json) and the map in
 reports/claims.yaml of which study settles which claim of ../shared/CLAIMS.md, and how. Every number
-in it comes from a report; nothing is typed by hand. With --readme, the block between the README's
+in it comes from a report; nothing is typed by hand. With --page (or --readme), the block between the page's
 ``<!-- claims:start -->`` and ``<!-- claims:end -->`` lines is replaced by the same table.
 """
 
@@ -146,7 +146,7 @@ def main(argv=None) -> int:
         prog="python -m harness.report.claims", description="reports/claims.md from the studies' reports."
     )
     p.add_argument("--reports", default=str(REPORTS), help="folder holding the studies' reports and claims.yaml")
-    p.add_argument("--readme", help="also rewrite the claims block of this README")
+    p.add_argument("--page", "--readme", dest="readme", help="also rewrite the claims block of this page (docs/results.md)")
     args = p.parse_args(argv)
     reports = Path(args.reports)
     try:
