@@ -115,8 +115,8 @@ class StudyConfig:
     rounds: Any = knob(
         1,
         POSITIVE_INT,
-        doc="the most confirmation rounds (declared before the first): a round reruns the pairs still undecided "
-        "on new seeds, and every look is tested at alpha / rounds",
+        doc="the most confirmation rounds (declared before the first): a round reruns, on new seeds, the pairs "
+        "without a full verdict (better, worse, equivalent) and their reference; every look is tested at alpha / rounds",
     )
 
 
