@@ -69,6 +69,18 @@ def margin_ok(v) -> bool:
     return finite(v) and v > 0
 
 
+def same_value(a, b) -> bool:
+    """Two values of a knob as logged or given (text): both missing, equal as text, or equal as numbers (0 is 0.0)."""
+    if a is None or b is None:
+        return a is None and b is None
+    if str(a) == str(b):
+        return True
+    try:
+        return float(a) == float(b)
+    except (TypeError, ValueError):
+        return False
+
+
 def check_seed(key: str, value) -> int:
     check_rule(key, value, SEED, SEED_WHY)
     return value

@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from harness import HarnessError
 from harness.config.checks import check_config
 from harness.config.schema import seed_of
+from harness.config.values import same_value
 from harness.engine.build import build
 from harness.engine.job import Spec, fail, spec_from_hydra
 from harness.engine.record import RunRecord, ending, run_params
@@ -71,23 +72,7 @@ def unselected(spec: Spec) -> bool:
             "(python -m harness --multirun experiment=NAME study.stage=confirm seed=5,6,7,8,9)"
         )
     params = run_params(spec.cfg, spec.names)
-    return not any(all(same_param(params.get(label(c)), v) for c, v in s.items()) for s in plan["selected"])
-
-
-def same_param(a, b) -> bool:
-    """A job's param against a selected setting's logged value: both missing, equal as text, or equal as numbers."""
-    if a is None or b is None:
-        return a is None and b is None
-    if str(a) == str(b):
-        return True
-    try:
-        return float(a) == float(b)
-    except (TypeError, ValueError):
-        return False
-
-
-def label(column: str) -> str:
-    return column[len("param:") :] if column.startswith("param:") else column
+    return not any(all(same_value(params.get(k), v) for k, v in s.items()) for s in plan["selected"])
 
 
 def pass_over(spec: Spec) -> Result:

@@ -63,6 +63,24 @@ def sequential(
     return c, looks[-1]
 
 
+def versus(
+    method: dict[str, float],
+    method_rounds: dict[int, dict[str, float]],
+    reference: dict[str, float],
+    reference_rounds: dict[int, dict[str, float]],
+    mode: str,
+    margin: float,
+    family: int,
+    cap: int,
+) -> tuple[Contrast, int]:
+    """A method's scores against the reference's: look by look on fresh seeds where both were confirmed
+    (``sequential``), else one contrast on the scores they have. Returns (the contrast, its look; 0: the
+    selection's seeds). The report's verdicts and the claims table both judge a pair with it."""
+    if method_rounds and reference_rounds:
+        return sequential(method_rounds, reference_rounds, mode, margin, family, cap)
+    return contrast(method, reference, mode, margin, family), 0
+
+
 def seeds_text(seeds: list[str]) -> str:
     """Seeds as a short list: 5-14, or 0, 3, 7."""
     nums = sorted(int(s) for s in seeds if str(s).lstrip("-").isdigit())

@@ -9,19 +9,9 @@ import math
 import pandas as pd
 
 from harness.report import ReportError, stats
-from harness.report.contrast import contrast, margin_of
-from harness.report.fresh import sequential
+from harness.report.contrast import margin_of
+from harness.report.fresh import versus
 from harness.report.wording import fmt, interval
-
-
-def compared(a: pd.Series, scores: dict, rounds_of: dict, mode: str, margin: float, family: int, rounds: int):
-    """a against scores: on fresh seeds look by look where both sides were confirmed (``rounds_of``: the
-    other side's fresh scores by round; each look at alpha / (family x rounds), as the study's report
-    does), else on the seeds they have. Returns (contrast, look; 0: the selection's seeds)."""
-    mine = a.get("fresh_by_round") or {}
-    if mine and rounds_of:
-        return sequential(mine, rounds_of, mode, margin, family, rounds)
-    return contrast(a["test_by_seed"], scores, mode, margin, family), 0
 
 
 def matches(problem: str, where: str) -> bool:
@@ -114,7 +104,16 @@ def check(tuned: pd.DataFrame, c: dict, family: int = 1, margin: object = None) 
         point = {s: (1 - f) * b["test_by_seed"][s] + f * to["test_by_seed"][s] for s in seeds}
         fb, fc = b.get("fresh_by_round") or {}, to.get("fresh_by_round") or {}
         rounds_point = {r: {s: (1 - f) * fb[r][s] + f * fc[r][s] for s in set(fb[r]) & set(fc.get(r, {}))} for r in fb if r in fc}
-        d, look = compared(a, point, rounds_point, a["mode"], math.nan, family, tuned.attrs.get("rounds", 1))
+        d, look = versus(
+            a["test_by_seed"],
+            a.get("fresh_by_round") or {},
+            point,
+            rounds_point,
+            a["mode"],
+            math.nan,
+            family,
+            tuned.attrs.get("rounds", 1),
+        )
         gap = b["test_mean"] - to["test_mean"]
         closed = (b["test_mean"] - a["test_mean"]) / gap if gap else math.nan
         return {
@@ -126,7 +125,16 @@ def check(tuned: pd.DataFrame, c: dict, family: int = 1, margin: object = None) 
         }
     b = rows_of(tuned, c, c["b"])
     m = margin_of(c.get("margin", margin), b["test_mean"], a["metric"])
-    d, look = compared(a, b["test_by_seed"], b.get("fresh_by_round") or {}, a["mode"], m, family, tuned.attrs.get("rounds", 1))
+    d, look = versus(
+        a["test_by_seed"],
+        a.get("fresh_by_round") or {},
+        b["test_by_seed"],
+        b.get("fresh_by_round") or {},
+        a["mode"],
+        m,
+        family,
+        tuned.attrs.get("rounds", 1),
+    )
     return {**out, "contrast": d, "look": look, "margin": m, "verdict": RULES[rule].get(d.verdict, "inconclusive")}
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.config import schema
+from harness.config.values import same_value
 from harness.report import ReportError
 
 # params that never distinguish one configuration from another
@@ -269,16 +270,6 @@ def parse_where(items: list[str]) -> dict[str, str]:
             raise ReportError(f"--where {item!r}: expected KEY=VALUE, e.g. --where optimizer.weight_decay=0.0")
         where[key.strip()] = value.strip()
     return where
-
-
-def same_value(a, b: str) -> bool:
-    """A logged value against one given on the command line: as text, or as numbers (0 matches 0.0)."""
-    if str(a) == b:
-        return True
-    try:
-        return float(a) == float(b)
-    except (TypeError, ValueError):
-        return False
 
 
 def slice_runs(runs: pd.DataFrame, where: dict[str, str]) -> pd.DataFrame:

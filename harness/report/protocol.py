@@ -27,9 +27,9 @@ import pandas as pd
 
 from harness.config.schema import GROUPS
 from harness.report import ReportError, stats
-from harness.report.contrast import Contrast, contrast, margin_of
+from harness.report.contrast import Contrast, margin_of
 from harness.report.declaration import Declaration, label
-from harness.report.fresh import by_round, is_fresh, sequential, upto
+from harness.report.fresh import by_round, is_fresh, upto, versus
 from harness.report.wording import verdict
 
 
@@ -250,10 +250,16 @@ def verdicts(table: pd.DataFrame, margin: object = None, rounds: int = 1) -> pd.
 def compare(r: pd.Series, top: pd.Series, mode: str, margin: float, family: int, rounds: int) -> tuple[Contrast, int]:
     """A method against the reference: on fresh seeds look by look where both were confirmed (its look), else
     on the scores they have (look 0: the selection's seeds)."""
-    mine, theirs = r.get("fresh_by_round") or {}, top.get("fresh_by_round") or {}
-    if mine and theirs:
-        return sequential(mine, theirs, mode, margin, family, rounds)
-    return contrast(r["test_by_seed"], top["test_by_seed"], mode, margin, family), 0
+    return versus(
+        r["test_by_seed"],
+        r.get("fresh_by_round") or {},
+        top["test_by_seed"],
+        top.get("fresh_by_round") or {},
+        mode,
+        margin,
+        family,
+        rounds,
+    )
 
 
 def mean_ranks(selected: pd.DataFrame) -> tuple[pd.DataFrame, object | None, str]:

@@ -28,9 +28,10 @@ def sweep_seeds(config: DictConfig) -> list[str]:
 
 
 def plan(client, experiment_id: str, experiment: str, config: DictConfig) -> dict:
-    """{"round": r, "seeds": [...], "selected": [{column: value}, ...]}: the settings this round reruns."""
+    """{"round": r, "seeds": [...], "selected": [{param key: value}, ...]}: the settings this round reruns, keyed as
+    ``engine.record.run_params`` logs them (loss, optimizer.lr, task.outlier_fraction, ...)."""
     from harness.report import ReportError
-    from harness.report.declaration import Declaration
+    from harness.report.declaration import Declaration, label
     from harness.report.fresh import DECIDED, is_fresh
     from harness.report.load import factors, load_runs, select_unit
     from harness.report.protocol import select, settings_table
@@ -82,9 +83,8 @@ def plan(client, experiment_id: str, experiment: str, config: DictConfig) -> dic
         if not row.get("run_ids"):
             continue  # nothing of this method finished: nothing to confirm
         first = by_id.loc[row["run_ids"][0]]
-        settings.append(
-            {c: (None if first.get(c) is None or first.get(c) != first.get(c) else str(first.get(c))) for c in columns}
-        )
+        value = {c: first.get(c) for c in columns}
+        settings.append({label(c): None if v is None or v != v else str(v) for c, v in value.items()})  # by param key
     if not settings:
         raise HarnessError(f"study.stage=confirm: round {round_} has nothing to rerun (every pair is decided)")
     return {"round": round_, "seeds": seeds, "selected": settings}
