@@ -11,6 +11,8 @@ Every loss in ``conf/loss/`` declares in its YAML which *targets* it takes:
 - ``adversarial``: real samples ``[N, 2]`` for a GAN objective (``harness.losses_gan``, ``task=gan``)
 - ``embedding``: class indices ``[N]`` for a metric-learning loss on an embedding task's output
   (triplet, contrastive, margin ranking, cross-entropy on the head: ``harness.losses_metric``)
+- ``mask``: per-pixel class indices ``[N, H, W]`` for a segmentation task's per-pixel logits ``[N, C, H, W]``
+  (cross-entropy per pixel, soft Dice per image)
 
 A classification task can feed ``index`` and ``onehot`` losses (it builds one-hot targets once);
 a regression task feeds ``real`` losses. The harness refuses any other pair before training.
@@ -27,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-TARGET_KINDS = ("index", "onehot", "real", "count", "embedding", "sequence", "adversarial")
+TARGET_KINDS = ("index", "onehot", "real", "count", "embedding", "sequence", "adversarial", "mask")
 
 
 def _reduce(loss: Tensor, reduction: str) -> Tensor:
@@ -135,6 +137,22 @@ def dice_loss(logits: Tensor, target: Tensor, smooth: float = 1.0, reduction: st
     return _reduce(per_class, reduction)
 
 
+def soft_dice_loss(logits: Tensor, mask: Tensor, smooth: float = 1.0, reduction: str = "mean") -> Tensor:
+    r"""Soft Dice loss per image, over its foreground classes (all but class 0), for segmentation.
+
+    .. math:: \ell_n = 1 - \frac{1}{C - 1}\sum_{c \ge 1} \frac{2\sum_j p_{n,j,c} q_{n,j,c} + s}{\sum_j p_{n,j,c} + \sum_j q_{n,j,c} + s}
+
+    ``logits`` ``[N, C, H, W]``, ``mask`` the class of each pixel ``[N, H, W]``; ``p`` is the softmax over
+    classes, ``q`` the one-hot mask, ``j`` runs over an image's pixels. ``reduction='none'`` gives ``[N]``.
+    """
+    p = logits.softmax(dim=1)[:, 1:]
+    q = F.one_hot(mask, logits.shape[1]).movedim(-1, 1)[:, 1:].to(p.dtype)
+    pixels = tuple(range(2, p.dim()))
+    inter, denom = (p * q).sum(pixels), p.sum(pixels) + q.sum(pixels)
+    per_image = 1.0 - ((2.0 * inter + smooth) / (denom + smooth)).mean(dim=1)
+    return _reduce(per_image, reduction)
+
+
 class _Loss(nn.Module):
     def __init__(self, reduction: str = "mean"):
         super().__init__()
@@ -203,6 +221,17 @@ class DiceLoss(_Loss):
 
     def forward(self, logits: Tensor, target: Tensor) -> Tensor:
         return dice_loss(logits, target, self.smooth, self.reduction)
+
+
+class SoftDiceLoss(_Loss):
+    """Module form of :func:`soft_dice_loss`. Targets: per-pixel class indices (``mask``)."""
+
+    def __init__(self, smooth: float = 1.0, reduction: str = "mean"):
+        super().__init__(reduction)
+        self.smooth = float(smooth)
+
+    def forward(self, logits: Tensor, mask: Tensor) -> Tensor:
+        return soft_dice_loss(logits, mask, self.smooth, self.reduction)
 
 
 class OnRate(nn.Module):

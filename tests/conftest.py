@@ -19,9 +19,10 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def write_idx_mnist(root: Path, n_train: int = 300, n_test: int = 100, seed: int = 0) -> Path:
-    """Tiny MNIST in torchvision's raw IDX layout: digit c is a bright c-th row band plus noise."""
-    raw = root / "MNIST" / "raw"
+def write_idx_mnist(root: Path, n_train: int = 300, n_test: int = 100, seed: int = 0, folder: str = "MNIST") -> Path:
+    """Tiny MNIST in torchvision's raw IDX layout: digit c is a bright c-th row band plus noise
+    (folder="FashionMNIST": the same images where the Fashion-MNIST task reads them)."""
+    raw = root / folder / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     for prefix, n in (("train", n_train), ("t10k", n_test)):

@@ -31,6 +31,7 @@ REGRESSION_LOSSES = ["huber", "log_cosh", "mae", "mse", "smooth_l1"]
 GAN_LOSSES = ["gan_hinge", "gan_least_squares", "gan_minimax", "gan_nonsat", "gan_wasserstein"]
 SEQUENCE_LOSSES = ["ctc", "position_ce"]
 COUNT_LOSSES = ["huber_counts", "mae_counts", "mse_counts", "poisson_nll"]
+SEGMENTATION_LOSSES = ["pixel_ce", "soft_dice"]
 EMBEDDING_LOSSES = ["ce_head", "contrastive", "margin_ranking", "triplet", "triplet_batch_hard", "triplet_random"]
 
 
@@ -47,7 +48,13 @@ def names_of(cfg):
 
 def test_every_axis_has_the_options_the_issue_names():
     assert set(OPTIONS["loss"]) == set(
-        CLASSIFICATION_LOSSES + REGRESSION_LOSSES + COUNT_LOSSES + EMBEDDING_LOSSES + SEQUENCE_LOSSES + GAN_LOSSES
+        CLASSIFICATION_LOSSES
+        + REGRESSION_LOSSES
+        + COUNT_LOSSES
+        + EMBEDDING_LOSSES
+        + SEQUENCE_LOSSES
+        + GAN_LOSSES
+        + SEGMENTATION_LOSSES
     )
     assert set(OPTIONS["optimizer"]) == {
         "sgd",
@@ -79,6 +86,8 @@ def test_every_axis_has_the_options_the_issue_names():
     assert set(OPTIONS["task"]) == {
         "regression",
         "mnist",
+        "fashion_mnist",
+        "segmentation",
         "imbalanced",
         "counts",
         "embedding",
@@ -94,6 +103,8 @@ def test_every_axis_has_the_options_the_issue_names():
     [
         ("imbalanced", "ce"),
         ("mnist", "ce"),
+        ("fashion_mnist", "ce"),
+        ("segmentation", "pixel_ce"),
         ("regression", "mse"),
         ("counts", "poisson_nll"),
         ("embedding", "triplet"),
@@ -133,7 +144,14 @@ def test_losses_that_fit_each_task(task, tmp_path):
         "embedding": EMBEDDING_LOSSES,
         "sequence": SEQUENCE_LOSSES,
         "gan": GAN_LOSSES,
+        "segmentation": SEGMENTATION_LOSSES,
     }.get(task, CLASSIFICATION_LOSSES)
+
+
+@pytest.mark.parametrize("loss", SEGMENTATION_LOSSES)
+def test_every_segmentation_loss_trains(loss):
+    final = run(compose_cfg("task=segmentation", f"loss={loss}", *SMALL))
+    assert math.isfinite(final["train/loss"]) and 0.0 <= final["test/dice"] <= 1.0 and 0.0 <= final["test/iou"] <= 1.0
 
 
 @pytest.mark.parametrize("loss", CLASSIFICATION_LOSSES)

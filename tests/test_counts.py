@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from harness import HarnessError
 from harness.losses import OnRate
 from harness.tasks.counts import Counts, calibration_error, poisson_deviance
 from tests.conftest import mlflow_runs, run_cli
@@ -54,3 +55,17 @@ def test_poisson_nll_fits_the_counts_and_a_regression_loss_is_refused(tmp_path):
     assert {"test/mae", "test/calibration", "val/deviance"} <= set(r.data.metrics)
     proc = run_cli("task=counts", "loss=mse", cwd=tmp_path)
     assert proc.returncode == 2 and "losses that fit counts: huber_counts, mae_counts, mse_counts, poisson_nll" in proc.stderr
+
+
+def test_randhie_holds_real_visit_counts_standardised_on_training_rows():
+    from harness.tasks.counts import Counts
+
+    task = Counts(dataset="randhie", n_train=10000, n_val=2000)
+    data = task.load()
+    assert (len(data.train), len(data.val), len(data.test)) == (10000, 2000, 8190) and data.train.x.shape[1] == 9
+    y = torch.cat([data.train.y, data.val.y, data.test.y])
+    assert y.sum().item() == 57752 and y.max().item() == 77 and bool((y == y.round()).all())  # mdvis, whole visits
+    assert data.train.x.mean(0).abs().max() < 1e-4
+    assert task.model()(data.test.x).shape == (8190, 1)
+    with pytest.raises(HarnessError, match=r"task.n_train=20000 \+ task.n_val=1000 leaves no test rows: randhie has 20190"):
+        Counts(dataset="randhie", n_train=20000)

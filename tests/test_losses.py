@@ -104,6 +104,26 @@ def test_dice_hand_computed_and_perfect_prediction():
     assert DiceLoss(reduction="none")(LOGITS, ONEHOT).shape == (3,)
 
 
+def test_soft_dice_is_per_image_over_the_foreground():
+    from harness.losses import SoftDiceLoss, soft_dice_loss
+
+    torch.manual_seed(0)
+    logits, mask = torch.randn(3, 2, 5, 5), torch.randint(0, 2, (3, 5, 5))
+    p = logits.softmax(1)[:, 1]
+    q = (mask == 1).float()
+    by_hand = [1 - (2 * (p[n] * q[n]).sum() + 1) / (p[n].sum() + q[n].sum() + 1) for n in range(3)]
+    assert soft_dice_loss(logits, mask, reduction="none").tolist() == pytest.approx([float(v) for v in by_hand], rel=1e-6)
+    assert SoftDiceLoss()(logits, mask).item() == pytest.approx(float(sum(by_hand) / 3), rel=1e-6)
+    perfect = 50 * torch.nn.functional.one_hot(mask, 2).movedim(-1, 1).float()
+    assert SoftDiceLoss(smooth=0.0)(perfect, mask).item() < 1e-6
+    # an image whose foreground is tiny weighs as much as one whose foreground is large: the loss is per image
+    small, large = torch.zeros(1, 5, 5, dtype=torch.long), torch.ones(1, 5, 5, dtype=torch.long)
+    small[0, 0, 0] = 1
+    miss = torch.stack([20 * torch.ones(2, 5, 5), torch.zeros(2, 5, 5)], 1)  # predicts background everywhere
+    both = soft_dice_loss(miss, torch.cat([small, large]), smooth=0.0, reduction="none")
+    assert both.tolist() == pytest.approx([1.0, 1.0], abs=1e-3)
+
+
 @pytest.mark.parametrize(
     "fn, target",
     [

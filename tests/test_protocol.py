@@ -302,13 +302,27 @@ def test_claims_come_from_the_reports_and_the_map(tmp_path):
         "  primary: {a: optimizer=adam, where: imbalance_ratio=10, rule: near, value: 0.95, tolerance: 0.01}\n"
         "C16:\n  claim: a contrast in a second study\n  study: study\n"
         "  primary: {a: optimizer=adam, b: optimizer=sgd, where: imbalance_ratio=10, rule: better, study: other_study}\n"
+        # one claim on several workloads (here the same study under other labels): judge.overall decides it
+        "C18:\n  claim: adam beats sgd everywhere\n  study: study\n"
+        "  primary: {a: optimizer=adam, b: optimizer=sgd, where: imbalance_ratio=10, rule: better, margin: 0.01, workload: synth}\n"
+        "  workloads:\n    - {study: study, workload: twin, real: true, a: optimizer=adam, b: optimizer=sgd,"
+        " where: imbalance_ratio=100, rule: better, margin: 0.01}\n"
+        "    - {study: other_study, workload: later, a: optimizer=adam, b: optimizer=sgd, where: x, rule: better}\n"
+        "C19:\n  claim: adam beats sgd at 1:10 on two workloads\n  study: study\n"
+        "  primary: {a: optimizer=adam, b: optimizer=sgd, where: imbalance_ratio=10, rule: better, margin: 0.01}\n"
+        "  workloads:\n    - {study: study, workload: twin, a: optimizer=adam, b: optimizer=sgd,"
+        " where: imbalance_ratio=10, rule: better, margin: 0.01}\n"
+        "C20:\n  claim: adam beats sgd, once undecided\n  study: study\n"
+        "  primary: {a: optimizer=adam, b: optimizer=sgd, where: imbalance_ratio=10, rule: better, margin: 0.01}\n"
+        "  workloads:\n    - {study: study, workload: twin, a: optimizer=adam, b: optimizer=sgd, where: imbalance_ratio=100, rule: better}\n"
     )
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- claims:start -->\nold\n<!-- claims:end -->\nrest\n")
     assert claims.main(["--reports", str(reports), "--readme", str(readme)]) == 0
     table = (reports / "claims.md").read_text()
     row = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| C")}
-    assert "across the table's 7 tested primary contrasts (Bonferroni: 99.29%;" in table  # C7 C8 C9 C13 C14 C15 C17
+    # C7 C8 C9 C13 C14 C15 C17, and C18 C19 C20 on two workloads each (C18's third has not run)
+    assert "across the table's 13 tested primary contrasts (Bonferroni: 99.62%;" in table
     assert "| supported " in row["C7"] and "better, gain 0.04996 [0.0498" in row["C7"]  # paired by seed: a tight interval
     assert "declared 2000-01-01, before its runs" in row["C7"] and "declared: no date" in row["C8"]
     assert "| contradicted " in row["C8"] and "equivalent, gain 4e-05" in row["C8"]  # within the margin: no gain that matters
@@ -321,8 +335,25 @@ def test_claims_come_from_the_reports_and_the_map(tmp_path):
     assert "| contradicted " in row["C14"]
     assert "| inconclusive " in row["C15"]  # the interval straddles 0.96
     assert "not run with the protocol yet" in row["C16"] and "reports/other_study/ has no tuned.csv" in row["C16"]
+    assert (
+        "| contradicted " in row["C18"] and "synth: supported; twin (real data): contradicted; later: not run yet" in row["C18"]
+    )
+    assert "(contradicted on real data)" in row["C18"] and "[twin] imbalanced, task.imbalance_ratio=100: " in row["C18"]
+    assert "| supported " in row["C19"] and "study: supported; twin: supported " in row["C19"]
+    assert "| inconclusive " in row["C20"] and "twin: inconclusive (not decided on every workload)" in row["C20"]
     text = readme.read_text()
     assert "old" not in text and "| C7 " in text and text.startswith("intro\n") and text.endswith("rest\n")
+
+
+def test_workloads_decide_a_claim_by_one_written_rule():
+    from harness.report.judge import overall
+
+    assert overall([("supported", False), ("supported", True)]) == ("supported", "")
+    assert overall([("supported", False), ("contradicted", True)]) == ("contradicted", "contradicted on real data")
+    assert overall([("contradicted", False), ("supported", True)]) == ("inconclusive", "the workloads disagree")
+    assert overall([("contradicted", False), ("contradicted", True)]) == ("contradicted", "")
+    assert overall([("supported", True), ("inconclusive", False)]) == ("inconclusive", "not decided on every workload")
+    assert overall([("inconclusive", False)]) == ("inconclusive", "")
 
 
 def test_a_stacked_bundle_counts_its_wall_time_once():

@@ -248,8 +248,10 @@ def test_sweep_logs_to_a_real_mlflow_server(tmp_path):
 @pytest.mark.parametrize("study", STUDIES)
 def test_every_study_runs_in_smoke_mode(tmp_path, study):
     data = write_idx_mnist(tmp_path / "data", n_train=600, n_test=100)
-    mnist = compose(f"experiment={study}").task._target_.endswith(".MNIST")  # a study may inherit its task from another
-    extra = [f"data_dir={data}", "task.val_size=100"] if mnist else []
+    write_idx_mnist(data, n_train=600, n_test=100, folder="FashionMNIST")
+    task = compose(f"experiment={study}").task  # a study may inherit its task from another
+    images = task._target_.endswith(".MNIST") or task.get("dataset") in ("mnist_lt", "fashion_mnist_lt")
+    extra = [f"data_dir={data}", "task.val_size=100"] if images else []
     out = sweep(f"experiment={study}", "smoke=on", *extra, cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     assert " 0 failed" in out.stdout

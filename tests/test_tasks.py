@@ -119,3 +119,44 @@ def test_real_mnist_from_shared_data():
     xtr, ytr, xte, yte = load_mnist(SHARED_DATA, download=False)
     assert xtr.shape == (60000, 28, 28) and xte.shape == (10000, 28, 28)
     assert torch.bincount(ytr).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+
+
+def test_real_fashion_mnist_from_shared_data_is_normalised_with_its_own_statistics():
+    if not (SHARED_DATA / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").exists():
+        pytest.skip("../shared/data/FashionMNIST/raw is not beside this checkout")
+    xtr, ytr, xte, yte = load_mnist(SHARED_DATA, download=False, dataset="fashion_mnist")
+    assert xtr.shape == (60000, 28, 28) and torch.bincount(ytr).tolist() == [6000] * 10
+    assert torch.bincount(yte).tolist() == [1000] * 10
+    data = MNIST(data_dir=str(SHARED_DATA), dataset="fashion_mnist", download=False, n_train=20000).load()
+    assert abs(data.train.x.mean().item()) < 0.02 and abs(data.train.x.std().item() - 1) < 0.02  # its mean/std, not MNIST's
+    assert not torch.equal(xtr, load_mnist(SHARED_DATA, download=False)[0])
+
+
+def test_fashion_mnist_is_read_from_its_own_folder(tiny_mnist):
+    with pytest.raises(
+        HarnessError, match=r"FashionMNIST is not in .*FashionMNIST/raw.*set data_dir to the folder that holds FashionMNIST/raw"
+    ):
+        MNIST(data_dir=str(tiny_mnist), dataset="fashion_mnist", download=False).load()
+    with pytest.raises(HarnessError, match=r"task.dataset='kmnist' is unknown; allowed: mnist, fashion_mnist"):
+        MNIST(dataset="kmnist")
+    task = Imbalanced(dataset="fashion_mnist_lt", data_dir=str(tiny_mnist), download=False)
+    assert task.sources()[0].parent.name == "raw" and task.sources()[0].parent.parent.name == "FashionMNIST"
+    assert Imbalanced(dataset="synthetic").sources() == []  # generated data: no files to hash
+
+
+def test_segmentation_masks_follow_the_foreground_share_and_metrics_score_them():
+    from harness.tasks.segmentation import Segmentation, segmentation_metrics
+
+    for share in (0.03, 0.2):
+        data = Segmentation(foreground=share, n_train=400, n_val=50, n_test=50).load()
+        assert data.train.x.shape == (400, 1, 32, 32) and data.train.y.shape == (400, 32, 32)
+        assert abs(data.train.y.float().mean().item() - share) < share * 0.3  # the discs cover about that share
+    y = data.test.y
+    perfect = torch.nn.functional.one_hot(y, 2).movedim(-1, 1).float()
+    scores = segmentation_metrics(perfect, y)
+    assert scores["dice"].item() == scores["iou"].item() == scores["pixel_accuracy"].item() == 1.0
+    background = segmentation_metrics(torch.stack([torch.ones_like(y), torch.zeros_like(y)], 1).float(), y)
+    assert background["dice"].item() == 0.0 and background["pixel_accuracy"].item() == pytest.approx(1 - y.float().mean().item())
+    assert Segmentation().model()(data.test.x[:3]).shape == (3, 2, 32, 32)
+    with pytest.raises(HarnessError, match=r"task.foreground must be a share of pixels in \(0, 0.3\]"):
+        Segmentation(foreground=0.5)

@@ -18,7 +18,7 @@ import pandas as pd
 import yaml
 
 from harness.report import ReportError, stats
-from harness.report.judge import check, effect, rule_of
+from harness.report.judge import OVERALL_RULE, check, effect, overall, rule_of
 
 REPORTS = Path(__file__).resolve().parent.parent.parent / "reports"
 CLAIMS_LIST = REPORTS.parent.parent / "shared" / "CLAIMS.md"
@@ -65,9 +65,9 @@ def primary_text(p: dict) -> str:
     return f"{p['a']} {rule.replace('_', ' ')} vs {p['b']}, margin {p.get('margin', 'none')}"
 
 
-def post_hoc(spec: dict, protos: list[dict]) -> str:
-    """When the claim's contrast was declared against when its studies' reports were made."""
-    declared = str(spec.get("declared", ""))
+def post_hoc(declared: object, protos: list[dict]) -> str:
+    """When a contrast was declared against when its studies' reports were made."""
+    declared = str(declared or "")
     made = max((str(p.get("generated", "")) for p in protos), default="")
     if not declared:
         return "declared: no date"
@@ -76,64 +76,102 @@ def post_hoc(spec: dict, protos: list[dict]) -> str:
     return f"declared {declared}, before its runs"
 
 
+def workloads_of(cid: str, spec: dict) -> list[dict]:
+    """A claim's primary contrast on each workload it is tested on: ``primary`` (on the claim's study) and each
+    entry of ``workloads`` (a contrast with its own ``study``), each labelled (``workload``, ``real``: real data)."""
+    if not isinstance(spec.get("primary"), dict):
+        raise ReportError(f"claims map: {cid} declares no primary contrast (primary: {{a, b, where, rule, margin}})")
+    out = []
+    for i, c in enumerate([spec["primary"], *spec.get("workloads", [])]):
+        if not isinstance(c, dict) or (i and not c.get("study")):
+            raise ReportError(f"claims map: {cid}'s workloads[{i - 1}] must be a contrast naming its study")
+        study = c.get("study") or spec["study"]
+        out.append(
+            {**c, "study": study, "workload": str(c.get("workload") or study), "real": bool(c.get("real", False))}
+            | {"declared": c.get("declared", spec.get("declared"))}
+        )
+    return out
+
+
 def build(reports: Path, mapping: dict) -> tuple[str, list[dict]]:
-    """The claims table. Each claim is judged by its one primary contrast (``primary`` in claims.yaml,
-    with its margin and rule); the family is the set of primary contrasts with a test, so every claim's
-    test is at alpha / family (Bonferroni). Secondary checks are shown, each at its claim's own family
-    level, and judge nothing."""
+    """The claims table. Each claim is judged by its primary contrast on each workload it is tested on
+    (``primary`` and ``workloads`` in claims.yaml, each with its margin and rule); ``judge.overall`` decides the
+    claim from the workloads' verdicts. The family is the set of primary contrasts with a test, across all claims
+    and workloads, so every one is tested at alpha / family (Bonferroni). Secondary checks are shown, each at its
+    claim's own family level, and judge nothing."""
     texts = claim_texts()
-    ready: dict[str, tuple[dict, dict[str, tuple[pd.DataFrame, dict]]]] = {}
+    loaded: dict[str, tuple[pd.DataFrame, dict] | None] = {}
+
+    def study(name: str) -> tuple[pd.DataFrame, dict] | None:
+        if name not in loaded:
+            loaded[name] = load_study(reports, name)
+        return loaded[name]
+
+    ready: dict[str, tuple[dict, list[dict]]] = {}
     rows: dict[str, dict] = {}
     for cid in sorted(set(texts) | set(mapping), key=lambda k: int(k[1:])):
         spec = mapping.get(cid)
         text = texts.get(cid) or (spec or {}).get("claim", "")
-        row = {"id": cid, "claim": text, "study": "none yet", "verdict": "not studied", "primary contrast": "", "effect": ""}
-        rows[cid] = row | {"evidence": ""}
+        row = {"id": cid, "claim": text, "study": "none yet", "verdict": "not studied", "workloads": "", "primary contrast": ""}
+        rows[cid] = row | {"effect": "", "evidence": ""}
         if spec is None:
             continue
-        if not isinstance(spec.get("primary"), dict):
-            raise ReportError(f"claims map: {cid} declares no primary contrast (primary: {{a, b, where, rule, margin}})")
-        checks = [spec["primary"], *spec.get("checks", [])]
-        studies = list(dict.fromkeys([spec["study"]] + [c["study"] for c in checks if c.get("study")]))
-        loaded = {name: load_study(reports, name) for name in studies}
-        missing = [name for name, got in loaded.items() if got is None]
-        rows[cid].update(study=", ".join(studies), **{"primary contrast": primary_text(spec["primary"])})
-        if missing:
+        works = workloads_of(cid, spec)
+        names = list(dict.fromkeys([w["study"] for w in works] + [c["study"] for c in spec.get("checks", []) if c.get("study")]))
+        rows[cid].update(study=", ".join(names), **{"primary contrast": primary_text(works[0])})
+        run = [w for w in works if study(w["study"]) is not None]
+        if not run:
+            missing = [m for m in names if study(m) is None]
             rows[cid].update(
                 verdict="not run with the protocol yet", evidence="; ".join(f"reports/{m}/ has no tuned.csv" for m in missing)
             )
             continue
-        ready[cid] = (spec, {name: got for name, got in loaded.items() if got is not None})
-    family = max(1, sum(rule_of(spec["primary"]) != "setting_in" for spec, _ in ready.values()))
-    for cid, (spec, studies_of) in ready.items():
-
-        def table_of(c: dict, spec=spec, studies_of=studies_of) -> pd.DataFrame:
-            return studies_of[c.get("study") or spec["study"]][0]
-
-        primary = check(table_of(spec["primary"]), spec["primary"], family, spec["primary"].get("margin"))
-        secondary = spec.get("checks", [])
+        ready[cid] = (spec, works)
+    family = max(
+        1, sum(rule_of(w) != "setting_in" for _, works in ready.values() for w in works if study(w["study"]) is not None)
+    )
+    have = {name: got for name, got in loaded.items() if got is not None}
+    for cid, (spec, works) in ready.items():
+        judged = [
+            check(have[w["study"]][0], w, family, w.get("margin")) | {"workload": w["workload"], "real": w["real"]}
+            if w["study"] in have
+            else None
+            for w in works
+        ]
+        verdict, why = overall([(j["verdict"], j["real"]) for j in judged if j])
+        secondary = [c for c in spec.get("checks", []) if (c.get("study") or spec["study"]) in have]
         inner = max(1, sum(rule_of(c) != "setting_in" for c in secondary))
-        others = [check(table_of(c), c, inner, spec["primary"].get("margin")) for c in secondary]
+        others = [check(have[c.get("study") or spec["study"]][0], c, inner, spec["primary"].get("margin")) for c in secondary]
+        label = lambda w: w["workload"] + (" (real data)" if w["real"] else "")  # noqa: E731
+        many = len(works) > 1
+        used = list(dict.fromkeys(w["study"] for w in works if w["study"] in have))
         rows[cid].update(
-            verdict=primary["verdict"],
-            effect=effect(primary) + "".join(f"; secondary: {effect(c)}" for c in others),
-            evidence="; ".join(
-                (f"{name}: " if len(studies_of) > 1 else "") + evidence(proto) for name, (_, proto) in studies_of.items()
-            )
-            + f"; {post_hoc(spec, [proto for _, proto in studies_of.values()])}",
+            verdict=verdict,
+            workloads="; ".join(f"{label(w)}: {j['verdict'] if j else 'not run yet'}" for w, j in zip(works, judged, strict=True))
+            + (f" ({why})" if why else ""),
+            effect="; ".join((f"[{j['workload']}] " if many else "") + effect(j) for j in judged if j)
+            + "".join(f"; secondary: {effect(c)}" for c in others),
+            evidence="; ".join((f"{name}: " if len(used) > 1 else "") + evidence(have[name][1]) for name in used)
+            + "; "
+            + "; ".join(
+                (f"[{w['workload']}] " if many else "") + post_hoc(w["declared"], [have[w["study"]][1]])
+                for w in works
+                if w["study"] in have
+            ),
         )
     table = pd.DataFrame(list(rows.values()))
     lines = [
         "# Claims and their verdicts",
         "",
         "Generated by `python -m harness.report.claims` from the studies' tuned reports (`reports/*/tuned.csv`) and the map "
-        "in `reports/claims.yaml`; not typed by hand. Each claim is judged by its one primary contrast, declared in the map "
-        "with its margin and its rule (the rules and how a contrast's verdict decides a claim: `RULES` in "
-        "`harness/report/judge.py`). A contrast is a's test metric against b's at each method's setting selected on "
-        f"validation, paired by seed; its interval and tests are at one level across the table's {family} tested primary "
-        f"contrasts (Bonferroni: {100 * (1 - stats.ALPHA / family):.4g}%; for a study confirmed on fresh seeds, only those "
-        "seeds, look by look at that level divided by its declared rounds). Secondary checks are shown and judge nothing. "
-        "A margin declared after a study's runs is marked post hoc.",
+        "in `reports/claims.yaml`; not typed by hand. Each claim is judged by its primary contrast on each workload it is "
+        "tested on, declared in the map with its margin and its rule (the rules and how a contrast's verdict decides a "
+        "claim: `RULES` in `harness/report/judge.py`). A contrast is a's test metric against b's at each method's setting "
+        "selected on validation, paired by seed; its interval and tests are at one level across the table's "
+        f"{family} tested primary contrasts (Bonferroni: {100 * (1 - stats.ALPHA / family):.4g}%; for a study confirmed on "
+        "fresh seeds, only those seeds, look by look at that level divided by its declared rounds). "
+        f"Workloads that disagree: {OVERALL_RULE} Secondary checks are shown and judge nothing. A margin declared after a "
+        "study's runs is marked post hoc.",
         "",
         table.to_markdown(index=False),
         "",

@@ -61,6 +61,27 @@ RULES: dict[str, dict[str, str]] = {
     # the selection is one number, with no uncertainty) are judged in check().
 }
 PAIR_RULES = ("better", "not_worse", "equivalent")
+
+# How the verdicts of a claim's workloads decide the claim: written down here, once.
+OVERALL_RULE = (
+    "a claim is supported only where it is supported on every workload tested, contradicted where it is contradicted "
+    "on a real-data workload or on every workload tested, and inconclusive otherwise (the workloads column says why)."
+)
+
+
+def overall(verdicts: list[tuple[str, bool]]) -> tuple[str, str]:
+    """The claim's verdict from its workloads' (verdict, on real data) pairs, by OVERALL_RULE, and why when the
+    workloads do not all agree ("" when there is one workload or they agree)."""
+    said = [v for v, _ in verdicts]
+    if len(set(said)) <= 1:
+        return (said[0] if said else "inconclusive"), ""
+    if any(v == "contradicted" and real for v, real in verdicts):
+        return "contradicted", "contradicted on real data"
+    if "supported" in said and "contradicted" in said:
+        return "inconclusive", "the workloads disagree"
+    return "inconclusive", "not decided on every workload"
+
+
 OTHER_RULES = ("gap_share", "near", "setting_in")
 
 

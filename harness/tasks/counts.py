@@ -7,6 +7,11 @@ predicts the log-rate; every count loss reads it as such (``loss=poisson_nll`` d
 regression losses on exp(log-rate), see ``harness.losses.OnRate``). Metrics on the predicted mean
 mu = exp(output): mean Poisson deviance (primary), MAE, and calibration (the mean over deciles of
 predicted mu of |mean predicted - mean observed|).
+
+``dataset=randhie``: statsmodels' bundled RAND Health Insurance Experiment (20,190 people; no
+download): the count is ``mdvis`` (outpatient visits in a year, mean 2.9, variance 20: overdispersed),
+the nine covariates standardised with training statistics; train/validation/test drawn by
+``data_seed`` (``n_train``, ``n_val``; the rest is the test set).
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ import torch
 from torch import Tensor, nn
 
 from harness import HarnessError
-from harness.tasks import Data, Split, Task, check_number, check_positive_int, check_seed, split_indices
+from harness.tasks import Data, Split, Task, check_choice, check_number, check_positive_int, check_seed, split_indices
 from harness.tasks.models import check_model, mlp
 
+DATASETS = ("synthetic", "randhie")
 MAX_LOG_RATE = 20.0  # exp(20) ~ 5e8: a log-rate above is clamped when read as a rate (a diverging model stays finite)
 
 
@@ -46,6 +52,21 @@ def calibration_error(mu: Tensor, y: Tensor, bins: int = 10) -> Tensor:
     return torch.stack([(mu[p].mean() - y[p].mean()).abs() for p in parts]).mean()
 
 
+RANDHIE_ROWS, RANDHIE_FEATURES = 20190, 9
+
+
+def randhie() -> tuple[Tensor, Tensor]:
+    """statsmodels' randhie: (the nine covariates [20190, 9], mdvis [20190]) as float tensors."""
+    try:
+        from statsmodels.datasets import randhie as data  # bundled with statsmodels: no download
+    except ImportError:
+        raise HarnessError("task.dataset=randhie needs statsmodels (pip install statsmodels)") from None
+    frame = data.load_pandas().data
+    y = torch.tensor(frame["mdvis"].to_numpy(), dtype=torch.float32)
+    x = torch.tensor(frame.drop(columns="mdvis").to_numpy(), dtype=torch.float32)
+    return x, y
+
+
 class Counts(Task):
     name = "counts"
     targets = ("count",)
@@ -54,6 +75,7 @@ class Counts(Task):
 
     def __init__(
         self,
+        dataset: str = "synthetic",
         n_train: int = 5000,
         n_val: int = 1000,
         n_test: int = 5000,
@@ -64,7 +86,13 @@ class Counts(Task):
         activation: str = "relu",
         data_seed: int = 0,
     ):
+        self.dataset = check_choice("task.dataset", dataset, DATASETS)
         self.sizes = [check_positive_int(f"task.{k}", v) for k, v in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test))]
+        if self.dataset == "randhie":
+            if n_train + n_val >= RANDHIE_ROWS:
+                raise HarnessError(f"task.n_train={n_train} + task.n_val={n_val} leaves no test rows: randhie has {RANDHIE_ROWS}")
+            self.sizes[2] = RANDHIE_ROWS - n_train - n_val
+            n_features = RANDHIE_FEATURES
         self.n_features = check_positive_int("task.n_features", n_features)
         if n_features < 5:
             raise HarnessError(f"task.n_features must be at least 5 for the rate function, got {n_features}")
@@ -78,6 +106,8 @@ class Counts(Task):
         self.activation, self.data_seed = activation, check_seed("task.data_seed", data_seed)
 
     def load(self) -> Data:
+        if self.dataset == "randhie":
+            return self._load_randhie()
         g = torch.Generator().manual_seed(self.data_seed)
         n = sum(self.sizes)
         x = torch.randn(n, self.n_features, generator=g)
@@ -88,6 +118,13 @@ class Counts(Task):
         y = torch.poisson(mu, generator=g)
         parts = split_indices(n, self.sizes, self.data_seed)
         return Data(*(Split(x[i], y[i].unsqueeze(1)) for i in parts))
+
+    def _load_randhie(self) -> Data:
+        x, y = randhie()
+        tr, va, te = split_indices(len(y), self.sizes, self.data_seed)
+        mean, std = x[tr].mean(0), x[tr].std(0).clamp_min(1e-8)
+        x = (x - mean) / std
+        return Data(*(Split(x[i], y[i].unsqueeze(1)) for i in (tr, va, te)))
 
     def model(self) -> nn.Module:
         return mlp(self.n_features, 1, self.hidden, self.activation)

@@ -8,6 +8,7 @@ Data sets (``task.dataset``):
   (see ``gaussian_clusters``), default two classes at 1:100; train, validation and test share the skew.
 - ``mnist_lt``: long-tailed MNIST: training and validation images subsampled per digit to the
   profile above; the test set is the official, balanced 10k.
+- ``fashion_mnist_lt``: long-tailed Fashion-MNIST, built the same way from Fashion-MNIST.
 The rarest class is the *minority class*: its recall is reported, as are balanced accuracy,
 macro-F1 and (two classes) average precision.
 """
@@ -26,7 +27,8 @@ from harness.tasks import ClassificationTask, Data, Split, check_bool, check_num
 from harness.tasks.mnist import check_normalize, check_split, image_model, load_mnist, mnist_files, to_inputs
 from harness.tasks.models import check_model, mlp
 
-DATASETS = ("synthetic", "mnist_lt")
+DATASETS = ("synthetic", "mnist_lt", "fashion_mnist_lt")
+IMAGES = {"mnist_lt": "mnist", "fashion_mnist_lt": "fashion_mnist"}  # a long-tailed set -> the images it subsamples
 
 
 def class_shares(num_classes: int, ratio: float) -> list[float]:
@@ -99,7 +101,7 @@ class Imbalanced(ClassificationTask):
             "task.imbalance_ratio", imbalance_ratio, 1.0, "a finite number >= 1 (largest class / smallest class)"
         )
         self.hidden, self.channels = check_model(model, hidden, activation, channels)
-        self.num_classes = 10 if dataset == "mnist_lt" else check_positive_int("task.num_classes", num_classes)
+        self.num_classes = 10 if dataset in IMAGES else check_positive_int("task.num_classes", num_classes)
         if self.num_classes < 2:
             raise HarnessError(f"task.num_classes must be at least 2, got {num_classes}")
         self.minority_class = self.num_classes - 1
@@ -123,10 +125,10 @@ class Imbalanced(ClassificationTask):
         self.data_seed = check_seed("task.data_seed", data_seed)
 
     def sources(self) -> list[Path]:
-        return mnist_files(self.data_dir)
+        return mnist_files(self.data_dir, IMAGES[self.dataset]) if self.dataset in IMAGES else []
 
     def load(self) -> Data:
-        if self.dataset == "mnist_lt":
+        if self.dataset in IMAGES:
             return self._load_mnist_lt()
         n = sum(self.sizes)
         x, y = gaussian_clusters(
@@ -142,18 +144,19 @@ class Imbalanced(ClassificationTask):
         return Data(Split(x[tr], y[tr]), Split(x[va], y[va]), Split(x[te], y[te]))
 
     def _load_mnist_lt(self) -> Data:
-        xtr, ytr, xte, yte = load_mnist(str(self.data_dir), self.download)
+        images = IMAGES[self.dataset]
+        xtr, ytr, xte, yte = load_mnist(str(self.data_dir), self.download, images)
         g = torch.Generator().manual_seed(self.data_seed)
         n_train = check_split(len(ytr), None, self.val_size)
         tr, va = split_indices(len(ytr), [n_train, self.val_size], self.data_seed)
         tr, va = tr[long_tail(ytr[tr], 10, self.ratio, g)], va[long_tail(ytr[va], 10, self.ratio, g)]
         return Data(
-            Split(to_inputs(xtr[tr], self.normalize), ytr[tr]),
-            Split(to_inputs(xtr[va], self.normalize), ytr[va]),
-            Split(to_inputs(xte, self.normalize), yte),
+            Split(to_inputs(xtr[tr], self.normalize, images), ytr[tr]),
+            Split(to_inputs(xtr[va], self.normalize, images), ytr[va]),
+            Split(to_inputs(xte, self.normalize, images), yte),
         )
 
     def model(self) -> nn.Module:
-        if self.dataset == "mnist_lt":
+        if self.dataset in IMAGES:
             return image_model(10, self.model_name, self.hidden, self.activation, self.channels)
         return mlp(self.n_features, self.num_classes, self.hidden, self.activation)

@@ -1,8 +1,10 @@
-"""MNIST from its four IDX files, converted once into normalised tensors.
+"""MNIST and Fashion-MNIST from their four IDX files, converted once into normalised tensors.
 
-The IDX files are read from ``<data_dir>/MNIST/raw`` directly (their headers checked: a file of
-random bytes is one clear line, not a traceback); torchvision downloads them there when they are
-missing and ``download`` is true. The validation split is drawn from the 60k training images; the
+The IDX files are read from ``<data_dir>/MNIST/raw`` (``<data_dir>/FashionMNIST/raw`` for
+``dataset=fashion_mnist``) directly, their headers checked: a file of random bytes is one clear line,
+not a traceback. torchvision downloads them there when they are missing and ``download`` is true;
+offline, Debian's package ``dataset-fashion-mnist`` holds Fashion-MNIST's files (gzipped, under
+/usr/share/datasets/fashion-mnist/). The validation split is drawn from the 60k training images; the
 test split is the official 10k.
 """
 
@@ -35,7 +37,9 @@ from harness.tasks import (
 from harness.tasks.models import check_model, mlp, small_cnn
 
 RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-MEAN, STD = 0.1307, 0.3081  # of the training pixels scaled to [0, 1]
+# dataset -> (its folder under data_dir, torchvision's class, the mean and std of its training pixels in [0, 1])
+DATASETS = {"mnist": ("MNIST", "MNIST", 0.1307, 0.3081), "fashion_mnist": ("FashionMNIST", "FashionMNIST", 0.2860, 0.3530)}
+MEAN, STD = DATASETS["mnist"][2:]
 NORMALIZATIONS = ("standard", "unit", "none")
 IDX_MAGIC = {"images": 2051, "labels": 2049}
 
@@ -44,7 +48,7 @@ def read_idx(path: Path, kind: str, count: int | None = None) -> torch.Tensor:
     """An uncompressed IDX file as a uint8 tensor ([N, 28, 28] images or [N] labels), its header checked."""
     blob = path.read_bytes()
     header = 16 if kind == "images" else 8
-    bad = f"{path} is not an MNIST IDX {kind} file"
+    bad = f"{path} is not an MNIST-format IDX {kind} file"
     if len(blob) < header:
         raise HarnessError(f"{bad} (only {len(blob)} bytes)")
     magic, n = struct.unpack(">II", blob[:8])
@@ -59,24 +63,25 @@ def read_idx(path: Path, kind: str, count: int | None = None) -> torch.Tensor:
         raise HarnessError(f"{path} does not match its images: {n} labels for {count} images")
     data = torch.frombuffer(bytearray(blob), dtype=torch.uint8, offset=header).reshape(shape)
     if kind == "labels" and n and int(data.max()) > 9:
-        raise HarnessError(f"{bad} (label {int(data.max())}; digits are 0-9)")
+        raise HarnessError(f"{bad} (label {int(data.max())}; classes are 0-9)")
     return data
 
 
-def download_mnist(root: Path) -> str | None:
-    """Let torchvision fetch the files into root/MNIST/raw; None on success, else why not. A failed
+def download_mnist(root: Path, dataset: str = "mnist") -> str | None:
+    """Let torchvision fetch the files into root/<folder>/raw; None on success, else why not. A failed
     download leaves no empty folders behind (those it made; nothing else is touched)."""
-    made = [p for p in (root / "MNIST" / "raw", root / "MNIST", root) if not p.exists()]
+    folder, cls = DATASETS[dataset][:2]
+    made = [p for p in (root / folder / "raw", root / folder, root) if not p.exists()]
     try:
-        from torchvision.datasets import MNIST as TorchvisionMNIST
+        import torchvision.datasets
 
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            TorchvisionMNIST(str(root), train=True, download=True)
-            TorchvisionMNIST(str(root), train=False, download=True)
+            getattr(torchvision.datasets, cls)(str(root), train=True, download=True)
+            getattr(torchvision.datasets, cls)(str(root), train=False, download=True)
     except Exception as e:  # torchvision raises RuntimeError or URLError/OSError when it cannot fetch
-        for folder in made:  # deepest first; rmdir removes only an empty folder
+        for path in made:  # deepest first; rmdir removes only an empty folder
             with contextlib.suppress(OSError):
-                folder.rmdir()
+                path.rmdir()
         return f"the download failed: {download_reason(e)}"
     return None
 
@@ -93,16 +98,19 @@ def download_reason(e: BaseException) -> str:
 
 
 @functools.lru_cache(maxsize=2)  # a sweep's jobs in one process read the files once
-def load_mnist(data_dir: str | Path, download: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def load_mnist(
+    data_dir: str | Path, download: bool = True, dataset: str = "mnist"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(train images uint8 [60000, 28, 28], train labels, test images, test labels)."""
     root = Path(data_dir).expanduser()
-    raw = root / "MNIST" / "raw"
+    folder = DATASETS[dataset][0]
+    raw = root / folder / "raw"
     if not all((raw / f).is_file() for f in RAW_FILES):
-        why = download_mnist(root) if download else "download=false"
+        why = download_mnist(root, dataset) if download else "download=false"
         if why is not None or not all((raw / f).is_file() for f in RAW_FILES):
             raise HarnessError(
-                f"MNIST is not in {raw} and {why}. Put the four IDX files ({', '.join(RAW_FILES)}) "
-                f"there, or set data_dir to the folder that holds MNIST/raw"
+                f"{folder} is not in {raw} and {why}. Put the four IDX files ({', '.join(RAW_FILES)}) "
+                f"there, or set data_dir to the folder that holds {folder}/raw"
             )
     try:
         out = []
@@ -110,27 +118,32 @@ def load_mnist(data_dir: str | Path, download: bool = True) -> tuple[torch.Tenso
             x = read_idx(raw / images, "images")
             out += [x, read_idx(raw / labels, "labels", count=len(x)).long()]
     except OSError as e:
-        raise HarnessError(f"cannot read MNIST from {raw}: {e.strerror or e}") from None
+        raise HarnessError(f"cannot read {folder} from {raw}: {e.strerror or e}") from None
     return tuple(out)
 
 
-def mnist_files(data_dir: str | Path) -> list[Path]:
-    """The four IDX files a task reading MNIST from ``data_dir`` uses."""
-    raw = Path(data_dir).expanduser() / "MNIST" / "raw"
+def mnist_files(data_dir: str | Path, dataset: str = "mnist") -> list[Path]:
+    """The four IDX files a task reading MNIST (or Fashion-MNIST) from ``data_dir`` uses."""
+    raw = Path(data_dir).expanduser() / DATASETS[dataset][0] / "raw"
     return [raw / f for f in RAW_FILES]
 
 
-def to_inputs(images: torch.Tensor, normalize: str) -> torch.Tensor:
-    """uint8 [N, 28, 28] -> float [N, 1, 28, 28]: standard (mean/std), unit ([0, 1]) or none (0..255)."""
+def to_inputs(images: torch.Tensor, normalize: str, dataset: str = "mnist") -> torch.Tensor:
+    """uint8 [N, 28, 28] -> float [N, 1, 28, 28]: standard (the data set's mean/std), unit ([0, 1]) or none (0..255)."""
     x = images.float().unsqueeze(1)
     if normalize == "none":
         return x
     x = x / 255.0
-    return (x - MEAN) / STD if normalize == "standard" else x
+    mean, std = DATASETS[dataset][2:]
+    return (x - mean) / std if normalize == "standard" else x
 
 
 def check_normalize(normalize: str) -> str:
     return check_choice("task.normalize", normalize, NORMALIZATIONS)
+
+
+def check_dataset(dataset: str) -> str:
+    return check_choice("task.dataset", dataset, tuple(DATASETS))
 
 
 def check_split(n_images: int, n_train: int | None, val_size: int) -> int:
@@ -157,6 +170,7 @@ class MNIST(ClassificationTask):
     def __init__(
         self,
         data_dir: str = "data",
+        dataset: str = "mnist",
         download: bool = True,
         model: str = "mlp",
         hidden: Sequence[int] = (256,),
@@ -170,6 +184,7 @@ class MNIST(ClassificationTask):
     ):
         self.hidden, self.channels = check_model(model, hidden, activation, channels)
         self.data_dir, self.download = data_dir, check_bool("task.download", download)
+        self.dataset = check_dataset(dataset)
         self.model_name, self.normalize, self.activation = model, check_normalize(normalize), activation
         self.val_size = 0 if val_size == 0 else check_positive_int("task.val_size", val_size)  # 0: validate on test
         self.n_train = None if n_train is None else check_positive_int("task.n_train", n_train)
@@ -177,17 +192,21 @@ class MNIST(ClassificationTask):
         self.label_noise = check_fraction("task.label_noise", label_noise)
 
     def sources(self) -> list[Path]:
-        return mnist_files(self.data_dir)
+        return mnist_files(self.data_dir, self.dataset)
 
     def load(self) -> Data:
-        xtr, ytr, xte, yte = load_mnist(str(self.data_dir), self.download)
+        xtr, ytr, xte, yte = load_mnist(str(self.data_dir), self.download, self.dataset)
         n_train = check_split(len(ytr), self.n_train, self.val_size)
         tr, va = split_indices(len(ytr), [n_train, self.val_size], self.data_seed)
+
+        def inputs(images: torch.Tensor) -> torch.Tensor:
+            return to_inputs(images, self.normalize, self.dataset)
+
         # index the uint8 images before converting: a float copy of all 60k would cost ~190 MB more at peak
-        test = Split(to_inputs(xte, self.normalize), yte)
-        val = test if self.val_size == 0 else Split(to_inputs(xtr[va], self.normalize), ytr[va])
+        test = Split(inputs(xte), yte)
+        val = test if self.val_size == 0 else Split(inputs(xtr[va]), ytr[va])
         train_y = flip_labels(ytr[tr], self.label_noise, self.num_classes, self.data_seed)  # validation and test stay clean
-        return Data(Split(to_inputs(xtr[tr], self.normalize), train_y), val, test)
+        return Data(Split(inputs(xtr[tr]), train_y), val, test)
 
     def model(self) -> nn.Module:
         return image_model(self.num_classes, self.model_name, self.hidden, self.activation, self.channels)
