@@ -66,6 +66,20 @@ def test_a_confirmation_reruns_only_the_selected_settings_on_fresh_seeds(tmp_pat
     assert "the verdicts read only fresh seeds (3-5)" in text and "at most 2 declared" in text
     assert "predate" not in text  # the selection's runs are the study's own, not runs reused from another sweep
     assert json.loads((out / "protocol.json").read_text())["confirmation"]["rounds_declared"] == 2
+    # the selected setting's other test metrics, seed by seed, for a claim judged on one of them
+    for _, row in tuned.iterrows():
+        others = json.loads(row["others"])
+        assert set(others["test/mae"]["fresh"]["1"]) == {"3", "4", "5"} and len(others["test/mae"]["selection"]) == 3
+    from harness.report import ReportError, claims
+
+    primary = {"a": "loss=mae", "b": "loss=mse", "where": "regression", "rule": "better", "metric": "test/mae", "mode": "min"}
+    _, rows = claims.build(tmp_path, {"C1": {"claim": "mae has the lower mae", "study": "report", "primary": primary}})
+    mae = {m: json.loads(r["others"])["test/mae"]["fresh"]["1"] for m, r in tuned.set_index("method").iterrows()}
+    gain = sum(mae["loss=mse"].values()) / 3 - sum(mae["loss=mae"].values()) / 3
+    assert f"gain {gain:.4g}" in rows[0]["effect"] and "test/mae" in rows[0]["effect"] and "n = 3" in rows[0]["effect"]
+    for wrong, message in (({"mode": None}, "mode: max or min"), ({"metric": "test/none"}, "not among the other test metrics")):
+        with pytest.raises(ReportError, match=message):
+            claims.build(tmp_path, {"C1": {"claim": "x", "study": "report", "primary": primary | wrong}})
 
     # seeds the study already used are refused, and so is a round past the declared cap
     reused = sweep(*STUDY, "seed=5,6", "study.stage=confirm", cwd=tmp_path)

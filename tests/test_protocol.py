@@ -312,6 +312,8 @@ def test_claims_come_from_the_reports_and_the_map(tmp_path):
         "  primary: {a: optimizer=adam, b: optimizer=sgd, where: imbalance_ratio=10, rule: better, margin: 0.01}\n"
         "  workloads:\n    - {study: study, workload: twin, a: optimizer=adam, b: optimizer=sgd,"
         " where: imbalance_ratio=10, rule: better, margin: 0.01}\n"
+        "C6:\n  claim: judged on another metric, which only a confirmed study lists\n  study: study\n"
+        "  primary: {a: optimizer=adam, b: optimizer=sgd, where: imbalance_ratio=10, rule: better, metric: test/x, mode: max}\n"
         "C20:\n  claim: adam beats sgd, once undecided\n  study: study\n"
         "  primary: {a: optimizer=adam, b: optimizer=sgd, where: imbalance_ratio=10, rule: better, margin: 0.01}\n"
         "  workloads:\n    - {study: study, workload: twin, a: optimizer=adam, b: optimizer=sgd, where: imbalance_ratio=100, rule: better}\n"
@@ -321,8 +323,8 @@ def test_claims_come_from_the_reports_and_the_map(tmp_path):
     assert claims.main(["--reports", str(reports), "--readme", str(readme)]) == 0
     table = (reports / "claims.md").read_text()
     row = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| C")}
-    # C7 C8 C9 C13 C14 C15 C17, and C18 C19 C20 on two workloads each (C18's third has not run)
-    assert "across the table's 13 tested primary contrasts (Bonferroni: 99.62%;" in table
+    # C7 C8 C9 C13 C14 C15 C17, C18 C19 C20 on two workloads each (C18's third has not run), C6 declared
+    assert "across the table's 14 tested primary contrasts (Bonferroni: 99.64%;" in table
     assert "| supported " in row["C7"] and "better, gain 0.04996 [0.0498" in row["C7"]  # paired by seed: a tight interval
     assert "declared 2000-01-01, before its runs" in row["C7"] and "declared: no date" in row["C8"]
     assert "| contradicted " in row["C8"] and "equivalent, gain 4e-05" in row["C8"]  # within the margin: no gain that matters
@@ -340,6 +342,7 @@ def test_claims_come_from_the_reports_and_the_map(tmp_path):
     )
     assert "(contradicted on real data)" in row["C18"] and "[twin] imbalanced, task.imbalance_ratio=100: " in row["C18"]
     assert "| supported " in row["C19"] and "study: supported; twin: supported " in row["C19"]
+    assert "| not run with the protocol yet " in row["C6"] and "study: awaits its rerun on fresh seeds" in row["C6"]
     assert "| inconclusive " in row["C20"] and "twin: inconclusive (not decided on every workload)" in row["C20"]
     text = readme.read_text()
     assert "old" not in text and "| C7 " in text and text.startswith("intro\n") and text.endswith("rest\n")

@@ -236,10 +236,11 @@ def build_report(
                 ("performance profiles of the tuned methods", fig.performance_profiles(profile, out / "performance_profiles.png"))
             )
         confirmed = bool((selected["seeds"] == "fresh").any())
-        dropped = ["run_ids", "grid_val"] + ([] if confirmed else ["seeds", "look", "fresh_by_round"])
+        dropped = ["run_ids", "grid_val"] + ([] if confirmed else ["seeds", "look", "fresh_by_round", "others"])
         written = selected.drop(columns=dropped).assign(test_by_seed=selected["test_by_seed"].map(json.dumps))
         if confirmed:  # the fresh seeds round by round, for the claims table's looks
             written["fresh_by_round"] = selected["fresh_by_round"].map(json.dumps)
+            written["others"] = selected["others"].map(lambda o: json.dumps(o if isinstance(o, dict) else {}))
         written.to_csv(out / "tuned.csv", index=False)
         epochs = sorted({int(float(e)) for e in runs.get("param:epochs", pd.Series(dtype=str)).dropna()})
         (out / "protocol.json").write_text(

@@ -18,7 +18,7 @@ import pandas as pd
 import yaml
 
 from harness.report import ReportError, stats
-from harness.report.judge import OVERALL_RULE, check, effect, overall, rule_of
+from harness.report.judge import OVERALL_RULE, Unconfirmed, check, effect, overall, rule_of
 
 REPORTS = Path(__file__).resolve().parent.parent.parent / "reports"
 CLAIMS_LIST = REPORTS.parent.parent / "shared" / "CLAIMS.md"
@@ -36,6 +36,8 @@ def load_study(reports: Path, study: str) -> tuple[pd.DataFrame, dict] | None:
             lambda s: {int(r): v for r, v in json.loads(s).items()} if isinstance(s, str) else {}
         )
         tuned.attrs["rounds"] = int(proto.get("confirmation", {}).get("rounds_declared", 1))
+    if "others" in tuned:  # the selected setting's other test metrics, for a contrast that names its `metric`
+        tuned["others"] = tuned["others"].map(lambda s: json.loads(s) if isinstance(s, str) else {})
     return tuned, proto
 
 
@@ -62,7 +64,8 @@ def primary_text(p: dict) -> str:
         return f"{p['a']} within {p['value']:g} +- {p['tolerance']:g}"
     if rule == "gap_share":
         return f"{p['a']} closes at least {p['fraction']:g} of the gap from {p['b']} to {p['c']}"
-    return f"{p['a']} {rule.replace('_', ' ')} vs {p['b']}, margin {p.get('margin', 'none')}"
+    on = f" on {p['metric']}" if p.get("metric") else ""
+    return f"{p['a']} {rule.replace('_', ' ')} vs {p['b']}{on}, margin {p.get('margin', 'none')}"
 
 
 def post_hoc(declared: object, protos: list[dict]) -> str:
@@ -131,26 +134,41 @@ def build(reports: Path, mapping: dict) -> tuple[str, list[dict]]:
         1, sum(rule_of(w) != "setting_in" for _, works in ready.values() for w in works if study(w["study"]) is not None)
     )
     have = {name: got for name, got in loaded.items() if got is not None}
+
+    def judge(c: dict, study: str, family: int, margin: object) -> dict | None:
+        """A contrast judged, or None where its study waits for a confirmation on fresh seeds."""
+        try:
+            return check(have[c.get("study") or study][0], c, family, margin)
+        except Unconfirmed:
+            return None
+
     for cid, (spec, works) in ready.items():
         judged = [
-            check(have[w["study"]][0], w, family, w.get("margin")) | {"workload": w["workload"], "real": w["real"]}
+            (j | {"workload": w["workload"], "real": w["real"]} if (j := judge(w, w["study"], family, w.get("margin"))) else None)
             if w["study"] in have
             else None
             for w in works
         ]
-        verdict, why = overall([(j["verdict"], j["real"]) for j in judged if j])
+        verdict, why = (
+            overall([(j["verdict"], j["real"]) for j in judged if j]) if any(judged) else ("not run with the protocol yet", "")
+        )
         secondary = [c for c in spec.get("checks", []) if (c.get("study") or spec["study"]) in have]
         inner = max(1, sum(rule_of(c) != "setting_in" for c in secondary))
-        others = [check(have[c.get("study") or spec["study"]][0], c, inner, spec["primary"].get("margin")) for c in secondary]
+        others = [j for c in secondary if (j := judge(c, spec["study"], inner, spec["primary"].get("margin")))]
         label = lambda w: w["workload"] + (" (real data)" if w["real"] else "")  # noqa: E731
         many = len(works) > 1
         used = list(dict.fromkeys(w["study"] for w in works if w["study"] in have))
         rows[cid].update(
             verdict=verdict,
-            workloads="; ".join(f"{label(w)}: {j['verdict'] if j else 'not run yet'}" for w, j in zip(works, judged, strict=True))
+            workloads="; ".join(
+                f"{label(w)}: {j['verdict'] if j else 'not run yet' if w['study'] not in have else 'awaits its rerun on fresh seeds'}"
+                for w, j in zip(works, judged, strict=True)
+            )
             + (f" ({why})" if why else ""),
-            effect="; ".join((f"[{j['workload']}] " if many else "") + effect(j) for j in judged if j)
-            + "".join(f"; secondary: {effect(c)}" for c in others),
+            effect="; ".join(
+                [(f"[{j['workload']}] " if many else "") + effect(j) for j in judged if j]
+                + [f"secondary: {effect(c)}" for c in others]
+            ),
             evidence="; ".join((f"{name}: " if len(used) > 1 else "") + evidence(have[name][1]) for name in used)
             + "; "
             + "; ".join(

@@ -10,7 +10,7 @@ import pandas as pd
 
 from harness.report import ReportError, stats
 from harness.report.contrast import margin_of
-from harness.report.fresh import versus
+from harness.report.fresh import upto, versus
 from harness.report.wording import fmt, interval
 
 
@@ -85,11 +85,37 @@ def overall(verdicts: list[tuple[str, bool]]) -> tuple[str, str]:
 OTHER_RULES = ("gap_share", "near", "setting_in")
 
 
+class Unconfirmed(ReportError):
+    """A contrast on another metric than the primary one, in a study not confirmed on fresh seeds (its tuned.csv
+    has no other metrics): the claims table shows that workload as waiting for its rerun."""
+
+
 def rows_of(tuned: pd.DataFrame, c: dict, method: str) -> pd.Series:
+    """The study's row of `method` on the problem `where` names; with a `metric` (and its `mode`), that row read
+    on the metric instead of the study's primary one (the selected setting stays the one validation chose)."""
     rows = tuned[tuned["problem"].map(lambda pr: matches(pr, c["where"])) & (tuned["method"] == method)]
     if len(rows) != 1:
         raise ReportError(f"claims map: no single problem matching {c['where']!r} with method {method!r}")
-    return rows.iloc[0]
+    row = rows.iloc[0]
+    metric = c.get("metric")
+    if not metric or metric == row["metric"]:
+        return row
+    if c.get("mode") not in ("max", "min"):
+        raise ReportError(f"claims map: a contrast on {metric} must say whether higher is better (mode: max or min)")
+    if "others" not in row.index:
+        raise Unconfirmed(f"{metric} needs the study rerun on fresh seeds (study.stage=confirm)")
+    scores = (row.get("others") or {}).get(metric)
+    if scores is None:
+        raise ReportError(
+            f"claims map: {metric} is not among the other test metrics of {method} in tuned.csv "
+            "(they are written for a study confirmed on fresh seeds)"
+        )
+    fresh = {int(r): v for r, v in scores["fresh"].items()}
+    by_seed = upto(fresh, max(fresh)) if fresh else scores["selection"]
+    return pd.Series(
+        {**row.to_dict(), "metric": metric, "mode": c["mode"], "test_by_seed": by_seed, "fresh_by_round": fresh}
+        | {"test_mean": sum(by_seed.values()) / len(by_seed) if by_seed else math.nan, "n": len(by_seed)}
+    )
 
 
 def rule_of(c: dict) -> str:

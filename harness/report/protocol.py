@@ -115,6 +115,7 @@ def settings_table(
                 "run_ids": list(finished.loc[ok, "run_id"]),
                 "fresh_by_round": by_round(confirmed, confirmed_test.dropna()),
                 "fresh_failed": int((everything["fresh"] & ~everything.outcome.isin(["finished", "running"])).sum()),
+                "others": other_metrics(metric, finished[ok], confirmed),
             }
         )
         rows.append(row)
@@ -127,6 +128,20 @@ def settings_table(
     table.insert(1, "method", table.apply(lambda r: ", ".join(f"{label(c)}={r[c]}" for c in method_cols), axis=1))
     table["setting"] = table.apply(lambda r: ", ".join(f"{label(c)}={r[c]}" for c in tuned_cols) or "(fixed)", axis=1)
     return table, problem_cols, method_cols, tuned_cols
+
+
+def other_metrics(metric: str, finished: pd.DataFrame, confirmed: pd.DataFrame) -> dict[str, dict]:
+    """A setting's other test metrics (minority recall beside macro-F1, MAE beside deviance), seed by seed:
+    {metric: {"selection": {seed: score}, "fresh": {round: {seed: score}}}}, for a claim judged on one of them."""
+    out = {}
+    for col in sorted(c for c in finished.columns if c.startswith("final:test/") and c != f"final:{metric}"):
+        chosen = pd.to_numeric(finished[col], errors="coerce")
+        fresh = pd.to_numeric(confirmed.get(col, pd.Series(math.nan, index=confirmed.index)), errors="coerce")
+        out[col.removeprefix("final:")] = {
+            "selection": dict(zip(finished["seed"].astype(str)[chosen.notna()], chosen.dropna().astype(float))),
+            "fresh": by_round(confirmed[fresh.notna()], fresh.dropna()),
+        }
+    return out
 
 
 def better(mode: str):
@@ -190,6 +205,7 @@ def select(settings: pd.DataFrame, tolerance: float, margin: object = None, roun
                 "at_edge": at_edge,
                 "test_by_seed": scores,
                 "fresh_by_round": fresh,
+                "others": best.get("others") or {},
                 "run_ids": best["run_ids"],
                 "grid_val": vals.tolist(),
             }
