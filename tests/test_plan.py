@@ -1,0 +1,47 @@
+"""reports/plan.md: the declared order and budgets of the studies beside what their reports measured."""
+
+import json
+
+from harness.report.plan import grid_runs, main
+
+
+def test_the_plan_shows_each_study_measured_against_its_budget(tmp_path):
+    reports, experiments = tmp_path / "reports", tmp_path / "experiments"
+    reports.mkdir()
+    experiments.mkdir()
+    (experiments / "base.yaml").write_text("hydra:\n  sweeper:\n    params:\n      loss: a,b,c\n      seed: 0,1,2,3,4\n")
+    (experiments / "longer.yaml").write_text(
+        "defaults:\n  - base\n  - _self_\nhydra:\n  sweeper:\n    params:\n      task.max_length: '6'\n"
+    )
+    (experiments / "searched.yaml").write_text("defaults:\n  - override /hydra/sweeper: search\n")
+    assert grid_runs("base", experiments) == 15 and grid_runs("longer", experiments) == 15
+    assert grid_runs("searched", experiments) is None and grid_runs("missing", experiments) is None
+    for study, seconds, confirmed in (("base", 90.0, True), ("longer", 900.0, True), ("searched", 60.0, False)):
+        (reports / study).mkdir()
+        proto = {"finished": 15, "train_seconds": seconds, "generated": "2026-12-06 10:00"}
+        (reports / study / "protocol.json").write_text(json.dumps(proto | ({"confirmation": {}} if confirmed else {})))
+    (reports / "plan.yaml").write_text(
+        "part 1:\n"
+        "  - {study: base, claims: [C1], budget: 2}\n"
+        "  - {study: longer, claims: [C1, C2], budget: 10}\n"
+        "part 2:\n"
+        "  - {study: searched, claims: [], budget: 5}\n"
+        "  - {study: missing, claims: [C3], budget: 5}\n"
+    )
+    assert main(["--reports", str(reports)]) == 0
+    rows = {line.split("|")[2].strip(): line for line in (reports / "plan.md").read_text().splitlines() if line.startswith("|  ")}
+    assert " 1.5 |" in rows["base"] and "confirmed on fresh seeds (2026-12-06), within budget" in rows["base"]
+    assert "over budget by 5.0 min" in rows["longer"] and "| C1, C2 " in rows["longer"]
+    assert "a search" in rows["searched"] and "first run only (2026-12-06): not yet rerun on fresh seeds" in rows["searched"]
+    assert "not run" in rows["missing"] and "| 15 runs " not in rows["missing"]
+    (reports / "plan.yaml").write_text("part 1: {study: base}\n")
+    assert main(["--reports", str(reports)]) == 2
+
+
+def test_the_committed_plan_page_matches_the_plan_and_the_reports():
+    import yaml
+
+    from harness.report.plan import REPORTS, build
+
+    plan = yaml.safe_load((REPORTS / "plan.yaml").read_text())
+    assert (REPORTS / "plan.md").read_text() == build(REPORTS, plan), "run python -m harness.report.plan"
