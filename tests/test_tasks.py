@@ -160,3 +160,17 @@ def test_segmentation_masks_follow_the_foreground_share_and_metrics_score_them()
     assert Segmentation().model()(data.test.x[:3]).shape == (3, 2, 32, 32)
     with pytest.raises(HarnessError, match=r"task.foreground must be a share of pixels in \(0, 0.3\]"):
         Segmentation(foreground=0.5)
+
+
+def test_keras_init_and_noisy_validation(tiny_mnist):
+    task = MNIST(data_dir=str(tiny_mnist), download=False, val_size=100, hidden=[84], init="keras")
+    first, last = task.model()[1], task.model()[3]
+    assert first.bias.abs().sum() == 0 and last.bias.abs().sum() == 0  # Keras: zero biases
+    bound = (6 / (784 + 84)) ** 0.5  # Glorot uniform
+    assert first.weight.abs().max() <= bound and first.weight.abs().max() > 0.9 * bound
+    with pytest.raises(HarnessError, match=r"task.init='he' is unknown; allowed: torch, keras"):
+        MNIST(init="he")
+    clean = MNIST(data_dir=str(tiny_mnist), download=False, val_size=100, label_noise=0.4).load()
+    noisy = MNIST(data_dir=str(tiny_mnist), download=False, val_size=100, label_noise=0.4, noisy_validation=True).load()
+    assert (noisy.val.y != clean.val.y).sum().item() == 40 and torch.equal(noisy.test.y, clean.test.y)
+    assert torch.equal(noisy.train.y, clean.train.y)

@@ -41,6 +41,7 @@ RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-
 DATASETS = {"mnist": ("MNIST", "MNIST", 0.1307, 0.3081), "fashion_mnist": ("FashionMNIST", "FashionMNIST", 0.2860, 0.3530)}
 MEAN, STD = DATASETS["mnist"][2:]
 NORMALIZATIONS = ("standard", "unit", "none")
+INITS = ("torch", "keras")  # torch: PyTorch's default (Kaiming uniform, a=sqrt(5)); keras: Glorot uniform, zero biases
 IDX_MAGIC = {"images": 2051, "labels": 2049}
 
 
@@ -156,10 +157,20 @@ def check_split(n_images: int, n_train: int | None, val_size: int) -> int:
     return n_train
 
 
-def image_model(num_classes: int, model: str, hidden: list[int], activation: str, channels: list[int]) -> nn.Module:
-    if model == "cnn":
-        return small_cnn(num_classes, channels, hidden[0] if hidden else 128)
-    return mlp(28 * 28, num_classes, hidden, activation)
+def image_model(
+    num_classes: int, model: str, hidden: list[int], activation: str, channels: list[int], init: str = "torch"
+) -> nn.Module:
+    net = (
+        small_cnn(num_classes, channels, hidden[0] if hidden else 128)
+        if model == "cnn"
+        else mlp(28 * 28, num_classes, hidden, activation)
+    )
+    if init == "keras":  # Keras's Dense and Conv2D defaults: Glorot (Xavier) uniform weights, zero biases
+        for layer in net.modules():
+            if isinstance(layer, nn.Linear | nn.Conv2d):
+                nn.init.xavier_uniform_(layer.weight)
+                nn.init.zeros_(layer.bias)
+    return net
 
 
 class MNIST(ClassificationTask):
@@ -181,8 +192,11 @@ class MNIST(ClassificationTask):
         n_train: int | None = None,
         data_seed: int = 0,
         label_noise: float = 0.0,
+        noisy_validation: bool = False,
+        init: str = "torch",
     ):
         self.hidden, self.channels = check_model(model, hidden, activation, channels)
+        self.init = check_choice("task.init", init, INITS)
         self.data_dir, self.download = data_dir, check_bool("task.download", download)
         self.dataset = check_dataset(dataset)
         self.model_name, self.normalize, self.activation = model, check_normalize(normalize), activation
@@ -190,6 +204,7 @@ class MNIST(ClassificationTask):
         self.n_train = None if n_train is None else check_positive_int("task.n_train", n_train)
         self.data_seed = check_seed("task.data_seed", data_seed)
         self.label_noise = check_fraction("task.label_noise", label_noise)
+        self.noisy_validation = check_bool("task.noisy_validation", noisy_validation)
 
     def sources(self) -> list[Path]:
         return mnist_files(self.data_dir, self.dataset)
@@ -204,9 +219,11 @@ class MNIST(ClassificationTask):
 
         # index the uint8 images before converting: a float copy of all 60k would cost ~190 MB more at peak
         test = Split(inputs(xte), yte)
-        val = test if self.val_size == 0 else Split(inputs(xtr[va]), ytr[va])
-        train_y = flip_labels(ytr[tr], self.label_noise, self.num_classes, self.data_seed)  # validation and test stay clean
+        # a user's validation split is drawn from the same (noisy) labels as the training split; the test stays clean
+        val_y = flip_labels(ytr[va], self.label_noise, self.num_classes, self.data_seed + 1) if self.noisy_validation else ytr[va]
+        val = test if self.val_size == 0 else Split(inputs(xtr[va]), val_y)
+        train_y = flip_labels(ytr[tr], self.label_noise, self.num_classes, self.data_seed)
         return Data(Split(inputs(xtr[tr]), train_y), val, test)
 
     def model(self) -> nn.Module:
-        return image_model(self.num_classes, self.model_name, self.hidden, self.activation, self.channels)
+        return image_model(self.num_classes, self.model_name, self.hidden, self.activation, self.channels, self.init)
