@@ -158,7 +158,7 @@ def measure(args, parts, device, quick: bool, reps: int, epochs: int, subset: li
     data = (
         None
         if "loop" not in parts
-        else MNIST(data_dir=args.data_dir, download=False, **({"n_train": 10000} if quick else {})).load().to(device)
+        else MNIST(data_dir=args.data_dir, download=False, n_train=10000 if quick else None).load().to(device)
     )
 
     if "loop" in parts:

@@ -169,7 +169,8 @@ def image_model(
         for layer in net.modules():
             if isinstance(layer, nn.Linear | nn.Conv2d):
                 nn.init.xavier_uniform_(layer.weight)
-                nn.init.zeros_(layer.bias)
+                if layer.bias is not None:
+                    nn.init.zeros_(layer.bias)
     return net
 
 
