@@ -47,3 +47,16 @@ def test_a_class_never_predicted_scores_zero_f1_not_nan():
     m = classification_metrics(logits, torch.tensor([0, 0, 0, 1]), minority_class=1)
     assert m["macro_f1"].item() == pytest.approx(skm.f1_score([0, 0, 0, 1], [0, 0, 0, 0], average="macro", zero_division=0))
     assert m["minority_recall"].item() == 0.0
+
+
+def test_curve_metrics_say_how_a_run_got_to_its_last_score():
+    from harness.engine.record import curve_metrics
+
+    up = curve_metrics("test/accuracy", "max", [0.5, 0.7, 0.8, 0.85, 0.9, 0.92, 0.93, 0.94])
+    assert up["test/accuracy_best"] == 0.94 and up["test/accuracy_oscillation"] == pytest.approx(0.0)
+    assert up["test/accuracy_epoch_mean"] == pytest.approx(sum([0.5, 0.7, 0.8, 0.85, 0.9, 0.92, 0.93, 0.94]) / 8)
+    # back and forth over the last quarter (at least three epochs: 0.5, 0.3, 0.5): a path of 0.4, net 0, over 2 steps
+    zigzag = curve_metrics("test/mse", "min", [2.0, 1.0, 0.5, 0.3, 0.5, 0.3, 0.5])
+    assert zigzag["test/mse_best"] == 0.3 and zigzag["test/mse_oscillation"] == pytest.approx(0.4 / 2)
+    assert curve_metrics("test/mse", "min", [float("nan")]) == {}
+    assert "test/mse_oscillation" not in curve_metrics("test/mse", "min", [1.0, 0.5])  # too short to tell

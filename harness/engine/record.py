@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import sys
 import time
 from collections.abc import Iterator
@@ -45,6 +46,8 @@ class RunRecord:
         self.spec, self.tracker = spec, tracker
         self.stride, self.steps_done, self.ended = 1, 0, False
         self.t0 = time.perf_counter()
+        self.primary, self.mode = "", "max"
+        self.curve: list[float] = []  # the primary test metric, epoch by epoch
 
     @property
     def run_id(self) -> str | None:
@@ -83,6 +86,7 @@ class RunRecord:
         if sweep and sweep.parent_run_id:
             tags.update({"mlflow.parentRunId": sweep.parent_run_id, "sweep_id": str(sweep.sweep_id)})
         self.stride = max(1, -(-total_steps // LR_POINTS_PER_RUN))
+        self.primary, self.mode = task.primary_metric, task.mode
         return self.spec.run_name, tags, run_params(cfg, names), OmegaConf.to_yaml(cfg, resolve=True)
 
     def opened(self) -> None:
@@ -93,11 +97,16 @@ class RunRecord:
         start_all([self], [self.opening(task, device, threads, batch_size, total_steps, extra_tags)])
 
     def epoch(self, epoch: int, metrics: dict[str, float], lrs: list[float]) -> None:
-        """Log one epoch: its metrics, and the LR of every stride-th optimizer step as `lr_step`."""
+        """Log one epoch: its metrics, and the LR of every stride-th optimizer step as `lr_step`; the last epoch
+        also logs what the primary metric's curve did (``curve_metrics``)."""
         first = -self.steps_done % self.stride
         for i in range(first, len(lrs), self.stride):
             self.tracker.log({"lr_step": lrs[i]}, step=self.steps_done + i)
         self.steps_done += len(lrs)
+        if self.primary in metrics:
+            self.curve.append(float(metrics[self.primary]))
+            if epoch == self.spec.cfg.epochs:
+                metrics = {**metrics, **curve_metrics(self.primary, self.mode, self.curve)}
         self.tracker.log(metrics, step=epoch)
 
     def closing(self, outcome: str, result: Result | None = None, error: str | None = None) -> tuple[str, dict[str, str]]:
@@ -113,6 +122,23 @@ class RunRecord:
     def end(self, outcome: str, result: Result | None = None, error: str | None = None, metric: str | None = None) -> None:
         """Close the run (FINISHED for finished and diverged, FAILED, KILLED) and write the journal line."""
         end_all([self], [(outcome, result, error)], metric)
+
+
+def curve_metrics(metric: str, mode: str, curve: list[float]) -> dict[str, float]:
+    """What a run's primary test metric did over its epochs, logged with its last epoch: ``_best``, its best
+    value (below the last one: the run overfitted or drifted); ``_epoch_mean``, its mean over the epochs (the
+    area under the learning curve: higher for a run that got there sooner); ``_oscillation``, over the last
+    quarter of the epochs (at least 3), the path length beyond the net change, per epoch (0 for a curve that
+    moves one way; larger the more it goes back and forth)."""
+    finite = [v for v in curve if math.isfinite(v)]
+    if not finite:
+        return {}
+    out = {f"{metric}_best": max(finite) if mode == "max" else min(finite), f"{metric}_epoch_mean": sum(curve) / len(curve)}
+    tail = curve[-max(3, len(curve) // 4) :]
+    if len(curve) >= 3 and all(math.isfinite(v) for v in tail):
+        path = sum(abs(b - a) for a, b in zip(tail, tail[1:]))
+        out[f"{metric}_oscillation"] = (path - abs(tail[-1] - tail[0])) / (len(tail) - 1)
+    return out
 
 
 def start_all(records: list[RunRecord], starts: list[tuple]) -> None:
