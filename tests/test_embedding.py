@@ -168,3 +168,23 @@ def test_a_stacked_sweep_of_the_embedding_task_runs_its_jobs_alone_and_says_why(
     assert "the training set beside each split" in proc.stdout + proc.stderr
     _, runs = mlflow_runs(tmp_path, "embedding")
     assert sorted(r.info.status for r in runs) == ["FINISHED"] * 3  # 2 jobs and the sweep's parent
+
+
+def test_held_out_classes_never_reach_training_and_are_scored_by_retrieval_among_themselves():
+    import torch
+
+    from harness import HarnessError
+    from harness.tasks.embedding import Embedding
+
+    task = Embedding(held_out=3)
+    data = task.load()
+    assert int(data.train.y.max()) == 6 and int(data.val.y.max()) == 6
+    assert set(data.test.y.unique().tolist()) == {7, 8, 9}
+    assert len(data.test) == 533  # every 7, 8 and 9 of the 1,797 bundled digits
+    assert task.primary_metric == "test/map_at_r" and Embedding().primary_metric == "test/knn_accuracy"
+    out = task.model()(data.test.x)
+    scores = task.metrics(out, data.test.y, gallery=(task.model()(data.train.x), data.train.y))
+    assert "knn_accuracy" not in scores and 0 <= scores["map_at_r"] <= 1  # no neighbours of these kinds in the gallery
+    assert "knn_accuracy" in task.metrics(task.model()(data.val.x), data.val.y, gallery=(out[:5], torch.zeros(5).long()))
+    with pytest.raises(HarnessError, match="task.held_out must be a number of classes from 0 to 8"):
+        Embedding(held_out=9)

@@ -9,6 +9,10 @@ against the training set's (primary), and leave-one-out recall@1 and MAP@R withi
 
 Data: ``digits``, scikit-learn's bundled 8x8 digits (1,797 images; no download), or ``mnist``
 (the IDX files in ``data_dir``, as ``task=mnist`` reads them).
+
+Held-out classes (``held_out`` k > 0): the last k classes never reach training or validation; the test set is
+every image of those classes, and is scored by retrieval within it (MAP@R primary, recall@1): how well the
+embedding separates kinds it never saw, the similarity task metric learning is for.
 """
 
 from __future__ import annotations
@@ -64,8 +68,14 @@ class Embedding(Task):
         val_size: int | None = None,
         n_train: int | None = None,
         data_seed: int = 0,
+        held_out: int = 0,
     ):
         self.dataset = check_choice("task.dataset", dataset, DATASETS)
+        if isinstance(held_out, bool) or not isinstance(held_out, int) or not 0 <= held_out <= 8:
+            raise HarnessError(f"task.held_out must be a number of classes from 0 to 8 (of 10), got {held_out!r}")
+        self.held_out, self.cut = held_out, self.num_classes - held_out  # classes >= cut are held out
+        if held_out:
+            self.primary_metric = "test/map_at_r"  # the test set's classes are not in the training gallery
         self.hidden, self.channels = check_model(model, hidden, activation, channels)
         if model == "cnn" and dataset != "mnist":
             raise HarnessError("task.model=cnn needs 28x28 images: use it with task.dataset=mnist")
@@ -80,9 +90,18 @@ class Embedding(Task):
         self.data_seed = check_seed("task.data_seed", data_seed)
 
     def sources(self) -> list[Path]:
-        return mnist_files(self.data_dir)
+        return [] if self.dataset == "digits" else mnist_files(self.data_dir)
 
     def load(self) -> Data:
+        data = self._load()
+        if not self.held_out:
+            return data
+        seen = [Split(s.x[s.y < self.cut], s.y[s.y < self.cut]) for s in (data.train, data.val)]
+        parts = (data.train, data.val, data.test)  # every image of a held-out class
+        test = Split(torch.cat([s.x[s.y >= self.cut] for s in parts]), torch.cat([s.y[s.y >= self.cut] for s in parts]))
+        return Data(seen[0], seen[1], test)
+
+    def _load(self) -> Data:
         if self.dataset == "digits":
             from sklearn.datasets import load_digits  # bundled with scikit-learn: no download
 
@@ -115,6 +134,6 @@ class Embedding(Task):
     def metrics(self, output: Tensor, y: Tensor, gallery: tuple[Tensor, Tensor] | None = None) -> dict[str, Tensor]:
         emb = output[:, : self.dim]
         out = retrieval_metrics(emb, y)
-        if gallery is not None:
+        if gallery is not None and not bool((y >= self.cut).any()):  # held-out classes have no neighbours in the gallery
             out["knn_accuracy"] = nearest_label_accuracy(emb, y, gallery[0][:, : self.dim], gallery[1])
         return out
