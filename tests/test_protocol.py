@@ -552,3 +552,17 @@ def test_a_selection_at_the_grid_edge_is_flagged_unless_the_grid_is_flat():
     assert protocol.select(settings([0.5, 0.7, 0.9]), 0.02)["at_edge"].iloc[0] == "optimizer.lr"  # best at the top
     assert protocol.select(settings([0.5, 0.9, 0.7]), 0.02)["at_edge"].iloc[0] == ""  # best inside
     assert protocol.select(settings([0.5, 0.5, 0.5]), 0.02)["at_edge"].iloc[0] == ""  # flat: the tie decides
+
+
+def test_an_undecided_claim_says_how_many_seeds_would_decide_it():
+    from harness.report.contrast import contrast
+    from harness.report.judge import effect
+
+    a = {str(s): 0.90 + 0.02 * ((s * 7) % 5 - 2) / 2 for s in range(5)}
+    b = {str(s): 0.90 + 0.02 * ((s * 3) % 5 - 2) / 2 for s in range(5)}
+    d = contrast(a, b, "max", margin=0.005)
+    base = {"rule": "better", "problem": "p", "a": "x", "b": "y", "metric": "test/accuracy", "margin": 0.005, "family": 1}
+    assert d.verdict == "undecided"
+    assert f"about {math.ceil(d.seeds_needed)} seeds would give 80% power at the margin" in effect(base | {"contrast": d})
+    decided = contrast({k: v + 0.1 for k, v in a.items()}, b, "max", margin=0.005)
+    assert decided.verdict == "better" and "seeds would give" not in effect(base | {"contrast": decided})

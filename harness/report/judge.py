@@ -205,7 +205,12 @@ def effect(c: dict) -> str:
             f"against the point {c['fraction']:g} of the way: gain {fmt(d.gain)} {interval(d.low, d.high)} ({level}, n = {d.n})"
         )
     margin = f"margin +-{fmt(c['margin'])}" if math.isfinite(c["margin"]) else "no margin"
+    needs = (
+        f"; about {math.ceil(d.seeds_needed)} seeds would give 80% power at the margin"
+        if d.verdict in ("undecided", "non-inferior") and math.isfinite(d.seeds_needed)
+        else ""
+    )
     return (
         f"{c['problem']}: {c['a']} vs {c['b']}: {d.verdict}, gain {fmt(d.gain)} {interval(d.low, d.high)} {c['metric']} "
-        f"({level}, {margin}; {d.test}, n = {d.n})"
+        f"({level}, {margin}; {d.test}, n = {d.n}{needs})"
     )
