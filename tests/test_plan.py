@@ -1,4 +1,4 @@
-"""reports/plan.md: the declared order and budgets of the studies beside what their reports measured."""
+"""The generated pages (reports/plan.md, reports/claims.md, the results page's claims table) against their sources."""
 
 import json
 
@@ -45,3 +45,20 @@ def test_the_committed_plan_page_matches_the_plan_and_the_reports():
 
     plan = yaml.safe_load((REPORTS / "plan.yaml").read_text())
     assert (REPORTS / "plan.md").read_text() == build(REPORTS, plan), "run python -m harness.report.plan"
+
+
+def test_the_committed_claims_table_matches_the_map_and_the_reports():
+    import yaml
+
+    from harness.report import claims
+    from harness.report.plan import REPORTS
+
+    text, rows = claims.build(REPORTS, yaml.safe_load((REPORTS / "claims.yaml").read_text()))
+    committed = (REPORTS / "claims.md").read_text()
+    if claims.CLAIMS_LIST.exists():  # the claims' own wording is read from ../shared/CLAIMS.md where it is beside us
+        assert committed == text, "run python -m harness.report.claims --page docs/results.md"
+    for r in rows:
+        assert r["workloads"] in committed and r["effect"] in committed, r["id"]
+    page = (REPORTS.parent / "docs" / "results.md").read_text()
+    for r in rows:  # the results page's short table, claim by claim
+        assert f"| {r['id']} " in page and r["workloads"] in page, r["id"]

@@ -219,7 +219,7 @@ def main(argv=None) -> int:
     if args.readme:
         readme = Path(args.readme)
         body = readme.read_text()
-        short = pd.DataFrame([{k: r[k] for k in ("id", "claim", "study", "verdict")} for r in rows]).to_markdown(index=False)
+        short = pd.DataFrame([{k: r[k] for k in ("id", "claim", "verdict", "workloads")} for r in rows]).to_markdown(index=False)
         new, n = re.subn(
             r"(<!-- claims:start -->\n).*?(<!-- claims:end -->)",
             lambda m: m.group(1) + short + "\n" + m.group(2),
