@@ -358,6 +358,12 @@ def test_a_store_spanning_the_params_change_gives_the_same_factors():
     }
     runs = pd.DataFrame([old, new])
     assert factors(runs) == ["loss", "param:optimizer.lr"]
+    # a knob the harness gained between a selection and its confirmation: absent from the older runs, one value
+    # in the newer ones; no factor (it would split each setting in two), while a knob at two values stays one
+    gained = pd.DataFrame([old, new | {"param:task.init": "torch"}])
+    assert factors(gained) == ["loss", "param:optimizer.lr"]
+    two = pd.DataFrame([old | {"param:task.init": "keras"}, new | {"param:task.init": "torch"}])
+    assert factors(two) == ["loss", "param:optimizer.lr", "param:task.init"]
 
 
 def test_the_heatmap_colours_span_the_better_half_so_good_cells_differ():

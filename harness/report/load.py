@@ -225,7 +225,10 @@ def _float(v):
 
 def factors(runs: pd.DataFrame) -> list[str]:
     """The columns that vary between configurations: the group choices (task, loss, ...) and any param
-    that differs between runs and is not already implied by a group choice (focal's gamma by loss=focal)."""
+    that differs between runs and is not already implied by a group choice (focal's gamma by loss=focal).
+    A param absent from some runs and at one value in the others is no factor: a knob the harness gained
+    between a study's sweeps (a selection before it, a confirmation after), whose default keeps the old
+    behaviour."""
     out = [g for g in GROUPS if runs[g].nunique(dropna=False) > 1]
     params = [c for c in runs.columns if c.startswith("param:")]
     for col in sorted(params):
@@ -236,6 +239,8 @@ def factors(runs: pd.DataFrame) -> list[str]:
             continue  # the group choice itself (a param since the params were trimmed) and class paths (before): the group columns say it
         if runs[col].nunique(dropna=False) <= 1:
             continue
+        if runs[col].isna().any() and runs[col].nunique() <= 1:
+            continue  # a knob added to the harness between a study's sweeps, at one value where it is logged
         group = key.split(".")[0]
         if group in GROUPS and key != "optimizer.lr" and runs.groupby(group, dropna=False)[col].nunique(dropna=False).max() <= 1:
             continue  # implied by the group choice
