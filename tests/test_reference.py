@@ -16,3 +16,10 @@ def test_every_group_option_and_knob_is_in_it():
             assert f"| `{path.stem}` |" in page, (group, path.stem)
     for key in ("epochs", "init_seed", "study.margin", "study.rounds", "tracking.uri"):
         assert f"| `{key}` |" in page
+
+
+def test_the_cli_page_is_what_the_commands_print():
+    page = (ROOT / "docs" / "cli.md").read_text()
+    assert page == reference.cli_markdown(), "docs/cli.md is stale: python -m harness.config.reference --cli docs/cli.md"
+    for command, _ in reference.COMMANDS:
+        assert f"## `{command}`" in page
