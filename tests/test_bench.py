@@ -137,3 +137,11 @@ def test_scaling_table_renders_members_per_second():
     assert "(G)" in md and "| measure |" not in md and table in md  # no empty rows table when only the scaling ran
     assert "Incomplete" not in md
     assert "**Incomplete: the bench stopped before its last part" in markdown({**report, "complete": False})
+
+
+def test_the_performance_page_tables_are_the_bench_files():
+    from harness.bench.page import BLOCK, PAGE, render
+
+    page = PAGE.read_text()
+    assert len(BLOCK.findall(page)) >= 3
+    assert page == render(page), "docs/performance.md is stale: python -m harness.bench.page"
