@@ -34,6 +34,14 @@ def test_the_plan_shows_each_study_measured_against_its_budget(tmp_path):
     assert "over budget by 5.0 min" in rows["longer"] and "| C1, C2 " in rows["longer"]
     assert "a search" in rows["searched"] and "first run only (2026-12-06): not yet rerun on fresh seeds" in rows["searched"]
     assert "not run" in rows["missing"] and "| 15 runs " not in rows["missing"]
+    page = tmp_path / "results.md"
+    page.write_text("intro\n<!-- studies:start -->\nold\n<!-- studies:end -->\nrest\n")
+    assert main(["--reports", str(reports), "--page", str(page)]) == 0
+    listed = page.read_text()
+    assert "old" not in listed and "- base (C1): confirmed on fresh seeds (2026-12-06), within budget\n" in listed
+    assert "- missing (C3): not run\n" in listed and listed.endswith("<!-- studies:end -->\nrest\n")
+    page.write_text("no block here\n")
+    assert main(["--reports", str(reports), "--page", str(page)]) == 2
     (reports / "plan.yaml").write_text("part 1: {study: base}\n")
     assert main(["--reports", str(reports)]) == 2
 
@@ -62,3 +70,15 @@ def test_the_committed_claims_table_matches_the_map_and_the_reports():
     page = (REPORTS.parent / "docs" / "results.md").read_text()
     for r in rows:  # the results page's short table, claim by claim
         assert f"| {r['id']} " in page and r["workloads"] in page, r["id"]
+
+
+def test_the_results_page_lists_every_planned_study_as_the_plan_says():
+    import yaml
+
+    from harness.report.plan import REPORTS, study_list
+
+    plan = yaml.safe_load((REPORTS / "plan.yaml").read_text())
+    page = (REPORTS.parent / "docs" / "results.md").read_text()
+    block = page.split("<!-- studies:start -->\n")[1].split("<!-- studies:end -->")[0]
+    assert block == study_list(REPORTS, plan), "run python -m harness.report.plan --page docs/results.md"
+    assert block.count("\n") == sum(len(v) for v in plan.values())

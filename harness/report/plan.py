@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -88,21 +89,47 @@ def build(reports: Path, plan: dict) -> str:
     return "\n".join(lines)
 
 
+def study_list(reports: Path, plan: dict) -> str:
+    """The results page's list of studies: each a link to its report, its claims and where it stands."""
+    lines = []
+    for entries in plan.values():
+        for e in entries:
+            row = status(reports, e)
+            report = reports / e["study"] / "report.md"
+            link = f"[{e['study']}](../reports/{e['study']}/report.md)" if report.exists() else e["study"]
+            lines.append(f"- {link} ({row['claims']}): {row['status']}")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m harness.report.plan", description="reports/plan.md from the plan and the reports."
     )
     p.add_argument("--reports", default=str(REPORTS), help="folder holding plan.yaml and the studies' reports")
+    p.add_argument("--page", help="also rewrite the list of studies between a page's studies:start and studies:end lines")
     args = p.parse_args(argv)
     reports = Path(args.reports)
     try:
         plan = yaml.safe_load((reports / "plan.yaml").read_text()) or {}
         text = build(reports, plan)
+        page = Path(args.page).read_text() if args.page else ""
     except (OSError, KeyError, ReportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     (reports / "plan.md").write_text(text)
     print(f"wrote {reports / 'plan.md'}")
+    if args.page:
+        new, n = re.subn(
+            r"(<!-- studies:start -->\n).*?(<!-- studies:end -->)",
+            lambda m: m.group(1) + study_list(reports, plan) + m.group(2),
+            page,
+            flags=re.S,
+        )
+        if not n:
+            print(f"error: {args.page} has no <!-- studies:start --> ... <!-- studies:end --> block", file=sys.stderr)
+            return 2
+        Path(args.page).write_text(new)
+        print(f"rewrote the list of studies of {args.page}")
     return 0
 
 
