@@ -77,6 +77,16 @@ def test_a_confirmation_reruns_only_the_selected_settings_on_fresh_seeds(tmp_pat
     mae = {m: json.loads(r["others"])["test/mae"]["fresh"]["1"] for m, r in tuned.set_index("method").iterrows()}
     gain = sum(mae["loss=mse"].values()) / 3 - sum(mae["loss=mae"].values()) / 3
     assert f"gain {gain:.4g}" in rows[0]["effect"] and "test/mae" in rows[0]["effect"] and "n = 3" in rows[0]["effect"]
+    # a method against itself at its best epoch: does it drift away from its best (overfit) by more than the margin?
+    drop = {"a": "loss=mse", "where": "regression", "rule": "drop", "margin": "5%"}
+    _, rows = claims.build(tmp_path, {"C6": {"claim": "mse drifts from its best", "study": "report", "primary": drop}})
+    c6 = next(r for r in rows if r["id"] == "C6")
+    assert "loss=mse vs loss=mse at its last epoch" in c6["effect"] and c6["verdict"] in (
+        "supported",
+        "contradicted",
+        "inconclusive",
+    )
+    assert "best epoch better than its last" in c6["primary contrast"]
     for wrong, message in (({"mode": None}, "mode: max or min"), ({"metric": "test/none"}, "not among the other test metrics")):
         with pytest.raises(ReportError, match=message):
             claims.build(tmp_path, {"C1": {"claim": "x", "study": "report", "primary": primary | wrong}})

@@ -64,6 +64,8 @@ def primary_text(p: dict) -> str:
         return f"{p['a']} within {p['value']:g} +- {p['tolerance']:g}"
     if rule == "gap_share":
         return f"{p['a']} closes at least {p['fraction']:g} of the gap from {p['b']} to {p['c']}"
+    if rule == "drop":
+        return f"{p['a']}'s best epoch better than its last, margin {p.get('margin', 'none')}"
     on = f" on {p['metric']}" if p.get("metric") else ""
     return f"{p['a']} {rule.replace('_', ' ')} vs {p['b']}{on}, margin {p.get('margin', 'none')}"
 

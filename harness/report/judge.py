@@ -56,6 +56,10 @@ RULES: dict[str, dict[str, str]] = {
     # gap_share: a closes at least `fraction` of the gap from b to c, judged per seed as a against the
     # point that fraction of the way from b to c: a better than it -> supported, worse -> contradicted.
     "gap_share": {"better": "supported", "worse": "contradicted"},
+    # drop: a's best epoch against its last (the primary metric's `_best` curve metric against the metric itself,
+    # paired by seed): the best better by more than the margin -> supported (a overfits or drifts away from its
+    # best), within the margin -> contradicted.
+    "drop": {"better": "supported", "equivalent": "contradicted", "worse": "contradicted"},
     # near (a's test score within value +- tolerance: its one-sided bounds inside -> supported, its two-sided
     # interval wholly outside -> contradicted) and setting_in (a's selected value of a knob inside a range;
     # the selection is one number, with no uncertainty) are judged in check().
@@ -82,7 +86,7 @@ def overall(verdicts: list[tuple[str, bool]]) -> tuple[str, str]:
     return "inconclusive", "not decided on every workload"
 
 
-OTHER_RULES = ("gap_share", "near", "setting_in")
+OTHER_RULES = ("gap_share", "near", "setting_in", "drop")
 
 
 class Unconfirmed(ReportError):
@@ -170,7 +174,11 @@ def check(tuned: pd.DataFrame, c: dict, family: int = 1, margin: object = None) 
             "closed": closed,
             "verdict": RULES["gap_share"].get(d.verdict, "inconclusive"),
         }
-    b = rows_of(tuned, c, c["b"])
+    if rule == "drop":  # the same method read at its best epoch (b: its last)
+        b, a = a, rows_of(tuned, {**c, "metric": f"{a['metric']}_best", "mode": a["mode"]}, c["a"])
+        out["b"] = f"{c['a']} at its last epoch"
+    else:
+        b = rows_of(tuned, c, c["b"])
     m = margin_of(c.get("margin", margin), b["test_mean"], a["metric"])
     d, look = versus(
         a["test_by_seed"],
