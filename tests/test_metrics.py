@@ -58,5 +58,9 @@ def test_curve_metrics_say_how_a_run_got_to_its_last_score():
     # back and forth over the last quarter (at least three epochs: 0.5, 0.3, 0.5): a path of 0.4, net 0, over 2 steps
     zigzag = curve_metrics("test/mse", "min", [2.0, 1.0, 0.5, 0.3, 0.5, 0.3, 0.5])
     assert zigzag["test/mse_best"] == 0.3 and zigzag["test/mse_oscillation"] == pytest.approx(0.4 / 2)
+    assert zigzag["test/mse_early_oscillation"] == pytest.approx(0.0)  # 2.0, 1.0, 0.5: one way
+    assert curve_metrics("test/accuracy", "max", [0.5, 0.2, 0.6, 0.7])["test/accuracy_early_oscillation"] == pytest.approx(
+        0.6 / 2
+    )
     assert curve_metrics("test/mse", "min", [float("nan")]) == {}
     assert "test/mse_oscillation" not in curve_metrics("test/mse", "min", [1.0, 0.5])  # too short to tell

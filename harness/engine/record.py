@@ -129,15 +129,17 @@ def curve_metrics(metric: str, mode: str, curve: list[float]) -> dict[str, float
     value (below the last one: the run overfitted or drifted); ``_epoch_mean``, its mean over the epochs (the
     area under the learning curve: higher for a run that got there sooner); ``_oscillation``, over the last
     quarter of the epochs (at least 3), the path length beyond the net change, per epoch (0 for a curve that
-    moves one way; larger the more it goes back and forth)."""
+    moves one way; larger the more it goes back and forth); ``_early_oscillation``, the same over the first
+    quarter (how unsteady the start is)."""
     finite = [v for v in curve if math.isfinite(v)]
     if not finite:
         return {}
     out = {f"{metric}_best": max(finite) if mode == "max" else min(finite), f"{metric}_epoch_mean": sum(curve) / len(curve)}
-    tail = curve[-max(3, len(curve) // 4) :]
-    if len(curve) >= 3 and all(math.isfinite(v) for v in tail):
-        path = sum(abs(b - a) for a, b in zip(tail, tail[1:]))
-        out[f"{metric}_oscillation"] = (path - abs(tail[-1] - tail[0])) / (len(tail) - 1)
+    k = max(3, len(curve) // 4)
+    for name, part in (("_oscillation", curve[-k:]), ("_early_oscillation", curve[:k])):
+        if len(curve) >= 3 and all(math.isfinite(v) for v in part):
+            path = sum(abs(b - a) for a, b in zip(part, part[1:]))
+            out[f"{metric}{name}"] = (path - abs(part[-1] - part[0])) / (len(part) - 1)
     return out
 
 
