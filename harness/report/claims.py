@@ -19,6 +19,7 @@ import yaml
 
 from harness.report import ReportError, stats
 from harness.report.judge import OVERALL_RULE, Unconfirmed, check, effect, overall, rule_of
+from harness.report.pages import replace_block
 
 REPORTS = Path(__file__).resolve().parent.parent.parent / "reports"
 CLAIMS_LIST = REPORTS.parent.parent / "shared" / "CLAIMS.md"
@@ -219,20 +220,12 @@ def main(argv=None) -> int:
         + ", ".join(f"{v} {k}" for k, v in pd.Series([r["verdict"] for r in rows]).value_counts().items())
     )
     if args.readme:
-        readme = Path(args.readme)
-        body = readme.read_text()
         short = pd.DataFrame([{k: r[k] for k in ("id", "claim", "verdict", "workloads")} for r in rows]).to_markdown(index=False)
-        new, n = re.subn(
-            r"(<!-- claims:start -->\n).*?(<!-- claims:end -->)",
-            lambda m: m.group(1) + short + "\n" + m.group(2),
-            body,
-            flags=re.S,
-        )
-        if not n:
-            print(f"error: {readme} has no <!-- claims:start --> ... <!-- claims:end --> block", file=sys.stderr)
+        why = replace_block(Path(args.readme), "claims", short)
+        if why:
+            print(f"error: {why}", file=sys.stderr)
             return 2
-        readme.write_text(new)
-        print(f"rewrote the claims block of {readme}")
+        print(f"rewrote the claims block of {args.readme}")
     return 0
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import sys
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pandas as pd
 import yaml
 
 from harness.report import ReportError
+from harness.report.pages import replace_block
 
 REPORTS = Path(__file__).resolve().parent.parent.parent / "reports"
 EXPERIMENTS = REPORTS.parent / "experiments"
@@ -112,23 +112,16 @@ def main(argv=None) -> int:
     try:
         plan = yaml.safe_load((reports / "plan.yaml").read_text()) or {}
         text = build(reports, plan)
-        page = Path(args.page).read_text() if args.page else ""
     except (OSError, KeyError, ReportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     (reports / "plan.md").write_text(text)
     print(f"wrote {reports / 'plan.md'}")
     if args.page:
-        new, n = re.subn(
-            r"(<!-- studies:start -->\n).*?(<!-- studies:end -->)",
-            lambda m: m.group(1) + study_list(reports, plan) + m.group(2),
-            page,
-            flags=re.S,
-        )
-        if not n:
-            print(f"error: {args.page} has no <!-- studies:start --> ... <!-- studies:end --> block", file=sys.stderr)
+        why = replace_block(Path(args.page), "studies", study_list(reports, plan))
+        if why:
+            print(f"error: {why}", file=sys.stderr)
             return 2
-        Path(args.page).write_text(new)
         print(f"rewrote the list of studies of {args.page}")
     return 0
 
