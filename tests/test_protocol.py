@@ -340,7 +340,7 @@ def test_claims_come_from_the_reports_and_the_map(tmp_path):
     assert (
         "| contradicted " in row["C18"] and "synth: supported; twin (real data): contradicted; later: not run yet" in row["C18"]
     )
-    assert "(contradicted on real data)" in row["C18"] and "[twin] imbalanced, task.imbalance_ratio=100: " in row["C18"]
+    assert "[twin] imbalanced, task.imbalance_ratio=100: " in row["C18"]
     assert "| supported " in row["C19"] and "study: supported; twin: supported " in row["C19"]
     assert "| not run with the protocol yet " in row["C6"] and "study: awaits its rerun on fresh seeds" in row["C6"]
     assert "| inconclusive " in row["C20"] and "twin: inconclusive (not decided on every workload)" in row["C20"]

@@ -155,6 +155,9 @@ def build(reports: Path, mapping: dict) -> tuple[str, list[dict]]:
         verdict, why = (
             overall([(j["verdict"], j["real"]) for j in judged if j]) if any(judged) else ("not run with the protocol yet", "")
         )
+        done = sum(j is not None for j in judged)
+        if 0 < done < len(works):  # the verdict reads only the workloads judged so far: say so
+            why = "; ".join(x for x in (why, f"{done} of {len(works)} workloads judged") if x)
         secondary = [c for c in spec.get("checks", []) if (c.get("study") or spec["study"]) in have]
         inner = max(1, sum(rule_of(c) != "setting_in" for c in secondary))
         others = [j for c in secondary if (j := judge(c, spec["study"], inner, spec["primary"].get("margin")))]
