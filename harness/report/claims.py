@@ -138,18 +138,17 @@ def build(reports: Path, mapping: dict) -> tuple[str, list[dict]]:
     )
     have = {name: got for name, got in loaded.items() if got is not None}
 
-    def judge(c: dict, study: str, family: int, margin: object) -> dict | None:
-        """A contrast judged, or None where its study waits for a confirmation on fresh seeds."""
+    def assess(c: dict, study: str, family: int, margin: object) -> dict | None:
+        """A contrast judged, or None where its study has no report yet or waits for a confirmation on fresh seeds."""
+        got = have.get(c.get("study") or study)
         try:
-            return check(have[c.get("study") or study][0], c, family, margin)
+            return None if got is None else check(got[0], c, family, margin)
         except Unconfirmed:
             return None
 
     for cid, (spec, works) in ready.items():
         judged = [
-            (j | {"workload": w["workload"], "real": w["real"]} if (j := judge(w, w["study"], family, w.get("margin"))) else None)
-            if w["study"] in have
-            else None
+            j | {"workload": w["workload"], "real": w["real"]} if (j := assess(w, w["study"], family, w.get("margin"))) else None
             for w in works
         ]
         verdict, why = (
@@ -160,7 +159,7 @@ def build(reports: Path, mapping: dict) -> tuple[str, list[dict]]:
             why = "; ".join(x for x in (why, f"{done} of {len(works)} workloads judged") if x)
         secondary = [c for c in spec.get("checks", []) if (c.get("study") or spec["study"]) in have]
         inner = max(1, sum(rule_of(c) != "setting_in" for c in secondary))
-        others = [j for c in secondary if (j := judge(c, spec["study"], inner, spec["primary"].get("margin")))]
+        others = [j for c in secondary if (j := assess(c, spec["study"], inner, spec["primary"].get("margin")))]
         label = lambda w: w["workload"] + (" (real data)" if w["real"] else "")  # noqa: E731
         many = len(works) > 1
         used = list(dict.fromkeys(w["study"] for w in works if w["study"] in have))

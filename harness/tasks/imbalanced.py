@@ -129,7 +129,7 @@ class Imbalanced(ClassificationTask):
 
     def load(self) -> Data:
         if self.dataset in IMAGES:
-            return self._load_mnist_lt()
+            return self._load_long_tail()
         n = sum(self.sizes)
         x, y = gaussian_clusters(
             n,
@@ -143,7 +143,7 @@ class Imbalanced(ClassificationTask):
         x = (x - mean) / std
         return Data(Split(x[tr], y[tr]), Split(x[va], y[va]), Split(x[te], y[te]))
 
-    def _load_mnist_lt(self) -> Data:
+    def _load_long_tail(self) -> Data:
         images = IMAGES[self.dataset]
         xtr, ytr, xte, yte = load_mnist(str(self.data_dir), self.download, images)
         g = torch.Generator().manual_seed(self.data_seed)

@@ -39,7 +39,6 @@ from harness.tasks.models import check_model, mlp, small_cnn
 RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 # dataset -> (its folder under data_dir, torchvision's class, the mean and std of its training pixels in [0, 1])
 DATASETS = {"mnist": ("MNIST", "MNIST", 0.1307, 0.3081), "fashion_mnist": ("FashionMNIST", "FashionMNIST", 0.2860, 0.3530)}
-MEAN, STD = DATASETS["mnist"][2:]
 NORMALIZATIONS = ("standard", "unit", "none")
 INITS = ("torch", "keras")  # torch: PyTorch's default (Kaiming uniform, a=sqrt(5)); keras: Glorot uniform, zero biases
 IDX_MAGIC = {"images": 2051, "labels": 2049}
