@@ -145,3 +145,27 @@ def test_the_performance_page_tables_are_the_bench_files():
     page = PAGE.read_text()
     assert len(BLOCK.findall(page)) >= 3
     assert page == render(page), "docs/performance.md is stale: python -m harness.bench.page"
+
+
+def test_the_profile_sums_each_phase_from_its_functions_and_indents_the_nested():
+    """harness.bench.profile: a phase's seconds are the cumulative times of its functions (the stacked
+    engine's and a single run's added), nothing else's; nested phases are shown as part of the row above."""
+    from harness.bench.profile import PHASES, phase_seconds, table
+
+    class Fake:  # pstats.Stats' table: {(file, line, name): (cc, nc, tt, cumulative, callers)}
+        stats = {
+            ("/x/harness/engine/stacked.py", 132, "train"): (1, 1, 0.1, 2.0, {}),
+            ("/x/harness/engine/train.py", 69, "train"): (1, 1, 0.1, 0.5, {}),
+            ("/x/harness/engine/stacked.py", 221, "evaluate"): (1, 1, 0.1, 0.25, {}),
+            ("/x/harness/engine/other.py", 1, "train"): (1, 1, 0.1, 9.0, {}),  # another file's train: not counted
+        }
+
+    seconds = phase_seconds(Fake())  # type: ignore[arg-type]
+    assert seconds["training: steps and evaluation"] == 2.5
+    assert seconds["evaluation"] == 0.25
+    assert seconds["import torch"] == 0.0
+    result = {"way": "stacked_tracked", "wall": 3.0, "profiled": 2.9, "phases": seconds}
+    rows = table([result]).splitlines()
+    assert rows[0] == "| phase | stacked, tracked |" and len(rows) == 4 + len(PHASES)
+    assert "| &nbsp;&nbsp;of which: evaluation | 0.25 |" in rows
+    assert "| training: steps and evaluation | 2.50 |" in rows

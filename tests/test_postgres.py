@@ -59,7 +59,9 @@ def wait_for(url: str, seconds: float = 120) -> None:
             time.sleep(0.5)
 
 
-def test_a_parallel_sweep_into_mlflow_server_on_postgresql(tmp_path):
+@pytest.fixture(scope="module")
+def postgres():
+    """A PostgreSQL server for this module's tests: its URI (user harness, database postgres)."""
     folder = postgres_bin()
     if folder is None:
         pytest.skip("PostgreSQL is not installed (no initdb/pg_ctl on PATH or in /usr/lib/postgresql/*/bin)")
@@ -73,7 +75,7 @@ def test_a_parallel_sweep_into_mlflow_server_on_postgresql(tmp_path):
     if os.geteuid() == 0:
         for path in (pg_home, data, sockets):
             shutil.chown(path, "postgres")
-    pg_port, port = free_port(), free_port()
+    pg_port = free_port()
     subprocess.run(
         as_postgres_user([str(folder / "initdb"), "-D", str(data), "-U", "harness", "--auth=trust"]),
         check=True,
@@ -100,9 +102,19 @@ def test_a_parallel_sweep_into_mlflow_server_on_postgresql(tmp_path):
         capture_output=True,
         timeout=120,
     )
-    server = None
     try:
-        backend = f"postgresql://harness@127.0.0.1:{pg_port}/postgres"
+        yield f"postgresql://harness@127.0.0.1:{pg_port}/postgres"
+    finally:
+        subprocess.run(
+            as_postgres_user([str(folder / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"]), capture_output=True, timeout=60
+        )
+        shutil.rmtree(pg_home, ignore_errors=True)
+
+
+def test_a_parallel_sweep_into_mlflow_server_on_postgresql(tmp_path, postgres):
+    server, port = None, free_port()
+    try:
+        backend = postgres
         server = subprocess.Popen(
             [
                 sys.executable,
@@ -164,7 +176,11 @@ def test_a_parallel_sweep_into_mlflow_server_on_postgresql(tmp_path):
         if server is not None:
             os.killpg(server.pid, 15)
             server.wait(timeout=30)
-        subprocess.run(
-            as_postgres_user([str(folder / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"]), capture_output=True, timeout=60
-        )
-        shutil.rmtree(pg_home, ignore_errors=True)
+
+
+def test_batched_runs_on_postgresql_read_back_as_runs_logged_through_the_public_api(tmp_path, monkeypatch, postgres):
+    """The rows harness/tracking/sqlruns.py and sqlwrite.py write themselves, on a PostgreSQL store (not
+    only sqlite): read back through MlflowClient as runs logged through MLflow's public API."""
+    from tests.test_sqlruns import compare_with_public_api
+
+    compare_with_public_api(tmp_path, monkeypatch, postgres)

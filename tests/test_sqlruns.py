@@ -50,8 +50,13 @@ def seen(client: MlflowClient, run_id: str) -> dict:
 
 
 def test_batched_runs_read_back_as_runs_logged_through_the_public_api(tmp_path, monkeypatch):
+    compare_with_public_api(tmp_path, monkeypatch, f"sqlite:///{tmp_path}/mlflow.db")
+
+
+def compare_with_public_api(tmp_path, monkeypatch, uri: str) -> None:
+    """Three runs opened and ended in one transaction each, then their twins through the public API: the same
+    to a reader, field by field, on the store at ``uri`` (sqlite here, PostgreSQL in tests/test_postgres.py)."""
     monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
     store = open_store(uri)
     assert store.sql is not None
     trackers = [MlflowTracker(store, "cmp") for _ in range(3)]

@@ -101,6 +101,8 @@ COMMANDS = (
     ("python -m harness.report.claims", "the claims table from the studies' reports"),
     ("python -m harness.report.plan", "the studies' plan beside what they cost"),
     ("python -m harness.bench", "the benchmark"),
+    ("python -m harness.bench.profile", "where a small sweep's time goes, phase by phase (cProfile)"),
+    ("python -m harness.bench.page", "the performance page's tables from the bench's files"),
     ("python -m harness.config.reference", "this reference"),
 )
 

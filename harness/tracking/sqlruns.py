@@ -40,6 +40,7 @@ def create_many(
     store: Any, experiment_id: str, items: list[tuple[str, dict[str, str], dict[str, str]]], start_time: int
 ) -> list[tuple[str, str]]:
     """Create one RUNNING run per ``(run name, tags, params)`` in one transaction; returns their (id, artifact URI)."""
+    import sqlalchemy as sa
     from mlflow.entities import LifecycleStage, RunStatus, SourceType
     from mlflow.store.tracking.dbmodels.models import SqlParam, SqlRun, SqlTag
     from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME, MLFLOW_USER
@@ -47,30 +48,36 @@ def create_many(
 
     experiment = store.get_experiment(experiment_id)
     store._check_experiment_is_active(experiment)
-    ids = []
-    with store.ManagedSessionMaker(read_only=False) as session:
-        for name, tags, params in items:
-            run_id = uuid.uuid4().hex
-            run = SqlRun(
-                name=name,
-                artifact_uri=append_to_uri_path(experiment.artifact_location, run_id, store.ARTIFACTS_FOLDER_NAME),
-                run_uuid=run_id,
-                experiment_id=experiment_id,
-                source_type=SourceType.to_string(SourceType.UNKNOWN),
-                source_name="",
-                entry_point_name="",
-                user_id=tags.get(MLFLOW_USER, "unknown"),
-                status=RunStatus.to_string(RunStatus.RUNNING),
-                start_time=start_time,
-                end_time=None,
-                deleted_time=None,
-                source_version="",
-                lifecycle_stage=LifecycleStage.ACTIVE,
-            )
-            run.tags = [SqlTag(key=k, value=v) for k, v in {**tags, MLFLOW_RUN_NAME: name}.items()]
-            run.params = [SqlParam(key=k, value=v) for k, v in params.items()]
-            session.add(run)
-            ids.append((run_id, str(run.artifact_uri)))
+    ids, runs, tag_rows, param_rows = [], [], [], []
+    for name, tags, params in items:
+        run_id = uuid.uuid4().hex
+        artifact_uri = append_to_uri_path(experiment.artifact_location, run_id, store.ARTIFACTS_FOLDER_NAME)
+        runs.append(
+            {
+                "name": name,
+                "artifact_uri": artifact_uri,
+                "run_uuid": run_id,
+                "experiment_id": int(experiment_id),
+                "source_type": SourceType.to_string(SourceType.UNKNOWN),
+                "source_name": "",
+                "entry_point_name": "",
+                "user_id": tags.get(MLFLOW_USER, "unknown"),
+                "status": RunStatus.to_string(RunStatus.RUNNING),
+                "start_time": start_time,
+                "end_time": None,
+                "deleted_time": None,
+                "source_version": "",
+                "lifecycle_stage": LifecycleStage.ACTIVE,
+            }
+        )
+        tag_rows += [{"key": k, "value": v, "run_uuid": run_id} for k, v in {**tags, MLFLOW_RUN_NAME: name}.items()]
+        param_rows += [{"key": k, "value": v, "run_uuid": run_id} for k, v in params.items()]
+        ids.append((run_id, str(artifact_uri)))
+    with store.ManagedSessionMaker(read_only=False) as session:  # three statements, each many rows (no ORM objects)
+        session.execute(sa.insert(SqlRun.__table__), runs)
+        for table, rows in ((SqlTag.__table__, tag_rows), (SqlParam.__table__, param_rows)):
+            if rows:
+                session.execute(sa.insert(table), rows)
     return ids
 
 

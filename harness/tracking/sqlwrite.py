@@ -86,11 +86,24 @@ def insert(session, rows: list[dict], newest: dict[tuple[str, str], dict], tags:
                 SqlLatestMetric.run_uuid.in_(list(runs)), SqlLatestMetric.key.in_(list(keys))
             )
         }
+        fresh = []
         for run_key, row in newest.items():
             old = known.get(run_key)
             if old is None:
-                session.add(SqlLatestMetric(**row))
+                fresh.append(row)
             elif (row["step"], row["timestamp"], row["value"]) > (old.step, old.timestamp, old.value):
                 old.value, old.step, old.timestamp, old.is_nan = row["value"], row["step"], row["timestamp"], row["is_nan"]
-    for run_id, key, value in tags:
-        session.merge(SqlTag(key=key, value=value, run_uuid=run_id))
+        if fresh:
+            session.execute(sa.insert(SqlLatestMetric.__table__), fresh)
+    if tags:  # set, as session.merge would one by one: the old values of these keys go, the new ones come in one statement
+        last = {(r, k): v for r, k, v in tags}
+        table = SqlTag.__table__
+        keys_of: dict[str, set[str]] = {}
+        for run_id, key in last:
+            keys_of.setdefault(run_id, set()).add(key)
+        keysets: dict[frozenset[str], list[str]] = {}  # runs given the same keys (a bundle's members): one DELETE for them all
+        for run_id, run_keys in keys_of.items():
+            keysets.setdefault(frozenset(run_keys), []).append(run_id)
+        for keyset, run_ids in keysets.items():
+            session.execute(table.delete().where(table.c.run_uuid.in_(run_ids), table.c.key.in_(sorted(keyset))))
+        session.execute(sa.insert(table), [{"key": k, "value": v, "run_uuid": r} for (r, k), v in last.items()])
