@@ -158,12 +158,17 @@ def test_the_profile_sums_each_phase_from_its_functions_and_indents_the_nested()
             ("/x/harness/engine/train.py", 69, "train"): (1, 1, 0.1, 0.5, {}),
             ("/x/harness/engine/stacked.py", 221, "evaluate"): (1, 1, 0.1, 0.25, {}),
             ("/x/harness/engine/other.py", 1, "train"): (1, 1, 0.1, 9.0, {}),  # another file's train: not counted
+            ("/x/harness/tracking/runs.py", 107, "start"): (20, 20, 0.1, 1.5, {}),  # an older checkout: runs opened alone
+            ("/x/harness/tracking/runs.py", 230, "end_many"): (1, 1, 0.1, 0.75, {}),
+            ("/x/harness/tracking/runs.py", 142, "end"): (20, 20, 0.1, 0.5, {}),  # end_many ran: its fallback is not added
         }
 
     seconds = phase_seconds(Fake())  # type: ignore[arg-type]
     assert seconds["training: steps and evaluation"] == 2.5
     assert seconds["evaluation"] == 0.25
     assert seconds["import torch"] == 0.0
+    assert seconds["run creation: runs, tags, params, config.yaml"] == 1.5
+    assert seconds["run end: last metrics, outcome tags, status"] == 0.75
     result = {"way": "stacked_tracked", "wall": 3.0, "profiled": 2.9, "phases": seconds}
     rows = table([result]).splitlines()
     assert rows[0] == "| phase | stacked, tracked |" and len(rows) == 4 + len(PHASES)

@@ -38,27 +38,41 @@ PHASES: list[tuple[str, list[tuple[str, str]], int]] = [
     ("run admission: config checks, earlier runs of the job looked up", [("harness/engine/run.py", "admit")], 0),
     ("models and optimizers built", [("harness/engine/build.py", "assemble")], 0),
     ("import torch._dynamo (torch.optim's first use: any PyTorch loop pays it)", [("torch/_dynamo/__init__.py", "<module>")], 1),
-    ("run creation: runs, tags, params, config.yaml", [("harness/tracking/runs.py", "start_many")], 0),
+    ("run creation: runs, tags, params, config.yaml", [("harness/tracking/runs.py", "start_many")], 0),  # else: FALLBACK
     ("training: steps and evaluation", [("harness/engine/stacked.py", "train"), ("harness/engine/train.py", "train")], 0),
     ("evaluation", [("harness/engine/stacked.py", "evaluate"), ("harness/engine/train.py", "evaluate")], 1),
     ("metrics buffered and written during training", [("harness/tracking/runs.py", "log")], 1),
-    ("run end: last metrics, outcome tags, status", [("harness/tracking/runs.py", "end_many")], 0),
+    ("run end: last metrics, outcome tags, status", [("harness/tracking/runs.py", "end_many")], 0),  # else: FALLBACK
     ("sweep end: summary and parent run closed", [("harness/sweep/callback.py", "on_multirun_end")], 0),
 ]
+# Where a phase's functions are absent from a profile (an older checkout's, --code), the functions it had instead:
+# before 776273d each run was opened and closed alone.
+FALLBACK = {
+    "run creation: runs, tags, params, config.yaml": [("harness/tracking/runs.py", "start")],
+    "run end: last metrics, outcome tags, status": [("harness/tracking/runs.py", "end")],
+}
 WAYS = [("stacked", True), ("stacked", False), ("basic", True), ("basic", False)]
 
 
 def phase_seconds(stats: pstats.Stats) -> dict[str, float]:
     """Each phase's seconds: the summed cumulative time of its functions (one per code path: the stacked
-    engine's and a single run's)."""
-    table = stats.stats  # type: ignore[attr-defined]  # {(file, line, name): (cc, nc, tt, ct, callers)}
+    engine's and a single run's); where none of them ran, of its ``FALLBACK`` functions."""
+    table = stats.stats  # type: ignore[attr-defined]  # {(file, line, name): (cc, nc, tt, cumulative, callers)}
+
+    def cumulative(functions: list[tuple[str, str]]) -> float | None:
+        found = [
+            ct
+            for (path, _line, name), (_cc, _nc, _tt, ct, _callers) in table.items()
+            if any(path.endswith(suffix) and name == fn for suffix, fn in functions)
+        ]
+        return sum(found) if found else None
+
     out = {}
     for label, functions, _ in PHASES:
-        seconds = 0.0
-        for (path, _line, name), (_cc, _nc, _tt, ct, _callers) in table.items():
-            if any(path.endswith(suffix) and name == fn for suffix, fn in functions):
-                seconds += ct
-        out[label] = seconds
+        seconds = cumulative(functions)
+        if seconds is None and label in FALLBACK:
+            seconds = cumulative(FALLBACK[label])
+        out[label] = seconds or 0.0
     return out
 
 
