@@ -214,6 +214,11 @@ def test_loaded_data_that_is_not_finite_is_refused_for_any_task():
         check_data(Data(good, bad, good), "mine")
     with pytest.raises(HarnessError, match="its test split is empty"):
         check_data(Data(good, good, Split(torch.zeros(0, 2), torch.zeros(0, 1))), "mine")
+    huge = Split(torch.full((4, 2), 3e38), torch.zeros(4, 1))  # finite, though their sum overflows to inf
+    check_data(Data(huge, good, good), "mine")
+    one_inf = Split(torch.tensor([[1.0, 2.0], [float("-inf"), 0.0]]), torch.zeros(2, 1))
+    with pytest.raises(HarnessError, match="task=mine: the train inputs hold 1 value"):
+        check_data(Data(one_inf, good, good), "mine")
 
 
 def test_a_failed_mnist_download_says_why_and_leaves_no_empty_folders(tmp_path, monkeypatch):
