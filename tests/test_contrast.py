@@ -112,3 +112,13 @@ def test_factor_importance_finds_the_factor_that_moves_the_score():
     assert importance(pd.DataFrame(rows[:2]), ["optimizer"], "test/acc").empty  # too few runs
     saturated = [{**rows[0], "optimizer": name, "final:test/acc": v} for name, v in (("a", 0.1), ("b", 0.5), ("c", 0.9))]
     assert importance(pd.DataFrame(saturated), ["optimizer"], "test/acc").empty  # one run per level: no residual left
+
+
+def test_a_constant_difference_needs_the_seeds_its_exact_test_needs_at_the_level():
+    """With no spread the exact test rejects only once 2 / 2^n (pairs) or 2 / C(2n, n) (groups) is within the
+    level: at 0.05 / 70 (a family of 70) ten pairs cannot (2 / 1024 > 0.000714), twelve can (2 / 4096)."""
+    same = contrast({s: 0.8 for s in range(10)}, {s: 0.8 for s in range(10)}, "max", margin=0.005, family=70)
+    assert same.verdict == "undecided" and same.seeds_needed == 12
+    assert contrast({s: 0.8 for s in range(5)}, {s: 0.8 for s in range(5)}, "max", margin=0.005).seeds_needed == 6
+    groups = contrast({s: 0.9 for s in range(3)}, {s + 9: 0.8 for s in range(3)}, "max", margin=0.005, family=70)
+    assert groups.test.startswith("exact permutation") and groups.seeds_needed == 7  # 2 / C(14, 7) = 0.00058

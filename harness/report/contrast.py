@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,7 +70,7 @@ def contrast(method: dict, reference: dict, mode: str, margin: float = math.nan,
         d = sign * (np.array([method[s] for s in seeds], float) - np.array([reference[s] for s in seeds], float))
         n, gain = len(d), float(d.mean())
         if _constant(d):
-            return _exact(gain, n, margin, family, 1 / 2**n, "exact sign-flip test by seed (a constant difference)")
+            return _exact(gain, n, margin, family, lambda m: 1 / 2**m, "exact sign-flip test by seed (a constant difference)")
         sd = float(np.std(d, ddof=1))
         se, df, test = sd / math.sqrt(n), n - 1, "paired t-test by seed"
     else:
@@ -83,8 +84,15 @@ def contrast(method: dict, reference: dict, mode: str, margin: float = math.nan,
                 gain, nan, nan, nan, nan, nan, nan, nan, "too few seeds for a test", n, family, margin, nan, "too few seeds"
             )
         if _constant(x) and _constant(y):
-            p_min = 1 / math.comb(len(x) + len(y), len(x))  # only the observed split puts one group's values above the other's
-            return _exact(gain, n, margin, family, p_min, "exact permutation test (each method constant over its seeds)")
+            # only the observed split puts one group's values above the other's: 1 / C(len x + len y, len x)
+            return _exact(
+                gain,
+                n,
+                margin,
+                family,
+                lambda m: 1 / math.comb(2 * m, m),
+                "exact permutation test (each method constant over its seeds)",
+            )
         vx, vy = np.var(x, ddof=1) / len(x), np.var(y, ddof=1) / len(y)
         se = math.sqrt(vx + vy)
         df = (vx + vy) ** 2 / (vx**2 / (len(x) - 1) + vy**2 / (len(y) - 1))
@@ -135,12 +143,15 @@ def _constant(values: np.ndarray) -> bool:
     return float(np.ptp(values)) <= 1e-12 * max(1.0, float(np.max(np.abs(values))))
 
 
-def _exact(gain: float, n: int, margin: float, family: int, p_min: float, name: str) -> Contrast:
+def _exact(gain: float, n: int, margin: float, family: int, p_min_of: Callable[[int], float], name: str) -> Contrast:
     """A contrast with no spread (the gain is ``gain`` whichever way the seeds are shuffled): the exact
-    test of each hypothesis about it, whose one-sided p is ``p_min`` (1/2^n sign flips; 1/C(2n, n) splits)
-    where the data lie on the alternative's side, else 1; and the intervals that invert those tests
-    (the point ``gain`` where the test can reject at the level, else unbounded)."""
+    test of each hypothesis about it, whose one-sided p is ``p_min`` (``p_min_of(n)``: 1/2^n sign flips;
+    1/C(2n, n) splits) where the data lie on the alternative's side, else 1; and the intervals that invert
+    those tests (the point ``gain`` where the test can reject at the level, else unbounded). With no spread
+    the power is all or nothing: the seeds needed are the fewest whose exact two-sided test can reject at
+    this level at all."""
     a_level = ALPHA / family
+    p_min = p_min_of(n)
 
     def above(c: float) -> float:  # H0: gain <= c
         return p_min if gain > c and not math.isclose(gain, c, abs_tol=1e-12) else 1.0
@@ -156,7 +167,7 @@ def _exact(gain: float, n: int, margin: float, family: int, p_min: float, name: 
         p_ni = min(1.0, family * above(-margin))
     else:
         p_eq = p_ni = math.nan
-    needed = 2.0 if math.isfinite(margin) else math.nan
+    needed = next((float(m) for m in range(2, 65) if 2 * p_min_of(m) <= a_level), math.inf) if math.isfinite(margin) else math.nan
     return Contrast(
         gain, low, high, lower_bound, upper_bound, p, p_eq, p_ni, name, n, family, margin, needed, decide(p, p_eq, p_ni, gain)
     )
