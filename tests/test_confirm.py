@@ -87,7 +87,11 @@ def test_a_confirmation_reruns_only_the_selected_settings_on_fresh_seeds(tmp_pat
         "inconclusive",
     )
     assert "best epoch better than its last" in c6["primary contrast"]
-    for wrong, message in (({"mode": None}, "mode: max or min"), ({"metric": "test/none"}, "not among the other test metrics")):
+    for wrong, message in (
+        ({"mode": None}, "mode: max or min"),
+        ({"metric": "test/none"}, "not among the other test metrics"),
+        ({"000 images": None}, "a contrast of C1 has unknown key.s. 000 images .a comma inside an unquoted value"),
+    ):
         with pytest.raises(ReportError, match=message):
             claims.build(tmp_path, {"C1": {"claim": "x", "study": "report", "primary": primary | wrong}})
 

@@ -99,12 +99,38 @@ def workloads_of(cid: str, spec: dict) -> list[dict]:
     return out
 
 
+CLAIM_KEYS = {"claim", "study", "declared", "primary", "workloads", "checks"}
+CONTRAST_KEYS = {"workload", "real", "study", "a", "b", "c", "where", "rule", "expect", "margin", "metric", "mode"}
+CONTRAST_KEYS |= {"knob", "range", "fraction", "tolerance", "value"}
+
+
+def check_map(mapping: dict) -> None:
+    """One line for a key the map does not know: in a YAML flow mapping ({workload: Fashion-MNIST (2,000
+    images), ...}) a comma inside an unquoted value silently cuts it into more keys."""
+    for cid, spec in mapping.items():
+        if not isinstance(spec, dict):
+            raise ReportError(f"claims map: {cid} is not a mapping of {', '.join(sorted(CLAIM_KEYS))}")
+        unknown = set(spec) - CLAIM_KEYS
+        if unknown:
+            raise ReportError(
+                f"claims map: {cid} has unknown key(s) {', '.join(map(str, sorted(unknown)))}; known: {', '.join(sorted(CLAIM_KEYS))}"
+            )
+        for c in [spec.get("primary") or {}, *(spec.get("workloads") or []), *(spec.get("checks") or [])]:
+            bad = sorted(str(k) for k in c if k not in CONTRAST_KEYS)
+            if bad:
+                raise ReportError(
+                    f"claims map: a contrast of {cid} has unknown key(s) {', '.join(bad)} (a comma inside an "
+                    f"unquoted value of a {{...}} entry splits it: quote the value); known: {', '.join(sorted(CONTRAST_KEYS))}"
+                )
+
+
 def build(reports: Path, mapping: dict) -> tuple[str, list[dict]]:
     """The claims table. Each claim is judged by its primary contrast on each workload it is tested on
     (``primary`` and ``workloads`` in claims.yaml, each with its margin and rule); ``judge.overall`` decides the
     claim from the workloads' verdicts. The family is the set of primary contrasts with a test, across all claims
     and workloads, so every one is tested at alpha / family (Bonferroni). Secondary checks are shown, each at its
     claim's own family level, and judge nothing."""
+    check_map(mapping)
     texts = claim_texts()
     loaded: dict[str, tuple[pd.DataFrame, dict] | None] = {}
 
