@@ -122,3 +122,9 @@ def test_a_constant_difference_needs_the_seeds_its_exact_test_needs_at_the_level
     assert contrast({s: 0.8 for s in range(5)}, {s: 0.8 for s in range(5)}, "max", margin=0.005).seeds_needed == 6
     groups = contrast({s: 0.9 for s in range(3)}, {s + 9: 0.8 for s in range(3)}, "max", margin=0.005, family=70)
     assert groups.test.startswith("exact permutation") and groups.seeds_needed == 7  # 2 / C(14, 7) = 0.00058
+
+
+def test_groups_of_unequal_size_with_no_spread_get_the_exact_p_of_their_own_sizes():
+    """Three seeds against six, each method constant: the observed split is one of C(9, 3) = 84."""
+    unequal = contrast({s: 0.9 for s in range(3)}, {s + 9: 0.8 for s in range(6)}, "max", margin=0.005)
+    assert unequal.test.startswith("exact permutation") and unequal.p == pytest.approx(2 / math.comb(9, 3))

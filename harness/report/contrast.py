@@ -70,7 +70,8 @@ def contrast(method: dict, reference: dict, mode: str, margin: float = math.nan,
         d = sign * (np.array([method[s] for s in seeds], float) - np.array([reference[s] for s in seeds], float))
         n, gain = len(d), float(d.mean())
         if _constant(d):
-            return _exact(gain, n, margin, family, lambda m: 1 / 2**m, "exact sign-flip test by seed (a constant difference)")
+            flips = lambda m: 1 / 2**m  # noqa: E731
+            return _exact(gain, n, margin, family, flips(n), flips, "exact sign-flip test by seed (a constant difference)")
         sd = float(np.std(d, ddof=1))
         se, df, test = sd / math.sqrt(n), n - 1, "paired t-test by seed"
     else:
@@ -84,15 +85,9 @@ def contrast(method: dict, reference: dict, mode: str, margin: float = math.nan,
                 gain, nan, nan, nan, nan, nan, nan, nan, "too few seeds for a test", n, family, margin, nan, "too few seeds"
             )
         if _constant(x) and _constant(y):
-            # only the observed split puts one group's values above the other's: 1 / C(len x + len y, len x)
-            return _exact(
-                gain,
-                n,
-                margin,
-                family,
-                lambda m: 1 / math.comb(2 * m, m),
-                "exact permutation test (each method constant over its seeds)",
-            )
+            p_min = 1 / math.comb(len(x) + len(y), len(x))  # only the observed split puts one group's values above the other's
+            splits = lambda m: 1 / math.comb(2 * m, m)  # noqa: E731  (m seeds per method)
+            return _exact(gain, n, margin, family, p_min, splits, "exact permutation test (each method constant over its seeds)")
         vx, vy = np.var(x, ddof=1) / len(x), np.var(y, ddof=1) / len(y)
         se = math.sqrt(vx + vy)
         df = (vx + vy) ** 2 / (vx**2 / (len(x) - 1) + vy**2 / (len(y) - 1))
@@ -143,15 +138,16 @@ def _constant(values: np.ndarray) -> bool:
     return float(np.ptp(values)) <= 1e-12 * max(1.0, float(np.max(np.abs(values))))
 
 
-def _exact(gain: float, n: int, margin: float, family: int, p_min_of: Callable[[int], float], name: str) -> Contrast:
+def _exact(
+    gain: float, n: int, margin: float, family: int, p_min: float, p_min_of: Callable[[int], float], name: str
+) -> Contrast:
     """A contrast with no spread (the gain is ``gain`` whichever way the seeds are shuffled): the exact
-    test of each hypothesis about it, whose one-sided p is ``p_min`` (``p_min_of(n)``: 1/2^n sign flips;
-    1/C(2n, n) splits) where the data lie on the alternative's side, else 1; and the intervals that invert
-    those tests (the point ``gain`` where the test can reject at the level, else unbounded). With no spread
-    the power is all or nothing: the seeds needed are the fewest whose exact two-sided test can reject at
-    this level at all."""
+    test of each hypothesis about it, whose one-sided p is ``p_min`` (1/2^n sign flips; 1/C(nx + ny, nx)
+    splits) where the data lie on the alternative's side, else 1; and the intervals that invert those tests
+    (the point ``gain`` where the test can reject at the level, else unbounded). With no spread the power is
+    all or nothing: the seeds needed are the fewest m whose exact two-sided test (``p_min_of(m)``) can reject
+    at this level at all."""
     a_level = ALPHA / family
-    p_min = p_min_of(n)
 
     def above(c: float) -> float:  # H0: gain <= c
         return p_min if gain > c and not math.isclose(gain, c, abs_tol=1e-12) else 1.0
