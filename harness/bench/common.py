@@ -275,6 +275,11 @@ def run_sweep(work: Path, name: str, args: list[str], launcher: str, experiment:
     return wall, runs
 
 
+def span(runs: list) -> float:
+    """Seconds from the first run's start to the last run's end, as MLflow recorded them."""
+    return (max(r.info.end_time for r in runs) - min(r.info.start_time for r in runs)) / 1000
+
+
 def sweep_throughput(jobs: int, args: list[str], store_dir: Path) -> dict:
     """The same jobs run one after another and through the joblib launcher: wall time of the whole
     sweep, the span from the first job's start to the last job's end (steady state, without the
@@ -282,6 +287,5 @@ def sweep_throughput(jobs: int, args: list[str], store_dir: Path) -> dict:
     out = {}
     for name, launcher in (("sequential", "basic"), ("joblib", "joblib")):
         wall, runs = run_sweep(store_dir, f"sweep_{name}", [f"seed=range({jobs})", *args], launcher)
-        span = (max(r.info.end_time for r in runs) - min(r.info.start_time for r in runs)) / 1000
-        out[name] = {"wall": wall, "span": span, "threads": sorted({r.data.tags["threads"] for r in runs})}
+        out[name] = {"wall": wall, "span": span(runs), "threads": sorted({r.data.tags["threads"] for r in runs})}
     return out

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from harness.bench.common import run_sweep, stats
+from harness.bench.common import run_sweep, span, stats
 
 REGRESSION_20 = ["task=regression", "loss=mse,mae,huber,log_cosh", "seed=0,1,2,3,4", "epochs=5"]
 COST_ROWS = ("tracked", "launchers", "batched")
@@ -27,11 +27,6 @@ LOSSES = {
     "huber": lambda out, y: F.huber_loss(out, y, reduction="none").mean(dim=(1, 2)),
     "log_cosh": lambda out, y: (out - y + F.softplus(-2 * (out - y)) - torch.log(torch.tensor(2.0))).mean(dim=(1, 2)),
 }
-
-
-def span(runs: list) -> float:
-    """Seconds from the first run's start to the last run's end, as MLflow recorded them."""
-    return (max(r.info.end_time for r in runs) - min(r.info.start_time for r in runs)) / 1000
 
 
 def batched_floor(members: int, epochs: int, batch_size: int, threads: int, device: str) -> float:
