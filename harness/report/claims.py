@@ -100,8 +100,10 @@ def workloads_of(cid: str, spec: dict) -> list[dict]:
 
 
 CLAIM_KEYS = {"claim", "study", "declared", "primary", "workloads", "checks"}
-CONTRAST_KEYS = {"workload", "real", "study", "a", "b", "c", "where", "rule", "expect", "margin", "metric", "mode"}
-CONTRAST_KEYS |= {"knob", "range", "fraction", "tolerance", "value"}
+CONTRAST_KEYS = {
+    *("workload", "real", "study", "a", "b", "c", "where", "rule", "expect", "margin", "metric", "mode"),
+    *("knob", "range", "fraction", "tolerance", "value"),
+}
 
 
 def check_map(mapping: dict) -> None:
