@@ -32,6 +32,7 @@ def load_study(reports: Path, study: str) -> tuple[pd.DataFrame, dict] | None:
     tuned = pd.read_csv(folder / "tuned.csv")
     tuned["test_by_seed"] = tuned["test_by_seed"].map(lambda s: json.loads(s) if isinstance(s, str) else {})
     proto = json.loads((folder / "protocol.json").read_text())
+    tuned.attrs.update(folder=folder, tune=list(proto.get("tune", [])))  # for a response curve (harness/report/curve.py)
     if "fresh_by_round" in tuned:  # a confirmed study: fresh seeds, round by round (harness/report/fresh.py)
         tuned["fresh_by_round"] = tuned["fresh_by_round"].map(
             lambda s: {int(r): v for r, v in json.loads(s).items()} if isinstance(s, str) else {}
@@ -61,6 +62,8 @@ def primary_text(p: dict) -> str:
     rule = rule_of(p)
     if rule == "setting_in":
         return f"{p['a']}'s {p['knob']} in [{p['range'][0]:g}, {p['range'][1]:g}]"
+    if rule == "good_range":
+        return f"every {p['knob']} of {p['a']}'s grid in [{p['range'][0]:g}, {p['range'][1]:g}] within {p['margin']} of its best"
     if rule == "near":
         return f"{p['a']} within {p['value']:g} +- {p['tolerance']:g}"
     if rule == "gap_share":
@@ -77,8 +80,9 @@ def post_hoc(declared: object, protos: list[dict]) -> str:
     made = max((str(p.get("generated", "")) for p in protos), default="")
     if not declared:
         return "declared: no date"
-    if made and declared[:10] > made[:10]:
-        return f"declared {declared}, after its runs (reported {made[:10]}): post hoc"
+    n = 16 if len(declared) >= 16 and len(made) >= 16 else 10  # to the minute where both say the time, else the day
+    if made and declared[:n] > made[:n]:
+        return f"declared {declared}, after its runs (reported {made[:n]}): post hoc"
     return f"declared {declared}, before its runs"
 
 

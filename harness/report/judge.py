@@ -8,7 +8,7 @@ import math
 
 import pandas as pd
 
-from harness.report import ReportError, stats
+from harness.report import ReportError, curve, stats
 from harness.report.contrast import margin_of
 from harness.report.fresh import upto, versus
 from harness.report.wording import fmt, interval
@@ -62,7 +62,9 @@ RULES: dict[str, dict[str, str]] = {
     "drop": {"better": "supported", "equivalent": "contradicted", "worse": "contradicted"},
     # near (a's test score within value +- tolerance: its one-sided bounds inside -> supported, its two-sided
     # interval wholly outside -> contradicted) and setting_in (a's selected value of a knob inside a range;
-    # the selection is one number, with no uncertainty) are judged in check().
+    # the selection is one number, with no uncertainty) are judged in check(); good_range (every value of the knob's
+    # grid inside the range within the margin of the best value, on the whole response curve with intervals) in
+    # harness/report/curve.py.
 }
 PAIR_RULES = ("better", "not_worse", "equivalent")
 
@@ -86,7 +88,7 @@ def overall(verdicts: list[tuple[str, bool]]) -> tuple[str, str]:
     return "inconclusive", "not decided on every workload"
 
 
-OTHER_RULES = ("gap_share", "near", "setting_in", "drop")
+OTHER_RULES = ("gap_share", "near", "setting_in", "good_range", "drop")
 
 
 class Unconfirmed(ReportError):
@@ -140,6 +142,13 @@ def check(tuned: pd.DataFrame, c: dict, family: int = 1, margin: object = None) 
         v = selected_value(a["setting"], c["knob"])
         low, high = c["range"]
         return {**out, "value": v, "verdict": "supported" if low <= v <= high else "contradicted"}
+    if rule == "good_range":
+        if "folder" not in tuned.attrs:
+            raise ReportError("claims map: good_range reads the study's runs.csv, and this tuned table has no folder")
+        if not (tuned.attrs["folder"] / "runs.csv").exists():  # a report made before per-run data was written
+            raise Unconfirmed("a response curve needs the study's per-run data (runs.csv), which its rerun writes")
+        r = curve.response(curve.load_runs(tuned.attrs["folder"]), c, a["metric"], a["mode"], tuned.attrs.get("tune", []), family)
+        return {**out, "curve": r, "verdict": r["verdict"]}
     if rule == "near":
         level = stats.ALPHA / family
         scores = list(a["test_by_seed"].values())
@@ -194,6 +203,8 @@ def check(tuned: pd.DataFrame, c: dict, family: int = 1, margin: object = None) 
 
 
 def effect(c: dict) -> str:
+    if c["rule"] == "good_range":
+        return curve.text(c)
     if c["rule"] == "setting_in":
         return (
             f"{c['problem']}: {c['a']} selects {c['knob']}={c['value']:g} on validation "
