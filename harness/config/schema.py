@@ -28,6 +28,7 @@ from harness.config.values import (
     BOOL,
     LR_SCALINGS,
     NON_NEGATIVE,
+    NULL_OR_POSITIVE_INT,
     NULL_OR_SEED,
     POSITIVE_INT,
     SEED,
@@ -56,11 +57,21 @@ MEMBER = Role(stacking="member")
 BOOKKEEPING = Role(hash=False, name=False, param=False, factor=False)  # how a run is kept, not what it computes
 
 
-def knob(default, rule: Rule | None, role: Role = RESULT, doc: str = "", why: str = "", null_is_seed: bool = False):
+def knob(
+    default,
+    rule: Rule | None,
+    role: Role = RESULT,
+    doc: str = "",
+    why: str = "",
+    null_is_seed: bool = False,
+    null_keeps_hash: bool = False,
+):
     """A schema field: its default, its check (None: checked elsewhere) and its role. ``null_is_seed``: a
-    seed kind split off ``seed`` (null means ``seed``: left out of the hash while null, so that a config
-    from before the split keeps its hash)."""
+    seed kind split off ``seed`` (null means ``seed``). ``null_keeps_hash`` (every seed kind, and a knob added
+    later whose null default changes nothing): left out of the config hash while null, so that a config from
+    before the knob keeps its hash and resume still finds its runs."""
     meta = {"rule": rule, "role": role, "doc": doc, "why": why, "null_is_seed": null_is_seed}
+    meta["null_keeps_hash"] = null_keeps_hash or null_is_seed
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -127,6 +138,13 @@ class Config:
     optimizer: Any = group(MEMBER, "any torch.optim.Optimizer class")
     schedule: Any = group(MEMBER, "the learning-rate schedule")
     epochs: Any = knob(10, POSITIVE_INT)
+    steps: Any = knob(
+        None,
+        NULL_OR_POSITIVE_INT,
+        doc="a budget in optimizer steps instead of epochs: each run trains round(steps / its steps per epoch) epochs "
+        "(at least 1), so every batch size takes about the same number of steps; null: epochs decides",
+        null_keeps_hash=True,
+    )
     batch_size: Any = knob(
         128,
         (lambda v: v == "full" or positive_int(v), "a positive integer or 'full'"),
@@ -299,6 +317,17 @@ def is_trait(key: str) -> bool:
 def seed_kinds() -> tuple[str, ...]:
     """The seed kinds split off ``seed`` (init_seed, order_seed): null means ``seed``."""
     return tuple(k for k, f in walk() if f.metadata.get("null_is_seed"))
+
+
+def unhashed_while_null() -> tuple[str, ...]:
+    """The knobs left out of the config hash while null (``knob(null_keeps_hash=True)``)."""
+    return tuple(k for k, f in walk() if f.metadata.get("null_keeps_hash"))
+
+
+def epochs_of(cfg, steps_per_epoch: int) -> int:
+    """The epochs a run trains: ``epochs``, or with a ``steps`` budget the whole epochs nearest to it (at least 1)."""
+    steps = cfg.get("steps")
+    return int(cfg.epochs) if steps is None else max(1, round(int(steps) / steps_per_epoch))
 
 
 def seed_of(cfg, kind: str) -> int:

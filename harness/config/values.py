@@ -36,6 +36,7 @@ SEED: Rule = (
 )
 SEED_WHY = "(torch keeps 32 bits of a seed, so larger ones would repeat smaller ones)"
 NULL_OR_SEED: Rule = (lambda v: v is None or SEED[0](v), "null or an integer in [0, 2**32 - 1]")
+NULL_OR_POSITIVE_INT: Rule = (lambda v: v is None or positive_int(v), "null or a positive integer")
 LR_SCALINGS = ("none", "linear", "sqrt")
 
 

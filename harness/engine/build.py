@@ -17,7 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from harness import HarnessError
-from harness.config.schema import CONF_DIR, seed_of
+from harness.config.schema import CONF_DIR, epochs_of, seed_of
 from harness.engine.components import build_loss, build_object, build_optimizer, build_schedule, optimizer_factory, try_step
 from harness.engine.device import resolve_device, resolve_threads
 from harness.sweep.journal import JobContext
@@ -132,11 +132,16 @@ class Parts:
     def steps_per_epoch(self) -> int:
         return -(-len(self.data.train) // self.batch_size)
 
+    @property
+    def epochs(self) -> int:
+        """The epochs it trains: ``epochs``, or as many as its ``steps`` budget takes at its batch size."""
+        return epochs_of(self.cfg, self.steps_per_epoch)
+
     def make_optimizer(self, params) -> torch.optim.Optimizer:
         return build_optimizer(self.cfg, params, self.batch_size, self.factory)
 
     def make_scheduler(self, optimizer):
-        return build_schedule(self.cfg, optimizer, self.cfg.epochs, self.steps_per_epoch)
+        return build_schedule(self.cfg, optimizer, self.epochs, self.steps_per_epoch)
 
 
 def setup(

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness import HarnessError, schedules
 from harness.config import traits
+from harness.config.schema import epochs_of
 from harness.tasks import Data, Task
 
 LR_SCALINGS = {"none": lambda r: 1.0, "linear": lambda r: r, "sqrt": lambda r: r**0.5}
@@ -101,7 +102,7 @@ def try_step(cfg: DictConfig, task: Task, model: torch.nn.Module, batch_size: in
         )
     trial = copy.deepcopy(model)
     optimizer = build_optimizer(cfg, task.param_groups(trial), batch_size, factory)
-    scheduler = build_schedule(cfg, optimizer, cfg.epochs, steps_per_epoch)
+    scheduler = build_schedule(cfg, optimizer, epochs_of(cfg, steps_per_epoch), steps_per_epoch)
     params = [p for p in trial.parameters() if p.requires_grad]
 
     def gradients() -> torch.Tensor:

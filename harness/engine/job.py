@@ -29,7 +29,7 @@ def config_hash(cfg: DictConfig) -> str:
     tree = cast(dict, OmegaConf.to_container(cfg, resolve=True))
     for key in NOT_IN_HASH:
         tree.pop(key, None)
-    for key in schema.seed_kinds():  # null: the run's seed, as before the split (old configs keep their hash)
+    for key in schema.unhashed_while_null():  # seed kinds, steps: null as before they existed (old configs keep their hash)
         if tree.get(key) is None:
             tree.pop(key, None)
     for group in schema.GROUPS:  # a component's declared traits say how it runs, not what it computes

@@ -93,7 +93,7 @@ def run_members(entries: list[Entry], records: list[RunRecord], label: str, thre
     writes = FlushGroup()  # the members' metrics go to the store together
     opening = [RunRecord(e.spec, e.tracker or open_tracker(e.spec)) for e in entries]
     starts = [
-        r.opening(p.task, p.device, threads, batch_size, cfg.epochs * steps, {"bundle": label, "bundle_size": str(len(entries))})
+        r.opening(p.task, p.device, threads, batch_size, p.epochs, steps, {"bundle": label, "bundle_size": str(len(entries))})
         for r, p in zip(opening, parts)
     ]
     start_all(opening, starts)  # every member's run, tags and params in one transaction on a database store
@@ -108,10 +108,10 @@ def run_members(entries: list[Entry], records: list[RunRecord], label: str, thre
     results = train_stacked(
         data_list,
         members,
-        epochs=cfg.epochs,
+        epochs=parts[0].epochs,  # members share their batch size and budget, so their epochs
         batch_size=batch_size,
         eval_batch_size=cfg.eval_batch_size,
-        on_bundle_epoch=progress_line(label, cfg.epochs, task.primary_metric, task.mode, names) if cfg.progress else None,
+        on_bundle_epoch=progress_line(label, parts[0].epochs, task.primary_metric, task.mode, names) if cfg.progress else None,
     )
     end_all(records, [(result.outcome, result, m.error) for result, m in zip(results, members)], task.primary_metric)
     for e, result in zip(entries, results):
@@ -184,7 +184,7 @@ def launch(
             threads = max(1, resolve_threads(head.spec.cfg.threads, head.spec.ctx) // n)
             print(
                 f"bundle {label} ({bundles.index(unit) + 1}/{len(bundles)}): {len(unit)} members, {head.spec.names['task']}, "
-                f"batch {head.spec.cfg.batch_size}, {head.spec.cfg.epochs} epochs, {threads} threads",
+                f"batch {head.spec.cfg.batch_size}, {head.built.epochs} epochs, {threads} threads",
                 flush=True,
             )
             if pool:

@@ -31,8 +31,9 @@ def run_params(cfg: DictConfig, names: dict[str, str]) -> dict[str, str]:
     and every knob, without the internal ones (class paths, logging and tracking settings), which
     stay in the run's config.yaml artifact. (Resume and the report use the config hash and tags.)"""
     params: dict[str, str] = {g: names[g] for g in ("task", "loss", "optimizer", "schedule") if g in names}
+    quiet = schema.unhashed_while_null()  # a knob added later, at its null default: logged as before it existed
     for key, value in flatten(OmegaConf.to_container(cfg, resolve=True)).items():
-        if schema.is_param(key):
+        if schema.is_param(key) and not (value == "null" and key in quiet):
             params[key] = value
     for kind in schema.seed_kinds():  # the seed each kind of randomness used (null: the run's seed)
         params[kind] = str(schema.seed_of(cfg, kind))
@@ -48,13 +49,17 @@ class RunRecord:
         self.t0 = time.perf_counter()
         self.primary, self.mode = "", "max"
         self.curve: list[float] = []  # the primary test metric, epoch by epoch
+        self.epochs = int(spec.cfg.epochs) if spec.cfg is not None else 0  # what it trains: set again at its opening
 
     @property
     def run_id(self) -> str | None:
         return self.tracker.run_id
 
-    def opening(self, task, device, threads: int, batch_size: int, total_steps: int, extra_tags: dict | None = None) -> tuple:
-        """What its run is created with: (run name, tags, params, config.yaml)."""
+    def opening(
+        self, task, device, threads: int, batch_size: int, epochs: int, steps_per_epoch: int, extra_tags: dict | None = None
+    ) -> tuple:
+        """What its run is created with: (run name, tags, params, config.yaml); ``epochs``: what it will train
+        (``build.Parts.epochs``: with a ``steps`` budget, not the ``epochs`` knob)."""
         cfg, names = self.spec.cfg, self.spec.names
         tags = {
             "task": names["task"],
@@ -85,7 +90,10 @@ class RunRecord:
             tags.update({"stage": "confirm", "round": str(sweep.confirm["round"])})
         if sweep and sweep.parent_run_id:
             tags.update({"mlflow.parentRunId": sweep.parent_run_id, "sweep_id": str(sweep.sweep_id)})
-        self.stride = max(1, -(-total_steps // LR_POINTS_PER_RUN))
+        if cfg.get("steps") is not None:  # the epochs its steps budget took at its batch size
+            tags["epochs_trained"] = str(epochs)
+        self.epochs = epochs
+        self.stride = max(1, -(-(epochs * steps_per_epoch) // LR_POINTS_PER_RUN))
         self.primary, self.mode = task.primary_metric, task.mode
         return self.spec.run_name, tags, run_params(cfg, names), OmegaConf.to_yaml(cfg, resolve=True)
 
@@ -93,8 +101,10 @@ class RunRecord:
         self.spec.journal("running", run_id=self.run_id)
         self.t0 = time.perf_counter()
 
-    def start(self, task, device, threads: int, batch_size: int, total_steps: int, extra_tags: dict | None = None) -> None:
-        start_all([self], [self.opening(task, device, threads, batch_size, total_steps, extra_tags)])
+    def start(
+        self, task, device, threads: int, batch_size: int, epochs: int, steps_per_epoch: int, extra_tags: dict | None = None
+    ) -> None:
+        start_all([self], [self.opening(task, device, threads, batch_size, epochs, steps_per_epoch, extra_tags)])
 
     def epoch(self, epoch: int, metrics: dict[str, float], lrs: list[float]) -> None:
         """Log one epoch: its metrics, and the LR of every stride-th optimizer step as `lr_step`; the last epoch
@@ -105,7 +115,7 @@ class RunRecord:
         self.steps_done += len(lrs)
         if self.primary in metrics:
             self.curve.append(float(metrics[self.primary]))
-            if epoch == self.spec.cfg.epochs:
+            if epoch == self.epochs:
                 metrics = {**metrics, **curve_metrics(self.primary, self.mode, self.curve)}
         self.tracker.log(metrics, step=epoch)
 

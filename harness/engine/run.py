@@ -152,7 +152,7 @@ def run_spec(spec: Spec, cfg: DictConfig) -> Result:
         job = build(cfg, spec.names, spec.ctx)
         parts = job.parts
         record = RunRecord(spec, tracker or open_tracker(spec))
-        record.start(parts.task, parts.device, parts.threads, parts.batch_size, cfg.epochs * parts.steps_per_epoch)
+        record.start(parts.task, parts.device, parts.threads, parts.batch_size, parts.epochs, parts.steps_per_epoch)
     except HarnessError as e:
         return refuse(spec, e)
     if cfg.progress:
@@ -166,13 +166,13 @@ def run_spec(spec: Spec, cfg: DictConfig) -> Result:
     def on_epoch(epoch: int, metrics: dict[str, float], lrs: list[float]) -> None:
         record.epoch(epoch, metrics, lrs)
         if cfg.progress:
-            print_epoch(epoch, cfg.epochs, metrics, parts.task.primary_metric)
+            print_epoch(epoch, parts.epochs, metrics, parts.task.primary_metric)
 
     primary = parts.task.primary_metric
     try:
         with ending([record], primary):
             result: Result = job.train(
-                epochs=cfg.epochs, seed=seed_of(cfg, "order_seed"), on_epoch=on_epoch, eval_batch_size=cfg.eval_batch_size
+                epochs=parts.epochs, seed=seed_of(cfg, "order_seed"), on_epoch=on_epoch, eval_batch_size=cfg.eval_batch_size
             )
             record.end(result.outcome, result, metric=primary)
     except HarnessError as e:  # the store failed us mid-run (locked past tracking.lock_timeout, ...)
