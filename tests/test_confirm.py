@@ -136,3 +136,28 @@ def test_looks_spend_alpha_evenly_and_stop_at_the_first_that_decides():
     # a method not rerun in round 2 (decided, or left out) is looked at only where both ran: paired, never Welch
     c, look = sequential({1: noisy[1]}, ref, "min", 0.05, family=1, cap=2)
     assert look == 1 and c.n == 3 and "paired" in c.test
+
+
+def test_a_later_round_reruns_any_pair_still_undecided_not_only_those_against_the_reference():
+    """Three methods: the reference (best on validation) is clearly better than both others, which are not told
+    apart from each other: round 2 reruns those two (a claim may be about them), and not the reference."""
+    from harness.report.protocol import open_pairs
+
+    def row(method, val, scores):
+        fresh = {1: {str(s): v for s, v in enumerate(scores, start=5)}}
+        mean = sum(scores) / len(scores)
+        return {"problem": "p", "method": method, "mode": "max", "metric": "test/accuracy", "n": len(scores)} | {
+            "val_mean": val,
+            "test_mean": mean,
+            "test_by_seed": fresh[1],
+            "fresh_by_round": fresh,
+        }
+
+    noise = [0.0, 0.01, -0.01, 0.02, -0.02, 0.005, -0.005, 0.015, -0.015, 0.0]
+    ref = row("loss=ref", 0.95, [0.95 + 0.001 * n for n in noise])
+    a = row("loss=a", 0.80, [0.80 + n for n in noise])
+    b = row("loss=b", 0.79, [0.80 + n + 0.004 * (i % 3 - 1) for i, n in enumerate(noise)])
+    table = pd.DataFrame([ref, a, b])
+    assert open_pairs(table, 0.001, 2) == {("p", "loss=a"), ("p", "loss=b")}
+    far = pd.DataFrame([ref, a, row("loss=b", 0.70, [0.60 + n for n in noise])])
+    assert open_pairs(far, 0.001, 2) == set()  # every pair decided: nothing to rerun

@@ -29,7 +29,7 @@ from harness.config.schema import GROUPS
 from harness.report import ReportError, stats
 from harness.report.contrast import Contrast, margin_of
 from harness.report.declaration import Declaration, label
-from harness.report.fresh import by_round, is_fresh, upto, versus
+from harness.report.fresh import DECIDED, by_round, is_fresh, upto, versus
 from harness.report.wording import verdict
 
 
@@ -261,6 +261,25 @@ def verdicts(table: pd.DataFrame, margin: object = None, rounds: int = 1) -> pd.
         part["verdict_short"] = [verdict(top, r, c, short=True, rounds=rounds) for (_, r), c in zip(part.iterrows(), cs)]
         out.append(part)
     return pd.concat(out, ignore_index=True)
+
+
+def open_pairs(selected: pd.DataFrame, margin: object = None, rounds: int = 1) -> set[tuple[str, str]]:
+    """The (problem, method)s in a pair of selected methods without a full verdict yet (better, worse, equivalent),
+    any two of a problem's methods, not only each against the reference: a claim's contrast may be between two
+    others (triplet against the classifier's features, where the reference is contrastive). Judged as the report
+    judges a pair (``compare``), at one level across the problem's pairs, the margin read on the pair's second
+    method (the one better on validation)."""
+    out: set[tuple[str, str]] = set()
+    for problem, part in selected.groupby("problem", sort=False):
+        mode = part["mode"].iloc[0]
+        part = part[part["n"] > 0].sort_values("val_mean", ascending=mode == "min")
+        pairs = [(a, b) for i, (_, b) in enumerate(part.iterrows()) for _, a in list(part.iterrows())[i + 1 :]]
+        for a, b in pairs:
+            m = margin_of(margin, b["test_mean"], b["metric"])
+            c, _ = compare(a, b, mode, m, len(pairs), rounds)
+            if c.verdict not in DECIDED:
+                out |= {(str(problem), str(a["method"])), (str(problem), str(b["method"]))}
+    return out
 
 
 def compare(r: pd.Series, top: pd.Series, mode: str, margin: float, family: int, rounds: int) -> tuple[Contrast, int]:

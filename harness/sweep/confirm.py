@@ -4,8 +4,8 @@ Run the study's command again with ``study.stage=confirm`` and new seeds (``seed
 starts, the sweep reads the study's earlier runs from the store, selects each method's setting on validation
 exactly as the report does (``harness.report.protocol``), and writes the plan into the sweep's file. Every job
 whose setting was not selected passes (journal outcome ``unselected``, no MLflow run); the selected ones run
-and are tagged ``stage=confirm`` and their ``round``. From round 2 on, only the methods still undecided
-against their reference (and the reference) are rerun. Refused in one line: no earlier selection in the
+and are tagged ``stage=confirm`` and their ``round``. From round 2 on, only the methods in a pair still without a
+full verdict are rerun: any two of a problem's methods (``protocol.open_pairs``), not only each against the reference. Refused in one line: no earlier selection in the
 store, seeds the study already used, a round past the declared cap (``study.rounds``).
 """
 
@@ -32,9 +32,9 @@ def plan(client, experiment_id: str, experiment: str, config: DictConfig) -> dic
     ``engine.record.run_params`` logs them (loss, optimizer.lr, task.outlier_fraction, ...)."""
     from harness.report import ReportError
     from harness.report.declaration import Declaration, label
-    from harness.report.fresh import DECIDED, is_fresh
+    from harness.report.fresh import is_fresh
     from harness.report.load import factors, load_runs, select_unit
-    from harness.report.protocol import select, settings_table
+    from harness.report.protocol import open_pairs, select, settings_table
 
     study = config.study
     try:
@@ -72,10 +72,11 @@ def plan(client, experiment_id: str, experiment: str, config: DictConfig) -> dic
     table, problem_cols, method_cols, tuned_cols = settings_table(runs, config_cols, decl)
     selected = select(table, 0.02, decl.margin, int(study.rounds))
     keep = selected
-    if round_ > 1:  # only the pairs without a full verdict yet, and their reference
-        undecided = ~selected["versus_reference"].isin(list(DECIDED) + ["reference", ""])
-        problems = set(selected.loc[undecided, "problem"])
-        keep = selected[(undecided | (selected["rank"] == 1)) & selected["problem"].isin(problems)]
+    if (
+        round_ > 1
+    ):  # only the methods in a pair without a full verdict yet (any two of a problem's, not only against its reference)
+        still = open_pairs(selected, decl.margin, int(study.rounds))
+        keep = selected[[(str(p), str(m)) in still for p, m in zip(selected["problem"], selected["method"])]]
     columns = problem_cols + method_cols + tuned_cols
     by_id = runs.set_index("run_id")
     settings = []
