@@ -29,6 +29,7 @@ from harness.report.load import (
     slice_runs,
     training_seconds,
 )
+from harness.report.matched import with_matched_loss
 from harness.report.render import (
     flat_sections,
     header,
@@ -118,7 +119,13 @@ def build_report(
             else None
         )
     else:
-        selected = protocol.select(protocol.settings_table(runs, config_cols, decl)[0], tolerance, decl.margin, decl.rounds)
+        settings, *cols = protocol.settings_table(runs, config_cols, decl)
+        selected = protocol.select(settings, tolerance, decl.margin, decl.rounds)
+        if "loss" not in decl.compare:  # methods that share a loss: also read at a matched training loss
+            scored = with_matched_loss(runs, hist, selected, [c for group in cols for c in group])
+            if len(scored.columns) > len(runs.columns):  # selection again, its other metrics now with that one
+                settings = protocol.settings_table(scored, config_cols, decl)[0]
+                selected = protocol.select(settings, tolerance, decl.margin, decl.rounds)
 
     made: list[tuple[str, str]] = []
     for problem in sorted(table["problem"].unique()):
