@@ -70,3 +70,17 @@ def test_every_batch_size_trains_the_same_steps_solo_and_stacked(tmp_path):
         last = max(lrs, key=lambda m: m.step).value
         assert last < 0.01 * lrs[0].value, batch  # its cosine schedule ended with its budget
     assert {r.data.tags.get("bundle_size") for r in runs} == {"2", None}  # the sweep stacked; the solo run did not
+
+
+def test_a_study_on_a_steps_budget_declares_and_reports_it(tmp_path):
+    from harness.report.__main__ import main as report
+
+    out = run_cli(
+        "--multirun", "task=regression", "steps=40", "batch_size=50,200", "seed=0,1", "study.compare=[batch_size]", cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    folder = tmp_path / "report"
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    assert report(["regression", "--tracking-uri", uri, "--out", str(folder), "--no-log"]) == 0
+    assert "budget 40 optimizer steps per run" in (folder / "report.md").read_text()
+    assert json.loads((folder / "protocol.json").read_text())["steps"] == [40]

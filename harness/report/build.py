@@ -250,6 +250,9 @@ def build_report(
             written["others"] = selected["others"].map(lambda o: json.dumps(o if isinstance(o, dict) else {}))
         written.to_csv(out / "tuned.csv", index=False)
         epochs = sorted({int(float(e)) for e in runs.get("param:epochs", pd.Series(dtype=str)).dropna()})
+        steps = sorted(
+            {int(float(s)) for s in runs.get("param:steps", pd.Series(dtype=str)).dropna() if s not in ("null", "None")}
+        )
         (out / "protocol.json").write_text(
             json.dumps(
                 {
@@ -263,6 +266,7 @@ def build_report(
                     "runs": len(runs),
                     "finished": int((runs.outcome == "finished").sum()),
                     "epochs": epochs,
+                    **({"steps": steps} if steps else {}),
                     "seeds": sorted(selected["n"].unique().tolist()),
                     **(
                         {"confirmation": {"rounds_declared": decl.rounds, "caption": fresh_caption(runs, decl.rounds)}}

@@ -51,7 +51,13 @@ def claim_texts() -> dict[str, str]:
 
 def evidence(proto: dict) -> str:
     return (
-        f"{proto['finished']} runs, {', '.join(map(str, proto['epochs']))} epochs, {'/'.join(map(str, proto['seeds']))} seeds "
+        f"{proto['finished']} runs, "
+        + (
+            f"{', '.join(map(str, proto['steps']))} optimizer steps"
+            if proto.get("steps")
+            else f"{', '.join(map(str, proto['epochs']))} epochs"
+        )
+        + f", {'/'.join(map(str, proto['seeds']))} seeds "
         f"per method; compares {', '.join(proto['compare'])}, tunes {', '.join(proto['tune']) or 'nothing'} per method "
         f"(selected on validation); {proto['train_seconds'] / 60:.1f} min of training"
         + (f"; sweep overrides: {proto['overrides']}" if proto.get("overrides") else "")

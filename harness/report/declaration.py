@@ -54,7 +54,13 @@ class Declaration:
         return (
             f"at the sweep's start, before its runs (declaration {self.declaration_hash} on parent run {self.run_id}): "
             f"{self.text()}; metric {metric} (validation for selection, test for the verdicts); "
-            f"seeds {self.declared.get('seeds')}; budget {self.declared.get('epochs')} epochs per run; search space {space}"
+            f"seeds {self.declared.get('seeds')}; budget "
+            + (
+                f"{self.declared['steps']} optimizer steps per run (steps: the epochs each batch size takes)"
+                if self.declared.get("steps")
+                else f"{self.declared.get('epochs')} epochs per run"
+            )
+            + f"; search space {space}"
             + (
                 f"; a confirmation sweep (study.stage=confirm: the selected settings on fresh seeds, at most {self.rounds} round(s))"
                 if self.declared.get("stage") == "confirm"

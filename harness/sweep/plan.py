@@ -167,14 +167,16 @@ def study_tags(config: DictConfig) -> dict[str, str]:
 
 def declaration(config: DictConfig, compare: list, tune: list, margin) -> dict:
     """What a study declares before its runs, as the sweep starts: the methods, the tuned knobs, the margin,
-    the search space (the sweeper's grid or search space, the seeds among it) and the budget (epochs)."""
+    the search space (the sweeper's grid or search space, the seeds among it) and the budget (epochs, or steps)."""
     hydra = config.get("hydra")
     sweeper = hydra.sweeper if hydra is not None else {}
     space = {str(k): str(v) for part in ("params", "space") for k, v in (sweeper.get(part) or {}).items()}
     for o in list(hydra.overrides.task) if hydra is not None else []:  # the command line's sweeps and values win
         key, _, value = str(o).partition("=")
         space[key.lstrip("+~")] = value
+    steps = space.get("steps", config.get("steps"))
     return {
+        **({"steps": str(steps)} if steps is not None and str(steps) != "null" else {}),  # a budget in steps instead
         "compare": compare,
         "tune": tune,
         "margin": OmegaConf.to_container(margin) if isinstance(margin, DictConfig) else margin,
