@@ -187,6 +187,19 @@ def test_workers_of_a_sweep_killed_outright_stop_and_close_their_runs(tmp_path, 
     assert len(jobs) >= in_flight and all(r.info.status == "KILLED" for r in jobs), [r.info.status for r in jobs]
 
 
+def wait_for_handlers(pid: int, timeout: float = 60) -> None:
+    """Until the process catches SIGTERM (``signals.install``, the first thing ``python -m harness`` does; Python
+    itself leaves SIGTERM alone): a fixed sleep raced the interpreter's own start-up on a loaded machine."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = Path(f"/proc/{pid}/status").read_text()
+        caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+        if caught & (1 << (signal.SIGTERM - 1)):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} did not install its signal handlers in {timeout} s")
+
+
 def test_a_stop_while_the_harness_starts_up_is_one_line(tmp_path):
     """SIGINT while torch, MLflow and Hydra are still importing: one line, exit 130, nothing written."""
     proc = subprocess.Popen(
@@ -197,7 +210,7 @@ def test_a_stop_while_the_harness_starts_up_is_one_line(tmp_path):
         text=True,
         env=env_with(),
     )
-    time.sleep(0.5)  # python has started and installed the handler; the heavy imports take seconds more
+    wait_for_handlers(proc.pid)  # the harness's handlers are in; the heavy imports take seconds more
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err[-2000:]
