@@ -118,3 +118,33 @@ def test_a_declaration_with_its_time_is_post_hoc_to_the_minute():
     assert "post hoc" in claims.post_hoc("2026-12-06 19:05", made)
     assert "before its runs" in claims.post_hoc("2026-12-06 09:00", made)
     assert "before its runs" in claims.post_hoc("2026-12-06", made)  # a date alone is compared by the day
+
+
+def test_a_check_in_a_study_no_workload_uses_is_shown(tmp_path):
+    """A claim's secondary check may name a study of its own (C14 at matched steps): it is read and shown."""
+
+    def study(name: str, task: str, gain: float) -> None:
+        folder = tmp_path / name
+        folder.mkdir()
+        rows = [
+            {"problem": task, "method": m, "setting": "optimizer.lr=0.1", "metric": "test/accuracy", "mode": "max"}
+            | {"test_mean": 0.9 + g, "n": 5, "test_by_seed": json.dumps({str(s): 0.9 + g + w * (s % k) for s in range(5)})}
+            for m, g, w, k in (("batch_size=32", gain, 0.001, 5), ("batch_size=512", 0.0, 0.0013, 2))
+        ]
+        pd.DataFrame(rows).to_csv(folder / "tuned.csv", index=False)
+        (folder / "protocol.json").write_text(
+            json.dumps(
+                {"tune": ["optimizer.lr"], "generated": "2026-12-06 13:15", "finished": 10, "epochs": [10], "seeds": [5]}
+                | {"compare": ["batch_size"], "train_seconds": 60}
+            )
+        )
+
+    study("samples", "mnist", 0.02)
+    study("steps", "fashion_mnist", -0.02)
+    pair = {"a": "batch_size=32", "b": "batch_size=512", "rule": "better", "margin": 0.005}
+    spec = {"claim": "small batches generalise better", "study": "samples", "primary": pair | {"where": "mnist"}}
+    spec["checks"] = [pair | {"study": "steps", "where": "fashion_mnist"}]
+    _, rows = claims.build(tmp_path, {"C14": spec})
+    row = next(r for r in rows if r["id"] == "C14")
+    assert row["verdict"] == "supported" and "secondary: fashion_mnist: batch_size=32 vs batch_size=512: worse" in row["effect"]
+    assert row["study"] == "samples, steps"

@@ -163,6 +163,8 @@ def build(reports: Path, mapping: dict) -> tuple[str, list[dict]]:
         works = workloads_of(cid, spec)
         names = list(dict.fromkeys([w["study"] for w in works] + [c["study"] for c in spec.get("checks", []) if c.get("study")]))
         rows[cid].update(study=", ".join(names), **{"primary contrast": primary_text(works[0])})
+        for name in names:  # a check may name a study no workload uses: loaded too, or its checks would vanish
+            study(name)
         run = [w for w in works if study(w["study"]) is not None]
         if not run:
             missing = [m for m in names if study(m) is None]
