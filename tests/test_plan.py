@@ -16,9 +16,12 @@ def test_the_plan_shows_each_study_measured_against_its_budget(tmp_path):
     (experiments / "searched.yaml").write_text("defaults:\n  - override /hydra/sweeper: search\n")
     assert grid_runs("base", experiments) == 15 and grid_runs("longer", experiments) == 15
     assert grid_runs("searched", experiments) is None and grid_runs("missing", experiments) is None
-    for study, seconds, confirmed in (("base", 90.0, True), ("longer", 900.0, True), ("searched", 60.0, False)):
+    for study, seconds, confirmed in (("base", 90.0, True), ("longer", 900.0, True), ("searched", 60.0, False)) + (
+        ("declared", 60.0, False),
+    ):
         (reports / study).mkdir()
         proto = {"finished": 15, "train_seconds": seconds, "generated": "2026-12-06 10:00"}
+        proto |= {"margin": 0.005, "margin_post_hoc": False} if study == "declared" else {}
         (reports / study / "protocol.json").write_text(json.dumps(proto | ({"confirmation": {}} if confirmed else {})))
     (reports / "plan.yaml").write_text(
         "part 1:\n"
@@ -26,6 +29,7 @@ def test_the_plan_shows_each_study_measured_against_its_budget(tmp_path):
         "  - {study: longer, claims: [C1, C2], budget: 10}\n"
         "part 2:\n"
         "  - {study: searched, claims: [], budget: 5}\n"
+        "  - {study: declared, claims: [], budget: 5}\n"
         "  - {study: missing, claims: [C3], budget: 5}\n"
     )
     assert main(["--reports", str(reports)]) == 0
@@ -34,6 +38,7 @@ def test_the_plan_shows_each_study_measured_against_its_budget(tmp_path):
     assert "over budget by 5.0 min" in rows["longer"] and "| C1, C2 " in rows["longer"]
     assert "a search" in rows["searched"] and "first run only (2026-12-06): not yet rerun on fresh seeds" in rows["searched"]
     assert "not run" in rows["missing"] and "| 15 runs " not in rows["missing"]
+    assert "run with its declared margin (2026-12-06), no confirmation rounds, within budget" in rows["declared"]
     page = tmp_path / "results.md"
     page.write_text("intro\n<!-- studies:start -->\nold\n<!-- studies:end -->\nrest\n")
     assert main(["--reports", str(reports), "--page", str(page)]) == 0

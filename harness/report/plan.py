@@ -64,9 +64,13 @@ def status(reports: Path, entry: dict) -> dict:
     proto = json.loads(proto_path.read_text())
     minutes = proto.get("train_seconds", math.nan) / 60
     measured = {"runs": str(proto.get("finished", "?")), "training (min)": f"{minutes:.1f}"}
+    within = "within budget" if minutes <= budget else f"over budget by {minutes - budget:.1f} min"
+    if "confirmation" not in proto and proto.get("margin") is not None and not proto.get("margin_post_hoc"):
+        # a study declared before its runs without confirmation rounds (a search): its verdicts read its own seeds
+        date = proto.get("generated", "?")[:10]
+        return row | measured | {"status": f"run with its declared margin ({date}), no confirmation rounds, {within}"}
     if "confirmation" not in proto:
         return row | measured | {"status": f"first run only ({proto.get('generated', '?')[:10]}): not yet rerun on fresh seeds"}
-    within = "within budget" if minutes <= budget else f"over budget by {minutes - budget:.1f} min"
     return row | measured | {"status": f"confirmed on fresh seeds ({proto.get('generated', '?')[:10]}), {within}"}
 
 
