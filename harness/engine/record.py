@@ -49,7 +49,7 @@ class RunRecord:
         self.t0 = time.perf_counter()
         self.primary, self.mode = "", "max"
         self.curve: list[float] = []  # the primary test metric, epoch by epoch
-        self.epochs = int(spec.cfg.epochs) if spec.cfg is not None else 0  # what it trains: set again at its opening
+        self.epochs = 0  # what it trains (with a steps budget, not the epochs knob): set at its opening
 
     @property
     def run_id(self) -> str | None:

@@ -21,15 +21,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.config.values import same_value
 from harness.report import ReportError, stats
 from harness.report.wording import fmt, interval
 
 
 def load_runs(folder: Path) -> pd.DataFrame:
-    path = Path(folder) / "runs.csv"
-    if not path.exists():
-        raise ReportError(f"claims map: a response curve needs the study's per-run data, and {path} does not exist")
-    return pd.read_csv(path, dtype=str)
+    """The study's per-run data as text (``judge.check`` has made sure the file is there)."""
+    return pd.read_csv(Path(folder) / "runs.csv", dtype=str)
 
 
 def column(runs: pd.DataFrame, key: str) -> str:
@@ -50,17 +49,10 @@ def rows_for(runs: pd.DataFrame, method: str, where: str) -> pd.DataFrame:
     for part in [method, *str(where).split(", ")]:
         key, eq, value = part.partition("=")
         if eq:
-            keep &= runs[column(runs, key)].map(lambda v, value=value: _same(v, value))
+            keep &= runs[column(runs, key)].map(lambda v, value=value: same_value(v, value))
         else:
             keep &= runs["param:task"].eq(part)
     return runs[keep]
-
-
-def _same(a: object, b: object) -> bool:
-    try:
-        return math.isclose(float(a), float(b))  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return str(a) == str(b)
 
 
 def response(runs: pd.DataFrame, c: dict, metric: str, mode: str, tune: list[str], family: int) -> dict:

@@ -38,9 +38,10 @@ def with_matched_loss(runs: pd.DataFrame, hist: pd.DataFrame, selected: pd.DataF
             continue
         final_loss = pd.to_numeric(by_id.loc[ids_all, "final:train/loss"], errors="coerce")
         target = float(final_loss.max())
+        curves = dict(tuple(hist[hist["run_id"].isin(ids_all)].groupby("run_id")))  # one pass over the histories
         for run_id in ids_all:
             metric = str(by_id.at[run_id, "primary_metric"])
-            curve = hist[hist["run_id"] == run_id]
+            curve = curves.get(run_id, hist.iloc[:0])
             loss = curve[curve["key"] == "train/loss"].set_index("step")["value"]
             score = curve[curve["key"] == metric].set_index("step")["value"]
             reached = loss[loss <= target]
