@@ -161,3 +161,53 @@ def test_a_later_round_reruns_any_pair_still_undecided_not_only_those_against_th
     assert open_pairs(table, 0.001, 2) == {("p", "loss=a"), ("p", "loss=b")}
     far = pd.DataFrame([ref, a, row("loss=b", 0.70, [0.60 + n for n in noise])])
     assert open_pairs(far, 0.001, 2) == set()  # every pair decided: nothing to rerun
+
+
+def test_a_later_round_follows_a_claims_contrast_still_inconclusive_at_the_claims_level(tmp_path):
+    """The study's own pair (on its primary metric, at its own level) is decided, but the claim it settles reads
+    another metric (minority recall) at the claims table's stricter level, where the pair is not told apart: round
+    2 reruns that pair's methods. A contrast on another study, or no claims map at all, asks for nothing."""
+    import yaml
+
+    from harness.report.claims import open_contrasts
+
+    def row(method, val, primary, recall):
+        seeds = [str(s) for s in range(5, 5 + len(primary))]
+        fresh = {1: dict(zip(seeds, primary))}
+        others = {"test/minority_recall": {"selection": {}, "fresh": {1: dict(zip(seeds, recall))}}}
+        return {"problem": "imbalanced", "method": method, "mode": "max", "metric": "test/macro_f1", "n": len(primary)} | {
+            "val_mean": val,
+            "test_mean": sum(primary) / len(primary),
+            "test_by_seed": fresh[1],
+            "fresh_by_round": fresh,
+            "others": others,
+            "setting": "optimizer.lr=0.001",
+        }
+
+    noise = [0.0, 0.01, -0.01, 0.02, -0.02, 0.005, -0.005, 0.015, -0.015, 0.0]
+    weighted = row("loss=ce_weighted", 0.9, [0.90 + 0.001 * n for n in noise], [0.50 + n for n in noise[::-1]])
+    plain = row("loss=ce", 0.7, [0.70 + 0.001 * n for n in noise], [0.49 + n for n in noise])
+    table = pd.DataFrame([weighted, plain])
+    assert open_pairs_of(table) == set()  # the study's own pair is decided: on its own it would stop
+    contrast_ = {"a": "loss=ce_weighted", "b": "loss=ce", "where": "imbalanced", "rule": "better", "margin": 0.02}
+    claims = {
+        "C8": {
+            "claim": "weighting helps the minority class",
+            "study": "imbalanced_fashion",
+            "primary": contrast_ | {"metric": "test/minority_recall", "mode": "max"},
+        },
+        "C9": {"claim": "another study's", "study": "elsewhere", "primary": contrast_},
+    }
+    (tmp_path / "claims.yaml").write_text(yaml.safe_dump(claims))
+    expected = {("imbalanced", "loss=ce_weighted"), ("imbalanced", "loss=ce")}
+    assert open_contrasts(table, "imbalanced_fashion", 2, tmp_path) == expected
+    assert open_contrasts(table, "some_other_study", 2, tmp_path) == set()
+    clear = row("loss=ce_weighted", 0.9, [0.90 + 0.001 * n for n in noise], [0.80 + n for n in noise[::-1]])
+    assert open_contrasts(pd.DataFrame([clear, plain]), "imbalanced_fashion", 2, tmp_path) == set()  # decided: supported
+    assert open_contrasts(table, "imbalanced_fashion", 2, tmp_path / "no_map_here") == set()
+
+
+def open_pairs_of(table):
+    from harness.report.protocol import open_pairs
+
+    return open_pairs(table, 0.01, 2)

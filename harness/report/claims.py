@@ -136,6 +136,45 @@ def check_map(mapping: dict) -> None:
                 )
 
 
+def family_of(reports: Path, mapping: dict, also: str = "") -> int:
+    """The claims table's family: its primary contrasts with a test (every rule but setting_in, a selection with
+    no uncertainty) on a workload whose study has a report (``also``: a study counted as if it had one, for a
+    confirmation before its first report). Every one is tested at alpha / family (Bonferroni)."""
+
+    def reported(name: str) -> bool:
+        folder = reports / name
+        return name == also or ((folder / "tuned.csv").exists() and (folder / "protocol.json").exists())
+
+    works = [w for cid, spec in mapping.items() for w in workloads_of(cid, spec)]
+    return max(1, sum(rule_of(w) != "setting_in" and reported(w["study"]) for w in works))
+
+
+def open_contrasts(selected: pd.DataFrame, experiment: str, rounds: int, reports: Path = REPORTS) -> set[tuple[str, str]]:
+    """The (problem, method)s of the claims' primary contrasts on this study that its runs so far leave
+    inconclusive at the claims table's level: a confirmation round follows them as it follows the study's own
+    open pairs, since a claim may read another metric than the study's primary one (minority recall beside
+    macro-F1) and is judged at a stricter level (its family is every claim's). More rounds never change the error
+    rate: each look is tested at alpha / (family x declared rounds) whatever the reason a round runs. ``selected``:
+    ``protocol.select``'s table; no claims map (a user's own project): none."""
+    path = reports / "claims.yaml"
+    if not path.exists():
+        return set()
+    mapping = yaml.safe_load(path.read_text()) or {}
+    check_map(mapping)
+    family = family_of(reports, mapping, also=experiment)
+    tuned = selected.copy()
+    tuned.attrs["rounds"] = rounds
+    out: set[tuple[str, str]] = set()
+    for cid, spec in mapping.items():
+        for w in workloads_of(cid, spec):
+            if w["study"] != experiment or rule_of(w) in ("setting_in", "good_range"):  # judged on the selection's runs
+                continue
+            judged = check(tuned, w, family, w.get("margin"))
+            if judged["verdict"] == "inconclusive":
+                out |= {(str(judged["problem"]), str(w[k])) for k in ("a", "b", "c") if w.get(k)}
+    return out
+
+
 def build(reports: Path, mapping: dict) -> tuple[str, list[dict]]:
     """The claims table. Each claim is judged by its primary contrast on each workload it is tested on
     (``primary`` and ``workloads`` in claims.yaml, each with its margin and rule); ``judge.overall`` decides the
@@ -173,9 +212,7 @@ def build(reports: Path, mapping: dict) -> tuple[str, list[dict]]:
             )
             continue
         ready[cid] = (spec, works)
-    family = max(
-        1, sum(rule_of(w) != "setting_in" for _, works in ready.values() for w in works if study(w["study"]) is not None)
-    )
+    family = family_of(reports, mapping)
     have = {name: got for name, got in loaded.items() if got is not None}
 
     def assess(c: dict, study: str, family: int, margin: object) -> dict | None:

@@ -5,8 +5,10 @@ starts, the sweep reads the study's earlier runs from the store, selects each me
 exactly as the report does (``harness.report.protocol``), and writes the plan into the sweep's file. Every job
 whose setting was not selected passes (journal outcome ``unselected``, no MLflow run); the selected ones run
 and are tagged ``stage=confirm`` and their ``round``. From round 2 on, only the methods in a pair still without a
-full verdict are rerun: any two of a problem's methods (``protocol.open_pairs``), not only each against the reference. Refused in one line: no earlier selection in the
-store, seeds the study already used, a round past the declared cap (``study.rounds``).
+full verdict are rerun: any two of a problem's methods (``protocol.open_pairs``), not only each against the reference,
+and the methods of a claim's primary contrast on this study (``reports/claims.yaml``) still inconclusive at the claims
+table's level (``claims.open_contrasts``). Refused in one line: no earlier selection in the store, seeds the study
+already used, a round past the declared cap (``study.rounds``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ def plan(client, experiment_id: str, experiment: str, config: DictConfig) -> dic
     """{"round": r, "seeds": [...], "selected": [{param key: value}, ...]}: the settings this round reruns, keyed as
     ``engine.record.run_params`` logs them (loss, optimizer.lr, task.outlier_fraction, ...)."""
     from harness.report import ReportError
+    from harness.report.claims import open_contrasts
     from harness.report.declaration import Declaration, label
     from harness.report.fresh import is_fresh
     from harness.report.load import factors, load_runs, select_unit
@@ -76,6 +79,10 @@ def plan(client, experiment_id: str, experiment: str, config: DictConfig) -> dic
         round_ > 1
     ):  # only the methods in a pair without a full verdict yet (any two of a problem's, not only against its reference)
         still = open_pairs(selected, decl.margin, int(study.rounds))
+        try:  # and the pairs of the claims this study settles that are still inconclusive at the claims' level
+            still |= open_contrasts(selected, experiment, int(study.rounds))
+        except ReportError as e:
+            raise HarnessError(f"study.stage=confirm: {e}") from None
         keep = selected[[(str(p), str(m)) in still for p, m in zip(selected["problem"], selected["method"])]]
     columns = problem_cols + method_cols + tuned_cols
     by_id = runs.set_index("run_id")
