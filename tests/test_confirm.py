@@ -169,7 +169,7 @@ def test_a_later_round_follows_a_claims_contrast_still_inconclusive_at_the_claim
     2 reruns that pair's methods. A contrast on another study, or no claims map at all, asks for nothing."""
     import yaml
 
-    from harness.report.claims import open_contrasts
+    from harness.report.claimmap import open_contrasts
 
     def row(method, val, primary, recall):
         seeds = [str(s) for s in range(5, 5 + len(primary))]

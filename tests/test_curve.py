@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from harness.report import ReportError, claims, curve, judge
+from harness.report import ReportError, claimmap, claims, curve, judge
 
 
 def runs_table(scores: dict[float, list[float]], noise: float = 0.002, extra_wd: bool = True) -> pd.DataFrame:
@@ -102,7 +102,7 @@ def test_the_claims_table_reads_the_curve_from_runs_csv_and_waits_without_it(tmp
     )
     tuned.to_csv(study / "tuned.csv", index=False)
     (study / "protocol.json").write_text(json.dumps({"tune": TUNE, "generated": "2026-12-06 13:15"}))
-    got = claims.load_study(tmp_path, "study")
+    got = claimmap.load_study(tmp_path, "study")
     assert got is not None
     c = {**SPEC, "rule": "good_range"}
     with pytest.raises(judge.Unconfirmed, match="runs.csv"):

@@ -87,3 +87,36 @@ def test_the_results_page_lists_every_planned_study_as_the_plan_says():
     block = page.split("<!-- studies:start -->\n")[1].split("<!-- studies:end -->")[0]
     assert block == study_list(REPORTS, plan), "run python -m harness.report.plan --page docs/results.md"
     assert block.count("\n") == sum(len(v) for v in plan.values())
+
+
+def test_the_plan_says_how_many_rounds_ran_and_which_claims_a_round_left_would_follow(tmp_path):
+    """A confirmed study that ran one of its two declared rounds, whose claim's contrast is not told apart at the
+    claims' level: the plan says 1 of 2 rounds and names the claim that round 2 would follow; once its pair is
+    decided it names none."""
+    import pandas as pd
+    import yaml
+
+    reports = tmp_path / "reports"
+    (reports / "study").mkdir(parents=True)
+    (reports / "plan.yaml").write_text("part 1:\n  - {study: study, claims: [C8], budget: 5}\n")
+    proto = {"finished": 30, "train_seconds": 60.0, "generated": "2026-12-06 10:00", "compare": ["loss"], "tune": []}
+    (reports / "study" / "protocol.json").write_text(json.dumps(proto | {"confirmation": {"rounds_declared": 2}}))
+    contrast = {"a": "loss=a", "b": "loss=b", "where": "p", "rule": "better", "margin": 0.01}
+    (reports / "claims.yaml").write_text(yaml.safe_dump({"C8": {"claim": "a beats b", "study": "study", "primary": contrast}}))
+    noise = [0.0, 0.01, -0.01, 0.02, -0.02, 0.005, -0.005, 0.015, -0.015, 0.0]
+
+    def write(gain):
+        rows = []
+        for method, base in (("loss=a", 0.80 + gain), ("loss=b", 0.80)):
+            fresh = {"1": {str(s): base + n for s, n in enumerate(noise if method == "loss=a" else noise[::-1], start=5)}}
+            rows.append(
+                {"problem": "p", "method": method, "mode": "max", "metric": "test/accuracy", "setting": "(fixed)"}
+                | {"n": 10, "test_mean": base, "test_by_seed": json.dumps(fresh["1"]), "fresh_by_round": json.dumps(fresh)}
+            )
+        pd.DataFrame(rows).to_csv(reports / "study" / "tuned.csv", index=False)
+        assert main(["--reports", str(reports)]) == 0
+        return (reports / "plan.md").read_text()
+
+    assert "1 of 2 rounds (C8 still inconclusive at the claims' level: round 2 would follow)" in write(0.005)
+    decided = write(0.2)
+    assert "1 of 2 rounds, within budget" in decided and "would follow" not in decided

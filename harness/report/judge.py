@@ -1,6 +1,6 @@
 """A claim's contrast judged by its rule: a pair's verdict (better, not worse, equivalent at a margin), a share of
 a gap, nearness to a published figure, a selected setting inside a range; ``RULES`` writes down once how a
-contrast's verdict decides its claim. Read from a study's tuned.csv (``claims.load_study``)."""
+contrast's verdict decides its claim. Read from a study's tuned.csv (``claimmap.load_study``)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 
 reports/plan.md from the declared plan of studies (reports/plan.yaml: order, claims, budget in minutes of
 training) and what each study's report measured (its protocol.json: runs, minutes of training, whether its
-verdicts read fresh seeds). A study not yet run, or run only before the confirmation protocol, is listed
+verdicts read fresh seeds, how many of its declared confirmation rounds ran, and which claims a round left would
+still follow). A study not yet run, or run only before the confirmation protocol, is listed
 with the size of its grid and what its last run cost. Nothing in it is typed by hand.
 """
 
@@ -18,6 +19,7 @@ import pandas as pd
 import yaml
 
 from harness.report import ReportError
+from harness.report.claimmap import load_study, still_open
 from harness.report.pages import replace_block
 
 REPORTS = Path(__file__).resolve().parent.parent.parent / "reports"
@@ -71,7 +73,29 @@ def status(reports: Path, entry: dict) -> dict:
         return row | measured | {"status": f"run with its declared margin ({date}), no confirmation rounds, {within}"}
     if "confirmation" not in proto:
         return row | measured | {"status": f"first run only ({proto.get('generated', '?')[:10]}): not yet rerun on fresh seeds"}
-    return row | measured | {"status": f"confirmed on fresh seeds ({proto.get('generated', '?')[:10]}), {within}"}
+    return (
+        row
+        | measured
+        | {"status": f"confirmed on fresh seeds ({proto.get('generated', '?')[:10]}){rounds_of(reports, study, proto)}, {within}"}
+    )
+
+
+def rounds_of(reports: Path, study: str, proto: dict) -> str:
+    """How many of its declared confirmation rounds a study ran, and the claims whose primary contrast on it is
+    still inconclusive with a round left (``claimmap.still_open``: a later round would rerun them): "" where the
+    report does not say."""
+    declared = proto["confirmation"].get("rounds_declared")
+    got = load_study(reports, study)
+    if not declared or got is None or "fresh_by_round" not in got[0]:
+        return ""
+    tuned = got[0]
+    ran = max((max(r) for r in tuned["fresh_by_round"] if r), default=0)
+    text = f", {ran} of {declared} rounds"
+    if ran < int(declared):
+        waiting = sorted(still_open(tuned, study, int(declared), reports), key=lambda c: int(c[1:]) if c[1:].isdigit() else 0)
+        if waiting:
+            text += f" ({', '.join(waiting)} still inconclusive at the claims' level: round {ran + 1} would follow)"
+    return text
 
 
 def build(reports: Path, plan: dict) -> str:

@@ -7,7 +7,7 @@ whose setting was not selected passes (journal outcome ``unselected``, no MLflow
 and are tagged ``stage=confirm`` and their ``round``. From round 2 on, only the methods in a pair still without a
 full verdict are rerun: any two of a problem's methods (``protocol.open_pairs``), not only each against the reference,
 and the methods of a claim's primary contrast on this study (``reports/claims.yaml``) still inconclusive at the claims
-table's level (``claims.open_contrasts``). Refused in one line: no earlier selection in the store, seeds the study
+table's level (``claimmap.open_contrasts``). Refused in one line: no earlier selection in the store, seeds the study
 already used, a round past the declared cap (``study.rounds``).
 """
 
@@ -33,7 +33,7 @@ def plan(client, experiment_id: str, experiment: str, config: DictConfig) -> dic
     """{"round": r, "seeds": [...], "selected": [{param key: value}, ...]}: the settings this round reruns, keyed as
     ``engine.record.run_params`` logs them (loss, optimizer.lr, task.outlier_fraction, ...)."""
     from harness.report import ReportError
-    from harness.report.claims import open_contrasts
+    from harness.report.claimmap import open_contrasts
     from harness.report.declaration import Declaration, label
     from harness.report.fresh import is_fresh
     from harness.report.load import factors, load_runs, select_unit
