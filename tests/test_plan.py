@@ -30,21 +30,21 @@ def test_the_plan_shows_each_study_measured_against_its_budget(tmp_path):
         "part 2:\n"
         "  - {study: searched, claims: [], budget: 5}\n"
         "  - {study: declared, claims: [], budget: 5}\n"
-        "  - {study: missing, claims: [C3], budget: 5}\n"
+        "  - {study: missing, claims: [C3], budget: 5, needs: a GPU}\n"
     )
     assert main(["--reports", str(reports)]) == 0
     rows = {line.split("|")[2].strip(): line for line in (reports / "plan.md").read_text().splitlines() if line.startswith("|  ")}
     assert " 1.5 |" in rows["base"] and "confirmed on fresh seeds (2026-12-06), within budget" in rows["base"]
     assert "over budget by 5.0 min" in rows["longer"] and "| C1, C2 " in rows["longer"]
     assert "a search" in rows["searched"] and "first run only (2026-12-06): not yet rerun on fresh seeds" in rows["searched"]
-    assert "not run" in rows["missing"] and "| 15 runs " not in rows["missing"]
+    assert "not run (needs a GPU)" in rows["missing"] and "| 15 runs " not in rows["missing"]
     assert "run with its declared margin (2026-12-06), no confirmation rounds, within budget" in rows["declared"]
     page = tmp_path / "results.md"
     page.write_text("intro\n<!-- studies:start -->\nold\n<!-- studies:end -->\nrest\n")
     assert main(["--reports", str(reports), "--page", str(page)]) == 0
     listed = page.read_text()
     assert "old" not in listed and "- base (C1): confirmed on fresh seeds (2026-12-06), within budget\n" in listed
-    assert "- missing (C3): not run\n" in listed and listed.endswith("<!-- studies:end -->\nrest\n")
+    assert "- missing (C3): not run (needs a GPU)\n" in listed and listed.endswith("<!-- studies:end -->\nrest\n")
     page.write_text("no block here\n")
     assert main(["--reports", str(reports), "--page", str(page)]) == 2
     (reports / "plan.yaml").write_text("part 1: {study: base}\n")

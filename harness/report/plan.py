@@ -51,6 +51,11 @@ def grid_runs(study: str, experiments: Path = EXPERIMENTS) -> int | None:
     return math.prod(len(str(v).split(",")) for v in params.values()) if params else None
 
 
+def needs(entry: dict) -> str:
+    """What a study waits on, as its plan entry declares it (``needs``: a GPU, CPU hours), for one not yet run."""
+    return f" (needs {entry['needs']})" if entry.get("needs") else ""
+
+
 def status(reports: Path, entry: dict) -> dict:
     study, budget = entry["study"], float(entry["budget"])
     proto_path = reports / study / "protocol.json"
@@ -62,7 +67,7 @@ def status(reports: Path, entry: dict) -> dict:
         "budget (min)": f"{budget:g}",
     }
     if not proto_path.exists():
-        return row | {"runs": "-", "training (min)": "-", "status": "not run"}
+        return row | {"runs": "-", "training (min)": "-", "status": "not run" + needs(entry)}
     proto = json.loads(proto_path.read_text())
     minutes = proto.get("train_seconds", math.nan) / 60
     measured = {"runs": str(proto.get("finished", "?")), "training (min)": f"{minutes:.1f}"}
@@ -72,7 +77,11 @@ def status(reports: Path, entry: dict) -> dict:
         date = proto.get("generated", "?")[:10]
         return row | measured | {"status": f"run with its declared margin ({date}), no confirmation rounds, {within}"}
     if "confirmation" not in proto:
-        return row | measured | {"status": f"first run only ({proto.get('generated', '?')[:10]}): not yet rerun on fresh seeds"}
+        return (
+            row
+            | measured
+            | {"status": f"first run only ({proto.get('generated', '?')[:10]}): not yet rerun on fresh seeds" + needs(entry)}
+        )
     return (
         row
         | measured
