@@ -211,3 +211,43 @@ def open_pairs_of(table):
     from harness.report.protocol import open_pairs
 
     return open_pairs(table, 0.01, 2)
+
+
+def test_the_last_rounds_seeds_again_catch_up_the_open_pairs_that_round_left_out(tmp_path, monkeypatch):
+    """A round that followed other pairs left a pair out (here: round 1 lost mae's runs); the pair is still open.
+    Passing that round's seeds again reruns only the left-out methods, as the same round, so the pair's looks stay
+    within the cap; once every open pair ran the round, those seeds are refused again."""
+    from omegaconf import OmegaConf
+
+    import harness.report.claimmap as claimmap
+    import harness.report.protocol as protocol
+    from harness import HarnessError
+    from harness.sweep.confirm import plan
+
+    assert sweep(*STUDY, "seed=0,1,2", cwd=tmp_path).returncode == 0
+    assert sweep(*STUDY, "seed=3,4,5", "study.stage=confirm", cwd=tmp_path).returncode == 0
+    client, runs = mlflow_runs(tmp_path, "confirm_study")
+    for r in runs:
+        if r.data.tags.get("stage") == "confirm" and r.data.tags.get("loss") == "mae":
+            client.delete_run(r.info.run_id)
+    experiment_id = client.get_experiment_by_name("confirm_study").experiment_id
+
+    def config(seeds):
+        study = {"compare": ["loss"], "tune": ["optimizer.lr"], "rounds": 2}
+        return OmegaConf.create(
+            {"seed": 0, "study": study, "hydra": {"sweeper": {"params": {}}, "overrides": {"task": [f"seed={seeds}"]}}}
+        )
+
+    both = lambda selected, *_: {(str(p), str(m)) for p, m in zip(selected["problem"], selected["method"])}  # noqa: E731
+    monkeypatch.setattr(protocol, "open_pairs", both)
+    monkeypatch.setattr(claimmap, "open_contrasts", lambda *_: set())
+    got = plan(client, experiment_id, "confirm_study", config("3,4,5"))
+    assert got["round"] == 1 and got["catch_up"] and [s["loss"] for s in got["selected"]] == ["mae"]
+    later = plan(client, experiment_id, "confirm_study", config("6,7,8"))  # new seeds: the next round, every open pair
+    assert later["round"] == 2 and not later["catch_up"] and {s["loss"] for s in later["selected"]} == {"mse", "mae"}
+    only_mse = lambda selected, *_: {(str(p), "loss=mse") for p in selected["problem"]}  # noqa: E731
+    monkeypatch.setattr(protocol, "open_pairs", only_mse)
+    with pytest.raises(HarnessError, match="which every pair still open already ran"):
+        plan(client, experiment_id, "confirm_study", config("3,4,5"))
+    with pytest.raises(HarnessError, match="needs fresh seeds"):
+        plan(client, experiment_id, "confirm_study", config("3,4"))  # not the last round's seeds: refused as before

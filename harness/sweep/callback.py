@@ -116,7 +116,9 @@ class SweepCallback(Callback):
             c = self.info["confirm"]
             print(
                 f"confirmation round {c['round']} of at most {config.study.rounds}: {len(c['selected'])} selected setting(s) "
-                f"on fresh seeds {', '.join(c['seeds'])}; the other jobs of the grid pass",
+                f"on fresh seeds {', '.join(c['seeds'])}"
+                + (" (catching up the methods of pairs still open that this round left out)" if c.get("catch_up") else "")
+                + "; the other jobs of the grid pass",
                 flush=True,
             )
         claim(directory, self.info)

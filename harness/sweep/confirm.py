@@ -7,8 +7,10 @@ whose setting was not selected passes (journal outcome ``unselected``, no MLflow
 and are tagged ``stage=confirm`` and their ``round``. From round 2 on, only the methods in a pair still without a
 full verdict are rerun: any two of a problem's methods (``protocol.open_pairs``), not only each against the reference,
 and the methods of a claim's primary contrast on this study (``reports/claims.yaml``) still inconclusive at the claims
-table's level (``claimmap.open_contrasts``). Refused in one line: no earlier selection in the store, seeds the study
-already used, a round past the declared cap (``study.rounds``).
+table's level (``claimmap.open_contrasts``). The last round's seeds passed again catch that round up: it reruns,
+on the same seeds and as the same round, the methods of pairs still open that it left out (it followed other
+pairs), so each pair's looks stay within the cap. Refused in one line: no earlier selection in the store, seeds the
+study already used (other than a catch-up's), a round past the declared cap (``study.rounds``).
 """
 
 from __future__ import annotations
@@ -57,15 +59,17 @@ def plan(client, experiment_id: str, experiment: str, config: DictConfig) -> dic
     if not (chosen.outcome == "finished").any():
         raise HarnessError(f"study.stage=confirm: experiment {experiment!r} has no finished selection runs to select from")
     seeds = sweep_seeds(config)
+    done = sorted({int(r) for r in runs.loc[fresh, "round"].dropna() if str(r).isdigit()})
+    last_seeds = set(runs.loc[fresh & (runs["round"].astype(str) == str(done[-1])), "seed"].astype(str)) if done else set()
+    catch_up = bool(done) and set(seeds) == last_seeds  # the last round's seeds again: for the pairs it left out
     used = sorted(set(seeds) & set(runs["seed"].dropna().astype(str)), key=lambda s: (len(s), s))
-    if used:
+    if used and not catch_up:
         raise HarnessError(
             f"study.stage=confirm needs fresh seeds, but seed(s) {', '.join(used)} already ran in this study "
             f"(it used {', '.join(sorted(set(runs['seed'].dropna().astype(str)), key=lambda s: (len(s), s)))}); "
             "pass new ones, e.g. seed=5,6,7,8,9 after selection on 0-4"
         )
-    done = sorted({int(r) for r in runs.loc[fresh, "round"].dropna() if str(r).isdigit()})
-    round_ = (done[-1] + 1) if done else 1
+    round_ = done[-1] if catch_up else (done[-1] + 1) if done else 1
     if round_ > int(study.rounds):
         raise HarnessError(
             f"study.stage=confirm: round {round_} would pass the declared cap of study.rounds={study.rounds} "
@@ -75,14 +79,16 @@ def plan(client, experiment_id: str, experiment: str, config: DictConfig) -> dic
     table, problem_cols, method_cols, tuned_cols = settings_table(runs, config_cols, decl)
     selected = select(table, 0.02, decl.margin, int(study.rounds))
     keep = selected
-    if (
-        round_ > 1
-    ):  # only the methods in a pair without a full verdict yet (any two of a problem's, not only against its reference)
+    if round_ > 1 or catch_up:
+        # only the methods in a pair without a full verdict yet (any two of a problem's, not only against its reference)
         still = open_pairs(selected, decl.margin, int(study.rounds))
         try:  # and the pairs of the claims this study settles that are still inconclusive at the claims' level
             still |= open_contrasts(selected, experiment, int(study.rounds))
         except ReportError as e:
             raise HarnessError(f"study.stage=confirm: {e}") from None
+        if catch_up:  # of those, the methods the last round left out (it followed other pairs)
+            left_out = zip(selected["problem"], selected["method"], selected["fresh_by_round"])
+            still &= {(str(p), str(m)) for p, m, r in left_out if not (isinstance(r, dict) and round_ in r)}
         keep = selected[[(str(p), str(m)) in still for p, m in zip(selected["problem"], selected["method"])]]
     columns = problem_cols + method_cols + tuned_cols
     by_id = runs.set_index("run_id")
@@ -93,6 +99,11 @@ def plan(client, experiment_id: str, experiment: str, config: DictConfig) -> dic
         first = by_id.loc[row["run_ids"][0]]
         value = {c: first.get(c) for c in columns}
         settings.append({label(c): None if v is None or v != v else str(v) for c, v in value.items()})  # by param key
+    if not settings and catch_up:
+        raise HarnessError(
+            f"study.stage=confirm: seeds {', '.join(seeds)} are round {round_}'s, which every pair still open already ran "
+            "(a later round needs new seeds)"
+        )
     if not settings:
         raise HarnessError(f"study.stage=confirm: round {round_} has nothing to rerun (every pair is decided)")
-    return {"round": round_, "seeds": seeds, "selected": settings}
+    return {"round": round_, "seeds": seeds, "selected": settings, "catch_up": catch_up}
