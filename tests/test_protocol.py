@@ -395,6 +395,12 @@ def test_two_tuned_studies_compare_side_by_side_paired_by_seed(tmp_path):
     search = tuned("optimizer.lr=0.002", {"0": 0.91, "1": 0.93, "2": 0.95, "3": 0.99})  # seed 3 has no pair
     table = compare(grid, search, "grid", "search")
     assert "optimizer.lr=0.002" in table and "+0.0100 [+0.0100, +0.0100], n = 3" in table  # paired: every seed +0.01
+    # the grid confirmed on fresh seeds (5-7) the search never ran: paired on the seeds both selected on (0-2)
+    confirmed = tuned("optimizer.lr=0.001", {"5": 0.5, "6": 0.5, "7": 0.5})
+    confirmed["selection_by_seed"] = _json.dumps({"0": 0.90, "1": 0.92, "2": 0.94})
+    table = compare(confirmed, search, "grid", "search")
+    assert "+0.0100 [+0.0100, +0.0100], n = 3 (on the seeds both selected on)" in table
+    assert "n = 0" in compare(confirmed.drop(columns=["selection_by_seed"]), search, "grid", "search")  # nothing to pair
 
 
 def test_a_tables_verdict_is_short_and_the_findings_keep_the_sentence():

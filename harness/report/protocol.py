@@ -204,6 +204,7 @@ def select(settings: pd.DataFrame, tolerance: float, margin: object = None, roun
                 "good_share": float(within.sum() / len(part)),
                 "at_edge": at_edge,
                 "test_by_seed": scores,
+                "selection_by_seed": best["test_by_seed"],
                 "fresh_by_round": fresh,
                 "others": best.get("others") or {},
                 "run_ids": best["run_ids"],
