@@ -213,10 +213,10 @@ def open_pairs_of(table):
     return open_pairs(table, 0.01, 2)
 
 
-def test_the_last_rounds_seeds_again_catch_up_the_open_pairs_that_round_left_out(tmp_path, monkeypatch):
-    """A round that followed other pairs left a pair out (here: round 1 lost mae's runs); the pair is still open.
-    Passing that round's seeds again reruns only the left-out methods, as the same round, so the pair's looks stay
-    within the cap; once every open pair ran the round, those seeds are refused again."""
+def test_the_last_rounds_seeds_again_catch_up_the_methods_that_round_left_out(tmp_path, monkeypatch):
+    """Round 1 lost mae's runs: its seeds again rerun mae alone, as round 1 (round 1 reruns every method, open or
+    not). Round 2 that followed only mse's pairs (mse's runs relabelled round 2 here): its seeds again rerun mae
+    only while mae is in a pair still open; once no left-out method is, those seeds are refused."""
     from omegaconf import OmegaConf
 
     import harness.report.claimmap as claimmap
@@ -227,9 +227,12 @@ def test_the_last_rounds_seeds_again_catch_up_the_open_pairs_that_round_left_out
     assert sweep(*STUDY, "seed=0,1,2", cwd=tmp_path).returncode == 0
     assert sweep(*STUDY, "seed=3,4,5", "study.stage=confirm", cwd=tmp_path).returncode == 0
     client, runs = mlflow_runs(tmp_path, "confirm_study")
-    for r in runs:
-        if r.data.tags.get("stage") == "confirm" and r.data.tags.get("loss") == "mae":
-            client.delete_run(r.info.run_id)
+    fresh = {
+        loss: [r for r in runs if r.data.tags.get("stage") == "confirm" and r.data.tags.get("loss") == loss]
+        for loss in ("mse", "mae")
+    }
+    for r in fresh["mae"]:
+        client.delete_run(r.info.run_id)
     experiment_id = client.get_experiment_by_name("confirm_study").experiment_id
 
     def config(seeds):
@@ -239,15 +242,61 @@ def test_the_last_rounds_seeds_again_catch_up_the_open_pairs_that_round_left_out
         )
 
     both = lambda selected, *_: {(str(p), str(m)) for p, m in zip(selected["problem"], selected["method"])}  # noqa: E731
-    monkeypatch.setattr(protocol, "open_pairs", both)
+    monkeypatch.setattr(protocol, "open_pairs", lambda *_: set())
     monkeypatch.setattr(claimmap, "open_contrasts", lambda *_: set())
-    got = plan(client, experiment_id, "confirm_study", config("3,4,5"))
+    got = plan(client, experiment_id, "confirm_study", config("3,4,5"))  # round 1: mae, though no pair is open
     assert got["round"] == 1 and got["catch_up"] and [s["loss"] for s in got["selected"]] == ["mae"]
-    later = plan(client, experiment_id, "confirm_study", config("6,7,8"))  # new seeds: the next round, every open pair
-    assert later["round"] == 2 and not later["catch_up"] and {s["loss"] for s in later["selected"]} == {"mse", "mae"}
-    only_mse = lambda selected, *_: {(str(p), "loss=mse") for p in selected["problem"]}  # noqa: E731
-    monkeypatch.setattr(protocol, "open_pairs", only_mse)
-    with pytest.raises(HarnessError, match="which every pair still open already ran"):
-        plan(client, experiment_id, "confirm_study", config("3,4,5"))
     with pytest.raises(HarnessError, match="needs fresh seeds"):
         plan(client, experiment_id, "confirm_study", config("3,4"))  # not the last round's seeds: refused as before
+
+    for r in fresh["mse"]:  # as if round 2 had rerun mse alone, on seeds 3-5
+        client.set_tag(r.info.run_id, "round", "2")
+    monkeypatch.setattr(protocol, "open_pairs", both)
+    later = plan(client, experiment_id, "confirm_study", config("3,4,5"))
+    assert later["round"] == 2 and later["catch_up"] and [s["loss"] for s in later["selected"]] == ["mae"]
+    only_mse = lambda selected, *_: {(str(p), "loss=mse") for p in selected["problem"]}  # noqa: E731
+    monkeypatch.setattr(protocol, "open_pairs", only_mse)
+    with pytest.raises(HarnessError, match="every method it would rerun already ran them"):
+        plan(client, experiment_id, "confirm_study", config("3,4,5"))
+
+
+def test_a_knob_only_one_method_has_is_tuned_by_a_second_sweep_and_confirmed_by_a_catch_up(tmp_path):
+    """Huber's delta is a knob mse lacks, so one Hydra grid cannot tune it for huber alone: the study is two sweeps
+    under one declaration (mse over the LRs; huber over LR x delta). Selection reads both; the first confirmation
+    sweep's grid has only mse, so huber's selected setting waits; the second sweep on the same seeds catches round 1
+    up for it. The report selects huber's delta on validation and leaves the knob out of mse's setting."""
+    common = (
+        "task=regression",
+        "task.n_train=200",
+        "task.n_val=100",
+        "task.n_test=100",
+        "epochs=2",
+        "study.compare=[loss]",
+        "study.tune=[optimizer.lr,loss.delta]",
+        "study.margin=5%",
+        "study.rounds=2",
+        "tracking.experiment=two_spaces",
+        "optimizer.lr=0.001,0.03",
+    )
+    mse, huber = ("loss=mse",), ("loss=huber", "loss.delta=0.3,3")
+    assert sweep(*common, *mse, "seed=0,1,2", cwd=tmp_path).returncode == 0
+    assert sweep(*common, *huber, "seed=0,1,2", cwd=tmp_path).returncode == 0
+    first = sweep(*common, *mse, "seed=3,4,5", "study.stage=confirm", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "confirmation round 1 of at most 2: 2 selected setting(s)" in first.stdout and "3 finished" in first.stdout
+    second = sweep(*common, *huber, "seed=3,4,5", "study.stage=confirm", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "round 1 of at most 2: 1 selected setting(s)" in second.stdout and "(catching up" in second.stdout
+    assert "3 finished" in second.stdout
+    client, runs = mlflow_runs(tmp_path, "two_spaces")
+    _, jobs = split_runs(runs)
+    fresh = [r for r in jobs if r.data.tags.get("stage") == "confirm"]
+    assert sorted(r.data.tags["loss"] for r in fresh) == ["huber"] * 3 + ["mse"] * 3
+    assert {r.data.tags["round"] for r in fresh} == {"1"}
+    out = tmp_path / "report"
+    assert report(["two_spaces", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--out", str(out), "--no-log"]) == 0
+    tuned = pd.read_csv(out / "tuned.csv").set_index("method")
+    assert set(tuned["seeds"]) == {"fresh"} and set(tuned["n"]) == {3}
+    assert "loss.delta=" in tuned.loc["loss=huber", "setting"] and "loss.delta" not in tuned.loc["loss=mse", "setting"]
+    again = sweep(*common, *huber, "seed=3,4,5", "study.stage=confirm", cwd=tmp_path)
+    assert again.returncode != 0 and "round 1's, and every method it would rerun already ran them" in again.stderr

@@ -377,6 +377,32 @@ def test_the_heatmap_colours_span_the_better_half_so_good_cells_differ():
     assert color_range(np.array([0.5, 0.6]), "max") == (None, None)  # too few cells: the matplotlib default
 
 
+def test_a_heatmap_of_two_or_three_cells_draws_on_the_default_scale(tmp_path):
+    """A study whose grid leaves few (rows, cols) cells (a tuned knob only one method has: mse's cells say '-')
+    drew nothing and crashed the whole report with a TypeError (None against a float)."""
+    from harness.report.views import heatmap
+
+    table = pd.DataFrame(
+        {"task": "regression", "mode": "min", "metric": "test/mse", "mean": [0.4, 0.3, 0.5]}
+        | {"loss": ["mse", "huber", "huber"], "loss.delta": ["-", 0.3, 3.0]}
+    )
+    assert heatmap(table, "loss", "param:loss.delta", "regression", tmp_path / "h.png").endswith("h.png")
+    assert (tmp_path / "h.png").stat().st_size > 0
+
+
+def test_the_parallel_coordinates_take_a_knob_that_only_some_runs_have(tmp_path):
+    """mse's runs have no loss.delta (the store's params come back as strings, missing where a run lacks the
+    key): the axis names the missing value '-' instead of failing to sort a float among strings."""
+    from harness.report.views import parallel_coordinates
+
+    runs = pd.DataFrame(
+        {"outcome": "finished", "final:test/mse": [0.4, 0.3, 0.5], "loss": ["mse", "huber", "huber"]}
+        | {"param:loss.delta": pd.Series([None, "0.3", "3.0"], dtype="string")}
+    )
+    axes = ["loss", "param:loss.delta"]
+    assert parallel_coordinates(runs, axes, "test/mse", "min", "regression", tmp_path / "p.png").endswith("p.png")
+
+
 def test_curves_of_different_losses_plot_a_shared_metric_not_their_loss_values():
     from harness.report.figures import training_key
 

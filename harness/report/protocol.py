@@ -126,7 +126,9 @@ def settings_table(
         table.apply(lambda r: ", ".join([str(r["task"])] + [f"{label(c)}={r[c]}" for c in problem_cols[1:]]), axis=1),
     )
     table.insert(1, "method", table.apply(lambda r: ", ".join(f"{label(c)}={r[c]}" for c in method_cols), axis=1))
-    table["setting"] = table.apply(lambda r: ", ".join(f"{label(c)}={r[c]}" for c in tuned_cols) or "(fixed)", axis=1)
+    table["setting"] = table.apply(  # a tuned knob the method does not have ("-": only another method's) left out
+        lambda r: ", ".join(f"{label(c)}={r[c]}" for c in tuned_cols if r[c] != "-") or "(fixed)", axis=1
+    )
     return table, problem_cols, method_cols, tuned_cols
 
 

@@ -45,9 +45,10 @@ def parallel_coordinates(runs: pd.DataFrame, axes: list[str], metric: str, mode:
             v = np.log10(values) if logged else values
             levels = sorted(values.unique())
             ticks.append([(float(np.log10(x)) if logged else float(x), f"{x:g}") for x in levels])
-        else:
-            levels = sorted(data[a].astype(str).unique())
-            v = data[a].astype(str).map({x: i for i, x in enumerate(levels)}).astype(float)
+        else:  # names, or a knob some runs lack (a tuned knob only one method has): "-" there, as in the tables
+            named = data[a].map(lambda x: "-" if pd.isna(x) else str(x))
+            levels = sorted(named.unique())
+            v = named.map({x: i for i, x in enumerate(levels)}).astype(float)
             ticks.append(list(enumerate(levels)))
         low, high = float(v.min()), float(v.max())
         scaled.append((v - low) / (high - low) if high > low else v * 0 + 0.5)
@@ -157,7 +158,7 @@ def heatmap(table: pd.DataFrame, rows: str, cols: str, task: str, path, others: 
             )
             if top:
                 ax.add_patch(plt().Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2.5))
-    clipped = finite.size and ((finite < vmin).any() if mode == "max" else (finite > vmax).any())
+    clipped = vmin is not None and vmax is not None and bool((finite < vmin).any() if mode == "max" else (finite > vmax).any())
     notes = ([f"each cell: the best over {', '.join(label(o) for o in others)}"] if others else []) + (
         ["colours span the better half; worse cells share the end colour"] if clipped else []
     )

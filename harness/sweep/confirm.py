@@ -8,8 +8,9 @@ and are tagged ``stage=confirm`` and their ``round``. From round 2 on, only the 
 full verdict are rerun: any two of a problem's methods (``protocol.open_pairs``), not only each against the reference,
 and the methods of a claim's primary contrast on this study (``reports/claims.yaml``) still inconclusive at the claims
 table's level (``claimmap.open_contrasts``). The last round's seeds passed again catch that round up: it reruns,
-on the same seeds and as the same round, the methods of pairs still open that it left out (it followed other
-pairs), so each pair's looks stay within the cap. Refused in one line: no earlier selection in the store, seeds the
+on the same seeds and as the same round, the methods it left out that are still in an open pair (it followed
+other pairs), or in round 1 every method it left out (a study whose grid is two sweeps, for a knob only one method
+has: the second sweep's settings are not in the first's grid), so each pair's looks stay within the cap. Refused in one line: no earlier selection in the store, seeds the
 study already used (other than a catch-up's), a round past the declared cap (``study.rounds``).
 """
 
@@ -78,18 +79,18 @@ def plan(client, experiment_id: str, experiment: str, config: DictConfig) -> dic
     config_cols = factors(runs)
     table, problem_cols, method_cols, tuned_cols = settings_table(runs, config_cols, decl)
     selected = select(table, 0.02, decl.margin, int(study.rounds))
-    keep = selected
-    if round_ > 1 or catch_up:
-        # only the methods in a pair without a full verdict yet (any two of a problem's, not only against its reference)
+    if round_ == 1:  # round 1 reruns every method (a catch-up: those whose setting the first sweep's grid lacked)
+        still = {(str(p), str(m)) for p, m in zip(selected["problem"], selected["method"])}
+    else:  # only the methods in a pair without a full verdict yet (any two of a problem's, not only against its reference)
         still = open_pairs(selected, decl.margin, int(study.rounds))
         try:  # and the pairs of the claims this study settles that are still inconclusive at the claims' level
             still |= open_contrasts(selected, experiment, int(study.rounds))
         except ReportError as e:
             raise HarnessError(f"study.stage=confirm: {e}") from None
-        if catch_up:  # of those, the methods the last round left out (it followed other pairs)
-            left_out = zip(selected["problem"], selected["method"], selected["fresh_by_round"])
-            still &= {(str(p), str(m)) for p, m, r in left_out if not (isinstance(r, dict) and round_ in r)}
-        keep = selected[[(str(p), str(m)) in still for p, m in zip(selected["problem"], selected["method"])]]
+    if catch_up:  # of those, the methods the last round left out (it followed other pairs, or its grid lacked them)
+        left_out = zip(selected["problem"], selected["method"], selected["fresh_by_round"])
+        still &= {(str(p), str(m)) for p, m, r in left_out if not (isinstance(r, dict) and round_ in r)}
+    keep = selected[[(str(p), str(m)) in still for p, m in zip(selected["problem"], selected["method"])]]
     columns = problem_cols + method_cols + tuned_cols
     by_id = runs.set_index("run_id")
     settings = []
@@ -101,8 +102,8 @@ def plan(client, experiment_id: str, experiment: str, config: DictConfig) -> dic
         settings.append({label(c): None if v is None or v != v else str(v) for c, v in value.items()})  # by param key
     if not settings and catch_up:
         raise HarnessError(
-            f"study.stage=confirm: seeds {', '.join(seeds)} are round {round_}'s, which every pair still open already ran "
-            "(a later round needs new seeds)"
+            f"study.stage=confirm: seeds {', '.join(seeds)} are round {round_}'s, and every method it would rerun "
+            "already ran them (a later round needs new seeds)"
         )
     if not settings:
         raise HarnessError(f"study.stage=confirm: round {round_} has nothing to rerun (every pair is decided)")
