@@ -117,7 +117,7 @@ class SweepCallback(Callback):
             print(
                 f"confirmation round {c['round']} of at most {config.study.rounds}: {len(c['selected'])} selected setting(s) "
                 f"on fresh seeds {', '.join(c['seeds'])}"
-                + (" (catching up the methods of pairs still open that this round left out)" if c.get("catch_up") else "")
+                + (" (catching up the settings this round left out)" if c.get("catch_up") else "")
                 + "; the other jobs of the grid pass",
                 flush=True,
             )
