@@ -249,12 +249,10 @@ def build_report(
         written = selected.drop(columns=dropped).assign(test_by_seed=selected["test_by_seed"].map(json.dumps))
         if confirmed:  # the fresh seeds round by round, for the claims table's looks
             written["fresh_by_round"] = selected["fresh_by_round"].map(json.dumps)
-            written["others"] = selected["others"].map(lambda o: json.dumps(o if isinstance(o, dict) else {}))
-            # the selection's own test scores of the selected setting: a study compared with another on the seeds both
-            # selected on (a search against a grid: harness/report/compare.py)
-            written["selection_by_seed"] = selected["selection_by_seed"].map(
-                lambda o: json.dumps(o if isinstance(o, dict) else {})
-            )
+            # others: the selected setting's other test metrics; selection_by_seed: its test scores on the selection's
+            # seeds, for a study compared with another on the seeds both selected on (harness/report/compare.py)
+            for col in ("others", "selection_by_seed"):
+                written[col] = selected[col].map(lambda o: json.dumps(o if isinstance(o, dict) else {}))
         written.to_csv(out / "tuned.csv", index=False)
         epochs = sorted({int(float(e)) for e in runs.get("param:epochs", pd.Series(dtype=str)).dropna()})
         steps = sorted(

@@ -24,9 +24,14 @@ def load_map(reports: Path) -> dict:
     return mapping
 
 
+def has_report(reports: Path, study: str) -> bool:
+    """Whether a study has a tuned report the claims can read (its tuned.csv and protocol.json)."""
+    return (reports / study / "tuned.csv").exists() and (reports / study / "protocol.json").exists()
+
+
 def load_study(reports: Path, study: str) -> tuple[pd.DataFrame, dict] | None:
     folder = reports / study
-    if not (folder / "tuned.csv").exists() or not (folder / "protocol.json").exists():
+    if not has_report(reports, study):
         return None
     tuned = pd.read_csv(folder / "tuned.csv")
     tuned["test_by_seed"] = tuned["test_by_seed"].map(lambda s: json.loads(s) if isinstance(s, str) else {})
@@ -90,13 +95,8 @@ def family_of(reports: Path, mapping: dict, also: str = "") -> int:
     """The claims table's family: its primary contrasts with a test (every rule but setting_in, a selection with
     no uncertainty) on a workload whose study has a report (``also``: a study counted as if it had one, for a
     confirmation before its first report). Every one is tested at alpha / family (Bonferroni)."""
-
-    def reported(name: str) -> bool:
-        folder = reports / name
-        return name == also or ((folder / "tuned.csv").exists() and (folder / "protocol.json").exists())
-
     works = [w for cid, spec in mapping.items() for w in workloads_of(cid, spec)]
-    return max(1, sum(rule_of(w) != "setting_in" and reported(w["study"]) for w in works))
+    return max(1, sum(rule_of(w) != "setting_in" and (w["study"] == also or has_report(reports, w["study"])) for w in works))
 
 
 def still_open(selected: pd.DataFrame, experiment: str, rounds: int, reports: Path = REPORTS) -> dict[str, set[tuple[str, str]]]:
