@@ -263,7 +263,7 @@ def test_the_last_rounds_seeds_again_catch_up_the_methods_that_round_left_out(tm
 def test_a_knob_only_one_method_has_is_tuned_by_a_second_sweep_and_confirmed_by_a_catch_up(tmp_path):
     """Huber's delta is a knob mse lacks, so one Hydra grid cannot tune it for huber alone: the study is two sweeps
     under one declaration (mse over the LRs; huber over LR x delta). Selection reads both; the first confirmation
-    sweep's grid has only mse, so huber's selected setting waits; the second sweep on the same seeds catches round 1
+    sweep's grid has only mse, so huber's selected setting waits (the sweep says so); the second sweep on the same seeds catches round 1
     up for it. The report selects huber's delta on validation and leaves the knob out of mse's setting."""
     common = (
         "task=regression",
@@ -284,10 +284,13 @@ def test_a_knob_only_one_method_has_is_tuned_by_a_second_sweep_and_confirmed_by_
     first = sweep(*common, *mse, "seed=3,4,5", "study.stage=confirm", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert "confirmation round 1 of at most 2: 2 selected setting(s)" in first.stdout and "3 finished" in first.stdout
+    assert "note: 1 of the 2 selected settings are not in this sweep's grid" in first.stdout  # huber's: says how to
+    assert "loss=huber" in first.stdout and "seed=3,4,5) to catch round 1 up" in first.stdout  # catch it up
     second = sweep(*common, *huber, "seed=3,4,5", "study.stage=confirm", cwd=tmp_path)
     assert second.returncode == 0, second.stderr
     assert "round 1 of at most 2: 1 selected setting(s)" in second.stdout and "(catching up" in second.stdout
     assert "3 finished" in second.stdout
+    assert "not in this sweep's grid" not in second.stdout  # nothing left out now
     client, runs = mlflow_runs(tmp_path, "two_spaces")
     _, jobs = split_runs(runs)
     fresh = [r for r in jobs if r.data.tags.get("stage") == "confirm"]

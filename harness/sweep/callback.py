@@ -227,6 +227,7 @@ class SweepCallback(Callback):
         outcomes = self.settle("failed", "its process ended without closing the run (killed or crashed)")
         if not outcomes:
             print("sweep done: no job recorded an outcome", flush=True)
+        self.warn_not_run(outcomes)
         counts = self.finish(outcomes)
         ACTIVE = None
         if self.store is not None and self.experiment_id:
@@ -236,6 +237,29 @@ class SweepCallback(Callback):
             print(f"report: {report_command(self.info.get('experiment'), self.store.uri)}", flush=True)
         if counts["failed"] + counts["killed"]:
             sys.exit(1)
+
+    def warn_not_run(self, outcomes: list[dict[str, Any]]) -> None:
+        """A confirmation round whose grid lacked some selected settings says which, and how to catch them up."""
+        from harness import HarnessError
+        from harness.sweep.confirm import not_run
+
+        plan = self.info.get("confirm")
+        if not plan or self.store is None or not self.parent_run_id or not self.experiment_id:
+            return
+        try:
+            reused = [o["run_id"] for o in outcomes if o["outcome"] == "skipped" and o.get("run_id")]
+            missing = self.store.call(not_run, self.store.client, self.experiment_id, self.parent_run_id, plan, reused)
+        except HarnessError as e:
+            print(f"error: could not check which selected settings ran: {e}", file=sys.stderr)
+            return
+        if missing:
+            shown = "; ".join(", ".join(f"{k}={v}" for k, v in s.items() if v is not None) for s in missing[:3])
+            print(
+                f"note: {len(missing)} of the {len(plan['selected'])} selected settings are not in this sweep's grid and "
+                f"did not run ({shown}{'; ...' if len(missing) > 3 else ''}): run the study's sweep that has them with "
+                f"study.stage=confirm and the same seeds (seed={','.join(plan['seeds'])}) to catch round {plan['round']} up",
+                flush=True,
+            )
 
     def abort(self, why: str) -> None:
         """The sweep was stopped (Ctrl-C, SIGTERM, SIGHUP): stop the workers, close what is open as KILLED."""
