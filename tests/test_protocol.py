@@ -4,6 +4,7 @@ the declaration's trip through MLflow, and the figures it makes."""
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -279,7 +280,12 @@ def test_claims_come_from_the_reports_and_the_map(tmp_path):
             add(client, exp, "sgd", 0.01, seed, 0.9, 0.9 + 0.01 * seed + 0.0001 * (seed % 2), task="imbalanced", extra=extra)
     reports = tmp_path / "reports"
     assert main(["study", "--tracking-uri", uri, "--out", str(reports / "study"), "--no-log"]) == 0
+    shutil.copytree(reports / "study", reports / "copy_study")  # a second study's report, for C1
     (reports / "claims.yaml").write_text(
+        # C1's primary contrast is in another study than the claim's own, whose check (no study of its own) reads it
+        "C1:\n  claim: adam beats sgd at 1:10, checked at 1:100\n  study: study\n"
+        "  primary: {a: optimizer=adam, b: optimizer=sgd, where: imbalance_ratio=10, rule: better, study: copy_study}\n"
+        "  checks:\n    - {a: optimizer=sgd, b: optimizer=adam, where: imbalance_ratio=100, rule: not_worse}\n"
         "C7:\n  claim: adam beats sgd at 1:10\n  study: study\n  declared: 2000-01-01\n"
         "  primary: {a: optimizer=adam, b: optimizer=sgd, where: imbalance_ratio=10, rule: better, margin: 0.01}\n"
         "C8:\n  claim: sgd beats adam at 1:100\n  study: study\n"
@@ -323,8 +329,8 @@ def test_claims_come_from_the_reports_and_the_map(tmp_path):
     assert claims.main(["--reports", str(reports), "--readme", str(readme)]) == 0
     table = (reports / "claims.md").read_text()
     row = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| C")}
-    # C7 C8 C9 C13 C14 C15 C17, C18 C19 C20 on two workloads each (C18's third has not run), C6 declared
-    assert "across the table's 14 tested primary contrasts (Bonferroni: 99.64%;" in table
+    # C1 C7 C8 C9 C13 C14 C15 C17, C18 C19 C20 on two workloads each (C18's third has not run), C6 declared
+    assert "across the table's 15 tested primary contrasts (Bonferroni: 99.67%;" in table
     assert "| supported " in row["C7"] and "better, gain 0.04996 [0.0498" in row["C7"]  # paired by seed: a tight interval
     assert "declared 2000-01-01, before its runs" in row["C7"] and "declared: no date" in row["C8"]
     assert "| contradicted " in row["C8"] and "equivalent, gain 4e-05" in row["C8"]  # within the margin: no gain that matters
@@ -341,6 +347,9 @@ def test_claims_come_from_the_reports_and_the_map(tmp_path):
         "| contradicted " in row["C18"] and "synth: supported; twin (real data): contradicted; later: not run yet" in row["C18"]
     )
     assert "[twin] imbalanced, task.imbalance_ratio=100: " in row["C18"]
+    assert (
+        "| copy_study, study " in row["C1"] and "secondary: imbalanced, task.imbalance_ratio=100: optimizer=sgd vs" in row["C1"]
+    )
     assert "| supported " in row["C19"] and "study: supported; twin: supported " in row["C19"]
     assert "| not run with the protocol yet " in row["C6"] and "study: awaits its rerun on fresh seeds" in row["C6"]
     assert "| inconclusive " in row["C20"] and "twin: inconclusive (not decided on every workload)" in row["C20"]

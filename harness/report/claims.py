@@ -98,7 +98,9 @@ def build(reports: Path, mapping: dict) -> tuple[str, list[dict]]:
         if spec is None:
             continue
         works = workloads_of(cid, spec)
-        names = list(dict.fromkeys([w["study"] for w in works] + [c["study"] for c in spec.get("checks", []) if c.get("study")]))
+        names = list(
+            dict.fromkeys([w["study"] for w in works] + [c.get("study") or spec["study"] for c in spec.get("checks", [])])
+        )
         rows[cid].update(study=", ".join(names), **{"primary contrast": primary_text(works[0])})
         for name in names:  # a check may name a study no workload uses: loaded too, or its checks would vanish
             study(name)
