@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from harness.losses import CTCLoss, PositionCrossEntropy
 from harness.tasks.sequence import PAD, Sequence, edit_distance, sequence_metrics
-from tests.conftest import mlflow_runs, run_cli
+from tests.conftest import mlflow_runs, run_cli, write_idx_mnist
 
 
 @pytest.mark.parametrize(
@@ -102,3 +102,16 @@ def test_both_losses_run_and_land_in_mlflow(tmp_path, loss):
 def test_a_non_sequence_loss_is_refused(tmp_path):
     proc = run_cli("task=sequence", "loss=ce", cwd=tmp_path)
     assert proc.returncode == 2 and "losses that fit sequence: ctc, position_ce" in proc.stderr
+
+
+def test_mnist_strings_draw_each_split_from_its_own_pool_of_images(tmp_path):
+    """Digit strings from MNIST: training and validation sequences from disjoint parts of MNIST's training images
+    (5,000 held out, or a sixth of a smaller copy), test sequences from its test images; 28-pixel-high canvases."""
+    data = write_idx_mnist(tmp_path / "data", n_train=600, n_test=100)
+    task = Sequence(dataset="mnist", data_dir=str(data), download=False, max_length=3, jitter=14, n_train=50, n_val=20, n_test=20)
+    (xtr, _), (xva, _), (xte, _) = task.pools()
+    assert (len(xtr), len(xva), len(xte)) == (500, 100, 100)
+    flat = lambda x: {tuple(v) for v in x.reshape(len(x), -1).tolist()}  # noqa: E731
+    assert not flat(xtr) & flat(xva)  # no image in both pools
+    d = task.load()
+    assert d.train.x.shape == (50, 1, 28, 3 * (28 + 14)) and d.test.y.shape == (20, 3)

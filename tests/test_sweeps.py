@@ -252,6 +252,8 @@ def test_every_study_runs_in_smoke_mode(tmp_path, study):
     task = compose(f"experiment={study}").task  # a study may inherit its task from another
     images = task._target_.endswith(".MNIST") or task.get("dataset") in ("mnist_lt", "fashion_mnist_lt")
     extra = [f"data_dir={data}", "task.val_size=100"] if images else []
+    if task._target_.endswith(".Sequence") and task.get("dataset") == "mnist":  # digit strings built from MNIST's images
+        extra = [f"data_dir={data}"]
     out = sweep(f"experiment={study}", "smoke=on", *extra, cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     assert " 0 failed" in out.stdout
