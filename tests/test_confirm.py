@@ -260,6 +260,7 @@ def test_the_last_rounds_seeds_again_catch_up_the_methods_that_round_left_out(tm
         plan(client, experiment_id, "confirm_study", config("3,4,5"))
 
 
+@pytest.mark.extended  # four sweeps and a report (about a minute): the catch-up's plan is tested in process above
 def test_a_knob_only_one_method_has_is_tuned_by_a_second_sweep_and_confirmed_by_a_catch_up(tmp_path):
     """Huber's delta is a knob mse lacks, so one Hydra grid cannot tune it for huber alone: the study is two sweeps
     under one declaration (mse over the LRs; huber over LR x delta). Selection reads both; the first confirmation
