@@ -285,7 +285,7 @@ def test_a_knob_only_one_method_has_is_tuned_by_a_second_sweep_and_confirmed_by_
     first = sweep(*common, *mse, "seed=3,4,5", "study.stage=confirm", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert "confirmation round 1 of at most 2: 2 selected setting(s)" in first.stdout and "3 finished" in first.stdout
-    assert "note: 1 of the 2 selected settings are not in this sweep's grid" in first.stdout  # huber's: says how to
+    assert "note: 1 of the 2 selected settings is not in this sweep's grid" in first.stdout  # huber's: says how to
     assert "loss=huber" in first.stdout and "seed=3,4,5) to catch round 1 up" in first.stdout  # catch it up
     second = sweep(*common, *huber, "seed=3,4,5", "study.stage=confirm", cwd=tmp_path)
     assert second.returncode == 0, second.stderr

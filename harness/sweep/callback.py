@@ -254,10 +254,12 @@ class SweepCallback(Callback):
             return
         if missing:
             shown = "; ".join(", ".join(f"{k}={v}" for k, v in s.items() if v is not None) for s in missing[:3])
+            shown += "; ..." if len(missing) > 3 else ""
+            verb = "is" if len(missing) == 1 else "are"
             print(
-                f"note: {len(missing)} of the {len(plan['selected'])} selected settings are not in this sweep's grid and "
-                f"did not run ({shown}{'; ...' if len(missing) > 3 else ''}): run the study's sweep that has them with "
-                f"study.stage=confirm and the same seeds (seed={','.join(plan['seeds'])}) to catch round {plan['round']} up",
+                f"note: {len(missing)} of the {len(plan['selected'])} selected settings {verb} not in this sweep's grid "
+                f"and did not run ({shown}): run the study's sweep that has them with study.stage=confirm and the same "
+                f"seeds (seed={','.join(plan['seeds'])}) to catch round {plan['round']} up",
                 flush=True,
             )
 
