@@ -82,6 +82,11 @@ def same_value(a, b) -> bool:
         return False
 
 
+def has_setting(params: dict, setting: dict) -> bool:
+    """Whether a run's params (as logged: key -> text) hold every knob of a setting at its value (None: not set)."""
+    return all(same_value(params.get(k), v) for k, v in setting.items())
+
+
 def check_seed(key: str, value) -> int:
     check_rule(key, value, SEED, SEED_WHY)
     return value

@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from harness import HarnessError
 from harness.config.checks import check_config
 from harness.config.schema import seed_of
-from harness.config.values import same_value
+from harness.config.values import has_setting
 from harness.engine.build import build
 from harness.engine.job import Spec, fail, spec_from_hydra
 from harness.engine.record import RunRecord, ending, run_params
@@ -72,7 +72,7 @@ def unselected(spec: Spec) -> bool:
             "(python -m harness --multirun experiment=NAME study.stage=confirm seed=5,6,7,8,9)"
         )
     params = run_params(spec.cfg, spec.names)
-    return not any(all(same_value(params.get(k), v) for k, v in s.items()) for s in plan["selected"])
+    return not any(has_setting(params, s) for s in plan["selected"])
 
 
 def pass_over(spec: Spec) -> Result:

@@ -114,9 +114,9 @@ def not_run(client, experiment_id: str, parent_run_id: str, plan: dict, reused: 
     """The selected settings no run of this confirmation sweep matched (its parent's runs, and the finished runs a
     resumed job reused): this sweep's grid lacks them (a study whose grid is two sweeps: the second's settings), so
     the same seeds passed again to the other sweep catch the round up."""
-    from harness.config.values import same_value
+    from harness.config.values import has_setting
 
     runs = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'", max_results=50000)
     runs += [client.get_run(r) for r in reused]
     ran = [r.data.params for r in runs if r.data.tags.get("stage") == "confirm"]
-    return [s for s in plan["selected"] if not any(all(same_value(p.get(k), v) for k, v in s.items()) for p in ran)]
+    return [s for s in plan["selected"] if not any(has_setting(p, s) for p in ran)]
