@@ -269,6 +269,54 @@ def test_a_declared_sweep_round_trips_through_mlflow_and_a_one_factor_sweep_gets
     assert "Flat ranking: regression" in md and "selection on the test set" in md
 
 
+def test_the_declaration_states_every_sweeps_seeds_and_the_selection_space_without_bookkeeping():
+    """A study of two selection sweeps (split by optimizer) and two confirmation rounds: the report's first line
+    names the first sweep's declaration, the seeds of every stage (not only the newest round's), and each
+    selection sweep's space without the knobs that change no result (data_dir, threads, the store)."""
+    from harness.report.declaration import Declaration
+
+    def sweep(run_id: str, stage: str, seeds: str, optimizers: str) -> Declaration:
+        space = {
+            "optimizer": optimizers,
+            "optimizer.lr": "0.001,0.01",
+            "seed": seeds,
+            "data_dir": "/data",
+            "threads": "1",
+            "tracking.uri": "sqlite:///x.db",
+            "hydra/launcher": "joblib",
+            "study.stage": stage,
+        }
+        declared = {"compare": ["optimizer"], "tune": ["optimizer.lr"], "margin": 0.005, "space": space,
+                    "seeds": seeds, "stage": stage, "rounds": 2, "epochs": "10"}  # fmt: skip
+        tags = {
+            "harness.compare": json.dumps(["optimizer"]),
+            "harness.tune": json.dumps(["optimizer.lr"]),
+            "harness.margin": "0.005",
+            "harness.declaration": json.dumps(declared),
+            "harness.declaration_hash": f"hash-{run_id}",
+        }
+        decl = Declaration.from_tags(tags, run_id)
+        assert decl is not None
+        return decl
+
+    sweeps = [
+        sweep("a", "select", "0,1,2,3,4", "adam,sgd"),
+        sweep("b", "select", "0,1,2,3,4", "muon"),
+        sweep("c", "confirm", "5,6,7,8,9,10,11,12,13,14", "adam,sgd,muon"),
+        sweep("d", "confirm", "15,16,17,18,19,20,21,22,23,24", "adam,sgd,muon"),
+    ]
+    text = sweeps[-1].declared_text(["test/accuracy"], sweeps)
+    assert "(declaration hash-a on parent run a, the first of the study's 4 sweeps)" in text
+    assert "seeds 0-4 (selection), 5-14 (confirmation), 15-24 (confirmation)" in text
+    assert "in 2 selection sweeps: (1) optimizer=adam,sgd, optimizer.lr=0.001,0.01; (2) optimizer=muon" in text
+    space = text.split("search space ", 1)[1].split("; then", 1)[0]
+    assert not any(k in space for k in ("data_dir", "threads", "tracking.uri", "hydra/launcher", "study.stage", "seed"))
+    assert text.endswith("then the selected settings on fresh seeds (study.stage=confirm), at most 2 round(s)")
+    # one sweep alone: its own seeds and space, no count of sweeps
+    alone = sweeps[0].declared_text(["test/accuracy"])
+    assert "seeds 0-4 (selection);" in alone and "first of" not in alone and "search space optimizer=adam,sgd, " in alone
+
+
 def test_claims_come_from_the_reports_and_the_map(tmp_path):
     from harness.report import claims
 

@@ -211,7 +211,12 @@ def build_report(
         # the study's first sweep (its selection): runs older than it were reused by resume from another sweep
         declared_at = min(p.info.start_time for p in unit.parents) if unit.parents and not all_sweeps else None
         predating = int((runs["start"] < declared_at).sum()) if declared_at else 0
-        text = decl.declared_text(sorted(runs["primary_metric"].dropna().unique()))
+        sweeps = (
+            [d for p in reversed(unit.parents) if (d := Declaration.from_tags(p.data.tags, p.info.run_id)) is not None]
+            if unit.parents and not all_sweeps
+            else None
+        )
+        text = decl.declared_text(sorted(runs["primary_metric"].dropna().unique()), sweeps)
         if predating:
             text += f"; {predating} of the {len(runs)} runs predate the study's first sweep (reused by resume from another sweep)"
         head = {"declared": text, **head}

@@ -42,28 +42,46 @@ class Declaration:
             tags.get("harness.declaration_hash", ""),
         )
 
-    def declared_text(self, metrics: list[str]) -> str:
-        """What the sweep declared before its runs, for the top of the report."""
+    def declared_text(self, metrics: list[str], sweeps: list[Declaration] | None = None) -> str:
+        """What the study declared before its runs, for the top of the report. ``sweeps``: the declarations of
+        the study's sweeps, oldest first (selection, then confirmation rounds); the first one's declaration
+        and budget are stated, the search space of its selection sweeps, and the seeds of every sweep."""
         metric = ", ".join(metrics) or "the task's primary metric"
         if self.declared is None:
             return (
                 f"{self.text()}; metric {metric}; this sweep logged no search space, seeds or budget "
                 f"(it predates declarations): its overrides say what it ran"
             )
-        space = ", ".join(f"{k}={v}" for k, v in sorted(self.declared.get("space", {}).items())) or "(none)"
+        sweeps = [d for d in (sweeps or [self]) if d.declared is not None] or [self]
+        first = sweeps[0].declared or {}
+        selection = [d.declared or {} for d in sweeps if (d.declared or {}).get("stage") != "confirm"] or [first]
+        spaces = list(dict.fromkeys(search_space(d.get("space", {})) for d in selection))
+        space = (
+            spaces[0]
+            if len(spaces) == 1
+            else f"in {len(spaces)} selection sweeps: " + "; ".join(f"({i}) {s}" for i, s in enumerate(spaces, 1))
+        )
+        seeds = list(
+            dict.fromkeys(
+                f"{seed_list(d.declared.get('seeds'))} ({'confirmation' if d.declared.get('stage') == 'confirm' else 'selection'})"
+                for d in sweeps
+                if d.declared is not None
+            )
+        )
+        more = f", the first of the study's {len(sweeps)} sweeps" if len(sweeps) > 1 else ""
         return (
-            f"at the sweep's start, before its runs (declaration {self.declaration_hash} on parent run {self.run_id}): "
-            f"{self.text()}; metric {metric} (validation for selection, test for the verdicts); "
-            f"seeds {self.declared.get('seeds')}; budget "
+            f"at the sweep's start, before its runs (declaration {sweeps[0].declaration_hash} on parent run "
+            f"{sweeps[0].run_id}{more}): {self.text()}; metric {metric} (validation for selection, test for the "
+            f"verdicts); seeds {', '.join(seeds)}; budget "
             + (
-                f"{self.declared['steps']} optimizer steps per run (steps: the epochs each batch size takes)"
-                if self.declared.get("steps")
-                else f"{self.declared.get('epochs')} epochs per run"
+                f"{first['steps']} optimizer steps per run (steps: the epochs each batch size takes)"
+                if first.get("steps")
+                else f"{first.get('epochs')} epochs per run"
             )
             + f"; search space {space}"
             + (
-                f"; a confirmation sweep (study.stage=confirm: the selected settings on fresh seeds, at most {self.rounds} round(s))"
-                if self.declared.get("stage") == "confirm"
+                f"; then the selected settings on fresh seeds (study.stage=confirm), at most {self.rounds} round(s)"
+                if any((d.declared or {}).get("stage") == "confirm" for d in sweeps)
                 else ""
             )
         )
@@ -94,3 +112,31 @@ class Declaration:
             else "declared by the sweep before its runs"
         )
         return f"margin {shown} ({when})"
+
+
+def seed_list(seeds: object) -> str:
+    """A sweep's seeds as declared, a run of consecutive integers shortened: ``5,6,...,14`` -> ``5-14``."""
+    parts = [p.strip() for p in str(seeds).split(",")]
+    if len(parts) > 2 and all(p.lstrip("-").isdigit() for p in parts):
+        numbers = [int(p) for p in parts]
+        if numbers == list(range(numbers[0], numbers[0] + len(numbers))):
+            return f"{numbers[0]}-{numbers[-1]}"
+    return ",".join(parts)
+
+
+def search_space(space: dict) -> str:
+    """A sweep's declared space as a report states it: the knobs that change results, without those shown
+    apart (seeds, the budget, the study's own knobs) and those that change none (where the data and the
+    store are, threads, progress: ``Role.hash`` in the schema)."""
+    from harness.config.schema import role
+
+    def kept(key: str) -> bool:
+        key = key.lstrip("+~")
+        if key in ("seed", "epochs", "steps", "experiment") or key.startswith(("study.", "hydra", "tracking.")):
+            return False
+        try:
+            return role(key).hash
+        except KeyError:  # a key the schema does not know (a user's own): shown
+            return True
+
+    return ", ".join(f"{k}={v}" for k, v in sorted(space.items()) if kept(k)) or "(none)"
