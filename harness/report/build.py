@@ -207,25 +207,29 @@ def build_report(
         head["slice"] = (
             "only the runs with " + ", ".join(f"{k}={v}" for k, v in where.items()) + " (python -m harness.report --where)"
         )
+    # the study's sweeps, oldest first: the first (its selection) declared it; the rest ran rounds or other parts
+    sweeps = (
+        [d for p in reversed(unit.parents) if (d := Declaration.from_tags(p.data.tags, p.info.run_id)) is not None]
+        if unit.parents and not all_sweeps
+        else []
+    )
     if decl is not None:  # what was declared, and when, before any result
-        # the study's first sweep (its selection): runs older than it were reused by resume from another sweep
+        # runs older than the first sweep were reused by resume from another sweep
         declared_at = min(p.info.start_time for p in unit.parents) if unit.parents and not all_sweeps else None
         predating = int((runs["start"] < declared_at).sum()) if declared_at else 0
-        sweeps = (
-            [d for p in reversed(unit.parents) if (d := Declaration.from_tags(p.data.tags, p.info.run_id)) is not None]
-            if unit.parents and not all_sweeps
-            else None
-        )
-        text = decl.declared_text(sorted(runs["primary_metric"].dropna().unique()), sweeps)
+        text = decl.declared_text(sorted(runs["primary_metric"].dropna().unique()), sweeps or None)
         if predating:
             text += f"; {predating} of the {len(runs)} runs predate the study's first sweep (reused by resume from another sweep)"
         head = {"declared": text, **head}
     if decl is not None:
         assert selected is not None  # a declared study always selects
         ranks, cd, cd_text = protocol.mean_ranks(selected)
+        first = sweeps[0] if sweeps else decl
         head["protocol"] = (
             f"{decl.text()}; selected on the validation metric, test metric reported; "
-            f"declared by sweep run {decl.run_id}" + (f" ({decl.overrides})" if decl.overrides else "")
+            f"declared by sweep run {first.run_id}"
+            + (f" ({first.overrides})" if first.overrides else "")
+            + (f"; {len(sweeps) - 1} later sweep(s), the newest {decl.run_id}" if len(sweeps) > 1 else "")
         )
         notes = tuned_findings(selected) + findings(table, runs, config_cols)[table["problem"].nunique() :]
         sections = tuned_sections(selected, decl, tolerance, fresh_caption(runs, decl.rounds))
