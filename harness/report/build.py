@@ -217,7 +217,7 @@ def build_report(
         # runs older than the first sweep were reused by resume from another sweep
         declared_at = min(p.info.start_time for p in unit.parents) if unit.parents and not all_sweeps else None
         predating = int((runs["start"] < declared_at).sum()) if declared_at else 0
-        text = decl.declared_text(sorted(runs["primary_metric"].dropna().unique()), sweeps or None)
+        text = decl.declared_text(sorted(runs["primary_metric"].dropna().unique()), sweeps)
         if predating:
             text += f"; {predating} of the {len(runs)} runs predate the study's first sweep (reused by resume from another sweep)"
         head = {"declared": text, **head}

@@ -136,10 +136,13 @@ def build(reports: Path, mapping: dict) -> tuple[str, list[dict]]:
             why = "; ".join(x for x in (why, f"{done} of {len(works)} workloads judged") if x)
         secondary = [c for c in spec.get("checks", []) if (c.get("study") or spec["study"]) in have]
         inner = max(1, sum(rule_of(c) != "setting_in" for c in secondary))
-        others = [(c, j) for c in secondary if (j := assess(c, spec["study"], inner, spec["primary"].get("margin")))]
         # a check in a study no workload reads names it: its cell (jitter=4) does not say which study it is from
         own = {w["study"] for w in works} | {spec["study"]}
-        apart = [f" ({c['study']})" if c.get("study") and c["study"] not in own else "" for c, _ in others]
+        others = [
+            (f" ({c['study']})" if c.get("study") and c["study"] not in own else "", j)
+            for c in secondary
+            if (j := assess(c, spec["study"], inner, spec["primary"].get("margin")))
+        ]
         label = lambda w: w["workload"] + (" (real data)" if w["real"] else "")  # noqa: E731
         many = len(works) > 1
         used = list(dict.fromkeys(w["study"] for w in works if w["study"] in have))
@@ -152,7 +155,7 @@ def build(reports: Path, mapping: dict) -> tuple[str, list[dict]]:
             + (f" ({why})" if why else ""),
             effect="; ".join(
                 [(f"[{j['workload']}] " if many else "") + effect(j) for j in judged if j]
-                + [f"secondary{name}: {effect(j)}" for name, (_, j) in zip(apart, others, strict=True)]
+                + [f"secondary{source}: {effect(j)}" for source, j in others]
             ),
             evidence="; ".join((f"{name}: " if len(used) > 1 else "") + evidence(have[name][1]) for name in used)
             + "; "

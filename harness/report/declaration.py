@@ -53,21 +53,17 @@ class Declaration:
                 f"(it predates declarations): its overrides say what it ran"
             )
         sweeps = [d for d in (sweeps or [self]) if d.declared is not None] or [self]
-        first = sweeps[0].declared or {}
-        selection = [d.declared or {} for d in sweeps if (d.declared or {}).get("stage") != "confirm"] or [first]
+        declared = [d.declared or {} for d in sweeps]
+        first = declared[0]
+        stage = lambda d: "confirmation" if d.get("stage") == "confirm" else "selection"  # noqa: E731
+        selection = [d for d in declared if stage(d) == "selection"] or [first]
         spaces = list(dict.fromkeys(search_space(d.get("space", {})) for d in selection))
         space = (
             spaces[0]
             if len(spaces) == 1
             else f"in {len(spaces)} selection sweeps: " + "; ".join(f"({i}) {s}" for i, s in enumerate(spaces, 1))
         )
-        seeds = list(
-            dict.fromkeys(
-                f"{seed_list(d.declared.get('seeds'))} ({'confirmation' if d.declared.get('stage') == 'confirm' else 'selection'})"
-                for d in sweeps
-                if d.declared is not None
-            )
-        )
+        seeds = list(dict.fromkeys(f"{seed_list(d.get('seeds'))} ({stage(d)})" for d in declared))
         more = f", the first of the study's {len(sweeps)} sweeps" if len(sweeps) > 1 else ""
         return (
             f"at the sweep's start, before its runs (declaration {sweeps[0].declaration_hash} on parent run "
@@ -81,7 +77,7 @@ class Declaration:
             + f"; search space {space}"
             + (
                 f"; then the selected settings on fresh seeds (study.stage=confirm), at most {self.rounds} round(s)"
-                if any((d.declared or {}).get("stage") == "confirm" for d in sweeps)
+                if any(stage(d) == "confirmation" for d in declared)
                 else ""
             )
         )
@@ -126,15 +122,15 @@ def seed_list(seeds: object) -> str:
 
 def search_space(space: dict) -> str:
     """A sweep's declared space as a report states it: the knobs that change results, without those shown
-    apart (seeds, the budget, the study's own knobs) and those that change none (where the data and the
-    store are, threads, progress: ``Role.hash`` in the schema)."""
+    apart (seeds, the budget) and those that change none (where the data and the store are, threads,
+    progress, the study's own knobs: ``Role.hash`` in the schema)."""
     from harness.config.schema import role
 
     def kept(key: str) -> bool:
         key = key.lstrip("+~")
-        if key in ("seed", "epochs", "steps", "experiment") or key.startswith(("study.", "hydra", "tracking.")):
+        if key in ("seed", "epochs", "steps", "experiment") or key.startswith("hydra"):
             return False
-        try:
+        try:  # study.* and tracking.* change no result either
             return role(key).hash
         except KeyError:  # a key the schema does not know (a user's own): shown
             return True
