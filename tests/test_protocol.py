@@ -581,6 +581,16 @@ def test_the_rules_map_every_verdict_and_a_gap_share_is_judged_per_seed():
         judge.check(tuned, {"a": "huber", "b": "mse", "where": "p", "rule": "beats"})
 
 
+def test_the_claims_evidence_shows_the_overrides_that_change_results_not_one_machines_paths():
+    from harness.report.claims import shown_overrides
+
+    line = (
+        "experiment=x data_dir=/work/shared/data progress=false threads=1 tracking.uri=sqlite:////tmp/s/mlflow.db "
+        "hydra/launcher=joblib hydra.launcher.n_jobs=2 study.stage=confirm seed=5,6 task.max_length=4 +optimizer.eps=1e-6 my.knob=1"
+    )
+    assert shown_overrides(line) == "experiment=x study.stage=confirm seed=5,6 task.max_length=4 +optimizer.eps=1e-6 my.knob=1"
+
+
 def test_a_claims_check_where_names_every_part_it_needs():
     from harness.report.judge import matches
 

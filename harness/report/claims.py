@@ -41,8 +41,28 @@ def evidence(proto: dict) -> str:
         + f", {'/'.join(map(str, proto['seeds']))} seeds "
         f"per method; compares {', '.join(proto['compare'])}, tunes {', '.join(proto['tune']) or 'nothing'} per method "
         f"(selected on validation); {proto['train_seconds'] / 60:.1f} min of training"
-        + (f"; sweep overrides: {proto['overrides']}" if proto.get("overrides") else "")
+        + (f"; newest sweep: {shown_overrides(proto['overrides'])}" if proto.get("overrides") else "")
     )
+
+
+def shown_overrides(overrides: str) -> str:
+    """A sweep's command-line overrides as the evidence column shows them: the experiment, the stage, the seeds and
+    every knob that changes a result, without those that change none (where the data and the store are, threads,
+    progress, the launcher: ``Role.hash`` in the schema), which name one machine's paths."""
+    from harness.config.schema import role
+
+    def kept(key: str) -> bool:
+        key = key.lstrip("+~")
+        if key in ("experiment", "seed", "study.stage"):
+            return True
+        if key.startswith("hydra"):
+            return False
+        try:
+            return role(key).hash
+        except KeyError:  # a key the schema does not know (a user's own): shown
+            return True
+
+    return " ".join(t for t in overrides.split() if kept(t.split("=", 1)[0]))
 
 
 def primary_text(p: dict) -> str:
