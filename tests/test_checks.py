@@ -44,7 +44,7 @@ BAD_KNOBS = [
     (["optimizer.weight_decay=-1"], "optimizer.weight_decay must be a finite number >= 0"),
     (["lr_scaling=cubic"], "lr_scaling must be one of none, linear, sqrt"),
     (["tracking.lock_timeout=-1"], "tracking.lock_timeout must be a finite number >= 0"),
-    (["eval_batch_size=0"], "eval_batch_size must be a positive integer"),
+    (["eval_batch_size=0"], "eval_batch_size must be 'auto' or a positive integer"),
     (["epochs=0"], "epochs must be a positive integer"),
     (["batch_size=0"], "batch_size must be a positive integer or 'full'"),
     (["optimizer.lr=0"], "optimizer.lr must be a"),

@@ -74,7 +74,7 @@ def solo(cfg):
         epochs=cfg.epochs,
         seed=seed_of(cfg, "order_seed"),
         on_epoch=lambda e, m, lrs: epochs.append((m, lrs)),
-        eval_batch_size=cfg.eval_batch_size,
+        eval_batch_size=job.parts.eval_batch_size(),
     )
     return result, epochs, len(job.parts.data.test)
 
@@ -98,7 +98,7 @@ def stacked(cfgs):
         members,
         epochs=cfgs[0].epochs,
         batch_size=head.parts.batch_size,
-        eval_batch_size=cfgs[0].eval_batch_size,
+        eval_batch_size=head.parts.eval_batch_size(stacked=True),
     )
     return results, logs, members
 
@@ -203,6 +203,25 @@ def test_mnist_members_on_tiny_idx_files(tmp_path, model):
     )
 
 
+def test_the_evaluation_chunk_changes_speed_not_results(tmp_path):
+    """eval_batch_size=auto is 256 for a solo run on one CPU thread (twice as fast for the small CNN: the bench's
+    cost_eval row) and 4096 elsewhere; a run evaluated in either chunk logs the same metrics."""
+    from harness.engine.device import resolve_eval_chunk
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert resolve_eval_chunk("auto", cpu, 1) == 256 and resolve_eval_chunk("auto", cpu, 2) == 4096
+    assert resolve_eval_chunk("auto", cpu, 1, stacked=True) == 4096 and resolve_eval_chunk("auto", gpu, 1) == 4096
+    assert resolve_eval_chunk(64, cpu, 1) == 64 and resolve_eval_chunk("100", gpu, 4) == 100
+    root = write_idx_mnist(tmp_path / "data", n_train=300, n_test=100)
+    common = ["task=mnist", f"data_dir={root}", "task.download=false", "task.val_size=50", "task.model=cnn", "threads=1"]
+    auto, small, big = (solo(config(*common, f"eval_batch_size={c}"))[1] for c in ("auto", "7", "4096"))
+    for epoch in range(2):
+        a, b, c = (run[epoch][0] for run in (auto, small, big))
+        for key in a:
+            if key not in TIMING:
+                assert a[key] == pytest.approx(c[key], rel=1e-5) and b[key] == pytest.approx(c[key], rel=1e-5), key
+
+
 def test_a_diverging_member_is_frozen_and_the_others_finish_as_alone():
     variants = [["seed=0", "optimizer.lr=5"], ["seed=1", "optimizer.lr=0.01"], ["seed=2", "optimizer.lr=0.02"]]
     check_equivalent(variants, common=["task=regression", "optimizer=sgd", "epochs=3"])
@@ -261,7 +280,7 @@ def test_bundles_are_bounded_by_max_members_and_memory(monkeypatch):
     assert [len(b) for b in split(list(entries), max_members=64, memory_gb=None, workers=2)] == [4, 3]  # one per worker
     head = entries[0].parts
     x = head.data.train.x
-    per_member = member_bytes(head.model, x, head.batch_size, len(x), entries[0].spec.cfg.eval_batch_size)
+    per_member = member_bytes(head.model, x, head.batch_size, len(x), head.eval_batch_size(stacked=True))
     two = 2.5 * per_member / 2**30
     parts = split(list(entries), max_members=64, memory_gb=two)
     assert [len(b) for b in parts] == [2, 2, 2, 1]

@@ -4,7 +4,9 @@
 (b) ``launchers``: the same sweep, tracked, stacked / basic launcher wall time (target <= 0.5);
 (c) ``batched``: the harness's bundle of those 20 members (its training seconds, from its runs) / a
     hand-written batched loop of the same 20 MLPs (stacked weights, ``torch.baddbmm``, one Adam, the same
-    data, batch size, epochs and losses, validation and test evaluated each epoch; target <= 1.5).
+    data, batch size, epochs and losses, validation and test evaluated each epoch; target <= 1.5);
+(e) ``eval``: one evaluation of 15,000 MNIST-sized images by the small CNN on one thread (a sweep's job on a CPU),
+    in the chunks ``eval_batch_size=auto`` picks there / in chunks of 4096 (the old default; target <= 1.0).
 The whole-process row (d) is ``sweeps.py``'s ``whole``.
 """
 
@@ -20,7 +22,7 @@ import torch.nn.functional as F
 from harness.bench.common import run_sweep, span, stats
 
 REGRESSION_20 = ["task=regression", "loss=mse,mae,huber,log_cosh", "seed=0,1,2,3,4", "epochs=5"]
-COST_ROWS = ("tracked", "launchers", "batched")
+COST_ROWS = ("tracked", "launchers", "batched", "eval")
 LOSSES = {
     "mse": lambda out, y: F.mse_loss(out, y, reduction="none").mean(dim=(1, 2)),
     "mae": lambda out, y: F.l1_loss(out, y, reduction="none").mean(dim=(1, 2)),
@@ -136,3 +138,48 @@ def cost_rows(row, work: Path, device: str, quick: bool, reps: int, threads: int
             f"bundle {statistics.median(members_seconds):.2f} s (opening its runs to closing them, evaluation and metric "
             f"writes included), hand-written {statistics.median(floors):.2f} s; {threads} thread(s)",
         )
+    if "eval" in which:
+        eval_row(row, device, quick, reps, 1)  # where auto differs from 4096: one thread
+
+
+def eval_seconds(chunk: int, threads: int, device: str, reps: int) -> list[float]:
+    """Seconds to evaluate 15,000 MNIST-sized images with the small CNN in chunks of ``chunk``, ``reps`` times."""
+    from harness.engine.train import outputs_of
+    from harness.tasks import Split
+    from harness.tasks.models import small_cnn
+
+    torch.set_num_threads(threads)
+    dev = torch.device(device)
+    model = small_cnn(10, [16, 32], 128).to(dev)
+    split = Split(torch.randn(15000, 1, 28, 28, generator=torch.Generator().manual_seed(0)).to(dev), torch.zeros(15000))
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        outputs_of(model, split, chunk)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def eval_row(row, device: str, quick: bool, reps: int, threads: int) -> None:
+    """(e): the evaluation chunk auto picks against 4096, interleaved so that noise hits both alike."""
+    from harness.engine.device import resolve_eval_chunk
+
+    auto = resolve_eval_chunk("auto", torch.device(device), threads)
+    eval_seconds(auto, threads, device, 1)  # warm-up
+    ours, old = [], []
+    for _ in range(1 if quick else reps):
+        ours.append(statistics.median(eval_seconds(auto, threads, device, 3)))
+        old.append(statistics.median(eval_seconds(4096, threads, device, 3)))
+    r = stats([a / b for a, b in zip(ours, old)])
+    row(
+        "cost_eval",
+        "evaluation of 15,000 MNIST images by the small CNN, one thread: eval_batch_size=auto / 4096",
+        stats(ours),
+        stats(old),
+        r,
+        "<= 1.0",
+        r["median"] <= 1.0,
+        f"auto is {auto} on {device}: {statistics.median(ours):.2f} s, 4096: {statistics.median(old):.2f} s; {threads} thread(s)",
+    )

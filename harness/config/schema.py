@@ -195,7 +195,10 @@ class Config:
         doc="holds MNIST/raw",
     )
     eval_batch_size: Any = knob(
-        4096, POSITIVE_INT, Role(hash=False, param=False, factor=False), doc="evaluation chunk size (memory only, not results)"
+        "auto",
+        (lambda v: v == "auto" or positive_int(v), "'auto' or a positive integer"),
+        Role(hash=False, param=False, factor=False),
+        doc="evaluation chunk size (memory and speed, not results): auto is 256 for a solo run on one CPU thread, else 4096",
     )
     progress: Any = knob(
         True, BOOL, Role(hash=False, name=False, param=False, factor=False, stacking="free"), doc="one line per epoch"

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from harness import HarnessError
 from harness.config.schema import CONF_DIR, epochs_of, seed_of
 from harness.engine.components import build_loss, build_object, build_optimizer, build_schedule, optimizer_factory, try_step
-from harness.engine.device import resolve_device, resolve_threads
+from harness.engine.device import resolve_device, resolve_eval_chunk, resolve_threads
 from harness.sweep.journal import JobContext
 from harness.tasks import Data, Task
 
@@ -132,6 +132,10 @@ class Parts:
     def steps_per_epoch(self) -> int:
         return -(-len(self.data.train) // self.batch_size)
 
+    def eval_batch_size(self, stacked: bool = False) -> int:
+        """Its evaluation chunk (``eval_batch_size``, auto resolved for its device and threads, solo or stacked)."""
+        return resolve_eval_chunk(self.cfg.eval_batch_size, self.device, self.threads, stacked)
+
     @property
     def epochs(self) -> int:
         """The epochs it trains: ``epochs``, or as many as its ``steps`` budget takes at its batch size."""
@@ -212,16 +216,9 @@ def metric_names(cfg: DictConfig, names: dict[str, str]) -> list[str]:
     its untrained model once on the validation split (for a search's objective, checked before it runs)."""
     from harness.engine.train import evaluate, metric_extras
 
-    task, data, device, _ = setup(cfg, names)
+    task, data, device, threads = setup(cfg, names)
     model = init_model(task, 0, device)
     loss = build_loss(cfg, task, data, device)
-    keys = evaluate(
-        model,
-        task,
-        data.val,
-        loss,
-        cfg.loss.targets,
-        cfg.eval_batch_size,
-        **metric_extras(task, loss, model, data, cfg.eval_batch_size),
-    )
+    chunk = resolve_eval_chunk(cfg.eval_batch_size, device, threads)
+    keys = evaluate(model, task, data.val, loss, cfg.loss.targets, chunk, **metric_extras(task, loss, model, data, chunk))
     return [f"{split}/{k}" for split in ("train", "val", "test") for k in keys] + ["epoch_seconds", "samples_per_second"]

@@ -255,7 +255,7 @@ def split(ready: list[Entry], max_members: int, memory_gb: float | None, workers
     head = ready[0]
     x = head.built.data.train.x
     n = resolve_workers(workers, head.built.device)
-    per_member = member_bytes(head.built.model, x, head.built.batch_size, len(x), head.spec.cfg.eval_batch_size)
+    per_member = member_bytes(head.built.model, x, head.built.batch_size, len(x), head.built.eval_batch_size(stacked=True))
     share = max(min(MIN_SPLIT, len(ready)), -(-len(ready) // n))  # one bundle per worker, unless that leaves them small
     size = max(1, min(max_members, share, int(memory_budget(head.built.device, memory_gb) / n // max(1, per_member))))
     ready.sort(key=lambda e: (optimizer_key(e.spec.cfg), loss_key(e.spec.cfg)))

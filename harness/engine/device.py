@@ -66,6 +66,19 @@ def resolve_threads(threads, ctx: JobContext | None = None) -> int:
     return max(1, cores // max(1, jobs))
 
 
+EVAL_CHUNK, EVAL_CHUNK_ONE_THREAD = 4096, 256  # measured: the bench's cost_eval row (docs/performance.md)
+
+
+def resolve_eval_chunk(value, device: torch.device, threads: int, stacked: bool = False) -> int:
+    """The evaluation chunk (``eval_batch_size``): auto is 256 for a solo run on a CPU with one thread, where a
+    4096-image chunk's activations leave the caches (the small CNN evaluated twice as fast in chunks of 256 on one
+    core), and 4096 otherwise: a GPU wants big chunks, several threads split a small chunk too thin, and a stacked
+    bundle shares its chunk among its members (and sizes its bundles by it)."""
+    if value != "auto":
+        return int(value)
+    return EVAL_CHUNK_ONE_THREAD if device.type == "cpu" and threads == 1 and not stacked else EVAL_CHUNK
+
+
 @functools.lru_cache(maxsize=1)
 def git_commit() -> str | None:
     """The checkout's commit, looked up once per process."""

@@ -110,7 +110,7 @@ def run_members(entries: list[Entry], records: list[RunRecord], label: str, thre
         members,
         epochs=parts[0].epochs,  # members share their batch size and budget, so their epochs
         batch_size=batch_size,
-        eval_batch_size=cfg.eval_batch_size,
+        eval_batch_size=parts[0].eval_batch_size(stacked=True),
         on_bundle_epoch=progress_line(label, parts[0].epochs, task.primary_metric, task.mode, names) if cfg.progress else None,
     )
     end_all(records, [(result.outcome, result, m.error) for result, m in zip(results, members)], task.primary_metric)
