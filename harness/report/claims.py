@@ -48,19 +48,11 @@ def evidence(proto: dict) -> str:
 def shown_overrides(overrides: str) -> str:
     """A sweep's command-line overrides as the evidence column shows them: the experiment, the stage, the seeds and
     every knob that changes a result, without those that change none (where the data and the store are, threads,
-    progress, the launcher: ``Role.hash`` in the schema), which name one machine's paths."""
-    from harness.config.schema import role
+    progress, the launcher: ``declaration.changes_results``), which name one machine's paths."""
+    from harness.report.declaration import changes_results
 
     def kept(key: str) -> bool:
-        key = key.lstrip("+~")
-        if key in ("experiment", "seed", "study.stage"):
-            return True
-        if key.startswith("hydra"):
-            return False
-        try:
-            return role(key).hash
-        except KeyError:  # a key the schema does not know (a user's own): shown
-            return True
+        return key.lstrip("+~") in ("experiment", "seed", "study.stage") or changes_results(key)
 
     return " ".join(t for t in overrides.split() if kept(t.split("=", 1)[0]))
 

@@ -124,15 +124,23 @@ def search_space(space: dict) -> str:
     """A sweep's declared space as a report states it: the knobs that change results, without those shown
     apart (seeds, the budget) and those that change none (where the data and the store are, threads,
     progress, the study's own knobs: ``Role.hash`` in the schema)."""
-    from harness.config.schema import role
 
     def kept(key: str) -> bool:
-        key = key.lstrip("+~")
-        if key in ("seed", "epochs", "steps", "experiment") or key.startswith("hydra"):
-            return False
-        try:  # study.* and tracking.* change no result either
-            return role(key).hash
-        except KeyError:  # a key the schema does not know (a user's own): shown
-            return True
+        return key.lstrip("+~") not in ("seed", "epochs", "steps", "experiment") and changes_results(key)
 
     return ", ".join(f"{k}={v}" for k, v in sorted(space.items()) if kept(k)) or "(none)"
+
+
+def changes_results(key: str) -> bool:
+    """Whether an override's key names a knob that changes a run's result (``Role.hash`` in the schema): not where
+    the data and the store are, threads, progress, the study's own knobs (study.*, tracking.*) or Hydra's (the
+    launcher). A key the schema does not know (a user's own) counts as one that does."""
+    from harness.config.schema import role
+
+    key = key.lstrip("+~")
+    if key.startswith("hydra"):
+        return False
+    try:
+        return role(key).hash
+    except KeyError:
+        return True
