@@ -80,8 +80,7 @@ def solo(cfg):
 
 
 def entry(cfg) -> Entry:
-    e = Entry(cfg)
-    e.spec = spec_of(cfg)
+    e = Entry(cfg, spec_of(cfg))
     check_config(cfg, e.spec.names)
     prepare(e, {})
     assert e.result is None and e.solo is None
@@ -233,9 +232,8 @@ def test_a_diverging_member_is_frozen_and_the_others_finish_as_alone():
 def entries_for(*variants, common=("task=regression",)):
     out = []
     for v in variants:
-        e = Entry(config(*common, *v))
-        e.spec = spec_of(e.cfg)
-        out.append(e)
+        cfg = config(*common, *v)
+        out.append(Entry(cfg, spec_of(cfg)))
     return out
 
 

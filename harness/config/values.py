@@ -6,7 +6,7 @@ in ``harness.config.rules``.
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from harness import HarnessError
 
@@ -46,6 +46,16 @@ def show(value) -> str:
     if isinstance(value, (DictConfig, ListConfig)):
         value = OmegaConf.to_container(value)
     return repr(value)
+
+
+def plain(node) -> dict[str, Any]:
+    """A config mapping (a DictConfig) as a plain dict, interpolations resolved."""
+    from omegaconf import OmegaConf
+
+    tree = OmegaConf.to_container(node, resolve=True)
+    if not isinstance(tree, dict):
+        raise TypeError(f"expected a config mapping, got {type(tree).__name__}")
+    return cast(dict[str, Any], tree)  # its keys are str in every config the harness composes
 
 
 def check_rule(key: str, value, rule: Rule, why: str = "") -> None:

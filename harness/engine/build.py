@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness import HarnessError
 from harness.config.schema import CONF_DIR, epochs_of, seed_of
+from harness.config.values import plain
 from harness.engine.components import build_loss, build_object, build_optimizer, build_schedule, optimizer_factory, try_step
 from harness.engine.device import resolve_device, resolve_eval_chunk, resolve_threads
 from harness.sweep.journal import JobContext
@@ -32,7 +33,7 @@ _data: OrderedDict[str, tuple[Task, Data]] = OrderedDict()
 
 
 def task_key(cfg: DictConfig) -> str:
-    return json.dumps(OmegaConf.to_container(cfg.task, resolve=True), sort_keys=True, default=str)
+    return json.dumps(plain(cfg.task), sort_keys=True, default=str)
 
 
 def task_and_data(cfg: DictConfig, names: dict[str, str], device: torch.device, cache: dict | None = None) -> tuple[Task, Data]:

@@ -17,10 +17,11 @@ import json
 from dataclasses import dataclass
 
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, open_dict, read_write
 
 from harness import HarnessError
 from harness.config import schema, traits
+from harness.config.values import plain
 from harness.engine.build import Parts, assemble, setup
 from harness.engine.job import Spec, spec_from_hydra
 from harness.engine.run import UNSELECTED, admit, pass_over, refuse, skip
@@ -45,13 +46,18 @@ class Entry:
     """One job of the sweep as the launcher sees it."""
 
     cfg: DictConfig  # as Hydra composed it, hydra node included
-    spec: Spec | None = None
+    spec: Spec  # what the job is: ``Entry.of`` reads it from cfg
     tracker: object = None
     result: Result | None = None
     solo: str | None = None  # why it runs as an ordinary job (None: it may join a bundle)
     parts: Parts | None = None  # built by ``prepare`` (as a solo run's are, ``build.assemble``)
     shared_optimizer: bool = False  # its optimizer's traits say stacking: shared
     per_sample_mean: bool = False  # its loss's traits say so
+
+    @classmethod
+    def of(cls, cfg: DictConfig) -> Entry:
+        """The job Hydra composed (hydra node included), with its spec read from it."""
+        return cls(cfg, spec_from_hydra(task_config(cfg), cfg.hydra))
 
     @property
     def built(self) -> Parts:
@@ -75,7 +81,7 @@ def _json(tree) -> str:
 def bundle_key(cfg: DictConfig) -> str:
     """What members must share in their configs; the task's knobs are compared by what they build
     (``signature``), so that jobs on data sets of the same shapes can share a bundle."""
-    tree = OmegaConf.to_container(cfg, resolve=True)
+    tree = plain(cfg)
     for key in MEMBER_KEYS + schema.free_keys():
         tree.pop(key, None)
     tree["task"] = tree["task"].get("_target_")
@@ -99,14 +105,14 @@ def signature(task, data, model: torch.nn.Module) -> str:
 def optimizer_key(cfg: DictConfig) -> str:
     return _json(
         [
-            OmegaConf.to_container(cfg[k], resolve=True) if isinstance(cfg[k], DictConfig) else cfg[k]
+            plain(cfg[k]) if isinstance(cfg[k], DictConfig) else cfg[k]
             for k in ("optimizer", "schedule", "lr_scaling", "lr_reference_batch")
         ]
     )
 
 
 def loss_key(cfg: DictConfig) -> str:
-    return _json(OmegaConf.to_container(cfg.loss, resolve=True))
+    return _json(plain(cfg.loss))
 
 
 def switches_mode(cls) -> str | None:
@@ -155,7 +161,6 @@ def admit_all(entries: list[Entry]) -> list[Entry]:
     """Check each job and look for its earlier runs, as a solo job would; returns those that still have to run."""
     todo = []
     for e in entries:
-        e.spec = spec_from_hydra(task_config(e.cfg), e.cfg.hydra)
         try:
             e.tracker, done = admit(e.spec)
         except HarnessError as err:
@@ -176,7 +181,6 @@ def prepare(e: Entry, loaded: dict) -> None:
     loss, optimizer recipe tried for one step on a copy of its model, so that a bad one fails this job
     alone), then read its traits. Sets ``e.solo`` if it cannot be stacked, ``e.result`` if its config is bad."""
     spec = e.spec
-    assert spec is not None  # admit_all set it
     cfg = spec.cfg
     try:
         task, _, _, _ = setup(cfg, spec.names, spec.ctx, cache=loaded)

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from harness import HarnessError, schedules
 from harness.config import traits
 from harness.config.schema import epochs_of
+from harness.config.values import plain
 from harness.tasks import Data, Task
 
 LR_SCALINGS = {"none": lambda r: 1.0, "linear": lambda r: r, "sqrt": lambda r: r**0.5}
@@ -56,7 +57,7 @@ def class_weights(spec, y: torch.Tensor, num_classes: int, what: str):
 
 
 def build_loss(cfg: DictConfig, task: Task, data: Data, device: torch.device) -> torch.nn.Module:
-    spec = OmegaConf.to_container(cfg.loss, resolve=True)
+    spec = plain(cfg.loss)
     if spec.pop("targets") == "embedding":
         spec["dim"] = task.dim  # the embedding's width: the model's output is [embedding | head logits]
     for key in ("weight", "alpha"):  # class weights: CrossEntropyLoss.weight, FocalLoss.alpha
@@ -121,9 +122,7 @@ def try_step(cfg: DictConfig, task: Task, model: torch.nn.Module, batch_size: in
     except HarnessError:
         raise
     except Exception as e:
-        knobs = ", ".join(
-            f"{k}={v}" for k, v in OmegaConf.to_container(cfg.optimizer, resolve=True).items() if not k.startswith("_")
-        )
+        knobs = ", ".join(f"{k}={v}" for k, v in plain(cfg.optimizer).items() if not k.startswith("_"))
         raise HarnessError(
             f"the optimizer {cfg.optimizer.get('_target_')} fails on its first step ({knobs}): "
             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"

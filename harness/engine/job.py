@@ -8,11 +8,11 @@ import hashlib
 import json
 import sys
 from dataclasses import dataclass, field
-from typing import cast
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from harness.config import schema
+from harness.config.values import plain
 from harness.sweep.journal import JobContext, job_context
 from harness.tracking.runs import experiment_name
 
@@ -26,7 +26,7 @@ def fail(message: str, code: int = 2):
 
 
 def config_hash(cfg: DictConfig) -> str:
-    tree = cast(dict, OmegaConf.to_container(cfg, resolve=True))
+    tree = plain(cfg)
     for key in NOT_IN_HASH:
         tree.pop(key, None)
     for key in schema.unhashed_while_null():  # seed kinds, steps: null as before they existed (old configs keep their hash)

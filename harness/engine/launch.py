@@ -80,7 +80,7 @@ def run_bundle(entries: list[Entry], label: str, threads: int) -> None:
         for e in entries:
             e.result = e.result or Result("failed", 0)
         return
-    counts = {k: sum(e.result.outcome == k for e in entries) for k in ("finished", "diverged", "failed")}
+    counts = {k: sum(e.result is not None and e.result.outcome == k for e in entries) for k in ("finished", "diverged", "failed")}
     print(f"bundle {label}: {', '.join(f'{v} {k}' for k, v in counts.items())} in {time.perf_counter() - t0:.1f}s", flush=True)
     show_progress(entries[0].spec.ctx, force=True)
 
@@ -121,7 +121,7 @@ def run_members(entries: list[Entry], records: list[RunRecord], label: str, thre
 def progress_line(label: str, epochs: int, metric: str, mode: str, names: list[str]) -> Callable:
     def show(epoch: int, values: dict[int, dict[str, float]], seconds: float) -> None:
         scored = {k: v[metric] for k, v in values.items() if metric in v}
-        best = (max if mode == "max" else min)(scored, key=scored.get) if scored else None
+        best = (max if mode == "max" else min)(scored, key=lambda k: scored[k]) if scored else None
         text = f"best {metric} {scored[best]:.4f} ({names[best]})" if best is not None else "no member left"
         print(f"bundle {label} epoch {epoch:>{len(str(epochs))}}/{epochs}  {text}  {seconds:.2f}s", flush=True)
 
@@ -143,7 +143,7 @@ def launch(
     With more than one worker (``resolve_workers``), bundles train side by side in worker processes
     while the jobs that run alone run here. Returns one item per job, in order: run_solo's return for
     solo jobs, the Result for the others."""
-    entries = [Entry(cfg) for cfg in configs]
+    entries = [Entry.of(cfg) for cfg in configs]
     units = plan(admit_all(entries), max_members, memory_gb, workers, vmap_on_cpu)
     bundles = [u for u in units if len(u) > 1]
     n = min(len(bundles), resolve_workers(workers, bundles[0][0].built.device)) if bundles else 1
@@ -162,11 +162,8 @@ def launch(
         )
     for line in alone_lines([u[0] for u in units if len(u) == 1]):
         print(line, flush=True)
-    sweep_id = (
-        entries[0].spec.ctx.sweep.sweep_id
-        if entries and entries[0].spec and entries[0].spec.ctx and entries[0].spec.ctx.sweep
-        else None
-    ) or "sweep"
+    ctx = entries[0].spec.ctx if entries else None
+    sweep_id = (ctx.sweep.sweep_id if ctx and ctx.sweep else None) or "sweep"
     returns: dict[int, object] = {}
     offset = BUNDLES_LAUNCHED.get(sweep_id, 0)
     BUNDLES_LAUNCHED[sweep_id] = offset + len(bundles)
@@ -207,7 +204,7 @@ def alone_lines(solo: list[Entry], shown: int = 8) -> list[str]:
     """One line per reason for the jobs that run alone, naming their job numbers (the first few)."""
     by_reason: dict[str, list[str]] = {}
     for e in solo:
-        by_reason.setdefault(e.solo, []).append(str(e.spec.ctx.num) if e.spec and e.spec.ctx else "?")
+        by_reason.setdefault(e.solo or "?", []).append(str(e.spec.ctx.num) if e.spec.ctx else "?")
     lines = []
     for reason, nums in by_reason.items():
         named = ", ".join(nums[:shown]) + (f", ... ({len(nums)} in all)" if len(nums) > shown else "")
@@ -228,7 +225,7 @@ def bundle_worker(cfgs: list[DictConfig], label: str, threads: int) -> list[Resu
     signals.install(once=True)  # the first stop closes the members as KILLED; the sweep's later ones find nothing left
     signals.watch_parent()  # the launcher killed outright (kill -9): close the members as KILLED rather than train on
     setup_globals()  # Hydra's resolvers (${now:...}) in the configs, as in the launcher's process
-    entries = [Entry(cfg) for cfg in cfgs]
+    entries = [Entry.of(cfg) for cfg in cfgs]
     try:
         loaded: dict = {}
         ready = []

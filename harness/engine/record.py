@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness import HarnessError, __version__
 from harness.config import schema
+from harness.config.values import plain
 from harness.engine.device import device_name, environment, git_commit
 from harness.engine.job import Spec
 from harness.engine.train import Result
@@ -32,7 +33,7 @@ def run_params(cfg: DictConfig, names: dict[str, str]) -> dict[str, str]:
     stay in the run's config.yaml artifact. (Resume and the report use the config hash and tags.)"""
     params: dict[str, str] = {g: names[g] for g in ("task", "loss", "optimizer", "schedule") if g in names}
     quiet = schema.unhashed_while_null()  # a knob added later, at its null default: logged as before it existed
-    for key, value in flatten(OmegaConf.to_container(cfg, resolve=True)).items():
+    for key, value in flatten(plain(cfg)).items():
         if schema.is_param(key) and not (value == "null" and key in quiet):
             params[key] = value
     for kind in schema.seed_kinds():  # the seed each kind of randomness used (null: the run's seed)
