@@ -25,7 +25,7 @@ import time
 import traceback
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
@@ -45,17 +45,26 @@ from harness.sweep.journal import (
 from harness.sweep.plan import check_sweep, count_jobs, study_tags, swept_groups, swept_keys
 from harness.tracking.runs import experiment_name
 
+if TYPE_CHECKING:
+    from harness.tracking.store import Store
+
 ACTIVE: SweepCallback | None = None  # the sweep this process runs, for the stop handler in harness.__main__
 
 
 class SweepCallback(Callback):
     def __init__(self) -> None:
-        self.store = None
+        self.store: Store | None = None
         self.parent_run_id: str | None = None
         self.experiment_id: str | None = None
         self.directory: Path | None = None
         self.info: dict[str, Any] = {}
         self.started = 0.0
+
+    @property
+    def folder(self) -> Path:
+        """The sweep's folder (``_start`` sets it before the sweep's end or a stop reads it)."""
+        assert self.directory is not None, "the sweep's folder is set when it starts"
+        return self.directory
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Hydra turns a callback's exception into a warning and carries on; a sweep that cannot
@@ -122,7 +131,7 @@ class SweepCallback(Callback):
                 flush=True,
             )
         claim(directory, self.info)
-        if config.tracking.enabled:
+        if self.store is not None:  # tracking is enabled
             if closed := close_dead_sweeps(self.store, experiment_id):
                 print(f"closed {closed} sweep(s) in {experiment!r} whose process had died (marked KILLED)", flush=True)
             with signals.deferred():
@@ -167,7 +176,7 @@ class SweepCallback(Callback):
         from harness import HarnessError
 
         status = {"killed": "KILLED", "failed": "FAILED"}[outcome]
-        outcomes = read_journal(self.directory)
+        outcomes = read_journal(self.folder)
         for o in outcomes:
             if o["outcome"] != "running":
                 continue
@@ -178,7 +187,7 @@ class SweepCallback(Callback):
                 except HarnessError as e:
                     print(f"error: run {o['run_id']} could not be closed: {e}", file=sys.stderr)
             o.update(outcome=outcome, error=error)
-            record_job(self.directory, o["num"], o)
+            record_job(self.folder, o["num"], o)
         return outcomes
 
     def finish(self, outcomes: list[dict[str, Any]], status: str | None = None) -> dict[str, int]:
@@ -219,7 +228,7 @@ class SweepCallback(Callback):
                 self.store.call(self.store.client.set_terminated, self.parent_run_id, status=status)
                 self.parent_run_id = None
         with contextlib.suppress(OSError):
-            write_atomic(self.directory / SWEEP_FILE, {**self.info, "finished": True})
+            write_atomic(self.folder / SWEEP_FILE, {**self.info, "finished": True})
         return counts
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -271,7 +280,7 @@ class SweepCallback(Callback):
         ACTIVE = None
         with signals.deferred():
             stopped = terminate_children()
-            cancelled = cancel_cluster_jobs(self.directory, self.started)
+            cancelled = cancel_cluster_jobs(self.folder, self.started)
             outcomes = self.settle("killed", f"stopped with its sweep ({why})")
             self.finish(outcomes, "KILLED")
         print(

@@ -62,6 +62,7 @@ class Store:
                     raise
                 # the cached empty store was bad (it passed the quick check): drop it and the copy just made
                 # of it (nothing can be in that yet), and let MLflow create the store itself
+                assert path is not None  # seeded: a sqlite file
                 fresh_store.discard(path)
                 forget_engine(uri)
                 self.client = self.call(MlflowClient, tracking_uri=uri)
@@ -193,8 +194,8 @@ def process_alive(tags: dict[str, str]) -> bool:
     import psutil
 
     try:
-        host, pid, started = tags["process"].rsplit(":", 2)
-        pid, started = int(pid), float(started)
+        host, pid_text, started_text = tags["process"].rsplit(":", 2)
+        pid, started = int(pid_text), float(started_text)
     except (KeyError, ValueError):
         return False  # written before runs carried their process: nobody can still be writing it
     if host != socket.gethostname():
