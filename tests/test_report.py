@@ -1,10 +1,13 @@
 """Reports from a small MLflow store with known values: aggregates, ranking, figures, robustness."""
 
+import base64
 import math
 import os
+import re
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -135,10 +138,16 @@ def test_report_files_figures_and_findings(store):
     assert "1 finished run(s) logged no value of their primary metric" in md
     assert "runs**: 16 (" in md and "2 diverged" in md and "1 running" in md
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 4 and "<table" in html  # curves, forest, heatmap, LR sensitivity
-    assert (out / "mnist_forest.png").stat().st_size > 1000
+    figures = re.findall(r"<img alt='[^']*' src='([^']*)'>", html)  # curves, forest, heatmap, LR sensitivity: the files beside it
+    assert len(figures) == 4 and all((out / f).stat().st_size > 1000 for f in figures) and "<table" in html
+    assert "base64" not in html and "mnist_forest.png" in figures
     artifacts = [a.path for a in client.list_artifacts(parent, "report")]
     assert "report/report.md" in artifacts and "report/mnist_heatmap.png" in artifacts
+    logged = Path(client.download_artifacts(parent, "report/report.html", str(tmp))).read_text()  # MLflow's copy: one file
+    assert logged.count("data:image/png;base64,") == 4
+    for f in figures:
+        embedded = base64.b64encode((out / f).read_bytes()).decode()
+        assert f"src='data:image/png;base64,{embedded}'" in logged
     note = client.get_run(parent).data.tags["mlflow.note.content"]  # the parent's description in the MLflow UI
     assert note.startswith("**mnist**: best is optimizer=adam")
     assert f"(#/experiments/{exp}/runs/{parent}/artifacts)" in note and "report/report.html" in note

@@ -1,8 +1,8 @@
 """Comparison reports: MLflow store -> pandas tables -> matplotlib figures -> reports/<experiment>/.
 
 Reads only what MLflow holds (runs, params, tags, metric histories); never imports training code.
-`python -m harness.report EXPERIMENT` writes report.md, a self-contained report.html, PNG figures
-and summary.csv; `python -m harness.report --gallery` plots the loss functions themselves.
+`python -m harness.report EXPERIMENT` writes report.md, report.html, PNG figures and
+summary.csv (the copy of report.html it logs to MLflow inlines the figures); `python -m harness.report --gallery` plots the loss functions themselves.
 """
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 import time
 from pathlib import Path
 
@@ -330,8 +331,12 @@ def build_report(
     if log_to_parent:
         if unit.parents and not all_sweeps:  # the newest sweep whose runs it read, never one it did not
             run_id = unit.parents[0].info.run_id
-            for name in written:  # what this report wrote, not whatever else is in the folder (--out .)
-                client.log_artifact(run_id, str(out / name), artifact_path="report")
+            with tempfile.TemporaryDirectory() as tmp:
+                # MLflow's artifact viewer shows report.html alone: the copy logged there embeds the figures
+                (Path(tmp) / "report.html").write_text(html_page(head, notes, sections, made, embed=True))
+                for name in written:  # what this report wrote, not whatever else is in the folder (--out .)
+                    local = Path(tmp) / name if name == "report.html" else out / name
+                    client.log_artifact(run_id, str(local), artifact_path="report")
             client.set_tag(run_id, "mlflow.note.content", parent_note(experiment_id, run_id, notes))
             print(f"logged the report as artifacts of sweep run {run_id} (its description links to it)")
     return out

@@ -215,8 +215,11 @@ def markdown(head: dict, notes: list[str], tables: dict[str, tuple[str, pd.DataF
     return "\n".join(lines)
 
 
-def html_page(head: dict, notes: list[str], tables: dict[str, pd.DataFrame], figures: list[tuple[str, str]]) -> str:
-    """One file with everything in it: figures embedded as base64 PNG."""
+def html_page(
+    head: dict, notes: list[str], tables: dict[str, pd.DataFrame], figures: list[tuple[str, str]], embed: bool = False
+) -> str:
+    """The report as one page. Its figures are the PNG files beside it (as report.md's), or with ``embed``
+    inlined as base64 PNG: the copy logged to MLflow, whose artifact viewer shows one file at a time."""
     import re
 
     def inline(text: str) -> str:
@@ -237,6 +240,6 @@ def html_page(head: dict, notes: list[str], tables: dict[str, pd.DataFrame], fig
             t.drop(columns=["task"], errors="ignore").to_html(index=False, border=0),
         ]
     for title, path in figures:
-        data = base64.b64encode(Path(path).read_bytes()).decode()
-        parts += [f"<h3>{html.escape(title)}</h3><img alt='{html.escape(title)}' src='data:image/png;base64,{data}'>"]
+        src = f"data:image/png;base64,{base64.b64encode(Path(path).read_bytes()).decode()}" if embed else Path(path).name
+        parts += [f"<h3>{html.escape(title)}</h3><img alt='{html.escape(title)}' src='{html.escape(src)}'>"]
     return "\n".join(parts + ["</body></html>"])
