@@ -86,7 +86,7 @@ def train_stacked(
     *,
     epochs: int,
     batch_size: int,
-    eval_batch_size: int = 4096,
+    eval_batch_size: int,
     on_bundle_epoch: Callable | None = None,
 ) -> list[Result]:
     """Train every member for ``epochs`` epochs on its data set (``member.data`` indexes

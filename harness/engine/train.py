@@ -54,14 +54,15 @@ def evaluate(
 
 
 def metric_extras(
-    task: Task, loss_fn: nn.Module, model: nn.Module | None = None, data: Data | None = None, batch_size: int = 4096
+    task: Task, loss_fn: nn.Module, model: nn.Module | None = None, data: Data | None = None, batch_size: int | None = None
 ) -> dict:
     """What ``task.metrics`` takes beyond (output, y), as ``task.needs`` lists it: the loss's decoder;
-    with a model and data, the training set's outputs and labels as the gallery of an evaluation."""
+    with a model, its data and the evaluation chunk, the training set's outputs and labels as the gallery of an evaluation."""
     extra = {}
     if "decode" in task.needs:
         extra["decode"] = loss_fn.decode
     if "gallery" in task.needs and model is not None:
+        assert data is not None and batch_size is not None, "a gallery is the training set's outputs, in evaluation chunks"
         extra["gallery"] = (outputs_of(model, data.train, batch_size), data.train.y)
     return extra
 
@@ -79,7 +80,7 @@ def train(
     batch_size: int,
     generator: torch.Generator,
     on_epoch: Callable[[int, dict[str, float], list[float]], None],
-    eval_batch_size: int = 4096,
+    eval_batch_size: int,
 ) -> Result:
     """Train for ``epochs`` epochs; ``on_epoch(epoch, metrics, lrs)`` gets the epoch's metrics and
     the LR used at every optimizer step of it. Stops early, as diverged, on a NaN/inf loss."""
