@@ -208,6 +208,17 @@ def test_a_bad_declaration_is_one_line(tmp_path):
         assert not (tmp_path / "mlflow.db").exists() or "RUNNING" not in r.stdout
 
 
+def test_a_declared_knob_no_run_has_yet_names_the_sweep_that_would_set_it():
+    runs = pd.DataFrame({"optimizer": ["adam", "sgd"], "param:optimizer.lr": ["0.1", "0.01"]})
+    assert protocol.column(runs, "optimizer") == "optimizer" and protocol.column(runs, "optimizer.lr") == "param:optimizer.lr"
+    with pytest.raises(
+        ReportError,
+        match=r"declares 'optimizer.eps', which none of its runs has .*optimizer.lr.*"
+        r"if a sweep of its own sets it \(\+optimizer.eps=...\), that sweep has not run yet",
+    ):
+        protocol.column(runs, "optimizer.eps")
+
+
 @pytest.mark.slow
 def test_a_declared_sweep_round_trips_through_mlflow_and_a_one_factor_sweep_gets_its_forest_plot(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

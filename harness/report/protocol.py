@@ -40,6 +40,7 @@ def column(runs: pd.DataFrame, name: str) -> str:
         raise ReportError(
             f"the study declares {name!r}, which none of its runs has (groups: {', '.join(GROUPS)}; "
             f"keys: {', '.join(sorted(c[6:] for c in runs.columns if c.startswith('param:'))[:12])}, ...)"
+            + (f"; if a sweep of its own sets it (+{name}=...), that sweep has not run yet" if "." in name else "")
         )
     return col
 
