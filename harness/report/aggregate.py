@@ -114,7 +114,7 @@ def performance_profile(table: pd.DataFrame, config_cols: list[str], taus: np.nd
     (ratios oriented so that 1 is best)."""
     table = table.assign(config=table.apply(lambda r: config_name(r, config_cols), axis=1))
     tasks = table["problem"].unique()
-    ratios = {}
+    ratios: dict[str, dict[str, float]] = {}
     for task in tasks:
         part = table[table.problem == task].dropna(subset=["mean"])
         if part.empty:

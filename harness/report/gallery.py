@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from harness.report.figures import plt, save
 
 
@@ -15,7 +17,10 @@ def loss_gallery(path_regression, path_classification) -> tuple[str, str]:
 
     e = torch.linspace(-3, 3, 601, requires_grad=True)
     zero = torch.zeros_like(e)
-    curves = {"MSE": lambda d: F.mse_loss(d, zero, reduction="none"), "MAE": lambda d: F.l1_loss(d, zero, reduction="none")}
+    curves: dict[str, Callable] = {
+        "MSE": lambda d: F.mse_loss(d, zero, reduction="none"),
+        "MAE": lambda d: F.l1_loss(d, zero, reduction="none"),
+    }
     for delta in (0.5, 1.0, 2.0):
         curves[f"Huber (delta={delta})"] = lambda d, delta=delta: F.huber_loss(d, zero, reduction="none", delta=delta)
     curves["smooth L1 (beta=1; = Huber delta=1)"] = lambda d: F.smooth_l1_loss(d, zero, reduction="none", beta=1.0)
@@ -39,7 +44,7 @@ def loss_gallery(path_regression, path_classification) -> tuple[str, str]:
     logits = torch.stack([torch.zeros_like(margin), margin], dim=1)
     y = torch.ones(len(margin), dtype=torch.long)
     onehot = F.one_hot(y, 2).float()
-    cls = {"cross-entropy": lambda z: F.cross_entropy(z, y, reduction="none")}
+    cls: dict[str, Callable] = {"cross-entropy": lambda z: F.cross_entropy(z, y, reduction="none")}
     for gamma in (1.0, 2.0, 5.0):
         cls[f"focal (gamma={gamma:g})"] = lambda z, gamma=gamma: focal_loss(z, y, gamma=gamma, reduction="none")
     cls["MSE on probabilities"] = lambda z: mse_prob_loss(z, onehot, reduction="none")
