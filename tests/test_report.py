@@ -439,3 +439,27 @@ def test_the_report_publishes_its_per_run_data(store):
             assert row[f"final:{key}"] == pytest.approx(value, nan_ok=True), key
         assert str(row["param:seed"]) == r.data.params["seed"]
     assert "runs.csv" in (out / ".harness-report.json").read_text()
+
+
+def test_collapsed_configurations_are_named_by_the_metric_that_shows_it():
+    from harness.report.findings import collapses
+
+    runs = pd.DataFrame(
+        {
+            "task": ["mnist"] * 4 + ["imbalanced"] * 4,
+            "outcome": ["finished"] * 8,
+            "optimizer": ["sgd", "sgd", "adam", "adam"] * 2,
+            "final:test/accuracy": [0.10, 0.115, 0.97, 0.98, 0.99, 0.99, 0.99, 0.99],
+            "final:test/minority_recall": [None] * 4 + [0.0, 0.0, 0.0, 0.5],
+            "param:task.num_classes": [None] * 4 + [2] * 4,
+        }
+    )
+    notes = collapses(runs, ["task", "optimizer"])
+    assert any(
+        "**mnist**: 1 of 2 configurations stay at chance (test accuracy within 0.02 of 1/10" in n and "optimizer=sgd" in n
+        for n in notes
+    ), notes
+    assert any(
+        "**imbalanced**: 1 of 2 configurations never predict the minority class" in n and "optimizer=sgd" in n for n in notes
+    ), notes
+    assert not any("adam" in n for n in notes), notes  # one seed of adam on imbalanced still recalls the minority class

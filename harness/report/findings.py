@@ -65,29 +65,27 @@ def collapses(runs: pd.DataFrame, config_cols: list[str], shown: int = 6) -> lis
     cols = [c for c in config_cols if c != "task"]
     out = []
     for task, part in done.groupby("task", sort=True):
-        checks = []
+        checks: list[tuple[str, str, float]] = []  # (what, metric, bound): the metric is at most bound in every seed
         if "final:test/minority_recall" in part and part["final:test/minority_recall"].notna().any():
             checks.append(
                 (
                     "never predict the minority class (test recall of that class 0 in every seed)",
-                    lambda g: (pd.to_numeric(g["final:test/minority_recall"], errors="coerce") <= 0).all(),
+                    "final:test/minority_recall",
+                    0.0,
                 )
             )
         classes = pd.to_numeric(part.get("param:task.num_classes", pd.Series(dtype=float)), errors="coerce").dropna()
         k = int(classes.iloc[0]) if len(classes) else (10 if task == "mnist" else 0)
         if k > 1 and "final:test/accuracy" in part and part["final:test/accuracy"].notna().any():
             checks.append(
-                (
-                    f"stay at chance (test accuracy within 0.02 of 1/{k} in every seed)",
-                    lambda g, k=k: (pd.to_numeric(g["final:test/accuracy"], errors="coerce") <= 1 / k + 0.02).all(),
-                )
+                (f"stay at chance (test accuracy within 0.02 of 1/{k} in every seed)", "final:test/accuracy", 1 / k + 0.02)
             )
         groups = list(part.groupby(cols, sort=True, dropna=False)) if cols else [((task,), part)]
-        for what, test in checks:
+        for what, metric, bound in checks:
             hits = [
                 ", ".join(f"{label(c)}={v}" for c, v in zip(cols, key if isinstance(key, tuple) else (key,))) or task
                 for key, g in groups
-                if test(g)
+                if (pd.to_numeric(g[metric], errors="coerce") <= bound).all()
             ]
             if hits:
                 more = f" and {len(hits) - shown} more" if len(hits) > shown else ""
