@@ -70,12 +70,7 @@ def solo(cfg):
     check_config(cfg, spec.names)
     job = build(cfg, spec.names)
     epochs = []
-    result = job.train(
-        epochs=cfg.epochs,
-        seed=seed_of(cfg, "order_seed"),
-        on_epoch=lambda e, m, lrs: epochs.append((m, lrs)),
-        eval_batch_size=job.parts.eval_batch_size(),
-    )
+    result = job.train(epochs=cfg.epochs, seed=seed_of(cfg, "order_seed"), on_epoch=lambda e, m, lrs: epochs.append((m, lrs)))
     return result, epochs, len(job.parts.data.test)
 
 

@@ -184,9 +184,9 @@ class Job:
     optimizer: torch.optim.Optimizer
     scheduler: object
 
-    def train(self, epochs: int, seed: int, on_epoch, eval_batch_size: int | None = None):
+    def train(self, epochs: int, seed: int, on_epoch):
         """Train this job's model with the plain loop (``harness.engine.train``), shuffled by ``seed``, evaluating
-        in chunks of ``eval_batch_size`` (default: its config's, resolved for its device and threads)."""
+        in its config's chunks (``Parts.eval_batch_size``)."""
         from harness.engine.train import train
 
         p = self.parts
@@ -202,7 +202,7 @@ class Job:
             batch_size=p.batch_size,
             generator=torch.Generator().manual_seed(seed),
             on_epoch=on_epoch,
-            eval_batch_size=eval_batch_size or p.eval_batch_size(),
+            eval_batch_size=p.eval_batch_size(),
         )
 
 

@@ -171,9 +171,7 @@ def run_spec(spec: Spec, cfg: DictConfig) -> Result:
     primary = parts.task.primary_metric
     try:
         with ending([record], primary):
-            result: Result = job.train(
-                epochs=parts.epochs, seed=seed_of(cfg, "order_seed"), on_epoch=on_epoch, eval_batch_size=parts.eval_batch_size()
-            )
+            result: Result = job.train(epochs=parts.epochs, seed=seed_of(cfg, "order_seed"), on_epoch=on_epoch)
             record.end(result.outcome, result, metric=primary)
     except HarnessError as e:  # the store failed us mid-run (locked past tracking.lock_timeout, ...)
         return refuse(spec, e)
