@@ -17,7 +17,7 @@ from tests.conftest import ROOT, SHARED_DATA, write_idx_mnist
     [
         ("loop", ["loop", "tracking", "data_path", "threads", "sweep_regression", "startup", "memory", "quality"]),
         ("sweeps", ["sweep_overhead", "stacked_study", "stacked_mnist", "whole_process", "fresh_store", "stacked_conv"]),
-        ("cost", ["cost_tracked", "cost_launchers", "cost_batched", "cost_eval"]),
+        ("cost", ["cost_tracked", "cost_launchers", "cost_batched", "cost_eval", "cost_eval_wide"]),
     ],
 )  # two tests: pytest -n 2 runs them side by side
 def test_bench_quick_writes_its_table(tmp_path, part, keys):
@@ -84,7 +84,7 @@ def test_bench_only_names_its_parts_and_refuses_others(tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip() == (
         "error: --only 'loop,bogus': allowed parts are loop, sweeps, overhead, outliers, mnist12, "
-        "whole, fresh, conv, cost, tracked, launchers, batched, eval, grid, scaling"
+        "whole, fresh, conv, cost, tracked, launchers, batched, eval, eval_wide, grid, scaling"
     )
 
 

@@ -199,13 +199,17 @@ def test_mnist_members_on_tiny_idx_files(tmp_path, model):
 
 def test_the_evaluation_chunk_changes_speed_not_results(tmp_path):
     """eval_batch_size=auto is 256 for a solo run on one CPU thread (twice as fast for the small CNN: the bench's
-    cost_eval row) and 4096 elsewhere; a run evaluated in either chunk logs the same metrics."""
+    cost_eval row), fewer for inputs wider than an MNIST image (cost_eval_wide), and 4096 elsewhere; a run
+    evaluated in either chunk logs the same metrics."""
     from harness.engine.device import resolve_eval_chunk
 
-    cpu, gpu = torch.device("cpu"), torch.device("cuda")
-    assert resolve_eval_chunk("auto", cpu, 1) == 256 and resolve_eval_chunk("auto", cpu, 2) == 4096
-    assert resolve_eval_chunk("auto", cpu, 1, stacked=True) == 4096 and resolve_eval_chunk("auto", gpu, 1) == 4096
-    assert resolve_eval_chunk(64, cpu, 1) == 64 and resolve_eval_chunk("100", gpu, 4) == 100
+    cpu, gpu, mnist, strings = torch.device("cpu"), torch.device("cuda"), 28 * 28, 28 * 252
+    assert resolve_eval_chunk("auto", cpu, 1, mnist) == 256 and resolve_eval_chunk("auto", cpu, 2, mnist) == 4096
+    assert resolve_eval_chunk("auto", cpu, 1, 10) == 256  # narrow inputs: still 256
+    assert resolve_eval_chunk("auto", cpu, 1, strings) == 28 and resolve_eval_chunk("auto", cpu, 1, 10**7) == 1
+    assert resolve_eval_chunk("auto", cpu, 1, strings, stacked=True) == 4096
+    assert resolve_eval_chunk("auto", gpu, 1, strings) == 4096
+    assert resolve_eval_chunk(64, cpu, 1, strings) == 64 and resolve_eval_chunk("100", gpu, 4, mnist) == 100
     root = write_idx_mnist(tmp_path / "data", n_train=300, n_test=100)
     common = ["task=mnist", f"data_dir={root}", "task.download=false", "task.val_size=50", "task.model=cnn", "threads=1"]
     auto, small, big = (solo(config(*common, f"eval_batch_size={c}"))[1] for c in ("auto", "7", "4096"))

@@ -42,7 +42,7 @@ def main(argv=None) -> int:
         "--only",
         default=None,
         help="comma-separated parts to run, of: loop, sweeps (or one of its rows: "
-        "overhead, outliers, mnist12, whole, fresh, conv), cost (or one of its rows: tracked, launchers, batched, eval), grid, "
+        "overhead, outliers, mnist12, whole, fresh, conv), cost (or one of its rows: tracked, launchers, batched, eval, eval_wide), grid, "
         "scaling (default: loop,sweeps,cost, plus grid and scaling when asked for; --quick: cost,whole)",
     )
     p.add_argument("--grid", action="store_true", help="add the full mnist_optimizers grid (108 runs x 10 epochs; long on a CPU)")

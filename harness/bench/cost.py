@@ -6,7 +6,9 @@
     hand-written batched loop of the same 20 MLPs (stacked weights, ``torch.baddbmm``, one Adam, the same
     data, batch size, epochs and losses, validation and test evaluated each epoch; target <= 1.5);
 (e) ``eval``: one evaluation of 15,000 MNIST-sized images by the small CNN on one thread (a sweep's job on a CPU),
-    in the chunks ``eval_batch_size=auto`` picks there / in chunks of 4096 (the old default; target <= 1.0).
+    in the chunks ``eval_batch_size=auto`` picks there / in chunks of 4096 (the old default; target <= 1.0);
+    ``eval_wide``: the same for 3,000 canvases of 6 MNIST digits (28 x 252) by the sequence model, against chunks
+    of 256 (auto's value before it shrank for wide inputs; target <= 1.0).
 The whole-process row (d) is ``sweeps.py``'s ``whole``.
 """
 
@@ -22,7 +24,7 @@ import torch.nn.functional as F
 from harness.bench.common import run_sweep, span, stats
 
 REGRESSION_20 = ["task=regression", "loss=mse,mae,huber,log_cosh", "seed=0,1,2,3,4", "epochs=5"]
-COST_ROWS = ("tracked", "launchers", "batched", "eval")
+COST_ROWS = ("tracked", "launchers", "batched", "eval", "eval_wide")
 LOSSES = {
     "mse": lambda out, y: F.mse_loss(out, y, reduction="none").mean(dim=(1, 2)),
     "mae": lambda out, y: F.l1_loss(out, y, reduction="none").mean(dim=(1, 2)),
@@ -138,20 +140,34 @@ def cost_rows(row, work: Path, device: str, quick: bool, reps: int, threads: int
             f"bundle {statistics.median(members_seconds):.2f} s (opening its runs to closing them, evaluation and metric "
             f"writes included), hand-written {statistics.median(floors):.2f} s; {threads} thread(s)",
         )
-    if "eval" in which:
-        eval_row(row, device, quick, reps, 1)  # where auto differs from 4096: one thread
+    for case in EVAL_ROWS:
+        if case in which:
+            eval_row(row, case, device, quick, reps, 1)  # where auto differs from 4096: one thread
 
 
-def eval_seconds(chunk: int, threads: int, device: str, reps: int) -> list[float]:
-    """Seconds to evaluate 15,000 MNIST-sized images with the small CNN in chunks of ``chunk``, ``reps`` times."""
+def eval_model(case: str) -> tuple[torch.nn.Module, tuple[int, ...], int]:
+    """The model, input shape and input count of an evaluation row: ``eval``, MNIST-sized images by the small
+    CNN; ``eval_wide``, canvases of 6 MNIST digits with their gaps (28 x 252, sequence_losses_mnist's) by the
+    sequence task's column model."""
+    if case == "eval":
+        from harness.tasks.models import small_cnn
+
+        return small_cnn(10, [16, 32], 128), (1, 28, 28), 15000
+    from harness.tasks.sequence import ColumnNet
+
+    return ColumnNet(28, 16, 11), (1, 28, 6 * (28 + 14)), 3000
+
+
+def eval_seconds(case: str, chunk: int, threads: int, device: str, reps: int) -> list[float]:
+    """Seconds to evaluate the row's inputs (random values) in chunks of ``chunk``, ``reps`` times."""
     from harness.engine.train import outputs_of
     from harness.tasks import Split
-    from harness.tasks.models import small_cnn
 
     torch.set_num_threads(threads)
     dev = torch.device(device)
-    model = small_cnn(10, [16, 32], 128).to(dev)
-    split = Split(torch.randn(15000, 1, 28, 28, generator=torch.Generator().manual_seed(0)).to(dev), torch.zeros(15000))
+    model, shape, n = eval_model(case)
+    model = model.to(dev)
+    split = Split(torch.randn(n, *shape, generator=torch.Generator().manual_seed(0)).to(dev), torch.zeros(n))
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
@@ -162,24 +178,33 @@ def eval_seconds(chunk: int, threads: int, device: str, reps: int) -> list[float
     return times
 
 
-def eval_row(row, device: str, quick: bool, reps: int, threads: int) -> None:
-    """(e): the evaluation chunk auto picks against 4096, interleaved so that noise hits both alike."""
+EVAL_ROWS = {  # key: (what it measures, the chunk auto is measured against: the default it replaced)
+    "eval": ("evaluation of 15,000 MNIST images by the small CNN, one thread", 4096),
+    "eval_wide": ("evaluation of 3,000 strings of 6 MNIST digits (28 x 252) by the sequence model, one thread", 256),
+}
+
+
+def eval_row(row, case: str, device: str, quick: bool, reps: int, threads: int) -> None:
+    """(e): the evaluation chunk auto picks against the one it replaced, interleaved so that noise hits both alike."""
     from harness.engine.device import resolve_eval_chunk
 
-    auto = resolve_eval_chunk("auto", torch.device(device), threads)
-    eval_seconds(auto, threads, device, 1)  # warm-up
+    what, baseline = EVAL_ROWS[case]
+    _, shape, _ = eval_model(case)
+    auto = resolve_eval_chunk("auto", torch.device(device), threads, sample_values=int(torch.Size(shape).numel()))
+    eval_seconds(case, auto, threads, device, 1)  # warm-up
     ours, old = [], []
     for _ in range(1 if quick else reps):
-        ours.append(statistics.median(eval_seconds(auto, threads, device, 3)))
-        old.append(statistics.median(eval_seconds(4096, threads, device, 3)))
+        ours.append(statistics.median(eval_seconds(case, auto, threads, device, 3)))
+        old.append(statistics.median(eval_seconds(case, baseline, threads, device, 3)))
     r = stats([a / b for a, b in zip(ours, old)])
     row(
-        "cost_eval",
-        "evaluation of 15,000 MNIST images by the small CNN, one thread: eval_batch_size=auto / 4096",
+        f"cost_{case}",
+        f"{what}: eval_batch_size=auto / {baseline}",
         stats(ours),
         stats(old),
         r,
         "<= 1.0",
         r["median"] <= 1.0,
-        f"auto is {auto} on {device}: {statistics.median(ours):.2f} s, 4096: {statistics.median(old):.2f} s; {threads} thread(s)",
+        f"auto is {auto} on {device}: {statistics.median(ours):.2f} s, {baseline}: {statistics.median(old):.2f} s; "
+        f"{threads} thread(s)",
     )

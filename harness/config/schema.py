@@ -198,7 +198,7 @@ class Config:
         "auto",
         (lambda v: v == "auto" or positive_int(v), "'auto' or a positive integer"),
         Role(hash=False, param=False, factor=False),
-        doc="evaluation chunk size (memory and speed, not results): auto is 256 for a solo run on one CPU thread, else 4096",
+        doc="evaluation chunk size (memory and speed, not results): auto is 256 for a solo run on one CPU thread (fewer for inputs wider than an MNIST image), else 4096",
     )
     progress: Any = knob(
         True, BOOL, Role(hash=False, name=False, param=False, factor=False, stacking="free"), doc="one line per epoch"

@@ -135,7 +135,7 @@ class Parts:
 
     def eval_batch_size(self, stacked: bool = False) -> int:
         """Its evaluation chunk (``eval_batch_size``, auto resolved for its device and threads, solo or stacked)."""
-        return resolve_eval_chunk(self.cfg.eval_batch_size, self.device, self.threads, stacked)
+        return resolve_eval_chunk(self.cfg.eval_batch_size, self.device, self.threads, self.data.train.x[0].numel(), stacked)
 
     @property
     def epochs(self) -> int:
@@ -221,6 +221,6 @@ def metric_names(cfg: DictConfig, names: dict[str, str]) -> list[str]:
     task, data, device, threads = setup(cfg, names)
     model = init_model(task, 0, device)
     loss = build_loss(cfg, task, data, device)
-    chunk = resolve_eval_chunk(cfg.eval_batch_size, device, threads)
+    chunk = resolve_eval_chunk(cfg.eval_batch_size, device, threads, data.train.x[0].numel())
     keys = evaluate(model, task, data.val, loss, cfg.loss.targets, chunk, **metric_extras(task, loss, model, data, chunk))
     return [f"{split}/{k}" for split in ("train", "val", "test") for k in keys] + ["epoch_seconds", "samples_per_second"]

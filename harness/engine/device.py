@@ -66,17 +66,25 @@ def resolve_threads(threads, ctx: JobContext | None = None) -> int:
     return max(1, cores // max(1, jobs))
 
 
-EVAL_CHUNK, EVAL_CHUNK_ONE_THREAD = 4096, 256  # measured: the bench's cost_eval row (docs/performance.md)
+EVAL_CHUNK = 4096
+# One CPU thread: at most 256 inputs a chunk, and at most 256 MNIST images' worth of input values (200,704), so that
+# a chunk's activations stay in the caches. Measured: the bench's cost_eval rows (docs/performance.md).
+EVAL_CHUNK_ONE_THREAD, EVAL_VALUES_ONE_THREAD = 256, 256 * 28 * 28
 
 
-def resolve_eval_chunk(value, device: torch.device, threads: int, stacked: bool = False) -> int:
-    """The evaluation chunk (``eval_batch_size``): auto is 256 for a solo run on a CPU with one thread, where a
-    4096-image chunk's activations leave the caches (the small CNN evaluated twice as fast in chunks of 256 on one
-    core), and 4096 otherwise: a GPU wants big chunks, several threads split a small chunk too thin, and a stacked
-    bundle shares its chunk among its members (and sizes its bundles by it)."""
+def resolve_eval_chunk(value, device: torch.device, threads: int, sample_values: int, stacked: bool = False) -> int:
+    """The evaluation chunk (``eval_batch_size``) for inputs of ``sample_values`` values each. auto, for a solo
+    run on a CPU with one thread: 256 inputs, fewer where they are wide (as many as hold 256 MNIST images' values:
+    28 of the 28 x 252 digit strings), since a bigger chunk's activations leave the caches (on one core the small
+    CNN evaluated 15,000 images in half the time in chunks of 256 as of 4096, the sequence model its digit strings
+    in half the time in chunks of 28 as of 256); 4096 otherwise: a GPU wants big chunks, several threads split a
+    small chunk too thin, and a stacked bundle shares its chunk among its members (and sizes its bundles by it).
+    Results do not depend on it."""
     if value != "auto":
         return int(value)
-    return EVAL_CHUNK_ONE_THREAD if device.type == "cpu" and threads == 1 and not stacked else EVAL_CHUNK
+    if device.type == "cpu" and threads == 1 and not stacked:
+        return max(1, min(EVAL_CHUNK_ONE_THREAD, EVAL_VALUES_ONE_THREAD // max(1, sample_values)))
+    return EVAL_CHUNK
 
 
 @functools.lru_cache(maxsize=1)
