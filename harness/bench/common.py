@@ -188,11 +188,12 @@ def startup(data_dir: str, device: str, store: str, reps: int) -> tuple[list[flo
             env=harness_env(),
             cwd=tempfile.gettempdir(),
         )
+        assert proc.stdout is not None and proc.stderr is not None
         proc.stdout.readline()  # the header line is printed just before the first training step
         seconds.append(time.perf_counter() - t0)
         # The child's own peak (VmHWM, reset by exec), polled: its ru_maxrss would count this big
         # parent's memory, which the child shares until it execs.
-        peak = 0
+        peak = 0.0
         while proc.poll() is None:
             peak = max(peak, vm_hwm_mb(proc.pid))
             time.sleep(0.05)
@@ -234,7 +235,7 @@ def import_breakdown(data_dir: str, store: str, top: int = 8) -> list[tuple[str,
         env=harness_env(),
         cwd=tempfile.gettempdir(),
     )
-    found = {}
+    found: dict[str, float] = {}
     for line in out.stderr.splitlines():
         m = re.match(r"import time:\s+\d+ \|\s+(\d+) \| (\S.*)$", line)  # top level: no indentation
         if m:

@@ -71,7 +71,7 @@ def loop_rows(row, data_dir, dev, device, store, data, reps, epochs, subset, thr
 
     # 4: threads
     choices = {"auto": "auto", "1": 1, f"all ({os.cpu_count()})": os.cpu_count()}
-    per = {k: [] for k in choices}
+    per: dict[str, list[float]] = {k: [] for k in choices}
     for _ in range(reps):
         for label, t in choices.items():
             r = harness_run(data_dir, epochs, dev, store, "tracking.enabled=false", f"threads={t}", *subset)
@@ -118,15 +118,15 @@ def loop_rows(row, data_dir, dev, device, store, data, reps, epochs, subset, thr
     # 6 + 7: start-up and memory
     seconds, rss = startup(data_dir, dev, store, reps)
     offenders = import_breakdown(data_dir, store)
-    s = stats(seconds)
+    st = stats(seconds)
     row(
         "startup",
         "start-up: process start to first training step (s)",
-        s,
+        st,
         None,
-        s,
+        st,
         "<= 3 s",
-        s["median"] <= 3.0,
+        st["median"] <= 3.0,
         "imports: " + ", ".join(f"{m} {t:.2f}s" for m, t in offenders),
     )
     m = stats(rss)

@@ -106,7 +106,9 @@ def sweep_rows(row, work: Path, data_dir: str, device: str, quick: bool, reps: i
             many = sweep(work, "twenty", with_args(REGRESSION_20, *small), "basic")
             start = one["wall"] - sum(one["train"])
             ratios.append(many["wall"] / (start + sum(many["train"])))
-            walls.append(many["wall"]), trains.append(sum(many["train"])), starts.append(start)
+            walls.append(many["wall"])
+            trains.append(sum(many["train"]))
+            starts.append(start)
         r = stats(ratios)
         row(
             "sweep_overhead",
