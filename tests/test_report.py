@@ -463,3 +463,27 @@ def test_collapsed_configurations_are_named_by_the_metric_that_shows_it():
         "**imbalanced**: 1 of 2 configurations never predict the minority class" in n and "optimizer=sgd" in n for n in notes
     ), notes
     assert not any("adam" in n for n in notes), notes  # one seed of adam on imbalanced still recalls the minority class
+
+
+def test_a_knob_only_some_methods_have_is_left_out_of_their_names():
+    """Adam's epsilon beside SGD: a diverged or collapsed SGD configuration is named without optimizer.eps=nan."""
+    from harness.report.findings import collapses, findings
+
+    runs = pd.DataFrame(
+        {
+            "task": ["mnist"] * 4,
+            "outcome": ["diverged", "finished", "finished", "finished"],
+            "optimizer": ["sgd", "sgd", "adam", "adam"],
+            "optimizer.lr": [1.0, 0.1, 0.1, 0.001],
+            "optimizer.eps": [None, None, 1e-6, 1e-6],
+            "primary_metric": ["test/accuracy"] * 4,
+            "final:test/accuracy": [None, 0.11, 0.10, 0.98],
+        }
+    )
+    cols = ["task", "optimizer", "optimizer.lr", "optimizer.eps"]
+    notes = findings(pd.DataFrame(columns=["problem", "mean"]), runs, cols) + collapses(runs, cols)
+    assert any("1 run(s) diverged" in n and "optimizer=sgd, optimizer.lr=1.0 (1)" in n for n in notes), notes
+    chance = [n for n in notes if "stay at chance" in n]
+    assert len(chance) == 1 and "optimizer=sgd, optimizer.lr=0.1." in chance[0], notes
+    assert "optimizer=adam, optimizer.lr=0.1, optimizer.eps=1e-06;" in chance[0], notes
+    assert not any("nan" in n for n in notes), notes

@@ -10,6 +10,13 @@ from harness.report.render import fmt
 from harness.report.wording import join_verdicts
 
 
+def setting(cols: list[str], key) -> str:
+    """``knob=value, ...`` of a group's key, without the knobs its configuration lacks (NaN: a knob only some
+    methods have, such as Adam's epsilon beside SGD)."""
+    values = key if isinstance(key, tuple) else (key,)
+    return ", ".join(f"{label(c)}={v}" for c, v in zip(cols, values) if not pd.isna(v))
+
+
 def findings(table: pd.DataFrame, runs: pd.DataFrame, config_cols: list[str]) -> list[str]:
     """Plain sentences derived from the ranking: winner, runner-up and worst; what diverged, failed or
     is still running. (Whether two configurations differ is the verdicts' job: a test, not a std.)"""
@@ -38,10 +45,7 @@ def findings(table: pd.DataFrame, runs: pd.DataFrame, config_cols: list[str]) ->
     diverged = runs[runs.outcome == "diverged"]
     if len(diverged):
         by = diverged.groupby([c for c in config_cols] or ["task"], dropna=False).size()
-        items = [
-            f"{', '.join(f'{label(c)}={k}' for c, k in zip(config_cols or ['task'], key if isinstance(key, tuple) else (key,)))} ({n})"
-            for key, n in by.items()
-        ]
+        items = [f"{setting(config_cols or ['task'], key)} ({n})" for key, n in by.items()]
         out.append(f"{len(diverged)} run(s) diverged (NaN/inf loss) and are left out of the means: " + "; ".join(items) + ".")
     finished = runs[runs.outcome == "finished"]
     lacking = sum(pd.isna(r.get(f"final:{r['primary_metric']}")) for _, r in finished.iterrows())
@@ -82,11 +86,7 @@ def collapses(runs: pd.DataFrame, config_cols: list[str], shown: int = 6) -> lis
             )
         groups = list(part.groupby(cols, sort=True, dropna=False)) if cols else [((task,), part)]
         for what, metric, bound in checks:
-            hits = [
-                ", ".join(f"{label(c)}={v}" for c, v in zip(cols, key if isinstance(key, tuple) else (key,))) or task
-                for key, g in groups
-                if (pd.to_numeric(g[metric], errors="coerce") <= bound).all()
-            ]
+            hits = [setting(cols, key) or task for key, g in groups if (pd.to_numeric(g[metric], errors="coerce") <= bound).all()]
             if hits:
                 more = f" and {len(hits) - shown} more" if len(hits) > shown else ""
                 out.append(f"**{task}**: {len(hits)} of {len(groups)} configurations {what}: {'; '.join(hits[:shown])}{more}.")
