@@ -636,6 +636,17 @@ def test_a_selection_at_the_grid_edge_is_flagged_unless_the_grid_is_flat():
     assert protocol.select(settings([0.5, 0.7, 0.9]), 0.02)["at_edge"].iloc[0] == "optimizer.lr"  # best at the top
     assert protocol.select(settings([0.5, 0.9, 0.7]), 0.02)["at_edge"].iloc[0] == ""  # best inside
     assert protocol.select(settings([0.5, 0.5, 0.5]), 0.02)["at_edge"].iloc[0] == ""  # flat: the tie decides
+    # Adam's epsilon swept by a second sweep beside runs at torch's default (not logged: "-"): 1e-6 is the
+    # smallest value logged, not the grid's edge, since the default 1e-8 lies below it
+    four = pd.concat([settings([0.5, 0.9, 0.7]), settings([0.6, 0.6, 0.6]).iloc[:1]], ignore_index=True)
+    four["param:optimizer.lr"] = 0.01
+    four["param:optimizer.eps"] = ["-", 1e-6, 1e-4, 1e-2]
+    four["val_mean"] = [0.5, 0.9, 0.7, 0.6]
+    assert protocol.select(four, 0.02)["at_edge"].iloc[0] == ""
+    four["param:optimizer.eps"] = [1e-8, 1e-6, 1e-4, 1e-2]  # the same grid with the default logged: 1e-6 is inside
+    assert protocol.select(four, 0.02)["at_edge"].iloc[0] == ""
+    four["val_mean"] = [0.5, 0.6, 0.7, 0.9]
+    assert protocol.select(four, 0.02)["at_edge"].iloc[0] == "optimizer.eps"
 
 
 def test_an_undecided_claim_says_how_many_seeds_would_decide_it():

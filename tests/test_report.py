@@ -487,3 +487,21 @@ def test_a_knob_only_some_methods_have_is_left_out_of_their_names():
     assert len(chance) == 1 and "optimizer=sgd, optimizer.lr=0.1." in chance[0], notes
     assert "optimizer=adam, optimizer.lr=0.1, optimizer.eps=1e-06;" in chance[0], notes
     assert not any("nan" in n for n in notes), notes
+
+
+def test_a_failed_run_that_a_resumed_sweep_reran_says_so():
+    from harness.report.findings import findings
+
+    runs = pd.DataFrame(
+        {
+            "task": ["mnist"] * 5,
+            "outcome": ["failed", "finished", "killed", "failed", "finished"],
+            "optimizer": ["sgd", "sgd", "adam", "adam", "adam"],
+            "seed": ["0", "0", "1", "2", "2"],
+            "primary_metric": ["test/accuracy"] * 5,
+            "final:test/accuracy": [None, 0.9, None, None, 0.95],
+        }
+    )
+    notes = findings(pd.DataFrame(columns=["problem", "mean"]), runs, ["task", "optimizer"])
+    assert "2 run(s) failed; each rerun and finished (same configuration and seed)." in notes, notes
+    assert "1 run(s) were killed." in notes, notes  # adam at seed 1 has no finished run

@@ -17,6 +17,17 @@ def setting(cols: list[str], key) -> str:
     return ", ".join(f"{label(c)}={v}" for c, v in zip(cols, values) if not pd.isna(v))
 
 
+def rerun(runs: pd.DataFrame, outcome: str, config_cols: list[str]) -> int:
+    """How many runs of this outcome have a finished run of the same configuration and seed (a resumed sweep
+    reruns a job whose process died, so nothing of the study is missing)."""
+    keys = [c for c in [*config_cols, "seed"] if c in runs.columns]
+    if not keys:
+        return 0
+    ident = runs[keys].astype(object).where(runs[keys].notna(), "-").astype(str).agg("|".join, axis=1)
+    done = set(ident[runs.outcome == "finished"])
+    return int(ident[runs.outcome == outcome].isin(done).sum())
+
+
 def findings(table: pd.DataFrame, runs: pd.DataFrame, config_cols: list[str]) -> list[str]:
     """Plain sentences derived from the ranking: winner, runner-up and worst; what diverged, failed or
     is still running. (Whether two configurations differ is the verdicts' job: a test, not a std.)"""
@@ -58,7 +69,9 @@ def findings(table: pd.DataFrame, runs: pd.DataFrame, config_cols: list[str]) ->
     ):
         k = int((runs.outcome == outcome).sum())
         if k:
-            out.append(f"{k} run(s) {what}.")
+            again = rerun(runs, outcome, config_cols) if outcome in ("failed", "killed") else 0
+            redone = f"; {'each' if again == k else f'{again} of them'} rerun and finished (same configuration and seed)"
+            out.append(f"{k} run(s) {what}{redone if again else ''}.")
     return out
 
 

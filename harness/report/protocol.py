@@ -219,10 +219,15 @@ def select(settings: pd.DataFrame, tolerance: float, margin: object = None, roun
 
 
 def edge(part: pd.DataFrame, best: pd.Series) -> str:
-    """The tuned knobs whose selected value is the smallest or largest of the grid (the best may lie outside)."""
+    """The tuned knobs whose selected value is the smallest or largest of the grid (the best may lie outside).
+    A knob that some of the method's settings leave at its default (a second sweep of Adam's epsilon beside runs
+    at torch's 1e-8, which they do not log) is not judged: where that default lies in the grid is not known."""
     out = []
     for col in [c for c in part.columns if c.startswith("param:")]:
-        values = pd.to_numeric(part[col], errors="coerce").dropna().unique()
+        numbers = pd.to_numeric(part[col], errors="coerce")
+        if numbers.isna().any():
+            continue
+        values = numbers.unique()
         v = pd.to_numeric(pd.Series([best[col]]), errors="coerce").iloc[0]
         at_zero = v == 0 == values.min()  # 0 (none of it: weight decay, momentum) has nothing below it
         if len(values) > 2 and math.isfinite(v) and not at_zero and (v == values.min() or v == values.max()):
