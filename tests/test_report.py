@@ -137,6 +137,7 @@ def test_report_files_figures_and_findings(store):
     assert "2 run(s) diverged" in md and "1 run(s) are still RUNNING" in md
     assert "1 finished run(s) logged no value of their primary metric" in md
     assert "runs**: 16 (" in md and "2 diverged" in md and "1 running" in md
+    assert "incomplete" not in md  # the sweep has ended (one run of it left RUNNING is counted above)
     html = (out / "report.html").read_text()
     figures = re.findall(r"<img alt='[^']*' src='([^']*)'>", html)  # curves, forest, heatmap, LR sensitivity: the files beside it
     assert len(figures) == 4 and all((out / f).stat().st_size > 1000 for f in figures) and "<table" in html
@@ -505,3 +506,13 @@ def test_a_failed_run_that_a_resumed_sweep_reran_says_so():
     notes = findings(pd.DataFrame(columns=["problem", "mean"]), runs, ["task", "optimizer"])
     assert "2 run(s) failed; each rerun and finished (same configuration and seed)." in notes, notes
     assert "1 run(s) were killed." in notes, notes  # adam at seed 1 has no finished run
+
+
+def test_a_report_of_a_sweep_still_under_way_says_it_is_provisional_first(store):
+    uri, client, exp, parent, tmp = store
+    client.update_run(parent, status="RUNNING", name="sweep: optimizer x optimizer.lr (40 jobs)")
+    out = tmp / "report"
+    assert main(["study", "--tracking-uri", uri, "--out", str(out), "--no-log"]) == 0
+    first = (out / "report.md").read_text().split("\n")[2]
+    assert first.startswith("- **incomplete**: sweep(s) ") and "(16 runs so far, of 40 jobs) still open" in first, first
+    assert "provisional; rerun the report when they have ended" in first

@@ -26,6 +26,7 @@ from harness.report.load import (
     factors,
     histories,
     load_runs,
+    open_sweeps,
     select_unit,
     slice_runs,
     training_seconds,
@@ -222,6 +223,8 @@ def build_report(
         if predating:
             text += f"; {predating} of the {len(runs)} runs predate the study's first sweep (reused by resume from another sweep)"
         head = {"declared": text, **head}
+    if not all_sweeps and (still := open_sweeps(unit.parents, runs)):
+        head = {"incomplete": still, **head}  # before anything a reader might take for a result
     if decl is not None:
         assert selected is not None  # a declared study always selects
         ranks, cd, cd_text = protocol.mean_ranks(selected)

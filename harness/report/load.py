@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -200,6 +201,26 @@ def select_unit(client, experiment_id: str, runs: pd.DataFrame, sweep: str | Non
         )
     )
     return Unit(part, chosen, text)
+
+
+def open_sweeps(parents: list, runs: pd.DataFrame) -> str:
+    """A sentence naming the sweeps read whose parent run is still RUNNING (empty if none): their study is not
+    complete, so a report of it is provisional."""
+    items = []
+    for p in parents:
+        if p.info.status != "RUNNING":
+            continue
+        jobs = re.search(r"\((\d+) jobs\)", p.info.run_name or "")
+        have = int((runs["parent_run_id"] == p.info.run_id).sum())
+        items.append(
+            f"{p.data.tags.get('sweep_id', p.info.run_id)} ({have} runs so far" + (f", of {jobs[1]} jobs)" if jobs else ")")
+        )
+    if not items:
+        return ""
+    return (
+        f"sweep(s) {', '.join(items)} still open (RUNNING in MLflow: under way, or their process died and the next "
+        "sweep of the experiment closes them): what follows is provisional; rerun the report when they have ended"
+    )
 
 
 def declaration(client, experiment_id: str):
