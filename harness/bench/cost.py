@@ -147,17 +147,26 @@ def cost_rows(row, work: Path, device: str, quick: bool, reps: int, threads: int
             eval_row(row, case, device, quick, reps, 1)  # where auto differs from 4096: one thread
 
 
-def eval_model(case: str) -> tuple[torch.nn.Module, tuple[int, ...], int]:
-    """The model, input shape and input count of an evaluation row: ``eval``, MNIST-sized images by the small
-    CNN; ``eval_wide``, canvases of 6 MNIST digits with their gaps (28 x 252, sequence_losses_mnist's) by the
-    sequence task's column model."""
+EVAL_ROWS = {  # key: (what it measures, the chunk auto is measured against (the default it replaced), input shape, inputs)
+    "eval": ("evaluation of 15,000 MNIST images by the small CNN, one thread", 4096, (1, 28, 28), 15000),
+    "eval_wide": (
+        "evaluation of 3,000 strings of 6 MNIST digits (28 x 252) by the sequence model, one thread",
+        256,
+        (1, 28, 6 * (28 + 14)),  # sequence_losses_mnist's canvases: 6 digits, each after a gap of up to 14 columns
+        3000,
+    ),
+}
+
+
+def eval_model(case: str) -> torch.nn.Module:
+    """The model of an evaluation row: ``eval``, the small CNN; ``eval_wide``, the sequence task's column model."""
     if case == "eval":
         from harness.tasks.models import small_cnn
 
-        return small_cnn(10, [16, 32], 128), (1, 28, 28), 15000
+        return small_cnn(10, [16, 32], 128)
     from harness.tasks.sequence import ColumnNet
 
-    return ColumnNet(28, 16, 11), (1, 28, 6 * (28 + 14)), 3000
+    return ColumnNet(28, 16, 11)
 
 
 def eval_seconds(case: str, chunk: int, threads: int, device: str, reps: int) -> list[float]:
@@ -167,8 +176,8 @@ def eval_seconds(case: str, chunk: int, threads: int, device: str, reps: int) ->
 
     torch.set_num_threads(threads)
     dev = torch.device(device)
-    model, shape, n = eval_model(case)
-    model = model.to(dev)
+    _, _, shape, n = EVAL_ROWS[case]
+    model = eval_model(case).to(dev)
     split = Split(torch.randn(n, *shape, generator=torch.Generator().manual_seed(0)).to(dev), torch.zeros(n))
     times = []
     for _ in range(reps):
@@ -180,18 +189,11 @@ def eval_seconds(case: str, chunk: int, threads: int, device: str, reps: int) ->
     return times
 
 
-EVAL_ROWS = {  # key: (what it measures, the chunk auto is measured against: the default it replaced)
-    "eval": ("evaluation of 15,000 MNIST images by the small CNN, one thread", 4096),
-    "eval_wide": ("evaluation of 3,000 strings of 6 MNIST digits (28 x 252) by the sequence model, one thread", 256),
-}
-
-
 def eval_row(row, case: str, device: str, quick: bool, reps: int, threads: int) -> None:
     """(e): the evaluation chunk auto picks against the one it replaced, interleaved so that noise hits both alike."""
     from harness.engine.device import resolve_eval_chunk
 
-    what, baseline = EVAL_ROWS[case]
-    _, shape, _ = eval_model(case)
+    what, baseline, shape, _ = EVAL_ROWS[case]
     auto = resolve_eval_chunk("auto", torch.device(device), threads, sample_values=int(torch.Size(shape).numel()))
     eval_seconds(case, auto, threads, device, 1)  # warm-up
     ours, old = [], []
