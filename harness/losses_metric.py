@@ -10,6 +10,8 @@ the contrastive loss.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 
@@ -97,7 +99,7 @@ class EmbeddingLoss(nn.Module):
             (self.batch_loss(out[i : i + self.CHUNK], y[i : i + self.CHUNK]), len(y[i : i + self.CHUNK]))
             for i in range(0, len(y), self.CHUNK)
         ]
-        return sum(v * n for v, n in parts) / len(y)
+        return cast(Tensor, sum(v * n for v, n in parts)) / len(y)
 
     def batch_loss(self, out: Tensor, y: Tensor) -> Tensor:
         raise NotImplementedError

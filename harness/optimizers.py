@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections import OrderedDict
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.optim import Optimizer
@@ -66,7 +67,9 @@ class MuonAdamW(Optimizer):
             adjust_lr_fn="match_rms_adamw",
         )
         self.adamw = (
-            torch.optim.AdamW(adamw_groups, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+            torch.optim.AdamW(
+                adamw_groups, lr=lr, betas=cast(tuple[float, float], tuple(betas)), eps=eps, weight_decay=weight_decay
+            )
             if adamw_groups
             else None
         )
@@ -75,9 +78,10 @@ class MuonAdamW(Optimizer):
         self.defaults = dict(self.muon.defaults)
         self.param_groups = self.muon.param_groups + (self.adamw.param_groups if self.adamw else [])
         self.state = self.muon.state  # read by nothing in the harness; the halves keep their own state
-        self._optimizer_step_pre_hooks, self._optimizer_step_post_hooks = {}, {}
-        self._optimizer_state_dict_pre_hooks, self._optimizer_state_dict_post_hooks = {}, {}
-        self._optimizer_load_state_dict_pre_hooks, self._optimizer_load_state_dict_post_hooks = {}, {}
+        self._optimizer_step_pre_hooks, self._optimizer_step_post_hooks = OrderedDict(), OrderedDict()
+        self._optimizer_state_dict_pre_hooks, self._optimizer_state_dict_post_hooks = OrderedDict(), OrderedDict()
+        self._optimizer_load_state_dict_pre_hooks = OrderedDict()
+        self._optimizer_load_state_dict_post_hooks = OrderedDict()
 
     @property
     def halves(self) -> list[Optimizer]:
@@ -120,6 +124,6 @@ def needs_closure(optimizer) -> bool:
 
 
 @functools.cache
-def _needs_closure(cls: type) -> bool:
+def _needs_closure(cls: type[Optimizer]) -> bool:
     closure = inspect.signature(cls.step).parameters.get("closure")
     return closure is not None and closure.default is inspect.Parameter.empty

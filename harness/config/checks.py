@@ -18,6 +18,7 @@ stores and checks them: data is loaded later.
 from __future__ import annotations
 
 import functools
+from typing import cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -107,7 +108,7 @@ def check_group_knobs(cfg: DictConfig) -> None:
 def shipped_defaults(group: str, name: str) -> dict:
     """conf/GROUP/NAME.yaml as written (unresolved: ${data_dir} stays text); {} for a choice not shipped."""
     path = CONF_DIR / group / f"{name}.yaml"
-    return OmegaConf.to_container(OmegaConf.load(path)) if path.exists() else {}
+    return cast(dict, OmegaConf.to_container(OmegaConf.load(path))) if path.exists() else {}
 
 
 def check_types(cfg: DictConfig, names: dict[str, str]) -> None:

@@ -89,6 +89,7 @@ def losses_for(task: Task) -> list[str]:
 
     def targets_of(name: str):
         spec = OmegaConf.load(CONF_DIR / "loss" / f"{name}.yaml")
+        assert isinstance(spec, DictConfig), f"conf/loss/{name}.yaml is a mapping"
         bases = [d for d in spec.get("defaults", []) if d != "_self_"]  # a variant inherits from its base
         return spec.get("targets") or (targets_of(bases[0]) if bases else None)
 

@@ -60,7 +60,7 @@ class OptGroup:
     start: int
     stop: int
     optimizer: torch.optim.Optimizer
-    scheduler: object
+    scheduler: torch.optim.lr_scheduler.LRScheduler
     views: list[Tensor]
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -25,6 +26,10 @@ ACTIVATIONS = {
 }  # GELU's default (exact) form only: see batched_mlp
 
 
+# one step of a batched MLP: ("linear", weight's name, bias's name) or ("activation", function, None)
+Layer = tuple[str, Any, Any]
+
+
 class StackedModel:
     """M models of one architecture as stacked parameters, called as one."""
 
@@ -41,7 +46,7 @@ class StackedModel:
         self.per_member = vmap(one, in_dims=(0, 0, 0))  # each member its own batch [M, B, ...]
         self.shared_input = vmap(one, in_dims=(0, 0, None))  # every member on the same inputs [N, ...]
 
-    def __call__(self, x: Tensor, shared: bool = False, members: slice | Tensor | None = None) -> Tensor:
+    def __call__(self, x: Tensor, shared: bool = False, members: slice | list[int] | Tensor | None = None) -> Tensor:
         """[M, B, ...] inputs, one batch per member -> [M, B, out]; shared: [N, ...] inputs for all
         members -> [M, N, out]. ``members`` (shared inputs only) picks some of the members."""
         params, buffers = self.params, self.buffers
@@ -49,14 +54,14 @@ class StackedModel:
             params = {k: v[members] for k, v in params.items()}
             buffers = {k: v[members] for k, v in buffers.items()}
         if self.layers is not None:
-            return self.mlp(params, x, shared)
+            return self.mlp(self.layers, params, x, shared)
         return (self.shared_input if shared else self.per_member)(params, buffers, x)
 
-    def mlp(self, params: dict[str, Tensor], x: Tensor, shared: bool) -> Tensor:
+    def mlp(self, layers: list[Layer], params: dict[str, Tensor], x: Tensor, shared: bool) -> Tensor:
         """An MLP's forward pass as batched matrix products (the same arithmetic as vmap's, with less
         dispatch per step: a small model's step is mostly dispatch)."""
         h = x.reshape(len(x), -1) if shared else x.reshape(x.shape[0], x.shape[1], -1)
-        for kind, a, b in self.layers:
+        for kind, a, b in layers:
             if kind == "linear":
                 w, bias = params[a], params[b]
                 h = (
@@ -78,12 +83,12 @@ class StackedModel:
             p.grad = None
 
 
-def batched_mlp(model: nn.Module) -> list | None:
+def batched_mlp(model: nn.Module) -> list[Layer] | None:
     """The layers of a plain MLP (a Sequential of Flatten at the front, Linear with bias, and the
     activations in ACTIVATIONS), as (kind, ...) steps; None for any other model, which goes through vmap."""
     if not isinstance(model, nn.Sequential):
         return None
-    steps = []
+    steps: list[Layer] = []
     for i, (name, m) in enumerate(model.named_children()):
         if isinstance(m, nn.Flatten) and i == 0 and m.start_dim == 1:
             continue
@@ -122,7 +127,7 @@ def batched_loss(loss: nn.Module, per_sample_mean: bool) -> Callable[[Tensor, Te
         return None
     if isinstance(loss, nn.CrossEntropyLoss) and loss.ignore_index >= 0:
         return None  # an ignored class would change each member's denominator
-    per_sample = copy.copy(loss)  # the same module (weights shared), reduction 'none'
+    per_sample: Any = copy.copy(loss)  # the same module (weights shared), reduction 'none'
     per_sample.reduction = "none"
     weight = loss.weight if isinstance(loss, nn.CrossEntropyLoss) else None
 

@@ -58,7 +58,7 @@ def metric_extras(
 ) -> dict:
     """What ``task.metrics`` takes beyond (output, y), as ``task.needs`` lists it: the loss's decoder;
     with a model, its data and the evaluation chunk, the training set's outputs and labels as the gallery of an evaluation."""
-    extra = {}
+    extra: dict[str, object] = {}
     if "decode" in task.needs:
         extra["decode"] = loss_fn.decode
     if "gallery" in task.needs and model is not None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -122,13 +123,16 @@ class GAN(Task):
     def model(self) -> nn.Module:
         return Players(mlp(self.latent, 2, self.hidden, self.activation), mlp(2, 1, self.hidden, self.activation))
 
-    def param_groups(self, model: Players):
+    def param_groups(self, model: nn.Module):
+        assert isinstance(model, Players), "a GAN task trains its own model(): a generator and a discriminator"
         return [
             {"params": list(model.generator.parameters()), **self.players["generator"]},
             {"params": list(model.discriminator.parameters()), **self.players["discriminator"]},
         ]
 
-    def step(self, model: Players, loss_fn: nn.Module, z: Tensor, real: Tensor, optimizer) -> tuple[Tensor, Tensor]:
+    def step(self, model: nn.Module, loss_fn: Any, z: Tensor, real: Tensor, optimizer) -> tuple[Tensor, Tensor]:
+        """loss_fn: a GAN objective, with d_loss, g_loss and penalty (harness.losses_gan.GANLoss)."""
+        assert isinstance(model, Players), "a GAN task trains its own model(): a generator and a discriminator"
         fake = model.generator(z)
         for _ in range(self.d_steps):  # the discriminator's update(s): the generator has no gradient here
             d_loss = loss_fn.d_loss(model.discriminator(real), model.discriminator(fake.detach())) + loss_fn.penalty(

@@ -119,7 +119,8 @@ def load_mnist(
             out += [x, read_idx(raw / labels, "labels", count=len(x)).long()]
     except OSError as e:
         raise HarnessError(f"cannot read {folder} from {raw}: {e.strerror or e}") from None
-    return tuple(out)
+    x_train, y_train, x_test, y_test = out
+    return x_train, y_train, x_test, y_test
 
 
 def mnist_files(data_dir: str | Path, dataset: str = "mnist") -> list[Path]:
