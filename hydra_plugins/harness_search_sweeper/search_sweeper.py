@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.plugins.launcher import Launcher
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
@@ -34,11 +35,11 @@ SPEC = re.compile(r"^\s*(loguniform|uniform|int|logint|choice)\s*\((.*)\)\s*$")
 
 def parse_space(space: dict) -> dict:
     """key -> an Optuna distribution, from 'loguniform(1e-4, 1)' and the like."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+    from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
     from harness import HarnessError
 
-    out = {}
+    out: dict[str, BaseDistribution] = {}
     for key, spec in space.items():
         m = SPEC.match(str(spec))
         allowed = "loguniform(a, b), uniform(a, b), int(a, b), logint(a, b) or choice(x, y, ...)"
@@ -57,10 +58,10 @@ def parse_space(space: dict) -> dict:
                 low, high = int(args[0]), int(args[1])
                 out[key] = IntDistribution(low, high, log=kind == "logint")
             else:
-                low, high = float(args[0]), float(args[1])
-                if not (math.isfinite(low) and math.isfinite(high)):
+                lo, hi = float(args[0]), float(args[1])
+                if not (math.isfinite(lo) and math.isfinite(hi)):
                     raise ValueError("bounds must be finite numbers")
-                out[key] = FloatDistribution(low, high, log=kind == "loguniform")
+                out[key] = FloatDistribution(lo, hi, log=kind == "loguniform")
         except ValueError as e:
             raise HarnessError(f"hydra.sweeper.space.{key}={spec!r}: {e}; allowed: {allowed}") from None
     return out
@@ -96,7 +97,7 @@ class SearchSweeper(Sweeper):
         self.params = dict(params or {})
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
-        self.launcher = None
+        self.launcher: Launcher | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         from hydra.core.plugins import Plugins
@@ -144,6 +145,7 @@ class SearchSweeper(Sweeper):
 
         from harness import HarnessError
 
+        assert self.hydra_context is not None, "setup() comes first"
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         overrides = parser.parse_overrides([f"{k}={v}" for k, v in self.params.items()] + list(arguments))
         clash = sorted({o.get_key_element().lstrip("+~") for o in overrides if o.is_sweep_override()} & set(self.space))
@@ -175,6 +177,7 @@ class SearchSweeper(Sweeper):
             return self.objective, self.direction
         from hydra.utils import instantiate
 
+        assert self.hydra_context is not None and self.config is not None, "setup() comes first"
         cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(method))
         task = instantiate(cfg.task)
         metric = self.objective or "val/" + task.primary_metric.split("/", 1)[-1]
@@ -199,6 +202,7 @@ class SearchSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> Any:
         import optuna
 
+        assert self.config is not None and self.launcher is not None, "setup() comes first"
         self.check()
         methods, seeds = self.methods(arguments)
         space = parse_space(self.space)
@@ -250,7 +254,7 @@ class SearchSweeper(Sweeper):
                 if any(v is None for v in values):
                     studies[m].tell(trial, state=optuna.trial.TrialState.FAIL)
                 else:
-                    studies[m].tell(trial, statistics.fmean(values))
+                    studies[m].tell(trial, statistics.fmean(v for v in values if v is not None))
             asked += n
             for label, study in zip(labels, studies):
                 done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]

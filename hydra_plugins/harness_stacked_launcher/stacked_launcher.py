@@ -38,6 +38,7 @@ class StackedLauncher(Launcher):
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def run_solo(self, cfg: DictConfig) -> JobReturn:
+        assert self.hydra_context is not None and self.task_function is not None, "setup() comes first"
         return run_job(
             hydra_context=self.hydra_context,
             task_function=self.task_function,
@@ -67,6 +68,7 @@ class StackedLauncher(Launcher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from harness.engine.launch import launch
 
+        assert self.config is not None and self.hydra_context is not None, "setup() comes first"
         self.check()
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
