@@ -120,6 +120,21 @@ def test_a_confirmation_needs_a_selection_and_a_sweep(tmp_path):
     assert one.returncode == 2 and "run it as the study's --multirun" in one.stderr
 
 
+def test_a_confirmations_time_left_counts_only_the_jobs_it_can_still_run():
+    """A confirmation sweep passes every unselected setting at once: its estimate of the time left must not
+    extrapolate its training pace over them (a CNN round of 1,620 jobs, 70 of them selected, said 20 hours)."""
+    from harness.sweep.journal import SweepInfo, jobs_left
+
+    confirm = {"round": 1, "seeds": [str(s) for s in range(5, 15)], "selected": [{"optimizer": "adam"}] * 7}
+    journal = [{"outcome": "unselected"}] * 160 + [{"outcome": "finished"}] * 2
+    assert jobs_left(journal, SweepInfo(jobs=1620, confirm=confirm)) == 70 - 2
+    assert jobs_left(journal, SweepInfo(jobs=1620)) == 1620 - 162  # a plain sweep: every job may train
+    resumed = journal + [{"outcome": "skipped"}] * 8  # a resume's reused runs count as done
+    assert jobs_left(resumed, SweepInfo(jobs=1620, confirm=confirm)) == 70 - 10
+    assert jobs_left(journal, SweepInfo(jobs=170, confirm=confirm)) == 170 - 162  # never more than the jobs left
+    assert jobs_left([{"outcome": "finished"}] * 70, SweepInfo(jobs=1620, confirm=confirm)) == 0
+
+
 def test_looks_spend_alpha_evenly_and_stop_at_the_first_that_decides():
     strong = {1: {str(s): 1.0 + 0.01 * s for s in range(5)}}
     reference = {1: {str(s): 2.0 + 0.01 * (s % 2) for s in range(5)}}

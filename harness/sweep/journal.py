@@ -85,7 +85,8 @@ def duration(seconds: float) -> str:
 def progress_line(directory: Path, info: SweepInfo, force: bool = False) -> str | None:
     """Jobs done out of the sweep's total and an estimate of the time left (from the pace so far),
     read from the journal, which every process of the sweep writes; None while one was shown less
-    than PROGRESS_EVERY seconds ago (unless ``force``)."""
+    than PROGRESS_EVERY seconds ago (unless ``force``). A confirmation sweep's estimate counts only the
+    jobs it can still run: at most its selected settings times its seeds (the others pass at once)."""
     now = time.time()
     if not force and now - _last_progress[0] < PROGRESS_EVERY:
         return None
@@ -99,9 +100,22 @@ def progress_line(directory: Path, info: SweepInfo, force: bool = False) -> str 
     if started:
         elapsed = now - started
         line += f", {duration(elapsed)} elapsed"
-        if total and ran and done < total:
-            line += f", about {duration(elapsed / len(ran) * (total - done))} left"
+        left = jobs_left(journal, info)
+        if ran and left:
+            line += f", about {duration(elapsed / len(ran) * left)} left"
     return line
+
+
+def jobs_left(journal: list[dict[str, Any]], info: SweepInfo) -> int:
+    """How many of the sweep's jobs may still train: its jobs not yet done; in a confirmation sweep, at most
+    its selected settings times its seeds, less the jobs of those already done (run, or skipped by a resume)."""
+    total, done = info.jobs or 0, len(journal)
+    left = max(0, total - done)
+    if info.confirm:
+        runs_at_most = len(info.confirm.get("selected") or ()) * len(info.confirm.get("seeds") or ())
+        passed = sum(o.get("outcome") == "unselected" for o in journal)
+        left = min(left, max(0, runs_at_most - (done - passed)))
+    return left
 
 
 def show_progress(ctx: JobContext | None, force: bool = False) -> None:
