@@ -122,7 +122,7 @@ def test_a_confirmation_needs_a_selection_and_a_sweep(tmp_path):
 
 def test_a_confirmations_time_left_counts_only_the_jobs_it_can_still_run():
     """A confirmation sweep passes every unselected setting at once: its estimate of the time left must not
-    extrapolate its training pace over them (a CNN round of 1,620 jobs, 70 of them selected, said 20 hours)."""
+    extrapolate its training pace over them (a CNN round of 1,620 jobs, 60 of them selected, said 20 hours)."""
     from harness.sweep.journal import SweepInfo, jobs_left
 
     confirm = {"round": 1, "seeds": [str(s) for s in range(5, 15)], "selected": [{"optimizer": "adam"}] * 7}
