@@ -102,6 +102,12 @@ def rank(runs: pd.DataFrame, hist: pd.DataFrame, config_cols: list[str], targets
     return pd.concat(ordered, ignore_index=True).rename(columns={c: label(c) for c in config_cols})
 
 
+def comparable(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """``frame[keys]`` with a missing value read as "-" (a knob a configuration lacks, such as Adam's epsilon
+    beside SGD), so that the same setting compares and groups as equal."""
+    return frame[keys].astype(object).where(frame[keys].notna(), "-")
+
+
 def config_name(row: pd.Series, config_cols: list[str]) -> str:
     """The method part of a configuration (its problem is in row['problem'])."""
     parts = [f"{label(c)}={row[label(c)]}" for c in methods(config_cols)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from harness.report.aggregate import config_name
+from harness.report.aggregate import comparable, config_name
 from harness.report.declaration import label
 from harness.report.render import fmt
 from harness.report.wording import join_verdicts
@@ -23,7 +23,7 @@ def rerun(runs: pd.DataFrame, outcome: str, config_cols: list[str]) -> int:
     keys = [c for c in [*config_cols, "seed"] if c in runs.columns]
     if not keys:
         return 0
-    ident = runs[keys].astype(object).where(runs[keys].notna(), "-").astype(str).agg("|".join, axis=1)
+    ident = comparable(runs, keys).astype(str).agg("|".join, axis=1)
     done = set(ident[runs.outcome == "finished"])
     return int(ident[runs.outcome == outcome].isin(done).sum())
 

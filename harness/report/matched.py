@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from harness.report.aggregate import comparable
+
 SUFFIX = "_at_matched_loss"
 
 
@@ -22,7 +24,7 @@ def with_matched_loss(runs: pd.DataFrame, hist: pd.DataFrame, selected: pd.DataF
     if hist.empty or "train/loss" not in set(hist["key"]) or "run_ids" not in selected:
         return runs
     by_id = runs.set_index("run_id")
-    filled = runs[keys].astype(object).where(runs[keys].notna(), "-")
+    filled = comparable(runs, keys)
     values: dict[str, float] = {}
     metric_of: dict[str, str] = {}
     for _, part in selected.groupby("problem", sort=False):

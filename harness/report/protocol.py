@@ -27,6 +27,7 @@ import pandas as pd
 
 from harness.config.schema import GROUPS
 from harness.report import ReportError, stats
+from harness.report.aggregate import comparable
 from harness.report.contrast import Contrast, margin_of
 from harness.report.declaration import Declaration, label
 from harness.report.fresh import DECIDED, by_round, is_fresh, upto, versus
@@ -76,8 +77,8 @@ def settings_table(
     tuned_cols = [column(runs, c) for c in decl.tune if column(runs, c) not in method_cols]
     problem_cols = ["task"] + [c for c in config_cols if c not in method_cols + tuned_cols and c != "task"]
     runs = runs.copy()
-    for c in problem_cols + method_cols + tuned_cols:
-        runs[c] = runs[c].astype(object).where(runs[c].notna(), "-")
+    keys = list(dict.fromkeys(problem_cols + method_cols + tuned_cols))
+    runs[keys] = comparable(runs, keys)
     runs["fresh"] = is_fresh(runs)
     rows = []
     for key, everything in runs.groupby(problem_cols + method_cols + tuned_cols, sort=False):
