@@ -314,6 +314,14 @@ def test_report_of_a_real_sweep(tmp_path):
     assert len(named) == 1 and "FocalLoss" in named[0] and "gamma=5.0" in named[0], md
 
 
+def test_seeds_per_configuration_reads_as_counts_not_seed_ids():
+    from harness.report.render import seed_counts
+
+    # a study selects on 5 seeds (0-4) and confirms on up to 20 more: '5-25' read like the seed ids 5 to 25
+    assert seed_counts(pd.Series([5, 25, 15, 5])) == "5 to 25"
+    assert seed_counts(pd.Series([10, 10])) == "10"
+
+
 def test_runs_on_several_devices_are_counted_and_flagged():
     from harness.report.render import devices
 

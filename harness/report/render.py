@@ -95,13 +95,19 @@ def header(experiment: str, runs: pd.DataFrame, table: pd.DataFrame, date: str) 
         "experiment": experiment,
         "runs": f"{len(runs)} (" + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + ")",
         "configurations": str(len(table)),
-        "seeds per configuration": f"{seeds.min()}" + (f"-{seeds.max()}" if seeds.max() != seeds.min() else ""),
+        "seeds per configuration": seed_counts(seeds),
         "tasks": ", ".join(sorted(runs["task"].dropna().unique())),
         "generated": date,
         "harness version": versions,
         "devices": devices(runs),
         "total training time": f"{compute / 60:.1f} min ({compute:.0f} s; a stacked bundle counted once)",
     }
+
+
+def seed_counts(n: pd.Series) -> str:
+    """How many seeds the configurations have, as counts ('5 to 25'): '5-25' read like the seed ids 5 to 25."""
+    low, high = int(n.min()), int(n.max())
+    return str(low) if low == high else f"{low} to {high}"
 
 
 def devices(runs: pd.DataFrame) -> str:
