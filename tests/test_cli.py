@@ -249,3 +249,35 @@ def test_unreachable_tracking_server_fails_fast(tmp_path):
     )
     assert out.returncode == 2 and time.monotonic() - t0 < 60
     assert out.stderr.strip().startswith(f"error: the MLflow tracking server http://127.0.0.1:{port} is not reachable")
+
+
+def test_a_single_run_of_an_experiment_says_which_of_its_sweeps_fixed_knobs_it_trains_without(tmp_path):
+    # sequence_losses_long fixes task.max_length=6 in its sweep; without --multirun Hydra ignores the sweep, so this
+    # run trains strings of up to 4 digits: a cost measured this way was once quoted for the study (3.9 s an epoch, not 13)
+    small = ("epochs=1", "task.n_train=64", "task.n_val=32", "task.n_test=32")
+    out = run_cli("experiment=sequence_losses_long", *small, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert (
+        "note: this experiment's sweep sets task.max_length=6; a single run trains the config's task.max_length=4 "
+        "(give them as overrides to train the study's workload, or use --multirun)"
+    ) in out.stdout, out.stdout
+    _, run = only_run(tmp_path, "sequence_losses_long")
+    assert run.data.params["task.max_length"] == "4"  # the note tells the truth about what trained
+
+
+def test_the_note_names_only_fixed_knobs_a_run_does_not_set():
+    from hydra.core.hydra_config import HydraConfig
+
+    from harness.engine.job import compose, unswept_note
+
+    cfg = compose("experiment=sequence_losses_mnist")
+    note = unswept_note(cfg, HydraConfig.get())
+    assert note is not None and "task.max_length=6, task.jitter=14" in note and "task.max_length=4, task.jitter=4" in note
+    cfg = compose("experiment=sequence_losses_mnist", "task.max_length=6", "task.jitter=14")  # given: nothing to say
+    assert unswept_note(cfg, HydraConfig.get()) is None
+    cfg = compose("experiment=sequence_losses_mnist", "task.max_length=6", "task.jitter=14.0")  # 14.0 is 14
+    assert unswept_note(cfg, HydraConfig.get()) is None
+    cfg = compose("experiment=mnist_optimizers_search")  # its sweep's weight_decay 0.0 is adam's own: nothing to say
+    assert unswept_note(cfg, HydraConfig.get()) is None
+    cfg = compose("experiment=regression_outliers")  # grids only (loss=..., lr=...): a single run picks one, as Hydra says
+    assert unswept_note(cfg, HydraConfig.get()) is None

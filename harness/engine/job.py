@@ -87,6 +87,43 @@ def spec_from_hydra(cfg: DictConfig, hydra_cfg=None) -> Spec:
     return Spec(cfg, names_of(cfg, choices), overrides, job_context(hc))
 
 
+def same_value(a: object, b: object) -> bool:
+    try:
+        return float(str(a)) == float(str(b))
+    except ValueError:
+        return str(a) == str(b)
+
+
+def unswept_note(cfg: DictConfig, hc=None) -> str | None:
+    """For a single run of an experiment whose sweep fixes knobs (one value each, e.g. sequence_losses_mnist's
+    task.max_length=6): Hydra applies a sweep's values only under --multirun, so this run trains the config's own
+    values instead. A line saying which, and how to train the study's (hc: the hydra node; default: HydraConfig)."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    hc = hc if hc is not None else (HydraConfig.get() if HydraConfig.initialized() else None)
+    if hc is None:
+        return None
+    given = {o.split("=", 1)[0].lstrip("+~") for o in hc.overrides.task}
+    differ = []
+    for key, value in (hc.sweeper.get("params") or {}).items():
+        text = str(value)
+        if key in given or "," in text or "(" in text:  # set here, or a grid / a search space: a single run picks one
+            continue
+        own = OmegaConf.select(cfg, key, default=None)
+        if not same_value(own, text):
+            differ.append((key, text, own))
+    if not differ:
+        return None
+    return (
+        "note: this experiment's sweep sets "
+        + ", ".join(f"{k}={v}" for k, v, _ in differ)
+        + "; a single run trains the config's "
+        + ", ".join(f"{k}={own}" for k, _, own in differ)
+        + " (give them as overrides to train the study's workload, or use --multirun)"
+    )
+
+
 def compose(*overrides: str) -> DictConfig:
     """The config `python -m harness OVERRIDES` hands to run(), with HydraConfig set as Hydra sets it
     (for in-process runs: tests, the benchmark)."""

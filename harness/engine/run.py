@@ -22,7 +22,7 @@ from harness.config.checks import check_config
 from harness.config.schema import seed_of
 from harness.config.values import has_setting
 from harness.engine.build import build
-from harness.engine.job import Spec, fail, spec_from_hydra
+from harness.engine.job import Spec, fail, spec_from_hydra, unswept_note
 from harness.engine.record import RunRecord, ending, run_params
 from harness.engine.train import Result
 from harness.sweep.journal import DIED, show_progress
@@ -132,6 +132,8 @@ def run(cfg: DictConfig) -> Result:
     """One training run; in a --multirun, one job of the sweep (only a stop signal leaves it as an exception)."""
     spec = spec_from_hydra(cfg)
     signals.install()
+    if spec.ctx is None and (note := unswept_note(cfg)):
+        print(note, flush=True)
     if spec.ctx and "Joblib" in spec.ctx.launcher_target:
         signals.watch_parent()  # a joblib worker: its sweep's process may be killed outright (kill -9)
         signals.exit_if_orphaned()  # a job queued before that: not started
