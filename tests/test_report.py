@@ -516,7 +516,7 @@ def test_a_failed_run_that_a_resumed_sweep_reran_says_so():
     assert "1 run(s) were killed." in notes, notes  # adam at seed 1 has no finished run
 
 
-def test_a_report_of_a_sweep_still_under_way_says_it_is_provisional_first(store):
+def test_a_report_of_a_sweep_still_under_way_says_it_is_provisional_first(store, capsys):
     uri, client, exp, parent, tmp = store
     client.update_run(parent, status="RUNNING", name="sweep: optimizer x optimizer.lr (40 jobs)")
     out = tmp / "report"
@@ -524,3 +524,8 @@ def test_a_report_of_a_sweep_still_under_way_says_it_is_provisional_first(store)
     first = (out / "report.md").read_text().split("\n")[2]
     assert first.startswith("- **incomplete**: sweep(s) ") and "(16 runs so far, of 40 jobs) still open" in first, first
     assert "provisional; rerun the report when they have ended" in first
+    # without --no-log: written, but not logged to the open sweep's run (its provisional verdicts would sit there)
+    assert main(["study", "--tracking-uri", uri, "--out", str(tmp / "logged")]) == 0
+    assert "not logged to sweep run" in capsys.readouterr().out
+    assert client.list_artifacts(parent) == [] and "mlflow.note.content" not in client.get_run(parent).data.tags
+    assert (tmp / "logged" / "report.md").read_text().split("\n")[2] == first

@@ -331,7 +331,11 @@ def build_report(
         + sorted({Path(path).name for _, path in made})
     )
     record_folder(out, experiment, where or {}, list(runs["run_id"]), written, earlier)
-    if log_to_parent:
+    if log_to_parent and "incomplete" in head:  # provisional verdicts are not attached to the sweep still writing there
+        print(
+            f"not logged to sweep run {unit.parents[0].info.run_id}: its sweep is still open; rerun the report when it has ended"
+        )
+    elif log_to_parent:
         if unit.parents and not all_sweeps:  # the newest sweep whose runs it read, never one it did not
             run_id = unit.parents[0].info.run_id
             with tempfile.TemporaryDirectory() as tmp:
