@@ -117,3 +117,8 @@ def test_tpe_startup_knob_models_the_results_after_its_random_trials():
     assert late_distance(sampler) < 0.5 * late_distance(SearchSweeper(sampler="random").make_sampler())
     with pytest.raises(HarnessError, match="hydra.sweeper.startup applies to sampler=tpe only"):
         SearchSweeper(sampler="random", startup=3, space={"x": "uniform(0, 1)"}).check()
+
+
+def test_a_configured_objective_and_direction_are_used_as_given():
+    assert SearchSweeper(objective="val/loss", direction="minimize").objective_of(("task=mnist",)) == ("val/loss", "minimize")
+    assert SearchSweeper(objective="val/f1", direction="maximize").objective_of(()) == ("val/f1", "maximize")

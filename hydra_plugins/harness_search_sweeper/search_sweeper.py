@@ -19,7 +19,7 @@ import re
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.plugins.launcher import Launcher
@@ -171,17 +171,20 @@ class SearchSweeper(Sweeper):
                 seeds.append(seed)
         return methods, seeds
 
-    def objective_of(self, method: tuple[str, ...]) -> tuple[str, str]:
-        """(metric, direction): as configured, else the task's primary metric on validation."""
-        if self.objective and self.direction:
-            return self.objective, self.direction
+    def objective_of(self, method: tuple[str, ...]) -> tuple[str, Literal["maximize", "minimize"]]:
+        """(metric, direction): as configured (checked: maximize or minimize), else the task's primary metric on validation."""
+        configured: Literal["maximize", "minimize"] | None = (
+            "maximize" if self.direction == "maximize" else "minimize" if self.direction == "minimize" else None
+        )
+        if self.objective and configured:
+            return self.objective, configured
         from hydra.utils import instantiate
 
         assert self.hydra_context is not None and self.config is not None, "setup() comes first"
         cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(method))
         task = instantiate(cfg.task)
         metric = self.objective or "val/" + task.primary_metric.split("/", 1)[-1]
-        return metric, self.direction or ("maximize" if task.mode == "max" else "minimize")
+        return metric, configured or ("maximize" if task.mode == "max" else "minimize")
 
     def make_sampler(self):
         import optuna
