@@ -529,3 +529,8 @@ def test_a_report_of_a_sweep_still_under_way_says_it_is_provisional_first(store,
     assert "not logged to sweep run" in capsys.readouterr().out
     assert client.list_artifacts(parent) == [] and "mlflow.note.content" not in client.get_run(parent).data.tags
     assert (tmp / "logged" / "report.md").read_text().split("\n")[2] == first
+    # the job count comes from the parent's jobs tag: a user may rename the run in MLflow's UI
+    client.update_run(parent, name="my sweep")
+    client.set_tag(parent, "jobs", "40")
+    assert main(["study", "--tracking-uri", uri, "--out", str(tmp / "renamed"), "--no-log"]) == 0
+    assert (tmp / "renamed" / "report.md").read_text().split("\n")[2] == first

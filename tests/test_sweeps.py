@@ -55,7 +55,7 @@ def test_sweep_groups_jobs_under_a_parent_and_isolates_faults(tmp_path):
         "task=regression,optimizer=sgd,optimizer.lr=0.01,loss=mse,epochs=2",
         "task=regression,optimizer=sgd,optimizer.lr=1000000.0,loss=mse,epochs=2",
     }
-    assert parent.info.run_name == "sweep: optimizer.lr x loss (4 jobs)"
+    assert parent.info.run_name == "sweep: optimizer.lr x loss (4 jobs)" and parent.data.tags["jobs"] == "4"
     assert parent.info.status == "FAILED"
     assert parent.data.metrics["jobs_finished"] == 1 and parent.data.metrics["jobs_diverged"] == 1
     assert parent.data.metrics["jobs_failed"] == 2 and parent.data.metrics["jobs_skipped"] == 0

@@ -210,10 +210,11 @@ def open_sweeps(parents: list, runs: pd.DataFrame) -> str:
     for p in parents:
         if p.info.status != "RUNNING":
             continue
-        jobs = re.search(r"\((\d+) jobs\)", p.info.run_name or "")
+        named = re.search(r"\((\d+) jobs\)", p.info.run_name or "")  # sweeps from before the jobs tag: the run's name
+        jobs = p.data.tags.get("jobs") or (named[1] if named else None)
         have = int((runs["parent_run_id"] == p.info.run_id).sum())
         items.append(
-            f"{p.data.tags.get('sweep_id', p.info.run_id)} ({have} runs so far" + (f", of {jobs[1]} jobs)" if jobs else ")")
+            f"{p.data.tags.get('sweep_id', p.info.run_id)} ({have} runs so far" + (f", of {jobs} jobs)" if jobs else ")")
         )
     if not items:
         return ""

@@ -147,6 +147,7 @@ class SweepCallback(Callback):
                         "launcher": str(hc.launcher._target_).rsplit(".", 1)[-1],
                         "outcome": "running",
                         "process": process_tag(),
+                        **({"jobs": str(self.info["jobs"])} if self.info["jobs"] else {}),  # the name may be edited in the UI
                         **study_tags(config),
                     },
                 )
