@@ -84,7 +84,8 @@ def _is_leaf(cfg: DictConfig, key: str) -> bool:
 def _exists_as_null(cfg: DictConfig, key: str) -> bool:
     parent, _, leaf = key.rpartition(".")
     node = OmegaConf.select(cfg, parent) if parent else cfg
-    return isinstance(node, DictConfig) and leaf in node and node._get_node(leaf)._is_none()
+    child = node._get_node(leaf) if isinstance(node, DictConfig) and leaf in node else None
+    return child is not None and child._is_none()
 
 
 def _with_values(template: DictConfig, master: DictConfig, parsed: list, values: list) -> DictConfig:
