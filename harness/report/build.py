@@ -333,7 +333,7 @@ def build_report(
     record_folder(out, experiment, where or {}, list(runs["run_id"]), written, earlier)
     if log_to_parent and "incomplete" in head:  # provisional verdicts are not attached to the sweep still writing there
         print(
-            f"not logged to sweep run {unit.parents[0].info.run_id}: its sweep is still open; rerun the report when it has ended"
+            f"not logged to sweep run {unit.parents[0].info.run_id}: a sweep it read is still open; rerun the report when it has ended"
         )
     elif log_to_parent:
         if unit.parents and not all_sweeps:  # the newest sweep whose runs it read, never one it did not
