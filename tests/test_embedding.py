@@ -188,3 +188,20 @@ def test_held_out_classes_never_reach_training_and_are_scored_by_retrieval_among
     assert "knn_accuracy" in task.metrics(task.model()(data.val.x), data.val.y, gallery=(out[:5], torch.zeros(5).long()))
     with pytest.raises(HarnessError, match="task.held_out must be a number of classes from 0 to 8"):
         Embedding(held_out=9)
+
+
+def test_a_task_feeding_embedding_targets_without_a_width_is_one_clear_error():
+    from omegaconf import OmegaConf
+
+    from harness import HarnessError
+    from harness.engine.components import build_loss
+    from harness.tasks import Task
+
+    class OwnTask(Task):  # a user's own task that declares embedding targets but forgot its width
+        name, targets = "own", ("embedding",)
+
+    cfg = OmegaConf.create({"loss": {"_target_": "harness.losses_metric.TripletLoss", "targets": "embedding"}})
+    with pytest.raises(HarnessError, match="task own feeds embedding targets but has no width 'dim' \\(got None\\)"):
+        build_loss(cfg, OwnTask(), None, torch.device("cpu"))
+    OwnTask.dim = 8
+    assert isinstance(build_loss(cfg, OwnTask(), None, torch.device("cpu")), TripletLoss)

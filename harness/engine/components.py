@@ -59,7 +59,13 @@ def class_weights(spec, y: torch.Tensor, num_classes: int, what: str):
 def build_loss(cfg: DictConfig, task: Task, data: Data, device: torch.device) -> torch.nn.Module:
     spec = plain(cfg.loss)
     if spec.pop("targets") == "embedding":
-        spec["dim"] = task.dim  # the embedding's width: the model's output is [embedding | head logits]
+        dim = getattr(task, "dim", None)  # the embedding's width: the model's output is [embedding | head logits]
+        if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+            raise HarnessError(
+                f"task {task.name} feeds embedding targets but has no width 'dim' (got {dim!r}); "
+                "an embedding task sets dim to its embedding's size"
+            )
+        spec["dim"] = dim
     for key in ("weight", "alpha"):  # class weights: CrossEntropyLoss.weight, FocalLoss.alpha
         if key in spec:
             spec[key] = class_weights(spec[key], data.train.y, task.num_classes, f"loss.{key}")
