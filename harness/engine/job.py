@@ -12,12 +12,17 @@ from dataclasses import dataclass, field
 from omegaconf import DictConfig
 
 from harness.config import schema
-from harness.config.values import plain
+from harness.config.values import plain, same_value
 from harness.sweep.journal import JobContext, job_context
 from harness.tracking.runs import experiment_name
 
 NOT_IN_HASH = schema.not_in_hash()  # knobs that do not change results
 NOT_IN_RUN_NAME = schema.not_in_run_name()
+
+
+def override_key(override: str) -> str:
+    """The key of a command-line override (``+loss.delta=0.5`` -> ``loss.delta``)."""
+    return override.split("=", 1)[0].lstrip("+~")
 
 
 def fail(message: str, code: int = 2):
@@ -58,7 +63,7 @@ class Spec:
         self.hash = config_hash(self.cfg)
         sweep = self.ctx.sweep if self.ctx else None
         varies = sweep.varies if sweep else ()  # in a sweep: named by what varies across its jobs (all overrides in the tag)
-        shown = [o for o in self.overrides if o.split("=", 1)[0].lstrip("+~") in varies] if varies else []
+        shown = [o for o in self.overrides if override_key(o) in varies] if varies else []
         self.run_name = ",".join(shown or [o for o in self.overrides if not o.startswith(NOT_IN_RUN_NAME)]) or "defaults"
         self.experiment = (sweep.experiment if sweep else None) or experiment_name(self.cfg, self.names["task"])
 
@@ -87,13 +92,6 @@ def spec_from_hydra(cfg: DictConfig, hydra_cfg=None) -> Spec:
     return Spec(cfg, names_of(cfg, choices), overrides, job_context(hc))
 
 
-def same_value(a: object, b: object) -> bool:
-    try:
-        return float(str(a)) == float(str(b))
-    except ValueError:
-        return str(a) == str(b)
-
-
 def unswept_note(cfg: DictConfig, hc=None) -> str | None:
     """For a single run of an experiment whose sweep fixes knobs (one value each, e.g. sequence_losses_mnist's
     task.max_length=6): Hydra applies a sweep's values only under --multirun, so this run trains the config's own
@@ -104,7 +102,7 @@ def unswept_note(cfg: DictConfig, hc=None) -> str | None:
     hc = hc if hc is not None else (HydraConfig.get() if HydraConfig.initialized() else None)
     if hc is None:
         return None
-    given = {o.split("=", 1)[0].lstrip("+~") for o in hc.overrides.task}
+    given = {override_key(o) for o in hc.overrides.task}
     differ = []
     for key, value in (hc.sweeper.get("params") or {}).items():
         text = str(value)
