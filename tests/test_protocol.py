@@ -106,6 +106,35 @@ def test_a_setting_with_a_diverged_seed_is_not_selected_while_a_clean_one_exists
     assert pd.read_csv(tmp_path / "r" / "tuned.csv").iloc[0]["setting"] == "optimizer.lr=0.01"
 
 
+def add_failed(client, exp, lr, seed):
+    """A selection run of adam at this lr and seed whose process died (FAILED, no metrics)."""
+    parent = client.search_runs([exp], "tags.`harness.role` = 'sweep'")[0].info.run_id
+    tags = {"task": "mnist", "loss": "ce", "optimizer": "adam", "schedule": "constant", "seed": str(seed)}
+    tags |= {"outcome": "failed", "primary_metric": "test/accuracy", "primary_mode": "max", "mlflow.parentRunId": parent}
+    rid = client.create_run(exp, tags=tags).info.run_id
+    params = {"seed": str(seed), "optimizer.lr": str(lr), "optimizer._target_": "adam", "epochs": "2"}
+    client.log_batch(rid, params=[Param(k, v) for k, v in params.items()])
+    client.set_terminated(rid, "FAILED")
+
+
+def test_a_failed_run_that_its_sweep_reran_to_the_end_does_not_bar_its_setting(tmp_path):
+    """A session's end killed two jobs of the best setting; the resumed sweep reran them and they finished.
+    That setting is still selected; one whose failed seed was never rerun is not (a clean one exists)."""
+    uri, client, exp = declared_store(tmp_path)
+    add_failed(client, exp, 0.1, 0)
+    add_failed(client, exp, 0.1, 1)
+    add_failed(client, exp, 0.3, 2)
+    for seed in range(3):
+        add(client, exp, "adam", 0.01, seed, val=0.90, test=0.90)
+        add(client, exp, "adam", 0.1, seed, val=0.95, test=0.95)
+        if seed < 2:
+            add(client, exp, "adam", 0.3, seed, val=0.99, test=0.99)
+    assert main(["study", "--tracking-uri", uri, "--out", str(tmp_path / "r"), "--no-log"]) == 0
+    row = pd.read_csv(tmp_path / "r" / "tuned.csv").iloc[0]
+    assert row["setting"] == "optimizer.lr=0.1" and row["n"] == 3
+    assert "3 run(s) failed; 2 of them rerun and finished" in (tmp_path / "r" / "report.md").read_text()
+
+
 def test_mean_intervals_are_students_t():
     x = [0.91, 0.93, 0.92, 0.95, 0.94]
     low, high = stats.mean_ci(x)

@@ -5,7 +5,8 @@ tunes per method (``study.tune``: e.g. ``optimizer.lr``); the sweep writes the d
 parent run, where the report finds it. For each problem (the task and every other factor that
 varies) and each method:
 1. every setting of the tuned knobs is scored by the **validation** metric's mean over seeds (a
-   setting with a diverged or failed seed cannot be selected while a clean one exists);
+   setting with a diverged or failed seed cannot be selected while a clean one exists; a failed or killed
+   run whose job a resumed sweep reran to the end does not count against its setting);
 2. the best setting is selected on that, never on the test metric;
 3. the selected setting's **test** metric is reported over its seeds: mean, 95% t interval, n, and
    the selected values;
@@ -68,6 +69,13 @@ def corrupted_training(group: pd.DataFrame) -> bool:
     return False
 
 
+def superseded(group: pd.DataFrame, finished: pd.DataFrame) -> pd.Series:
+    """The failed or killed runs of a setting whose seed has a finished run: a resumed sweep reran the job
+    (its process died: a session's end, kill -9), so that seed is not a failed seed of the setting."""
+    done = set(finished["seed"].astype(str))
+    return group.outcome.isin(["failed", "killed"]) & group["seed"].astype(str).isin(done)
+
+
 def settings_table(
     runs: pd.DataFrame, config_cols: list[str], decl: Declaration
 ) -> tuple[pd.DataFrame, list[str], list[str], list[str]]:
@@ -88,6 +96,7 @@ def settings_table(
             continue  # a setting only a confirmation ran (its selection runs are not in this report)
         metric, mode = group["primary_metric"].iloc[0], group["primary_mode"].iloc[0]
         finished = group[group.outcome == "finished"]
+        group = group[~superseded(group, finished)]
         confirmed = everything[everything["fresh"] & (everything.outcome == "finished")]
         confirmed_test = pd.to_numeric(confirmed.get(f"final:{metric}"), errors="coerce")
         confirmed = confirmed[confirmed_test.notna()]
