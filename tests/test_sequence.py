@@ -115,3 +115,59 @@ def test_mnist_strings_draw_each_split_from_its_own_pool_of_images(tmp_path):
     assert not flat(xtr) & flat(xva)  # no image in both pools
     d = task.load()
     assert d.train.x.shape == (50, 1, 28, 3 * (28 + 14)) and d.test.y.shape == (20, 3)
+
+
+@pytest.mark.parametrize("stride, seen", [(1, 9), (2, 16), (4, 26)])
+def test_a_frame_sees_more_columns_at_a_larger_frame_stride(stride, seen):
+    """task.frame_stride pools the width: a frame per `stride` columns, and each frame's view widens so that at 4
+    it covers most of a 28-pixel MNIST digit (at 1 it sees 9 columns: a whole 8-pixel digit, a third of that one)."""
+    torch.manual_seed(0)
+    model = Sequence(dataset="mnist", max_length=2, jitter=0, frame_stride=stride).model()
+    base = torch.rand(1, 1, 28, 120)
+    out = model(base)
+    assert out.shape == (1, 120 // stride, 11)
+    middle = out.shape[1] // 2
+    cols = []
+    for c in range(120):
+        x = base.clone()
+        x[0, 0, :, c] += 5.0
+        if (model(x)[0, middle] - out[0, middle]).abs().max() > 1e-6:
+            cols.append(c)
+    assert max(cols) - min(cols) + 1 == seen
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"frame_stride": 3}, "task.frame_stride must be one of 1, 2, 4 (image columns per frame), got 3"),
+        ({"frame_stride": True}, "task.frame_stride must be one of 1, 2, 4"),
+    ],
+)
+def test_a_frame_stride_that_does_not_fit_is_refused(kwargs, message):
+    from harness import HarnessError
+
+    with pytest.raises(HarnessError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        Sequence(**kwargs)
+
+
+def test_a_run_at_frame_stride_4_trains_both_losses_and_logs_the_knob(tmp_path):
+    data = write_idx_mnist(tmp_path / "data", n_train=600, n_test=100)
+    for loss in ("ctc", "position_ce"):
+        proc = run_cli(
+            "task=sequence",
+            "task.dataset=mnist",
+            f"data_dir={data}",
+            f"loss={loss}",
+            "epochs=1",
+            "task.max_length=3",
+            "task.jitter=14",
+            "task.frame_stride=4",
+            "task.n_train=64",
+            "task.n_val=32",
+            "task.n_test=32",
+            cwd=tmp_path,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = mlflow_runs(tmp_path, "sequence")[1]
+    assert len(runs) == 2 and {r.data.params["task.frame_stride"] for r in runs} == {"4"}
+    assert all(r.info.status == "FINISHED" for r in runs)

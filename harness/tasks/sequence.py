@@ -7,8 +7,10 @@ test sequences are built from disjoint pools of digit images. Labels are the dig
 to ``max_length`` with the class 10 (``PAD``).
 
 The model: a column encoder (convolutions over the image, its height pooled away) then a
-convolutional sequence head over the columns, giving per-column frames ``[N, T, 11]`` (10 digits +
-blank). ``loss=ctc`` reads the frames with torch's ``CTCLoss`` (no alignment needed);
+convolutional sequence head over the columns, giving frames ``[N, T, 11]`` (10 digits + blank): one
+per column, or per 2 or 4 columns (``frame_stride``: at 1 a frame sees 9 columns, a whole 8-pixel
+digit but a third of a 28-pixel one; at 4 it sees 26). ``loss=ctc`` reads the frames with torch's
+``CTCLoss`` (no alignment needed);
 ``loss=position_ce`` pools the frames into ``max_length`` equal slots and scores each slot against
 the label at that index (it assumes the i-th digit lies in the i-th slot). Each loss decodes its
 own way (``decode``); metrics: exact sequence accuracy (primary) and character error rate (edit
@@ -71,17 +73,25 @@ def compose(images: Tensor, labels: Tensor, n: int, max_length: int, jitter: int
     return Split(x, y)
 
 
-class ColumnNet(nn.Module):
-    """Convolutions over the image, height pooled away, then 1-D convolutions over the columns."""
+STRIDES = (1, 2, 4)
 
-    def __init__(self, height: int, channels: int, classes: int):
+
+class ColumnNet(nn.Module):
+    """Convolutions over the image, height pooled away, then 1-D convolutions over the columns.
+
+    ``stride``: image columns per frame (1, 2 or 4, by max-pooling the width). A frame sees 9
+    columns at stride 1 (more than an 8-pixel digit), 16 at 2 and 26 at 4 (most of a 28-pixel one). A digit
+    spans at least 2 frames at any stride, so CTC always has a frame per digit and a blank between repeats."""
+
+    def __init__(self, height: int, channels: int, classes: int, stride: int = 1):
         super().__init__()
         self.encoder = nn.Sequential(
             nn.Conv2d(1, channels, 3, padding=1),
             nn.ReLU(),
-            nn.MaxPool2d((2, 1)),
+            nn.MaxPool2d((2, 1 if stride == 1 else 2)),
             nn.Conv2d(channels, channels, 3, padding=1),
             nn.ReLU(),
+            *([nn.MaxPool2d((1, 2))] if stride == 4 else []),
         )
         self.pool = nn.AvgPool2d((height // 2, 1))
         self.head = nn.Sequential(nn.Conv1d(channels, 2 * channels, 5, padding=2), nn.ReLU(), nn.Conv1d(2 * channels, classes, 1))
@@ -106,6 +116,7 @@ class Sequence(Task):
         max_length: int = 4,
         jitter: int = 4,
         channels: int = 16,
+        frame_stride: int = 1,
         n_train: int = 5000,
         n_val: int = 1000,
         n_test: int = 2000,
@@ -118,6 +129,11 @@ class Sequence(Task):
             raise HarnessError(f"task.jitter must be an integer >= 0 (blank columns before each digit, at most), got {jitter!r}")
         self.jitter = jitter
         self.channels = check_positive_int("task.channels", channels)
+        if frame_stride not in STRIDES or isinstance(frame_stride, bool):
+            raise HarnessError(
+                f"task.frame_stride must be one of {', '.join(map(str, STRIDES))} (image columns per frame), got {frame_stride!r}"
+            )
+        self.stride = frame_stride
         self.sizes = [check_positive_int(f"task.{k}", v) for k, v in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test))]
         self.data_seed = check_seed("task.data_seed", data_seed)
         self.height = 8 if dataset == "digits" else 28
@@ -147,7 +163,7 @@ class Sequence(Task):
         )
 
     def model(self) -> nn.Module:
-        return ColumnNet(self.height, self.channels, self.num_classes + 1)
+        return ColumnNet(self.height, self.channels, self.num_classes + 1, self.stride)
 
     def metrics(self, output: Tensor, y: Tensor, decode=None) -> dict[str, Tensor]:
         return sequence_metrics(decode(output, self.max_length), y)
