@@ -18,10 +18,11 @@ def test_the_plan_shows_each_study_measured_against_its_budget(tmp_path):
     assert grid_runs("searched", experiments) is None and grid_runs("missing", experiments) is None
     for study, seconds, confirmed in (("base", 90.0, True), ("longer", 900.0, True), ("searched", 60.0, False)) + (
         ("declared", 60.0, False),
+        ("halted", 600.0, False),
     ):
         (reports / study).mkdir()
         proto = {"finished": 15, "train_seconds": seconds, "generated": "2026-12-06 10:00"}
-        proto |= {"margin": 0.005, "margin_post_hoc": False} if study == "declared" else {}
+        proto |= {"margin": 0.005, "margin_post_hoc": False} if study in ("declared", "halted") else {}
         (reports / study / "protocol.json").write_text(json.dumps(proto | ({"confirmation": {}} if confirmed else {})))
     (reports / "plan.yaml").write_text(
         "part 1:\n"
@@ -31,6 +32,7 @@ def test_the_plan_shows_each_study_measured_against_its_budget(tmp_path):
         "  - {study: searched, claims: [], budget: 5}\n"
         "  - {study: declared, claims: [], budget: 5}\n"
         "  - {study: missing, claims: [C3], budget: 5, needs: a GPU}\n"
+        "  - {study: halted, claims: [C3], budget: 5, stopped: its model could not see a digit, needs: 2 hours}\n"
     )
     assert main(["--reports", str(reports)]) == 0
     rows = {line.split("|")[2].strip(): line for line in (reports / "plan.md").read_text().splitlines() if line.startswith("|  ")}
@@ -39,6 +41,10 @@ def test_the_plan_shows_each_study_measured_against_its_budget(tmp_path):
     assert "a search" in rows["searched"] and "first run only (2026-12-06): not yet rerun on fresh seeds" in rows["searched"]
     assert "not run (needs a GPU)" in rows["missing"] and "| 15 runs " not in rows["missing"]
     assert "run with its declared margin (2026-12-06), no confirmation rounds, within budget" in rows["declared"]
+    assert (
+        "selection only (2026-12-06), stopped: its model could not see a digit; over budget by 5.0 min (needs 2 hours)"
+        in rows["halted"]
+    )
     page = tmp_path / "results.md"
     page.write_text("intro\n<!-- studies:start -->\nold\n<!-- studies:end -->\nrest\n")
     assert main(["--reports", str(reports), "--page", str(page)]) == 0

@@ -72,6 +72,9 @@ def status(reports: Path, entry: dict) -> dict:
     minutes = proto.get("train_seconds", math.nan) / 60
     measured = {"runs": str(proto.get("finished", "?")), "training (min)": f"{minutes:.1f}"}
     within = "within budget" if minutes <= budget else f"over budget by {minutes - budget:.1f} min"
+    if "confirmation" not in proto and entry.get("stopped"):  # its plan entry says why its rounds were not run
+        date = proto.get("generated", "?")[:10]
+        return row | measured | {"status": f"selection only ({date}), stopped: {entry['stopped']}; {within}" + needs(entry)}
     if "confirmation" not in proto and proto.get("margin") is not None and not proto.get("margin_post_hoc"):
         # a study declared before its runs without confirmation rounds (a search): its verdicts read its own seeds
         date = proto.get("generated", "?")[:10]
