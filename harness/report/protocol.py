@@ -125,7 +125,6 @@ def settings_table(
                 "val_by_seed": dict(zip(seeds[ok], val[ok].astype(float))),
                 "run_ids": list(finished.loc[ok, "run_id"]),
                 "fresh_by_round": by_round(confirmed, confirmed_test.dropna()),
-                "fresh_failed": int((everything["fresh"] & ~everything.outcome.isin(["finished", "running"])).sum()),
                 "others": other_metrics(metric, finished[ok], confirmed),
             }
         )
