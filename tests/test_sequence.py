@@ -150,24 +150,20 @@ def test_a_frame_stride_that_does_not_fit_is_refused(kwargs, message):
         Sequence(**kwargs)
 
 
-def test_a_run_at_frame_stride_4_trains_both_losses_and_logs_the_knob(tmp_path):
+def test_a_stacked_sweep_at_frame_stride_4_trains_both_losses_and_logs_the_knob(tmp_path):
     data = write_idx_mnist(tmp_path / "data", n_train=600, n_test=100)
-    for loss in ("ctc", "position_ce"):
-        proc = run_cli(
-            "task=sequence",
-            "task.dataset=mnist",
-            f"data_dir={data}",
-            f"loss={loss}",
-            "epochs=1",
-            "task.max_length=3",
-            "task.jitter=14",
-            "task.frame_stride=4",
-            "task.n_train=64",
-            "task.n_val=32",
-            "task.n_test=32",
-            cwd=tmp_path,
-        )
-        assert proc.returncode == 0, proc.stderr[-2000:]
-    runs = mlflow_runs(tmp_path, "sequence")[1]
-    assert len(runs) == 2 and {r.data.params["task.frame_stride"] for r in runs} == {"4"}
-    assert all(r.info.status == "FINISHED" for r in runs)
+    knobs = ("task.max_length=3", "task.jitter=14", "task.frame_stride=4", "task.n_train=64", "task.n_val=32", "task.n_test=32")
+    proc = run_cli(
+        "--multirun",
+        "task=sequence",
+        "task.dataset=mnist",
+        f"data_dir={data}",
+        "loss=ctc,position_ce",
+        "epochs=1",
+        *knobs,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    jobs = [r for r in mlflow_runs(tmp_path, "sequence")[1] if "loss" in r.data.params]
+    assert sorted(r.data.params["loss"] for r in jobs) == ["ctc", "position_ce"]
+    assert {r.data.params["task.frame_stride"] for r in jobs} == {"4"} and {r.info.status for r in jobs} == {"FINISHED"}
