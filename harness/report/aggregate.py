@@ -108,6 +108,14 @@ def comparable(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return frame[keys].astype(object).where(frame[keys].notna(), "-")
 
 
+def superseded(runs: pd.DataFrame, keys: list[str]) -> pd.Series:
+    """The failed or killed runs that have a finished run with the same ``keys`` (configuration and seed): a
+    resumed sweep reran the job whose process died (a session's end, kill -9), so nothing of the study is missing."""
+    ident = comparable(runs, keys).astype(str).agg("|".join, axis=1)
+    done = set(ident[runs.outcome == "finished"])
+    return runs.outcome.isin(["failed", "killed"]) & ident.isin(done)
+
+
 def config_name(row: pd.Series, config_cols: list[str]) -> str:
     """The method part of a configuration (its problem is in row['problem'])."""
     parts = [f"{label(c)}={row[label(c)]}" for c in methods(config_cols)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from harness.report.aggregate import comparable, config_name
+from harness.report.aggregate import config_name, superseded
 from harness.report.declaration import label
 from harness.report.render import fmt
 from harness.report.wording import join_verdicts
@@ -21,11 +21,7 @@ def rerun(runs: pd.DataFrame, outcome: str, config_cols: list[str]) -> int:
     """How many runs of this outcome have a finished run of the same configuration and seed (a resumed sweep
     reruns a job whose process died, so nothing of the study is missing)."""
     keys = [c for c in [*config_cols, "seed"] if c in runs.columns]
-    if not keys:
-        return 0
-    ident = comparable(runs, keys).astype(str).agg("|".join, axis=1)
-    done = set(ident[runs.outcome == "finished"])
-    return int(ident[runs.outcome == outcome].isin(done).sum())
+    return int((superseded(runs, keys) & (runs.outcome == outcome)).sum()) if keys else 0
 
 
 def findings(table: pd.DataFrame, runs: pd.DataFrame, config_cols: list[str]) -> list[str]:

@@ -28,7 +28,7 @@ import pandas as pd
 
 from harness.config.schema import GROUPS
 from harness.report import ReportError, stats
-from harness.report.aggregate import comparable
+from harness.report.aggregate import comparable, superseded
 from harness.report.contrast import Contrast, margin_of
 from harness.report.declaration import Declaration, label
 from harness.report.fresh import DECIDED, by_round, is_fresh, upto, versus
@@ -69,13 +69,6 @@ def corrupted_training(group: pd.DataFrame) -> bool:
     return False
 
 
-def superseded(group: pd.DataFrame, finished: pd.DataFrame) -> pd.Series:
-    """The failed or killed runs of a setting whose seed has a finished run: a resumed sweep reran the job
-    (its process died: a session's end, kill -9), so that seed is not a failed seed of the setting."""
-    done = set(finished["seed"].astype(str))
-    return group.outcome.isin(["failed", "killed"]) & group["seed"].astype(str).isin(done)
-
-
 def settings_table(
     runs: pd.DataFrame, config_cols: list[str], decl: Declaration
 ) -> tuple[pd.DataFrame, list[str], list[str], list[str]]:
@@ -96,7 +89,7 @@ def settings_table(
             continue  # a setting only a confirmation ran (its selection runs are not in this report)
         metric, mode = group["primary_metric"].iloc[0], group["primary_mode"].iloc[0]
         finished = group[group.outcome == "finished"]
-        group = group[~superseded(group, finished)]
+        group = group[~superseded(group, ["seed"])]  # a job rerun to its end is not a failed seed
         confirmed = everything[everything["fresh"] & (everything.outcome == "finished")]
         confirmed_test = pd.to_numeric(confirmed.get(f"final:{metric}"), errors="coerce")
         confirmed = confirmed[confirmed_test.notna()]
