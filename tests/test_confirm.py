@@ -319,3 +319,38 @@ def test_a_knob_only_one_method_has_is_tuned_by_a_second_sweep_and_confirmed_by_
     assert "loss.delta=" in tuned.loc["loss=huber", "setting"] and "loss.delta" not in tuned.loc["loss=mse", "setting"]
     again = sweep(*common, *huber, "seed=3,4,5", "study.stage=confirm", cwd=tmp_path)
     assert again.returncode != 0 and "round 1's, and every method it would rerun already ran them" in again.stderr
+
+
+def test_a_round_killed_before_any_run_finished_starts_again_on_its_seeds(tmp_path, monkeypatch):
+    """A session's end killed round 2 while its first runs trained: those runs left no result, so the same seeds
+    start round 2 again (they were refused as used, and the killed runs' round counted as done)."""
+    from omegaconf import OmegaConf
+
+    import harness.report.claimmap as claimmap
+    import harness.report.protocol as protocol
+    from harness.sweep.confirm import plan
+
+    assert sweep(*STUDY, "seed=0,1,2", cwd=tmp_path).returncode == 0
+    assert sweep(*STUDY, "seed=3,4,5", "study.stage=confirm", cwd=tmp_path).returncode == 0
+    client, runs = mlflow_runs(tmp_path, "confirm_study")
+    experiment_id = client.get_experiment_by_name("confirm_study").experiment_id
+    source = next(r for r in runs if r.data.tags.get("stage") == "confirm")
+    tags = {**source.data.tags, "round": "2", "seed": "6"}
+    tags.pop("outcome", None)
+    killed = client.create_run(experiment_id, tags=tags)  # round 2's run on seed 6, killed before it logged a metric
+    for key, value in source.data.params.items():
+        client.log_param(killed.info.run_id, key, "6" if key == "seed" else value)
+    client.set_terminated(killed.info.run_id, "KILLED")
+
+    def config(seeds):
+        study = {"compare": ["loss"], "tune": ["optimizer.lr"], "rounds": 2}
+        return OmegaConf.create(
+            {"seed": 0, "study": study, "hydra": {"sweeper": {"params": {}}, "overrides": {"task": [f"seed={seeds}"]}}}
+        )
+
+    both = lambda selected, *_: {(str(p), str(m)) for p, m in zip(selected["problem"], selected["method"])}  # noqa: E731
+    monkeypatch.setattr(protocol, "open_pairs", both)
+    monkeypatch.setattr(claimmap, "open_contrasts", lambda *_: set())
+    got = plan(client, experiment_id, "confirm_study", config("6,7"))
+    assert got["round"] == 2 and not got["catch_up"] and got["seeds"] == ["6", "7"]
+    assert sorted(s["loss"] for s in got["selected"]) == ["mae", "mse"]

@@ -60,14 +60,20 @@ def plan(client, experiment_id: str, experiment: str, config: DictConfig) -> dic
     if not (chosen.outcome == "finished").any():
         raise HarnessError(f"study.stage=confirm: experiment {experiment!r} has no finished selection runs to select from")
     seeds = sweep_seeds(config)
-    done = sorted({int(r) for r in runs.loc[fresh, "round"].dropna() if str(r).isdigit()})
-    last_seeds = set(runs.loc[fresh & (runs["round"].astype(str) == str(done[-1])), "seed"].astype(str)) if done else set()
+    # a run killed by an interruption (a session's end, kill -9) left no result: its round and seed stay unused, so
+    # an interrupted round can be started again on the seeds it was launched with
+    kept = runs[runs["outcome"].astype(str) != "killed"]
+    kept_fresh = is_fresh(kept)
+    done = sorted({int(r) for r in kept.loc[kept_fresh, "round"].dropna() if str(r).isdigit()})
+    last_round = kept_fresh & (kept["round"].astype(str) == str(done[-1])) if done else kept_fresh & False
+    last_seeds = set(kept.loc[last_round, "seed"].astype(str))
     catch_up = bool(done) and set(seeds) == last_seeds  # the last round's seeds again: for the pairs it left out
-    used = sorted(set(seeds) & set(runs["seed"].dropna().astype(str)), key=lambda s: (len(s), s))
+    ran = set(kept["seed"].dropna().astype(str))
+    used = sorted(set(seeds) & ran, key=lambda s: (len(s), s))
     if used and not catch_up:
         raise HarnessError(
             f"study.stage=confirm needs fresh seeds, but seed(s) {', '.join(used)} already ran in this study "
-            f"(it used {', '.join(sorted(set(runs['seed'].dropna().astype(str)), key=lambda s: (len(s), s)))}); "
+            f"(it used {', '.join(sorted(ran, key=lambda s: (len(s), s)))}); "
             "pass new ones, e.g. seed=5,6,7,8,9 after selection on 0-4"
         )
     round_ = done[-1] if catch_up else (done[-1] + 1) if done else 1
