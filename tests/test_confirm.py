@@ -33,6 +33,16 @@ STUDY = (
 )
 
 
+def config(seeds):
+    """The config ``confirm.plan`` reads, for a confirmation sweep over ``seeds`` ("3,4,5") of STUDY's study."""
+    from omegaconf import OmegaConf
+
+    study = {"compare": ["loss"], "tune": ["optimizer.lr"], "rounds": 2}
+    return OmegaConf.create(
+        {"seed": 0, "study": study, "hydra": {"sweeper": {"params": {}}, "overrides": {"task": [f"seed={seeds}"]}}}
+    )
+
+
 def test_a_confirmation_reruns_only_the_selected_settings_on_fresh_seeds(tmp_path):
     first = sweep(*STUDY, "seed=0,1,2", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
@@ -232,7 +242,6 @@ def test_the_last_rounds_seeds_again_catch_up_the_methods_that_round_left_out(tm
     """Round 1 lost mae's runs: its seeds again rerun mae alone, as round 1 (round 1 reruns every method, open or
     not). Round 2 that followed only mse's pairs (mse's runs relabelled round 2 here): its seeds again rerun mae
     only while mae is in a pair still open; once no left-out method is, those seeds are refused."""
-    from omegaconf import OmegaConf
 
     import harness.report.claimmap as claimmap
     import harness.report.protocol as protocol
@@ -249,12 +258,6 @@ def test_the_last_rounds_seeds_again_catch_up_the_methods_that_round_left_out(tm
     for r in fresh["mae"]:
         client.delete_run(r.info.run_id)
     experiment_id = client.get_experiment_by_name("confirm_study").experiment_id
-
-    def config(seeds):
-        study = {"compare": ["loss"], "tune": ["optimizer.lr"], "rounds": 2}
-        return OmegaConf.create(
-            {"seed": 0, "study": study, "hydra": {"sweeper": {"params": {}}, "overrides": {"task": [f"seed={seeds}"]}}}
-        )
 
     both = lambda selected, *_: {(str(p), str(m)) for p, m in zip(selected["problem"], selected["method"])}  # noqa: E731
     monkeypatch.setattr(protocol, "open_pairs", lambda *_: set())
@@ -324,8 +327,6 @@ def test_a_knob_only_one_method_has_is_tuned_by_a_second_sweep_and_confirmed_by_
 def test_a_round_killed_before_any_run_finished_starts_again_on_its_seeds(tmp_path, monkeypatch):
     """A session's end killed round 2 while its first runs trained: those runs left no result, so the same seeds
     start round 2 again (they were refused as used, and the killed runs' round counted as done)."""
-    from omegaconf import OmegaConf
-
     import harness.report.claimmap as claimmap
     import harness.report.protocol as protocol
     from harness.sweep.confirm import plan
@@ -341,12 +342,6 @@ def test_a_round_killed_before_any_run_finished_starts_again_on_its_seeds(tmp_pa
     for key, value in source.data.params.items():
         client.log_param(killed.info.run_id, key, "6" if key == "seed" else value)
     client.set_terminated(killed.info.run_id, "KILLED")
-
-    def config(seeds):
-        study = {"compare": ["loss"], "tune": ["optimizer.lr"], "rounds": 2}
-        return OmegaConf.create(
-            {"seed": 0, "study": study, "hydra": {"sweeper": {"params": {}}, "overrides": {"task": [f"seed={seeds}"]}}}
-        )
 
     both = lambda selected, *_: {(str(p), str(m)) for p, m in zip(selected["problem"], selected["method"])}  # noqa: E731
     monkeypatch.setattr(protocol, "open_pairs", both)
